@@ -1,0 +1,47 @@
+/**
+ * Every queue, payload and table has a limit. The leader writes the limits it
+ * runs with into its `leader` log entry, so every node applies the log with
+ * the same limits and stays deterministic even if nodes are configured
+ * differently.
+ */
+export interface Limits {
+  /** Largest single append, in bytes (after base64 decoding). */
+  maxAppendBytes: number;
+  /** Largest critical section: all appends staged under one grant. */
+  maxSectionBytes: number;
+  maxSessions: number;
+  maxLocks: number;
+  /** Waiters per lock. */
+  maxQueueLength: number;
+  /** Answered-but-unacknowledged requests per client. */
+  maxCachedReplies: number;
+  /** Remembered ended grants per client, to tell LOCK_EXPIRED from NOT_HOLDER. */
+  maxEndedGrants: number;
+  defaultLeaseMs: number;
+  minLeaseMs: number;
+  maxLeaseMs: number;
+  maxWaitMs: number;
+  sessionTimeoutMs: number;
+}
+
+export const DEFAULT_LIMITS: Limits = {
+  maxAppendBytes: 64 * 1024,
+  maxSectionBytes: 1024 * 1024,
+  maxSessions: 10_000,
+  maxLocks: 10_000,
+  maxQueueLength: 1_000,
+  maxCachedReplies: 1_024,
+  maxEndedGrants: 16,
+  defaultLeaseMs: 10_000,
+  minLeaseMs: 500,
+  maxLeaseMs: 10 * 60_000,
+  maxWaitMs: 24 * 3600_000,
+  sessionTimeoutMs: 15_000,
+};
+
+/** Lock names: 1-128 characters, letters, digits and `_ . : -`, starting with a letter or digit. */
+export const LOCK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
+/** Client ids are nanoids by default; we accept the nanoid alphabet, 8-64 characters. */
+export const CLIENT_ID = /^[A-Za-z0-9_-]{8,64}$/;
+/** Largest request the node will parse, in bytes; larger ones are TOO_LARGE without parsing. */
+export const MAX_REQUEST_BYTES = 256 * 1024;

@@ -1,0 +1,152 @@
+/**
+ * Wire messages between clients and the leader. Every message is one JSON
+ * object. Binary data (file appends, reads) travels as base64 in `data`.
+ *
+ * Requests that change state carry the client's session id (`client`), a
+ * per-client sequence number (`seq`, starting at 1, strictly increasing) and
+ * `ack`: every request with a sequence number at or below `ack` has been
+ * answered and its answer seen, so the server may forget those answers.
+ * Retries reuse the same `seq`; that is what makes effects at-most-once.
+ */
+import type { ErrorName } from "./errors";
+
+export const DEFAULT_LOCK = "global";
+
+/** Operations that go through the log (state changes, at-most-once). */
+export const LOGGED_OPS = ["hello", "goodbye", "acquire", "release", "append", "renew", "cancel"] as const;
+/** Operations served from the leader's applied state, never logged. */
+export const UNLOGGED_OPS = ["ping", "status", "read"] as const;
+export type LoggedOp = (typeof LOGGED_OPS)[number];
+export type UnloggedOp = (typeof UNLOGGED_OPS)[number];
+export type Op = LoggedOp | UnloggedOp;
+
+interface SessionFields {
+  client: string;
+  seq: number;
+  ack: number;
+}
+
+export interface HelloRequest extends SessionFields {
+  op: "hello";
+}
+export interface GoodbyeRequest extends SessionFields {
+  op: "goodbye";
+}
+export interface AcquireRequest extends SessionFields {
+  op: "acquire";
+  lock: string;
+  /** Lease length for this grant; the node's default when absent. */
+  leaseMs?: number;
+  /** Give up waiting after this long (server-side, logged); wait forever when absent. */
+  waitMs?: number;
+}
+export interface ReleaseRequest extends SessionFields {
+  op: "release";
+  lock: string;
+  token: number;
+}
+export interface AppendRequest extends SessionFields {
+  op: "append";
+  /** `file_0` … `file_99`; any other name is FILE_NOT_FOUND. */
+  file: string;
+  /** base64 */
+  data: string;
+  /** The fencing token of the caller's grant of the lock guarding the file (`global`). */
+  token: number;
+}
+export interface RenewRequest extends SessionFields {
+  op: "renew";
+  lock: string;
+  token: number;
+  leaseMs?: number;
+}
+export interface CancelRequest extends SessionFields {
+  op: "cancel";
+  /** The sequence number of the acquire whose wait is cancelled. */
+  target: number;
+}
+export interface PingRequest {
+  op: "ping";
+  client: string;
+}
+export interface StatusRequest {
+  op: "status";
+}
+export interface ReadRequest {
+  op: "read";
+  file: string;
+}
+
+export type LoggedRequest =
+  | HelloRequest
+  | GoodbyeRequest
+  | AcquireRequest
+  | ReleaseRequest
+  | AppendRequest
+  | RenewRequest
+  | CancelRequest;
+export type Request = LoggedRequest | PingRequest | StatusRequest | ReadRequest;
+
+/** What a grant looks like on the wire. `expiresAt` is the leader's clock, ms since epoch. */
+export interface LeaseInfo {
+  lock: string;
+  token: number;
+  leaseMs: number;
+  expiresAt: number;
+}
+
+export interface OkReply {
+  ok: true;
+  code: 0;
+  message: string;
+  /** acquire: granted now or queued; later grants arrive as a notification. */
+  status?: "granted" | "queued";
+  lease?: LeaseInfo;
+  position?: number;
+  /** release: what the commit wrote. */
+  committed?: { appends: number; bytes: number };
+  /** append: the section staged so far under this grant. */
+  staged?: { appends: number; bytes: number };
+  /** cancel: whether the target wait was still waiting and is now cancelled. */
+  cancelled?: boolean;
+  /** hello: the server's settings the client should follow. */
+  session?: { sessionTimeoutMs: number; defaultLeaseMs: number; maxAppendBytes: number };
+  /** read */
+  data?: string;
+  length?: number;
+  /** status */
+  view?: StatusView;
+}
+
+export interface ErrorReply {
+  ok: false;
+  code: number;
+  error: ErrorName;
+  message: string;
+  /** ALREADY_HELD carries the lease the client already has, when it holds the lock. */
+  lease?: LeaseInfo;
+}
+
+export type Reply = OkReply | ErrorReply;
+
+/** Pushed by the leader on `<prefix>.notify.<client>`. */
+export type Notification =
+  | { event: "granted"; seq: number; lease: LeaseInfo }
+  | { event: "lost"; lock: string; token: number; error: "LOCK_EXPIRED" | "SESSION_EXPIRED" }
+  | { event: "waitEnded"; seq: number; lock: string; error: "WAIT_TIMEOUT" | "CANCELLED" | "SESSION_EXPIRED" };
+
+export interface StatusView {
+  leader: string | null;
+  epoch: number;
+  /** The log sequence the answering node's state reflects. */
+  appliedSeq: number;
+  now: number;
+  nextToken: number;
+  sessions: number;
+  locks: Array<{
+    name: string;
+    holder: { client: string; token: number; expiresAt: number; stagedAppends: number; stagedBytes: number } | null;
+    queue: Array<{ client: string; seq: number }>;
+  }>;
+  fileLengths: number[];
+}

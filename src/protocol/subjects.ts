@@ -1,0 +1,38 @@
+/**
+ * NATS subjects and JetStream names. Everything hangs off one prefix so that
+ * several dlm clusters can share a NATS deployment.
+ */
+export const DEFAULT_PREFIX = "dlm";
+
+export interface Names {
+  /** Requests to the leader; only the leader subscribes (queue group `queueGroup`). */
+  requestSubject: string;
+  queueGroup: string;
+  /** Grant and lease-lost notifications for one client. */
+  notifySubject(client: string): string;
+  /** Every node answers here with its own view (role, applied sequence); used by `dlm status`. */
+  nodesInfoSubject: string;
+  /** The log stream and the subject its entries are published on. */
+  streamName: string;
+  logSubject: string;
+  /** KV bucket holding the leader lease, and the key in it. */
+  leaderBucket: string;
+  leaderKey: string;
+}
+
+export function names(prefix: string = DEFAULT_PREFIX): Names {
+  if (!/^[A-Za-z0-9_-]{1,32}$/.test(prefix)) {
+    throw new Error(`invalid subject prefix ${JSON.stringify(prefix)}: use 1-32 of [A-Za-z0-9_-]`);
+  }
+  const upper = prefix.toUpperCase().replace(/-/g, "_");
+  return {
+    requestSubject: `${prefix}.req`,
+    queueGroup: `${prefix}-leader`,
+    notifySubject: (client: string) => `${prefix}.notify.${client}`,
+    nodesInfoSubject: `${prefix}.nodes.info`,
+    streamName: `${upper}_LOG`,
+    logSubject: `${prefix}.log`,
+    leaderBucket: `${prefix}_leader`,
+    leaderKey: "leader",
+  };
+}
