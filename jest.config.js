@@ -5,7 +5,7 @@ module.exports = {
   testMatch: ["**/*.test.ts"],
   transform: {
     // Type checking happens once in `npm run build` (tsc); jest only transpiles.
-    "^.+\\.ts$": ["ts-jest", { isolatedModules: true, diagnostics: false }],
+    "^.+\\.ts$": ["ts-jest", { diagnostics: false }],
   },
   // Integration tests start real nats-server and node processes; two cores
   // cannot run several clusters at once without timing noise.

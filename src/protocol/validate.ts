@@ -1,0 +1,169 @@
+/**
+ * Turns raw request bytes into a typed request, or into the error reply that
+ * explains what is wrong with them. This is the only place that trusts
+ * nothing: after it, every field has the right type and is within limits.
+ * It never throws on input.
+ */
+import type { ErrorName } from "./errors";
+import { fileIndex } from "./files";
+import { CLIENT_ID, LOCK_NAME, MAX_REQUEST_BYTES, type Limits } from "./limits";
+import { DEFAULT_LOCK, LOGGED_OPS, UNLOGGED_OPS, type ErrorReply, type Request } from "./messages";
+import { errorReply } from "../state/replies";
+
+export type Parsed = { ok: true; request: Request } | { ok: false; reply: ErrorReply };
+
+class Invalid extends Error {
+  constructor(
+    readonly errorName: ErrorName,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+const KNOWN_OPS: readonly string[] = [...LOGGED_OPS, ...UNLOGGED_OPS];
+
+export function parseRequest(bytes: Uint8Array, limits: Limits): Parsed {
+  try {
+    return { ok: true, request: parseOrThrow(bytes, limits) };
+  } catch (err) {
+    if (err instanceof Invalid) return { ok: false, reply: errorReply(err.errorName, err.message) };
+    throw err;
+  }
+}
+
+function parseOrThrow(bytes: Uint8Array, limits: Limits): Request {
+  if (bytes.length > MAX_REQUEST_BYTES) {
+    throw new Invalid("TOO_LARGE", `request of ${bytes.length} bytes exceeds ${MAX_REQUEST_BYTES}`);
+  }
+  let body: unknown;
+  try {
+    body = JSON.parse(Buffer.from(bytes).toString("utf8"));
+  } catch {
+    throw new Invalid("BAD_REQUEST", "request is not valid JSON");
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw new Invalid("BAD_REQUEST", "request must be a JSON object");
+  }
+  const raw = body as Record<string, unknown>;
+  if (typeof raw.op !== "string") throw new Invalid("BAD_REQUEST", "field 'op' must be a string");
+  const op = raw.op;
+  if (!KNOWN_OPS.includes(op)) {
+    throw new Invalid("UNKNOWN_OP", `unknown op ${JSON.stringify(op.slice(0, 40))}; known: ${KNOWN_OPS.join(", ")}`);
+  }
+  switch (op) {
+    case "status":
+      return { op };
+    case "read":
+      return { op, file: fileName(raw) };
+    case "ping":
+      return { op, client: clientId(raw) };
+    case "hello":
+    case "goodbye":
+      return { op, ...session(raw) };
+    case "acquire":
+      return {
+        op,
+        ...session(raw),
+        lock: lockName(raw),
+        ...optionalInt(raw, "leaseMs", limits.minLeaseMs, limits.maxLeaseMs),
+        ...optionalInt(raw, "waitMs", 0, limits.maxWaitMs),
+      };
+    case "release":
+      return { op, ...session(raw), lock: lockName(raw), token: token(raw) };
+    case "renew":
+      return {
+        op,
+        ...session(raw),
+        lock: lockName(raw),
+        token: token(raw),
+        ...optionalInt(raw, "leaseMs", limits.minLeaseMs, limits.maxLeaseMs),
+      };
+    case "append": {
+      const fields = session(raw);
+      const file = fileName(raw);
+      const data = base64(raw, limits.maxAppendBytes);
+      return { op, ...fields, file, data, token: token(raw) };
+    }
+    case "cancel": {
+      const fields = session(raw);
+      const target = integer(raw, "target", 1, fields.seq - 1);
+      return { op, ...fields, target };
+    }
+    default:
+      // KNOWN_OPS and this switch list the same ops; a gap is a programming error.
+      throw new Error(`op ${op} is known but not parsed`);
+  }
+}
+
+function session(raw: Record<string, unknown>): { client: string; seq: number; ack: number } {
+  const client = clientId(raw);
+  const seq = integer(raw, "seq", 1, Number.MAX_SAFE_INTEGER);
+  const ack = raw.ack === undefined ? 0 : integer(raw, "ack", 0, seq - 1);
+  return { client, seq, ack };
+}
+
+function clientId(raw: Record<string, unknown>): string {
+  if (typeof raw.client !== "string" || !CLIENT_ID.test(raw.client)) {
+    throw new Invalid("BAD_REQUEST", "field 'client' must be a client id of 8-64 characters from [A-Za-z0-9_-]");
+  }
+  return raw.client;
+}
+
+function lockName(raw: Record<string, unknown>): string {
+  if (raw.lock === undefined) return DEFAULT_LOCK;
+  if (typeof raw.lock !== "string" || !LOCK_NAME.test(raw.lock)) {
+    throw new Invalid(
+      "BAD_REQUEST",
+      "field 'lock' must be 1-128 characters of [A-Za-z0-9_.:-], starting with a letter or digit",
+    );
+  }
+  return raw.lock;
+}
+
+function fileName(raw: Record<string, unknown>): string {
+  if (typeof raw.file !== "string") throw new Invalid("BAD_REQUEST", "field 'file' must be a string");
+  if (fileIndex(raw.file) === undefined) {
+    throw new Invalid("FILE_NOT_FOUND", `no file ${JSON.stringify(raw.file.slice(0, 64))}: files are file_0 … file_99`);
+  }
+  return raw.file;
+}
+
+function token(raw: Record<string, unknown>): number {
+  return integer(raw, "token", 1, Number.MAX_SAFE_INTEGER);
+}
+
+function base64(raw: Record<string, unknown>, maxBytes: number): string {
+  const data = raw.data;
+  if (typeof data !== "string") throw new Invalid("BAD_REQUEST", "field 'data' must be a base64 string");
+  // Check the size before the pattern: the pattern is linear, but there is
+  // no reason to scan a payload we refuse anyway.
+  const bytes = Math.floor((data.length * 3) / 4);
+  if (bytes > maxBytes + 2) throw new Invalid("TOO_LARGE", `append of ~${bytes} bytes exceeds maxAppendBytes ${maxBytes}`);
+  if (!BASE64.test(data)) throw new Invalid("BAD_REQUEST", "field 'data' is not valid base64");
+  const exact = Buffer.byteLength(data, "base64");
+  if (exact > maxBytes) throw new Invalid("TOO_LARGE", `append of ${exact} bytes exceeds maxAppendBytes ${maxBytes}`);
+  return data;
+}
+
+function integer(raw: Record<string, unknown>, field: string, min: number, max: number): number {
+  const value = raw[field];
+  if (typeof value !== "number" || !Number.isSafeInteger(value)) {
+    throw new Invalid("BAD_REQUEST", `field '${field}' must be an integer`);
+  }
+  if (value < min || value > max) {
+    throw new Invalid("BAD_REQUEST", `field '${field}' must be between ${min} and ${max}, got ${value}`);
+  }
+  return value;
+}
+
+function optionalInt<K extends string>(
+  raw: Record<string, unknown>,
+  field: K,
+  min: number,
+  max: number,
+): Partial<Record<K, number>> {
+  if (raw[field] === undefined) return {};
+  return { [field]: integer(raw, field, min, max) } as Partial<Record<K, number>>;
+}

@@ -1,0 +1,13 @@
+/** Reply builders shared by the state machine and the coordinator. */
+import { ErrorCodes, ErrorDescriptions, type ErrorName } from "../protocol/errors";
+import type { ErrorReply, LeaseInfo, OkReply } from "../protocol/messages";
+
+export function errorReply(name: ErrorName, message?: string, extra?: { lease?: LeaseInfo }): ErrorReply {
+  const reply: ErrorReply = { ok: false, code: ErrorCodes[name], error: name, message: message ?? ErrorDescriptions[name] };
+  if (extra?.lease) reply.lease = extra.lease;
+  return reply;
+}
+
+export function okReply(message: string, fields: Omit<OkReply, "ok" | "code" | "message"> = {}): OkReply {
+  return { ok: true, code: 0, message, ...fields };
+}

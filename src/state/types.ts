@@ -1,0 +1,133 @@
+/**
+ * Types of the pure state machine: the log entries it consumes, the state it
+ * keeps and the effects it returns. Nothing here does I/O or reads a clock.
+ */
+import type { Limits } from "../protocol/limits";
+import type { Notification, Reply } from "../protocol/messages";
+
+/**
+ * One command inside a log entry. Client commands carry the session id and
+ * sequence number that make them at-most-once; leader commands (expiries,
+ * leader change) are decided by the leader's clock and carry no session.
+ */
+export type Command =
+  | { type: "hello"; client: string; seq: number; ack: number }
+  | { type: "goodbye"; client: string; seq: number; ack: number }
+  | {
+      type: "acquire";
+      client: string;
+      seq: number;
+      ack: number;
+      lock: string;
+      leaseMs: number;
+      /** null: wait as long as it takes. 0: try-acquire. */
+      waitMs: number | null;
+    }
+  | { type: "release"; client: string; seq: number; ack: number; lock: string; token: number }
+  | {
+      type: "append";
+      client: string;
+      seq: number;
+      ack: number;
+      token: number;
+      file: number;
+      /** base64, already validated and size-checked by the coordinator. */
+      data: string;
+    }
+  | { type: "renew"; client: string; seq: number; ack: number; lock: string; token: number; leaseMs: number }
+  | { type: "cancel"; client: string; seq: number; ack: number; target: number }
+  | { type: "expireLease"; lock: string; token: number }
+  | { type: "expireWait"; client: string; seq: number }
+  | { type: "expireSession"; client: string }
+  | { type: "leader"; node: string; epoch: number; limits: Limits };
+
+export type ClientCommand = Extract<Command, { client: string; seq: number; ack: number }>;
+
+/**
+ * One JetStream message. `t` is the leader's wall clock when it built the
+ * entry; it is the only notion of time the state machine has. Several
+ * commands share an entry (group commit).
+ */
+export interface LogEntry {
+  v: 1;
+  t: number;
+  node: string;
+  epoch: number;
+  cmds: Command[];
+}
+
+export interface Grant {
+  client: string;
+  token: number;
+  /** The acquire request that this grant answers. */
+  seq: number;
+  grantedAt: number;
+  leaseMs: number;
+  expiresAt: number;
+  /** The critical section so far: appends staged until release commits them. */
+  staged: Array<{ file: number; data: string }>;
+  stagedBytes: number;
+}
+
+export interface Waiter {
+  client: string;
+  seq: number;
+  leaseMs: number;
+  enqueuedAt: number;
+  /** Absolute time the wait gives up, or null to wait forever. */
+  deadline: number | null;
+}
+
+export interface LockState {
+  name: string;
+  holder: Grant | null;
+  queue: Waiter[];
+}
+
+export type EndReason = "released" | "expired" | "sessionExpired";
+
+export interface Session {
+  id: string;
+  createdAt: number;
+  /** Every request with seq <= acked was answered and the client saw it. */
+  acked: number;
+  /** Completed requests and their replies, until the client acknowledges them. */
+  replies: Map<number, Reply>;
+  /** Acquires still waiting in a queue: seq -> lock name. */
+  pending: Map<number, string>;
+  /** Locks this client holds: lock name -> token. */
+  held: Map<string, number>;
+  /** Recently ended grants (token -> why), so a late request learns why it failed. */
+  ended: Map<number, EndReason>;
+}
+
+export interface State {
+  /** The latest entry time seen; time never runs backwards in the machine. */
+  now: number;
+  /** The next fencing token. Tokens are never reused, across leaders too. */
+  nextToken: number;
+  epoch: number;
+  leader: string | null;
+  limits: Limits;
+  locks: Map<string, LockState>;
+  sessions: Map<string, Session>;
+  /** Committed length of each file, in bytes. */
+  fileLengths: number[];
+}
+
+/**
+ * What the caller must do after applying an entry, in this order:
+ * 1. `fileAppend`s, in order (the files then reflect this entry);
+ * 2. `reply`s and `notify`s to clients.
+ * The entry was acknowledged by the log before apply was called, so every
+ * reply here is backed by durable state.
+ */
+export type Effect =
+  | { type: "fileAppend"; file: number; data: Buffer }
+  /**
+   * The answer to request (client, seq). `final` replies are also cached in
+   * the session; a non-final one (an acquire that is queued) is an interim
+   * answer to the request message only.
+   */
+  | { type: "reply"; client: string; seq: number; reply: Reply; final: boolean }
+  | { type: "notify"; client: string; notification: Notification };
