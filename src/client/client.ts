@@ -1,0 +1,1042 @@
+/**
+ * DlmClient: sessions, sequence numbers, retries, waiting for grants, lease
+ * renewal and typed errors on top of a Transport.
+ *
+ * ```ts
+ * import { connect } from "dlm";
+ *
+ * const client = await connect({ servers: "nats://127.0.0.1:4222" });
+ * const lease = await client.acquire();           // lock "global", FIFO
+ * await client.append("file_3", "hello\n");       // staged under the lease
+ * const { appends, bytes } = await lease.release(); // committed atomically
+ * await client.close();
+ * ```
+ *
+ * Behaviour the protocol leaves to the client (see also docs in options.ts,
+ * retry.ts, lease.ts):
+ *
+ * - Requests are retried under the policy in retry.ts with the same seq, so
+ *   they take effect at most once. Several may be in flight at once; `ack`
+ *   is kept below the lowest outstanding seq (session.ts).
+ * - A request the client gave up on (TIMEOUT, UNAVAILABLE, CLOSED) is no
+ *   longer tracked: its seq is acknowledged. If an acquire the client gave up
+ *   on is granted later anyway, the grant notification finds no waiter and
+ *   the client releases that grant at once (an "orphan").
+ * - `append` without a held `global` lease throws NotHolderError locally and
+ *   sends nothing; file names outside file_0 … file_99 throw
+ *   FileNotFoundError locally; appends larger than the server's
+ *   maxAppendBytes (from hello) throw TooLargeError locally.
+ * - SESSION_EXPIRED from any request (other than goodbye): every lease of
+ *   that session is lost, its waiting acquires reject with
+ *   SessionExpiredError, "sessionExpired" is emitted and a fresh session
+ *   (new nanoid, seq from 1) is started at once for later operations.
+ * - `close()` does not release (commit) held leases: goodbye ends them
+ *   without committing, and they are reported lost with ClosedError. Release
+ *   first if you want your appends.
+ *
+ * Events: "leaseLost" (lease, error), "sessionExpired" (error, oldClientId),
+ * "session" (clientId) after every successful hello, "closed".
+ */
+import { EventEmitter } from "node:events";
+import { nanoid } from "nanoid";
+import { connect as natsConnect } from "@nats-io/transport-node";
+import { fileIndex } from "../protocol/files";
+import { DEFAULT_LIMITS, LOCK_NAME } from "../protocol/limits";
+import {
+  DEFAULT_LOCK,
+  type LeaseInfo,
+  type LoggedRequest,
+  type Notification,
+  type OkReply,
+  type Reply,
+  type Request,
+  type StatusView,
+} from "../protocol/messages";
+import { names, type Names } from "../protocol/subjects";
+import {
+  BadRequestError,
+  CancelledError,
+  ClosedError,
+  DlmError,
+  FileNotFoundError,
+  InternalError,
+  LockExpiredError,
+  NotHolderError,
+  SessionExpiredError,
+  TimeoutError,
+  TooLargeError,
+  UnavailableError,
+  errorFromReply,
+  isDlmError,
+  makeError,
+} from "./errors";
+import type { FaultInjector } from "./faults";
+import { Lease, type Committed, type LeaseOwner } from "./lease";
+import { resolveOptions, type ClientOptions, type Logger, type ResolvedOptions } from "./options";
+import { raceSignal, retry, sleep, type RetryPolicy } from "./retry";
+import { PendingAcquire, Session, type GrantResult, type SessionInfo } from "./session";
+import {
+  NatsTransport,
+  TransportClosedError,
+  TransportTimeoutError,
+  TransportUnavailableError,
+  type Transport,
+} from "./transport";
+
+export interface AcquireOptions {
+  /** Lease length; default the client's `defaultLeaseMs`, else the server's. */
+  leaseMs?: number;
+  /** Give up waiting after this long (server-side). 0 = try once. Default: wait until granted. */
+  waitMs?: number;
+  /** Abort the wait: the client cancels it on the server and rejects with CancelledError. */
+  signal?: AbortSignal;
+}
+
+export interface AppendOptions {
+  /** The lease to append under; default the client's held lease on "global". */
+  lease?: Lease;
+}
+
+export interface AppendResult {
+  /** The critical section staged so far under this grant. */
+  staged: { appends: number; bytes: number };
+}
+
+export type { Committed, SessionInfo };
+
+/** One answered request. */
+interface Answer {
+  reply: Reply;
+  /** When the attempt that was answered was sent (performance.now()). */
+  sentAt: number;
+  /** When the first attempt of this request was sent. */
+  firstSentAt: number;
+}
+
+interface CallOptions {
+  signal?: AbortSignal;
+  policy?: Partial<RetryPolicy>;
+  onSend?: (sentAt: number) => void;
+}
+
+interface LeaseRecord {
+  lease: Lease;
+  session: Session;
+  /** Monotonic time at or before which the server last granted/renewed: the lease runs at least until confirmedAt + leaseMs. */
+  confirmedAt: number;
+  renewTimer: NodeJS.Timeout | undefined;
+  deadlineTimer: NodeJS.Timeout | undefined;
+  releasing: Promise<Committed> | undefined;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const now = (): number => performance.now();
+/** Errors that end a grant: the lease is lost. */
+const LEASE_ENDING = new Set(["LOCK_EXPIRED", "NOT_HOLDER", "SESSION_EXPIRED"]);
+const MAX_KNOWN_TOKENS = 1024;
+
+function describe(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+export class DlmClient extends EventEmitter implements LeaseOwner {
+  readonly options: ResolvedOptions;
+  private readonly transport: Transport;
+  private readonly names: Names;
+  private readonly log: Logger;
+  private readonly faults: FaultInjector | undefined;
+  private readonly closeController = new AbortController();
+  private closePromise: Promise<string | undefined> | undefined;
+  private sessionPromise: Promise<Session> | undefined;
+  private current: Session | undefined;
+  private generation = 0;
+  private readonly records = new Map<Lease, LeaseRecord>();
+
+  /**
+   * Lower-level constructor: `connect()` is the usual way in. The client
+   * sends through `transport` (wrapped by `options.faults` if given) and
+   * says hello on `start()`.
+   */
+  constructor(transport: Transport, options: ClientOptions = {}) {
+    super();
+    this.options = resolveOptions(options);
+    this.names = names(this.options.prefix);
+    this.log = this.options.logger;
+    this.faults = this.options.faults;
+    this.transport = this.faults ? this.faults.wrap(transport) : transport;
+  }
+
+  /** Say hello (with the retry policy). connect() calls this. */
+  async start(): Promise<this> {
+    try {
+      await this.ensureSession();
+    } catch (e) {
+      if (e instanceof TimeoutError) {
+        const total = (this.options.maxAttempts * this.options.requestTimeoutMs) / 1000;
+        throw new UnavailableError(
+          `no dlm coordinator answered on ${this.names.requestSubject} within ${total}s: is a node running?`,
+          { cause: e },
+        );
+      }
+      throw e;
+    }
+    return this;
+  }
+
+  /** The current session id (changes when a session is renewed after expiry). */
+  get clientId(): string | undefined {
+    return this.current?.id;
+  }
+
+  /** The server's settings from the last hello. */
+  get session(): SessionInfo | undefined {
+    return this.current?.info;
+  }
+
+  get closed(): boolean {
+    return this.closeController.signal.aborted;
+  }
+
+  /** Leases currently held (not released, not lost). */
+  get leases(): Lease[] {
+    return [...this.records.keys()];
+  }
+
+  /** The held lease on `lock`, if any. */
+  leaseFor(lock: string = DEFAULT_LOCK): Lease | undefined {
+    for (const lease of this.records.keys()) if (lease.lock === lock) return lease;
+    return undefined;
+  }
+
+  // ---------------------------------------------------------------- locks
+
+  /**
+   * Acquire `lock` (default "global"), waiting in FIFO order until granted.
+   * Rejects with WaitTimeoutError (waitMs ran out), CancelledError
+   * (signal), AlreadyHeldError, SessionExpiredError, TimeoutError or
+   * UnavailableError (the first send could not get through), ClosedError.
+   */
+  async acquire(lock: string = DEFAULT_LOCK, opts: AcquireOptions = {}): Promise<Lease> {
+    this.checkOpen();
+    if (typeof lock !== "string" || !LOCK_NAME.test(lock)) {
+      throw new BadRequestError(`invalid lock name ${JSON.stringify(lock)}: 1-128 of [A-Za-z0-9_.:-], starting with a letter or digit`);
+    }
+    for (const [field, value] of [
+      ["leaseMs", opts.leaseMs],
+      ["waitMs", opts.waitMs],
+    ] as const) {
+      if (value !== undefined && (typeof value !== "number" || !Number.isFinite(value) || value < 0)) {
+        throw new BadRequestError(`invalid ${field}: ${String(value)}`);
+      }
+    }
+    const signal = opts.signal;
+    if (signal?.aborted) throw this.cancelledBy(signal, lock);
+    let session: Session;
+    try {
+      session = await raceSignal(this.ensureSession(), signal);
+    } catch (e) {
+      if (signal?.aborted) throw this.cancelledBy(signal, lock);
+      throw e;
+    }
+    const leaseMs = opts.leaseMs ?? this.options.defaultLeaseMs;
+    const seq = session.seqs.issue();
+    const pending = new PendingAcquire(seq, lock);
+    session.pending.set(seq, pending);
+    const build = (): LoggedRequest => ({
+      op: "acquire",
+      client: session.id,
+      seq,
+      ack: session.seqs.ack(),
+      lock,
+      ...(leaseMs !== undefined ? { leaseMs } : {}),
+      ...(opts.waitMs !== undefined ? { waitMs: opts.waitMs } : {}),
+    });
+    try {
+      return await this.runAcquire(session, pending, build, signal);
+    } finally {
+      session.pending.delete(seq);
+      session.seqs.done(seq);
+    }
+  }
+
+  /** Acquire only if free right now: the lease, or null if the lock is held. */
+  async tryAcquire(lock: string = DEFAULT_LOCK, opts: Omit<AcquireOptions, "waitMs"> = {}): Promise<Lease | null> {
+    try {
+      return await this.acquire(lock, { ...opts, waitMs: 0 });
+    } catch (e) {
+      if (isDlmError(e, "WAIT_TIMEOUT")) return null;
+      throw e;
+    }
+  }
+
+  /** Release a lease (default: the held lease on "global"), committing its staged appends. */
+  release(leaseOrLock?: Lease | string): Promise<Committed> {
+    try {
+      this.checkOpen();
+      const rec = this.recordFor(leaseOrLock, "release");
+      rec.releasing ??= this.doRelease(rec).finally(() => {
+        rec.releasing = undefined;
+      });
+      return rec.releasing;
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Renew a lease now; the client also renews every leaseMs * renewFraction. */
+  async renew(lease: Lease): Promise<Lease> {
+    this.checkOpen();
+    const rec = this.recordFor(lease, "renew");
+    await this.renewRecord(rec);
+    return lease;
+  }
+
+  // ---------------------------------------------------------------- files
+
+  /**
+   * Stage an append to `file` under the held `global` lease (or `opts.lease`).
+   * The bytes reach the file when the lease is released.
+   */
+  async append(file: string, data: string | Uint8Array, opts: AppendOptions = {}): Promise<AppendResult> {
+    this.checkOpen();
+    if (fileIndex(file) === undefined) {
+      throw new FileNotFoundError(`${JSON.stringify(file)} is not one of file_0 … file_99`);
+    }
+    const bytes =
+      typeof data === "string" ? Buffer.from(data, "utf8") : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    const lease = opts.lease ?? this.leaseFor(DEFAULT_LOCK);
+    if (!lease) {
+      throw new NotHolderError(`append needs a held lease on "${DEFAULT_LOCK}" (the lock that guards the files): acquire it first`);
+    }
+    if (lease.lock !== DEFAULT_LOCK) {
+      throw new NotHolderError(`files are guarded by lock "${DEFAULT_LOCK}", not by "${lease.lock}"`);
+    }
+    const rec = this.recordFor(lease, "append");
+    const max = rec.session.info?.maxAppendBytes;
+    if (max !== undefined && bytes.length > max) {
+      throw new TooLargeError(`append of ${bytes.length} bytes is larger than the server's limit of ${max}`);
+    }
+    const payload = bytes.toString("base64");
+    try {
+      const reply = await this.logged(rec.session, (seq, ack) => ({
+        op: "append",
+        client: rec.session.id,
+        seq,
+        ack,
+        file,
+        data: payload,
+        token: lease.token,
+      }));
+      return { staged: reply.staged ?? { appends: 0, bytes: 0 } };
+    } catch (e) {
+      this.loseIfEnded(rec, e);
+      throw e;
+    }
+  }
+
+  /** The committed content of `file`. */
+  async read(file: string): Promise<Buffer> {
+    this.checkOpen();
+    if (fileIndex(file) === undefined) {
+      throw new FileNotFoundError(`${JSON.stringify(file)} is not one of file_0 … file_99`);
+    }
+    const reply = await this.unlogged({ op: "read", file });
+    return Buffer.from(reply.data ?? "", "base64");
+  }
+
+  /** The leader's view of locks, queues, sessions and files. */
+  async status(): Promise<StatusView> {
+    this.checkOpen();
+    const reply = await this.unlogged({ op: "status" });
+    if (!reply.view) throw new InternalError("status reply without a view");
+    return reply.view;
+  }
+
+  // ---------------------------------------------------------------- close
+
+  /**
+   * Stop timers, say goodbye (bounded by closeTimeoutMs, best effort), reject
+   * what is outstanding with ClosedError, unsubscribe, and close the NATS
+   * connection if the client opened it. Resolves to the server's goodbye
+   * message ("Disconnected!") when it confirmed, else undefined. Idempotent.
+   */
+  close(): Promise<string | undefined> {
+    this.closePromise ??= this.doClose();
+    return this.closePromise;
+  }
+
+  private async doClose(): Promise<string | undefined> {
+    const closedError = new ClosedError("the dlm client was closed");
+    this.closeController.abort(closedError);
+    const session = this.current;
+    this.current = undefined;
+    this.sessionPromise = undefined;
+    for (const rec of [...this.records.values()]) {
+      this.loseLease(rec, new ClosedError(`the client was closed while holding ${rec.lease.lock}; its grant ends without a commit`));
+    }
+    let message: string | undefined;
+    if (session) {
+      this.stopHeartbeat(session);
+      for (const pending of session.pending.values()) pending.fail(closedError);
+      if (!session.expired) message = await this.goodbye(session);
+      session.expired = true;
+      session.sub?.unsubscribe();
+    }
+    try {
+      await this.transport.close();
+    } catch (e) {
+      this.log.warn({ err: e }, "dlm client: closing the transport failed");
+    }
+    this.emit("closed");
+    return message;
+  }
+
+  private async goodbye(session: Session): Promise<string | undefined> {
+    const budget = this.options.closeTimeoutMs;
+    const stop = new AbortController();
+    const timer = setTimeout(() => stop.abort(new TimeoutError(`goodbye got no answer within ${budget}ms`)), budget);
+    const seq = session.seqs.issue();
+    try {
+      const answer = await this.call(
+        session,
+        () => ({ op: "goodbye", client: session.id, seq, ack: session.seqs.ack() }),
+        {
+          signal: stop.signal,
+          policy: {
+            requestTimeoutMs: Math.min(this.options.requestTimeoutMs, budget),
+            maxAttempts: Number.MAX_SAFE_INTEGER,
+            unavailableTimeoutMs: budget,
+          },
+        },
+      );
+      const reply = answer.reply;
+      if (reply.ok) return reply.message;
+      // A retried goodbye whose first reply was lost finds no session: that is success.
+      if (reply.error === "SESSION_EXPIRED") return undefined;
+      this.log.warn({ reply }, "dlm client: goodbye refused");
+    } catch (e) {
+      this.log.warn({ err: describe(e) }, "dlm client: goodbye failed; the session will expire on the server");
+    } finally {
+      clearTimeout(timer);
+    }
+    return undefined;
+  }
+
+  // ---------------------------------------------------------------- sessions
+
+  private ensureSession(): Promise<Session> {
+    if (this.closed) return Promise.reject(new ClosedError("the dlm client is closed"));
+    if (!this.sessionPromise) {
+      const p = this.startSession();
+      this.sessionPromise = p;
+      p.catch(() => {
+        if (this.sessionPromise === p) this.sessionPromise = undefined;
+      });
+    }
+    return this.sessionPromise;
+  }
+
+  private async startSession(): Promise<Session> {
+    const generation = ++this.generation;
+    const id = generation === 1 && this.options.clientId ? this.options.clientId : nanoid();
+    const session = new Session(id, generation);
+    try {
+      session.sub = await raceSignal(
+        this.transport.subscribe(this.names.notifySubject(id), (payload) => this.onNotification(session, payload)),
+        this.closeController.signal,
+      );
+    } catch (e) {
+      throw this.mapTransportFailure(e, "subscribe");
+    }
+    try {
+      const seq = session.seqs.issue();
+      const answer = await this.call(session, () => ({ op: "hello", client: id, seq, ack: session.seqs.ack() }), {
+        signal: this.closeController.signal,
+      });
+      session.seqs.done(seq);
+      const reply = answer.reply;
+      if (!reply.ok) throw errorFromReply(reply);
+      session.info = reply.session ?? {
+        sessionTimeoutMs: DEFAULT_LIMITS.sessionTimeoutMs,
+        defaultLeaseMs: DEFAULT_LIMITS.defaultLeaseMs,
+        maxAppendBytes: DEFAULT_LIMITS.maxAppendBytes,
+      };
+      if (this.closed) throw new ClosedError("the dlm client was closed during hello");
+      this.current = session;
+      this.log.info({ client: id, session: reply.session }, "dlm client: session started");
+      this.scheduleHeartbeat(session);
+      this.emit("session", id);
+      return session;
+    } catch (e) {
+      session.expired = true;
+      session.sub?.unsubscribe();
+      throw e;
+    }
+  }
+
+  private expireSession(session: Session, error: DlmError): void {
+    if (session.expired) return;
+    session.expired = true;
+    this.stopHeartbeat(session);
+    session.sub?.unsubscribe();
+    this.log.warn({ client: session.id }, "dlm client: session expired; starting a new one");
+    for (const pending of session.pending.values()) {
+      pending.fail(new SessionExpiredError(`session ${session.id} expired while waiting for ${pending.lock}`, { cause: error }));
+    }
+    for (const rec of [...this.records.values()]) {
+      if (rec.session === session) {
+        this.loseLease(rec, new SessionExpiredError(`session ${session.id} expired: the grant on ${rec.lease.lock} ended`, { cause: error }));
+      }
+    }
+    if (this.current === session) {
+      this.current = undefined;
+      this.sessionPromise = undefined;
+    }
+    this.safeEmit("sessionExpired", error, session.id);
+    if (!this.closed && !this.sessionPromise) {
+      this.ensureSession().catch((e: unknown) => {
+        this.log.warn({ err: describe(e) }, "dlm client: could not start a new session yet; the next operation retries");
+      });
+    }
+  }
+
+  private scheduleHeartbeat(session: Session): void {
+    this.stopHeartbeat(session);
+    if (session.expired || this.closed || !session.info) return;
+    const interval = session.info.sessionTimeoutMs / 3;
+    const due = Math.max(0, session.lastSentAt + interval - now());
+    session.heartbeat = setTimeout(() => void this.heartbeat(session, interval), due);
+    session.heartbeat.unref?.();
+  }
+
+  private stopHeartbeat(session: Session): void {
+    if (session.heartbeat) clearTimeout(session.heartbeat);
+    session.heartbeat = undefined;
+  }
+
+  private async heartbeat(session: Session, interval: number): Promise<void> {
+    session.heartbeat = undefined;
+    if (session.expired || this.closed) return;
+    if (now() - session.lastSentAt >= interval - 1) {
+      try {
+        const answer = await this.call(session, () => ({ op: "ping", client: session.id }), {
+          signal: this.closeController.signal,
+          policy: { maxAttempts: 1, unavailableTimeoutMs: 0 },
+        });
+        if (!answer.reply.ok) throw this.replyError(session, answer.reply);
+      } catch (e) {
+        this.log.debug({ err: describe(e) }, "dlm client: heartbeat failed");
+      }
+    }
+    this.scheduleHeartbeat(session);
+  }
+
+  // ---------------------------------------------------------------- notifications
+
+  private onNotification(session: Session, payload: Uint8Array): void {
+    let n: Notification;
+    try {
+      n = JSON.parse(decoder.decode(payload)) as Notification;
+    } catch (e) {
+      this.log.warn({ err: describe(e) }, "dlm client: unreadable notification");
+      return;
+    }
+    if (this.faults?.shouldDropNotification(n, session.id)) return;
+    if (session.expired) return;
+    this.log.debug({ client: session.id, notification: n }, "dlm client: notification");
+    switch (n.event) {
+      case "granted": {
+        const pending = session.pending.get(n.seq);
+        if (pending) {
+          pending.grant(n.lease, now());
+        } else if (!session.knownTokens.has(n.lease.token)) {
+          this.releaseOrphan(session, n.lease);
+        }
+        return;
+      }
+      case "lost": {
+        const error = makeError(n.error, `lost ${n.lock} (token ${n.token}): ${n.error}`);
+        if (n.error === "SESSION_EXPIRED") {
+          this.expireSession(session, error);
+          return;
+        }
+        for (const rec of this.records.values()) {
+          if (rec.session === session && rec.lease.lock === n.lock && rec.lease.token === n.token) {
+            this.loseLease(rec, error);
+            return;
+          }
+        }
+        return;
+      }
+      case "waitEnded": {
+        const error = makeError(n.error, `wait for ${n.lock} ended: ${n.error}`);
+        if (n.error === "SESSION_EXPIRED") {
+          this.expireSession(session, error);
+          return;
+        }
+        session.pending.get(n.seq)?.fail(error);
+        return;
+      }
+      default:
+        this.log.debug({ notification: n as unknown }, "dlm client: unknown notification");
+    }
+  }
+
+  /** A grant nobody waits for (the acquire was given up or cancelled): hand it back. */
+  private releaseOrphan(session: Session, info: LeaseInfo): void {
+    session.knownTokens.add(info.token);
+    this.log.warn({ lock: info.lock, token: info.token }, "dlm client: releasing a grant nobody waits for");
+    this.logged(session, (seq, ack) => ({ op: "release", client: session.id, seq, ack, lock: info.lock, token: info.token })).catch(
+      (e: unknown) => this.log.debug({ err: describe(e) }, "dlm client: releasing an orphan grant failed"),
+    );
+  }
+
+  // ---------------------------------------------------------------- acquire internals
+
+  private cancelledBy(signal: AbortSignal, lock: string): CancelledError {
+    return new CancelledError(`acquire of ${lock} was cancelled`, { cause: signal.reason });
+  }
+
+  private async runAcquire(
+    session: Session,
+    pending: PendingAcquire,
+    build: () => LoggedRequest,
+    signal: AbortSignal | undefined,
+  ): Promise<Lease> {
+    // `stop` ends the send/poll loop: on the user's abort, on close, or once settled.
+    const stop = new AbortController();
+    const userAborted = { value: false };
+    const onUserAbort = (): void => {
+      userAborted.value = true;
+      stop.abort(this.cancelledBy(signal!, pending.lock));
+    };
+    const onClose = (): void => stop.abort(this.closeController.signal.reason);
+    signal?.addEventListener("abort", onUserAbort, { once: true });
+    this.closeController.signal.addEventListener("abort", onClose, { once: true });
+    const loop = this.acquireLoop(session, pending, build, stop.signal).catch((e: unknown) => {
+      if (!stop.signal.aborted) pending.fail(e instanceof Error ? e : new InternalError(String(e)));
+    });
+    try {
+      let grant: GrantResult;
+      try {
+        grant = await raceSignal(pending.promise, stop.signal);
+      } catch (e) {
+        if (userAborted.value && !this.closed) {
+          stop.abort();
+          await this.cancelWait(session, pending, build);
+          throw this.cancelledBy(signal!, pending.lock);
+        }
+        if (this.closed) throw new ClosedError(`the client was closed while acquiring ${pending.lock}`, { cause: e });
+        throw e;
+      }
+      stop.abort();
+      if (signal?.aborted) {
+        // Granted and aborted at about the same time: honour the abort.
+        this.releaseOrphan(session, grant.info);
+        throw this.cancelledBy(signal, pending.lock);
+      }
+      return this.adoptLease(session, grant);
+    } finally {
+      stop.abort();
+      signal?.removeEventListener("abort", onUserAbort);
+      this.closeController.signal.removeEventListener("abort", onClose);
+      await loop;
+    }
+  }
+
+  /** Send the acquire, then poll it (same seq) every requestTimeoutMs while queued. */
+  private async acquireLoop(
+    session: Session,
+    pending: PendingAcquire,
+    build: () => LoggedRequest,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const onSend = (at: number): void => pending.sent(at);
+    const first = await this.call(session, build, { signal, onSend });
+    if (this.onAcquireAnswer(session, pending, first) !== "queued") return;
+    for (;;) {
+      await sleep(this.options.requestTimeoutMs, signal);
+      if (pending.state !== "waiting") return;
+      const answer = await this.callOnce(session, build, signal, onSend);
+      if (answer && this.onAcquireAnswer(session, pending, answer) !== "queued") return;
+    }
+  }
+
+  private onAcquireAnswer(session: Session, pending: PendingAcquire, answer: Answer): "queued" | "settled" {
+    const reply = answer.reply;
+    if (reply.ok) {
+      if (reply.status === "queued") {
+        pending.queued(answer.sentAt);
+        return "queued";
+      }
+      if (reply.lease) {
+        pending.grant(reply.lease, now());
+        return "settled";
+      }
+      pending.fail(new InternalError(`unexpected acquire reply: ${JSON.stringify(reply)}`));
+      return "settled";
+    }
+    pending.fail(this.replyError(session, reply));
+    return "settled";
+  }
+
+  /**
+   * The user aborted a wait: cancel it on the server. If it was not waiting
+   * any more, learn its outcome by re-sending the acquire's seq and hand back
+   * a grant. Best effort: if the server cannot be reached, a grant that
+   * arrives later is released as an orphan.
+   */
+  private async cancelWait(session: Session, pending: PendingAcquire, build: () => LoggedRequest): Promise<void> {
+    const seq = pending.seq;
+    try {
+      for (let round = 0; round < 3 && !session.expired; round++) {
+        if (pending.state === "granted") break;
+        if (pending.state === "failed") return;
+        const reply = await this.logged(session, (cseq, ack) => ({ op: "cancel", client: session.id, seq: cseq, ack, target: seq }));
+        if (reply.cancelled) {
+          pending.fail(new CancelledError("cancelled"));
+          return;
+        }
+        if (pending.state !== "waiting") break;
+        // Not waiting: granted, ended, or never arrived. Ask with the same seq.
+        const answer = await this.call(session, build, { signal: this.closeController.signal });
+        if (this.onAcquireAnswer(session, pending, answer) === "settled") break;
+      }
+      if (pending.state === "granted" && pending.result) this.releaseOrphan(session, pending.result.info);
+    } catch (e) {
+      this.log.warn({ err: describe(e), seq }, "dlm client: cancelling a wait failed; a late grant will be released");
+    }
+  }
+
+  // ---------------------------------------------------------------- leases
+
+  private adoptLease(session: Session, grant: GrantResult): Lease {
+    if (session.expired) {
+      throw new SessionExpiredError(`session ${session.id} expired as ${grant.info.lock} was granted`);
+    }
+    session.knownTokens.add(grant.info.token);
+    if (session.knownTokens.size > MAX_KNOWN_TOKENS) {
+      const oldest = session.knownTokens.values().next().value;
+      if (oldest !== undefined) session.knownTokens.delete(oldest);
+    }
+    const lease = new Lease(this, grant.info, session.id);
+    const rec: LeaseRecord = {
+      lease,
+      session,
+      confirmedAt: grant.grantedAfter,
+      renewTimer: undefined,
+      deadlineTimer: undefined,
+      releasing: undefined,
+    };
+    this.records.set(lease, rec);
+    this.log.debug({ lock: lease.lock, token: lease.token, leaseMs: lease.leaseMs }, "dlm client: granted");
+    this.scheduleRenew(rec);
+    this.scheduleDeadline(rec);
+    return lease;
+  }
+
+  private recordFor(leaseOrLock: Lease | string | undefined, what: string): LeaseRecord {
+    if (leaseOrLock instanceof Lease) {
+      const rec = this.records.get(leaseOrLock);
+      if (rec) return rec;
+      if (leaseOrLock.lost && leaseOrLock.lostReason) throw leaseOrLock.lostReason;
+      if (leaseOrLock.released) {
+        throw new NotHolderError(`cannot ${what}: the lease on ${leaseOrLock.lock} (token ${leaseOrLock.token}) was released`);
+      }
+      throw new NotHolderError(`cannot ${what}: this lease does not belong to this client`);
+    }
+    const lock = leaseOrLock ?? DEFAULT_LOCK;
+    const lease = this.leaseFor(lock);
+    if (!lease) throw new NotHolderError(`cannot ${what}: this client holds no lease on ${lock}`);
+    return this.records.get(lease)!;
+  }
+
+  private scheduleRenew(rec: LeaseRecord): void {
+    if (rec.renewTimer) clearTimeout(rec.renewTimer);
+    rec.renewTimer = undefined;
+    if (rec.lease.state !== "held" || this.closed) return;
+    const every = Math.max(1, rec.lease.leaseMs * this.options.renewFraction);
+    rec.renewTimer = setTimeout(() => void this.backgroundRenew(rec), every);
+    rec.renewTimer.unref?.();
+  }
+
+  private async backgroundRenew(rec: LeaseRecord): Promise<void> {
+    rec.renewTimer = undefined;
+    if (rec.lease.state !== "held") return;
+    try {
+      await this.renewRecord(rec);
+    } catch (e) {
+      if (rec.lease.state === "held") {
+        this.log.warn({ lock: rec.lease.lock, err: describe(e) }, "dlm client: renew failed; retrying");
+      }
+    }
+    if (rec.lease.state === "held" && !rec.renewTimer) this.scheduleRenew(rec);
+  }
+
+  private async renewRecord(rec: LeaseRecord): Promise<void> {
+    const { lease, session } = rec;
+    let firstSentAt: number | undefined;
+    try {
+      const reply = await this.logged(
+        session,
+        (seq, ack) => ({ op: "renew", client: session.id, seq, ack, lock: lease.lock, token: lease.token, leaseMs: lease.leaseMs }),
+        {
+          signal: this.closeController.signal,
+          onSend: (at) => {
+            firstSentAt ??= at;
+          },
+        },
+      );
+      if (lease.state !== "held" && lease.state !== "releasing") return;
+      if (reply.lease) lease._update(reply.lease);
+      // The server renewed no earlier than our first send of this seq.
+      if (firstSentAt !== undefined && firstSentAt > rec.confirmedAt) rec.confirmedAt = firstSentAt;
+      this.scheduleDeadline(rec);
+    } catch (e) {
+      this.loseIfEnded(rec, e);
+      throw e;
+    }
+  }
+
+  private scheduleDeadline(rec: LeaseRecord): void {
+    if (rec.deadlineTimer) clearTimeout(rec.deadlineTimer);
+    rec.deadlineTimer = undefined;
+    const { lease } = rec;
+    if (lease.state === "lost" || lease.state === "released") return;
+    const due = rec.confirmedAt + lease.leaseMs - now();
+    rec.deadlineTimer = setTimeout(() => {
+      rec.deadlineTimer = undefined;
+      // While a release is in flight its answer decides.
+      if (lease.state !== "held") return;
+      if (rec.confirmedAt + lease.leaseMs - now() > 1) {
+        this.scheduleDeadline(rec);
+        return;
+      }
+      this.loseLease(
+        rec,
+        new LockExpiredError(
+          `the lease on ${lease.lock} (token ${lease.token}) ran out: no renew was confirmed within ${lease.leaseMs}ms (measured locally)`,
+        ),
+      );
+    }, Math.max(0, due));
+    rec.deadlineTimer.unref?.();
+  }
+
+  private async doRelease(rec: LeaseRecord): Promise<Committed> {
+    const { lease, session } = rec;
+    lease._setState("releasing");
+    if (rec.renewTimer) clearTimeout(rec.renewTimer);
+    rec.renewTimer = undefined;
+    try {
+      const reply = await this.logged(session, (seq, ack) => ({
+        op: "release",
+        client: session.id,
+        seq,
+        ack,
+        lock: lease.lock,
+        token: lease.token,
+      }));
+      this.dropRecord(rec);
+      lease._setState("released");
+      this.log.debug({ lock: lease.lock, token: lease.token, committed: reply.committed }, "dlm client: released");
+      return reply.committed ?? { appends: 0, bytes: 0 };
+    } catch (e) {
+      if (lease.state === "releasing") {
+        if (isDlmError(e) && LEASE_ENDING.has(e.codeName)) {
+          this.loseLease(rec, e);
+        } else {
+          // Outcome unknown (TIMEOUT, UNAVAILABLE...): keep holding; the caller may retry.
+          lease._setState("held");
+          this.scheduleRenew(rec);
+          this.scheduleDeadline(rec);
+        }
+      }
+      throw e;
+    }
+  }
+
+  private loseIfEnded(rec: LeaseRecord, e: unknown): void {
+    if (isDlmError(e) && LEASE_ENDING.has(e.codeName)) this.loseLease(rec, e);
+  }
+
+  private dropRecord(rec: LeaseRecord): void {
+    if (rec.renewTimer) clearTimeout(rec.renewTimer);
+    if (rec.deadlineTimer) clearTimeout(rec.deadlineTimer);
+    rec.renewTimer = undefined;
+    rec.deadlineTimer = undefined;
+    this.records.delete(rec.lease);
+  }
+
+  private loseLease(rec: LeaseRecord, error: DlmError): void {
+    this.dropRecord(rec);
+    const lease = rec.lease;
+    const onListenerError = (e: unknown): void => this.log.error({ err: describe(e) }, "dlm client: a lease 'lost' listener threw");
+    if (!lease._markLost(error, onListenerError)) return;
+    this.log.warn({ lock: lease.lock, token: lease.token, error: error.codeName }, "dlm client: lease lost");
+    this.safeEmit("leaseLost", lease, error);
+  }
+
+  private safeEmit(event: string, ...args: unknown[]): void {
+    try {
+      this.emit(event, ...args);
+    } catch (e) {
+      this.log.error({ err: describe(e), event }, "dlm client: an event listener threw");
+    }
+  }
+
+  // ---------------------------------------------------------------- requests
+
+  private checkOpen(): void {
+    if (this.closed) throw new ClosedError("the dlm client is closed");
+  }
+
+  /** A logged request on `session`: new seq, retries, typed errors. */
+  private async logged(
+    session: Session,
+    build: (seq: number, ack: number) => LoggedRequest,
+    opts: CallOptions = {},
+  ): Promise<OkReply> {
+    if (session.expired) throw new SessionExpiredError(`session ${session.id} has expired`);
+    const seq = session.seqs.issue();
+    try {
+      const answer = await this.call(session, () => build(seq, session.seqs.ack()), {
+        signal: this.closeController.signal,
+        ...opts,
+      });
+      if (!answer.reply.ok) throw this.replyError(session, answer.reply);
+      return answer.reply;
+    } finally {
+      session.seqs.done(seq);
+    }
+  }
+
+  /** An unlogged request that needs no session (status, read). */
+  private async unlogged(req: Request): Promise<OkReply> {
+    const answer = await this.call(undefined, () => req, { signal: this.closeController.signal });
+    if (!answer.reply.ok) throw errorFromReply(answer.reply);
+    return answer.reply;
+  }
+
+  /** The typed error for an error reply; SESSION_EXPIRED also ends the session. */
+  private replyError(session: Session, reply: Extract<Reply, { ok: false }>): DlmError {
+    const error = errorFromReply(reply);
+    if (error.codeName === "SESSION_EXPIRED") this.expireSession(session, error);
+    return error;
+  }
+
+  /** One attempt only; undefined if it timed out or nobody answered. */
+  private async callOnce(
+    session: Session,
+    build: () => Request,
+    signal: AbortSignal,
+    onSend?: (at: number) => void,
+  ): Promise<Answer | undefined> {
+    try {
+      return await this.call(session, build, { signal, onSend, policy: { maxAttempts: 1, unavailableTimeoutMs: 0 } });
+    } catch (e) {
+      if (e instanceof TimeoutError || e instanceof UnavailableError) return undefined;
+      throw e;
+    }
+  }
+
+  /** Send `build()` under the retry policy; resolves with the first real answer. */
+  private async call(session: Session | undefined, build: () => Request, opts: CallOptions = {}): Promise<Answer> {
+    const policy: RetryPolicy = {
+      requestTimeoutMs: this.options.requestTimeoutMs,
+      maxAttempts: this.options.maxAttempts,
+      backoff: this.options.backoff,
+      unavailableTimeoutMs: this.options.unavailableTimeoutMs,
+      ...opts.policy,
+    };
+    const subject = this.names.requestSubject;
+    let firstSentAt: number | undefined;
+    let op = "request";
+    let seq: number | undefined;
+    return retry<Answer>(
+      policy,
+      async (attempt) => {
+        const req = build();
+        op = req.op;
+        seq = "seq" in req ? req.seq : undefined;
+        const sentAt = now();
+        firstSentAt ??= sentAt;
+        if (session && "client" in req) session.lastSentAt = sentAt;
+        opts.onSend?.(sentAt);
+        let bytes: Uint8Array;
+        try {
+          bytes = await raceSignal(this.transport.request(subject, encoder.encode(JSON.stringify(req)), policy.requestTimeoutMs), opts.signal);
+        } catch (e) {
+          if (e instanceof TransportTimeoutError) return { kind: "timeout", error: e };
+          if (e instanceof TransportUnavailableError) return { kind: "unavailable", error: e };
+          throw this.mapTransportFailure(e, op);
+        }
+        let reply: Reply;
+        try {
+          reply = JSON.parse(decoder.decode(bytes)) as Reply;
+          if (typeof reply !== "object" || reply === null || typeof reply.ok !== "boolean") throw new Error("not a reply object");
+        } catch (e) {
+          throw new InternalError(`unreadable reply to ${op}: ${describe(e)}`, { cause: e });
+        }
+        this.log.trace?.({ op, seq, attempt, reply }, "dlm client: reply");
+        if (!reply.ok && reply.error === "NOT_LEADER") return { kind: "unavailable", error: errorFromReply(reply) };
+        return { kind: "done", value: { reply, sentAt, firstSentAt } };
+      },
+      {
+        signal: opts.signal,
+        timeoutExhausted: (attempts, last) =>
+          new TimeoutError(
+            `dlm ${op}${seq !== undefined ? ` (seq ${seq})` : ""} got no reply after ${attempts} attempt(s) of ${policy.requestTimeoutMs}ms; it may or may not have taken effect`,
+            { cause: last },
+          ),
+        unavailableExhausted: (_elapsed, last) =>
+          new UnavailableError(
+            `no dlm coordinator answered on ${subject} within ${policy.unavailableTimeoutMs / 1000}s: is a node running?`,
+            { cause: last },
+          ),
+        onRetry: (info) =>
+          this.log.debug({ op, seq, attempt: info.attempt, kind: info.kind, delayMs: info.delayMs }, "dlm client: retrying"),
+      },
+    );
+  }
+
+  private mapTransportFailure(e: unknown, what: string): DlmError {
+    if (e instanceof DlmError) return e;
+    if (e instanceof TransportClosedError) return new ClosedError(`the NATS connection is closed (${what})`, { cause: e });
+    if (e instanceof TransportUnavailableError) return new UnavailableError(`NATS is not reachable (${what}): ${e.message}`, { cause: e });
+    if (e instanceof TransportTimeoutError) return new TimeoutError(`${what} timed out`, { cause: e });
+    return new InternalError(`${what} failed: ${describe(e)}`, { cause: e });
+  }
+}
+
+/**
+ * Connect to a dlm cluster: open (or reuse) a NATS connection, subscribe to
+ * notifications and say hello. Rejects with UnavailableError if NATS cannot
+ * be reached or no coordinator answers within the retry budget.
+ */
+export async function connect(options: ClientOptions = {}): Promise<DlmClient> {
+  const resolved = resolveOptions(options); // validate before opening anything
+  let transport: Transport;
+  if (options.transport) {
+    transport = options.transport;
+  } else if (options.nc) {
+    transport = new NatsTransport(options.nc, false);
+  } else {
+    try {
+      const nc = await natsConnect({ servers: resolved.servers, ...(resolved.name ? { name: resolved.name } : {}) });
+      transport = new NatsTransport(nc, true);
+    } catch (e) {
+      throw new UnavailableError(`cannot connect to NATS at ${String(resolved.servers)}: ${describe(e)}`, { cause: e });
+    }
+  }
+  const client = new DlmClient(transport, options);
+  try {
+    return await client.start();
+  } catch (e) {
+    await client.close().catch(() => undefined);
+    throw e;
+  }
+}
+
+/** Alias of `connect`, after the original lock server's `init`. */
+export const init = connect;

@@ -1,0 +1,147 @@
+/**
+ * A held lock: what `acquire` returns.
+ *
+ * ```ts
+ * const lease = await client.acquire("global");
+ * lease.on("lost", (err) => log.warn({ err }, "lost the lock"));
+ * await doWork({ signal: lease.signal }); // aborted when the lease is lost
+ * const { appends, bytes } = await lease.release();
+ * ```
+ *
+ * The client renews the lease in the background. The lease is *lost* when
+ * the server says so (a renew, append or release answered LOCK_EXPIRED,
+ * NOT_HOLDER or SESSION_EXPIRED, or a `lost` notification), when the client
+ * could not confirm a renew within `leaseMs` of sending it (measured locally,
+ * on the safe side), or when the client is closed while holding it. Then
+ * `signal` aborts (its reason is the error), `lost` becomes true, `lostReason`
+ * holds the error, and "lost" is emitted once. A lost lease is never used
+ * again: `release()` and appends under it reject with `lostReason` without
+ * asking the server, so staged appends of a lost lease are never committed.
+ *
+ * `signal` does not abort on a normal `release()`.
+ */
+import { EventEmitter } from "node:events";
+import type { LeaseInfo } from "../protocol/messages";
+import type { DlmError } from "./errors";
+
+export interface Committed {
+  appends: number;
+  bytes: number;
+}
+
+export type LeaseState = "held" | "releasing" | "released" | "lost";
+
+/** What a lease needs from its client (implemented by DlmClient). */
+export interface LeaseOwner {
+  release(lease: Lease): Promise<Committed>;
+  renew(lease: Lease): Promise<Lease>;
+}
+
+export class Lease extends EventEmitter {
+  readonly lock: string;
+  /** The fencing token: strictly increasing across the cluster's life. */
+  readonly token: number;
+  /** The session the lease was granted to. */
+  readonly clientId: string;
+  private _leaseMs: number;
+  private _expiresAt: number;
+  private _state: LeaseState = "held";
+  private _lostReason: DlmError | undefined;
+  private readonly controller = new AbortController();
+
+  constructor(
+    private readonly owner: LeaseOwner,
+    info: LeaseInfo,
+    clientId: string,
+  ) {
+    super();
+    this.lock = info.lock;
+    this.token = info.token;
+    this.clientId = clientId;
+    this._leaseMs = info.leaseMs;
+    this._expiresAt = info.expiresAt;
+  }
+
+  /** Lease length granted by the server, ms. */
+  get leaseMs(): number {
+    return this._leaseMs;
+  }
+  /** When the lease ends unless renewed, in the leader's clock (ms since epoch). Informational. */
+  get expiresAt(): number {
+    return this._expiresAt;
+  }
+  /** Aborted when the lease is lost; its reason is the DlmError. */
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+  get lost(): boolean {
+    return this._state === "lost";
+  }
+  get lostReason(): DlmError | undefined {
+    return this._lostReason;
+  }
+  get released(): boolean {
+    return this._state === "released";
+  }
+  get state(): LeaseState {
+    return this._state;
+  }
+
+  /** Release the lock, committing the appends staged under it. */
+  release(): Promise<Committed> {
+    return this.owner.release(this);
+  }
+
+  /** Renew now (the client also renews in the background). */
+  renew(): Promise<Lease> {
+    return this.owner.renew(this);
+  }
+
+  override on(event: "lost", listener: (error: DlmError, lease: Lease) => void): this;
+  override on(event: string | symbol, listener: (...args: any[]) => void): this;
+  override on(event: string | symbol, listener: (...args: any[]) => void): this {
+    return super.on(event, listener);
+  }
+
+  override once(event: "lost", listener: (error: DlmError, lease: Lease) => void): this;
+  override once(event: string | symbol, listener: (...args: any[]) => void): this;
+  override once(event: string | symbol, listener: (...args: any[]) => void): this {
+    return super.once(event, listener);
+  }
+
+  toJSON(): LeaseInfo & { state: LeaseState } {
+    return { lock: this.lock, token: this.token, leaseMs: this._leaseMs, expiresAt: this._expiresAt, state: this._state };
+  }
+
+  /** @internal The server renewed the lease. */
+  _update(info: LeaseInfo): void {
+    this._leaseMs = info.leaseMs;
+    this._expiresAt = info.expiresAt;
+  }
+
+  /** @internal */
+  _setState(state: Exclude<LeaseState, "lost">): void {
+    if (this._state === "lost" || this._state === "released") return;
+    this._state = state;
+  }
+
+  /**
+   * @internal Mark lost: abort the signal and emit "lost", once. Returns
+   * false if the lease was already lost or released. A listener that throws
+   * does not stop the others; its error is handed to `onListenerError`.
+   */
+  _markLost(error: DlmError, onListenerError: (e: unknown) => void): boolean {
+    if (this._state === "lost" || this._state === "released") return false;
+    this._state = "lost";
+    this._lostReason = error;
+    this.controller.abort(error);
+    for (const listener of this.rawListeners("lost")) {
+      try {
+        (listener as (e: DlmError, l: Lease) => void).call(this, error, this);
+      } catch (e) {
+        onListenerError(e);
+      }
+    }
+    return true;
+  }
+}

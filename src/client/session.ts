@@ -1,0 +1,129 @@
+/**
+ * One client session: its id, its sequence numbers and the `ack` it reports.
+ *
+ * Every logged request takes the next seq (1, 2, 3, ...); retries reuse it.
+ * A seq is "outstanding" from the moment it is issued until the client has
+ * seen its final answer (for an acquire: granted, or failed, or known to be
+ * cancelled) or has given up on it. `ack` tells the server which answers it
+ * may forget: every seq at or below it is done. With several requests in
+ * flight that is (lowest outstanding seq) - 1, or the highest seq issued when
+ * nothing is outstanding. It never goes down, and it is always below the seq
+ * of any outstanding request, in particular the one that carries it.
+ */
+import type { LeaseInfo } from "../protocol/messages";
+import type { DlmError } from "./errors";
+import type { TransportSubscription } from "./transport";
+
+export interface SessionInfo {
+  sessionTimeoutMs: number;
+  defaultLeaseMs: number;
+  maxAppendBytes: number;
+}
+
+export class SeqTracker {
+  private nextSeq = 1;
+  private highest = 0;
+  private readonly outstanding = new Set<number>();
+
+  /** Take the next seq; it is outstanding until `done`. */
+  issue(): number {
+    const seq = this.nextSeq++;
+    this.highest = seq;
+    this.outstanding.add(seq);
+    return seq;
+  }
+
+  /** The answer to `seq` has been seen (or the client gave up on it). */
+  done(seq: number): void {
+    this.outstanding.delete(seq);
+  }
+
+  isOutstanding(seq: number): boolean {
+    return this.outstanding.has(seq);
+  }
+
+  ack(): number {
+    let lowest = Infinity;
+    for (const seq of this.outstanding) if (seq < lowest) lowest = seq;
+    return lowest === Infinity ? this.highest : lowest - 1;
+  }
+
+  get inFlight(): number {
+    return this.outstanding.size;
+  }
+}
+
+export interface GrantResult {
+  info: LeaseInfo;
+  /** Monotonic time (performance.now()) at or before which the server cannot have granted. */
+  grantedAfter: number;
+}
+
+/** An acquire that has been sent and has no final outcome yet. */
+export class PendingAcquire {
+  state: "waiting" | "granted" | "failed" = "waiting";
+  /** When the first attempt of this seq was sent. */
+  firstSentAt: number | undefined;
+  /** When the latest attempt that was answered "queued" was sent: the grant came after it. */
+  lastQueuedSentAt: number | undefined;
+  result: GrantResult | undefined;
+  error: DlmError | Error | undefined;
+  readonly promise: Promise<GrantResult>;
+  private resolveFn!: (r: GrantResult) => void;
+  private rejectFn!: (e: unknown) => void;
+
+  constructor(
+    readonly seq: number,
+    readonly lock: string,
+  ) {
+    this.promise = new Promise<GrantResult>((resolve, reject) => {
+      this.resolveFn = resolve;
+      this.rejectFn = reject;
+    });
+    this.promise.catch(() => {});
+  }
+
+  sent(at: number): void {
+    this.firstSentAt ??= at;
+  }
+
+  queued(sentAt: number): void {
+    if (this.lastQueuedSentAt === undefined || sentAt > this.lastQueuedSentAt) this.lastQueuedSentAt = sentAt;
+  }
+
+  /** Settle with a grant; false if already settled. */
+  grant(info: LeaseInfo, now: number): boolean {
+    if (this.state !== "waiting") return false;
+    this.state = "granted";
+    this.result = { info, grantedAfter: this.lastQueuedSentAt ?? this.firstSentAt ?? now };
+    this.resolveFn(this.result);
+    return true;
+  }
+
+  /** Settle with an error; false if already settled. */
+  fail(error: DlmError | Error): boolean {
+    if (this.state !== "waiting") return false;
+    this.state = "failed";
+    this.error = error;
+    this.rejectFn(error);
+    return true;
+  }
+}
+
+export class Session {
+  readonly seqs = new SeqTracker();
+  info: SessionInfo | undefined;
+  sub: TransportSubscription | undefined;
+  expired = false;
+  /** Monotonic time of the last request that carried this session's id. */
+  lastSentAt = 0;
+  heartbeat: NodeJS.Timeout | undefined;
+  readonly pending = new Map<number, PendingAcquire>();
+  /** Tokens granted to this session, so a late duplicate grant notification is not mistaken for an orphan. */
+  readonly knownTokens = new Set<number>();
+
+  constructor(
+    readonly id: string,
+    readonly generation: number,
+  ) {}
+}
