@@ -153,8 +153,8 @@ function execute(state: State, session: Session, cmd: ClientCommand, fx: Effect[
     case "renew": {
       const grant = currentGrant(state, session, cmd.lock, cmd.token);
       if (!isGrant(grant)) return grant;
-      grant.leaseMs = cmd.leaseMs;
-      grant.expiresAt = state.now + cmd.leaseMs;
+      grant.leaseMs = cmd.leaseMs ?? grant.leaseMs;
+      grant.expiresAt = state.now + grant.leaseMs;
       return okReply("Renewed", { lease: leaseInfo(cmd.lock, grant) });
     }
     case "cancel":

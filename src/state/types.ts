@@ -34,7 +34,16 @@ export type Command =
       /** base64, already validated and size-checked by the coordinator. */
       data: string;
     }
-  | { type: "renew"; client: string; seq: number; ack: number; lock: string; token: number; leaseMs: number }
+  | {
+      type: "renew";
+      client: string;
+      seq: number;
+      ack: number;
+      lock: string;
+      token: number;
+      /** null: keep the grant's current lease length. */
+      leaseMs: number | null;
+    }
   | { type: "cancel"; client: string; seq: number; ack: number; target: number }
   | { type: "expireLease"; lock: string; token: number }
   | { type: "expireWait"; client: string; seq: number }

@@ -1,0 +1,60 @@
+/** The `dlm` command: a thin dispatcher to one module per subcommand. */
+import { helpText, UsageError, type CommandSpec } from "./args";
+import { nodeSpec, runNode } from "./nodeCommand";
+
+interface Subcommand {
+  spec: CommandSpec;
+  run(argv: string[]): Promise<void>;
+}
+
+function lazy(load: () => { spec: CommandSpec; run(argv: string[]): Promise<void> }): Subcommand {
+  const loaded = load();
+  return { spec: loaded.spec, run: (argv) => loaded.run(argv) };
+}
+
+const commands: Record<string, () => Subcommand> = {
+  node: () => ({ spec: nodeSpec, run: runNode }),
+  up: () => lazy(() => { const m = require("./upCommand") as typeof import("./upCommand"); return { spec: m.upSpec, run: m.runUp }; }),
+  status: () => lazy(() => { const m = require("./statusCommand") as typeof import("./statusCommand"); return { spec: m.statusSpec, run: m.runStatus }; }),
+  read: () => lazy(() => { const m = require("./statusCommand") as typeof import("./statusCommand"); return { spec: m.readSpec, run: m.runRead }; }),
+  client: () => lazy(() => { const m = require("./clientCommand") as typeof import("./clientCommand"); return { spec: m.clientSpec, run: m.runClient }; }),
+};
+
+const SUMMARY = `usage: dlm <command> [flags]
+
+dlm is a fenced, leased lock service over NATS JetStream that guards the
+append-only files file_0 … file_99.
+
+commands:
+  up       start a local deployment (nats-server + dlm nodes), optionally run the demo
+  node     run one dlm node
+  status   show the leader, the log, every node and every lock
+  read     print the committed content of a file
+  client   an interactive client: acquire, append, release, status
+
+Run 'dlm <command> --help' for its flags.`;
+
+async function main(argv: string[]): Promise<void> {
+  const [name, ...rest] = argv;
+  if (!name || name === "--help" || name === "-h" || name === "help") {
+    process.stdout.write(SUMMARY + "\n");
+    return;
+  }
+  const make = commands[name];
+  if (!make) throw new UsageError(`unknown command ${JSON.stringify(name)}\n\n${SUMMARY}`);
+  const command = make();
+  if (rest.includes("--help") || rest.includes("-h")) {
+    process.stdout.write(helpText(command.spec) + "\n");
+    return;
+  }
+  await command.run(rest);
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  if (err instanceof UsageError) {
+    process.stderr.write(`dlm: ${err.message}\n`);
+    process.exit(2);
+  }
+  process.stderr.write(`dlm: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

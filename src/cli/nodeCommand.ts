@@ -1,0 +1,73 @@
+/** `dlm node`: run one dlm node (it follows, and leads when it wins the lease). */
+import * as path from "path";
+import { DEFAULT_LIMITS, type Limits } from "../protocol/limits";
+import { DEFAULT_PREFIX } from "../protocol/subjects";
+import { DlmNode, NODE_DEFAULTS } from "../replica/node";
+import { asLogger, createLogger } from "../util/logger";
+import { int, parseArgs, splitList, str, type CommandSpec } from "./args";
+
+export const nodeSpec: CommandSpec = {
+  usage: "dlm node [flags]",
+  summary:
+    "Runs one dlm node. It replays the log into its state and files, follows the log, and becomes the\n" +
+    "coordinator when it wins the leader lease. SIGTERM/SIGINT hand leadership over and exit cleanly.",
+  flags: [
+    { name: "nats", kind: "string", default: "nats://127.0.0.1:4222", help: "NATS server URLs, comma-separated" },
+    { name: "id", kind: "string", default: "n1", help: "node id, unique in the cluster" },
+    { name: "data", kind: "string", help: "data directory for this node's files (default: .dlm/data/<id>)" },
+    { name: "prefix", kind: "string", default: DEFAULT_PREFIX, help: "subject prefix; separates dlm clusters on one NATS" },
+    { name: "replicas", kind: "int", default: 1, help: "replicas of the log stream and leader bucket (NATS cluster size)" },
+    { name: "lease-ms", kind: "int", default: DEFAULT_LIMITS.defaultLeaseMs, help: "default lock lease" },
+    { name: "session-timeout-ms", kind: "int", default: DEFAULT_LIMITS.sessionTimeoutMs, help: "expire sessions silent this long" },
+    { name: "max-append-bytes", kind: "int", default: DEFAULT_LIMITS.maxAppendBytes, help: "largest single append" },
+    { name: "max-section-bytes", kind: "int", default: DEFAULT_LIMITS.maxSectionBytes, help: "largest critical section" },
+    { name: "leader-ttl-ms", kind: "int", default: NODE_DEFAULTS.leaderTtlMs, help: "leader lease (KV key TTL)" },
+    { name: "leader-renew-ms", kind: "int", default: NODE_DEFAULTS.leaderRenewMs, help: "leader lease refresh interval" },
+    { name: "log-level", kind: "string", default: "info", help: "trace|debug|info|warn|error" },
+    { name: "pretty", kind: "bool", help: "human-readable logs instead of JSON lines" },
+  ],
+};
+
+export async function runNode(argv: string[]): Promise<void> {
+  const { flags } = parseArgs(nodeSpec, argv);
+  const nodeId = str(flags, "id");
+  const logger = createLogger({ name: nodeId, level: str(flags, "log-level"), pretty: flags.pretty === true });
+  const limits: Limits = {
+    ...DEFAULT_LIMITS,
+    defaultLeaseMs: int(flags, "lease-ms"),
+    sessionTimeoutMs: int(flags, "session-timeout-ms"),
+    maxAppendBytes: int(flags, "max-append-bytes"),
+    maxSectionBytes: int(flags, "max-section-bytes"),
+  };
+  const leaderTtlMs = int(flags, "leader-ttl-ms");
+  const leaderRenewMs = int(flags, "leader-renew-ms");
+  if (leaderRenewMs * 2 > leaderTtlMs) throw new Error("--leader-renew-ms must be at most half of --leader-ttl-ms");
+  const node = await DlmNode.start({
+    ...NODE_DEFAULTS,
+    nodeId,
+    dataDir: path.resolve(typeof flags.data === "string" ? flags.data : path.join(".dlm", "data", nodeId)),
+    servers: splitList(str(flags, "nats")),
+    prefix: str(flags, "prefix"),
+    replicas: int(flags, "replicas"),
+    limits,
+    leaderTtlMs,
+    leaderRenewMs,
+    logger: asLogger(logger),
+  });
+  logger.info({ pid: process.pid }, "node ready");
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, "shutting down");
+    node.stop().then(
+      () => process.exit(0),
+      (err: Error) => {
+        logger.error({ err: err.message }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  process.on("SIGINT", () => shutdown("SIGINT"));
+}

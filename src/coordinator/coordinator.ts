@@ -1,0 +1,330 @@
+/**
+ * The leader's loop. It exists only while its node leads, and does four
+ * things:
+ *
+ * 1. Serves the request subject (queue group, so only a leader answers):
+ *    validates each request, answers duplicates from the replicated session
+ *    table, and turns new requests into commands.
+ * 2. Group commit: commands wait in a queue while one log append is in
+ *    flight, then all of them go out in the next entry. Each append carries
+ *    the expected last sequence, so an entry lands only if nobody else wrote
+ *    since this leader's last one.
+ * 3. After JetStream acknowledges an entry, applies it through the node
+ *    (state machine and files) and only then carries out the effects:
+ *    replies to the waiting request messages, notifications to clients.
+ * 4. Runs the clocks: lease and wait deadlines from the state, session
+ *    liveness from what it heard, each expiry logged as a command.
+ *
+ * A refused append (someone else appended) or an unreachable log ends its
+ * leadership at once; from then on it answers nothing but NOT_LEADER.
+ */
+import type { Msg, NatsConnection, Subscription } from "@nats-io/nats-core";
+import type { Logger } from "../log/logger";
+import { isWrongLastSequence, type LogStream } from "../log/logStream";
+import { fileIndex } from "../protocol/files";
+import type { Limits } from "../protocol/limits";
+import type { LoggedRequest, Notification, Reply } from "../protocol/messages";
+import type { Names } from "../protocol/subjects";
+import { parseRequest } from "../protocol/validate";
+import { classify, dueCommands, errorReply, okReply, statusView } from "../state";
+import type { Command, Effect, LogEntry, State } from "../state";
+import { assert } from "../util/assert";
+import { encodeEntry } from "./entries";
+import type { NodeMetrics } from "./metrics";
+
+/** What the coordinator needs from the node it runs in. */
+export interface CoordinatorHost {
+  readonly nodeId: string;
+  readonly nc: NatsConnection;
+  readonly names: Names;
+  readonly log: LogStream;
+  readonly logger: Logger;
+  readonly metrics: NodeMetrics;
+  readonly limits: Limits;
+  state(): State;
+  appliedSeq(): number;
+  /** Applies an acknowledged entry to the state and the files; returns the effects. */
+  applyEntry(seq: number, entry: LogEntry): Effect[];
+  /** Committed content of a file on this node. */
+  readFile(index: number): Buffer;
+  /** True while this node's leader lease is fresh by its own clock. */
+  leaseFresh(): boolean;
+  /** Called when the coordinator must stop leading (log refused or unreachable). */
+  stepDown(reason: string): void;
+}
+
+export interface CoordinatorOptions {
+  /** Most commands in one log entry. */
+  maxBatchCommands: number;
+  /** How often deadlines and session liveness are checked. */
+  tickMs: number;
+  /** Attempts for one append whose outcome is unknown (timeout), deduplicated by message id. */
+  appendAttempts: number;
+}
+
+export const DEFAULT_COORDINATOR_OPTIONS: CoordinatorOptions = { maxBatchCommands: 512, tickMs: 50, appendAttempts: 3 };
+
+const encoder = new TextEncoder();
+
+export class Coordinator {
+  private subscription: Subscription | undefined;
+  private ticker: NodeJS.Timeout | undefined;
+  private readonly queue: Command[] = [];
+  /** Request messages waiting for the entry that answers them, by "client/seq". */
+  private readonly waiting = new Map<string, Msg[]>();
+  /** Expiry commands queued or in flight, so a slow append does not log them twice. */
+  private readonly timersInFlight = new Set<string>();
+  /** When each client was last heard from; volatile, reset by every new leader. */
+  private readonly lastHeard = new Map<string, number>();
+  private flushing: Promise<void> | undefined;
+  private stopped = false;
+  private readonly takeoverAt = Date.now();
+
+  constructor(
+    private readonly host: CoordinatorHost,
+    private readonly opts: CoordinatorOptions = DEFAULT_COORDINATOR_OPTIONS,
+  ) {}
+
+  start(): void {
+    const { nc, names } = this.host;
+    this.subscription = nc.subscribe(names.requestSubject, {
+      queue: names.queueGroup,
+      callback: (err, msg) => {
+        if (err) {
+          this.host.logger.warn({ err: err.message }, "request subscription error");
+          return;
+        }
+        this.onRequest(msg);
+      },
+    });
+    this.ticker = setInterval(() => this.tick(), this.opts.tickMs);
+  }
+
+  /**
+   * Stops serving: no new requests are taken, the append in flight settles
+   * (its entry is applied and answered if it landed), and everything still
+   * queued is refused with NOT_LEADER, so no client is told a success that
+   * is not in the log.
+   */
+  async stop(reason: string): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.ticker) clearInterval(this.ticker);
+    this.subscription?.unsubscribe();
+    await this.flushing;
+    this.queue.length = 0;
+    this.timersInFlight.clear();
+    for (const msgs of this.waiting.values()) {
+      for (const msg of msgs) respond(msg, errorReply("NOT_LEADER", `this node stopped leading: ${reason}`));
+    }
+    this.waiting.clear();
+  }
+
+  private onRequest(msg: Msg): void {
+    const metrics = this.host.metrics;
+    metrics.requests++;
+    if (this.stopped) return respond(msg, errorReply("NOT_LEADER", "this node is not the leader"));
+    const parsed = parseRequest(msg.data, this.host.limits);
+    if (!parsed.ok) {
+      metrics.badRequests++;
+      return respond(msg, parsed.reply);
+    }
+    const request = parsed.request;
+    if ("client" in request) this.lastHeard.set(request.client, Date.now());
+    const state = this.host.state();
+    switch (request.op) {
+      case "status":
+      case "read":
+      case "ping": {
+        // Served from this node's state without the log, so only while the
+        // lease says it still leads: a leader that was paused past its lease
+        // must not answer from a stale picture.
+        if (!this.host.leaseFresh()) return respond(msg, errorReply("NOT_LEADER", "leader lease is not fresh"));
+        if (request.op === "status") return respond(msg, okReply("Status", { view: statusView(state, this.host.appliedSeq()) }));
+        if (request.op === "ping") {
+          return respond(msg, state.sessions.has(request.client) ? okReply("Pong") : errorReply("SESSION_EXPIRED"));
+        }
+        const index = fileIndex(request.file);
+        assert(index !== undefined, "validated file name has no index");
+        const data = this.host.readFile(index);
+        return respond(msg, okReply("Read", { data: data.toString("base64"), length: data.length }));
+      }
+      default:
+        return this.onLoggedRequest(msg, request, state);
+    }
+  }
+
+  private onLoggedRequest(msg: Msg, request: LoggedRequest, state: State): void {
+    const known = classify(state, request.client, request.seq);
+    switch (known.kind) {
+      case "noSession":
+        if (request.op === "goodbye") return respond(msg, okReply("Disconnected!"));
+        if (request.op !== "hello") return respond(msg, errorReply("SESSION_EXPIRED"));
+        break;
+      case "stale":
+        return respond(msg, errorReply("STALE_REQUEST", `seq ${request.seq} was already acknowledged by this client`));
+      case "cached":
+        this.host.metrics.duplicates++;
+        return respond(msg, known.reply);
+      case "pending":
+        this.host.metrics.duplicates++;
+        return respond(msg, okReply("Queued", { status: "queued" }));
+      case "new":
+        break;
+    }
+    const key = `${request.client}/${request.seq}`;
+    const waiting = this.waiting.get(key);
+    if (waiting) {
+      // The same request is already on its way into the log: answer both
+      // copies from the one entry.
+      this.host.metrics.duplicates++;
+      waiting.push(msg);
+      return;
+    }
+    this.waiting.set(key, [msg]);
+    this.enqueue(toCommand(request, this.host.limits));
+  }
+
+  private tick(): void {
+    if (this.stopped) return;
+    const now = Date.now();
+    const state = this.host.state();
+    const due = dueCommands(state, now);
+    for (const session of state.sessions.values()) {
+      const heard = Math.max(this.lastHeard.get(session.id) ?? 0, this.takeoverAt);
+      if (now - heard > state.limits.sessionTimeoutMs) due.push({ type: "expireSession", client: session.id });
+    }
+    for (const command of due) {
+      const key = JSON.stringify(command);
+      if (this.timersInFlight.has(key)) continue;
+      this.timersInFlight.add(key);
+      this.enqueue(command);
+    }
+  }
+
+  private enqueue(command: Command): void {
+    this.queue.push(command);
+    if (!this.flushing) {
+      this.flushing = this.flushLoop().finally(() => {
+        this.flushing = undefined;
+      });
+    }
+  }
+
+  /** Group commit: one entry in flight; whatever arrives meanwhile rides in the next. */
+  private async flushLoop(): Promise<void> {
+    // Let requests that arrived in the same tick of the event loop join.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    while (this.queue.length > 0 && !this.stopped) {
+      const commands = this.queue.splice(0, this.opts.maxBatchCommands);
+      const entry: LogEntry = { v: 1, t: Date.now(), node: this.host.nodeId, epoch: this.host.state().epoch, cmds: commands };
+      const seq = await this.appendEntry(entry);
+      if (seq === undefined) return;
+      const effects = this.host.applyEntry(seq, entry);
+      this.carryOut(effects, commands);
+    }
+  }
+
+  private async appendEntry(entry: LogEntry): Promise<number | undefined> {
+    const expected = this.host.appliedSeq();
+    const bytes = encodeEntry(entry);
+    // The message id makes a retry after a lost ack idempotent: JetStream
+    // answers a duplicate with the original sequence instead of a second entry.
+    const msgId = `${this.host.nodeId}:${entry.epoch}:${expected + 1}`;
+    const started = Date.now();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const seq = await this.host.log.append(bytes, expected, { msgId });
+        assert(seq === expected + 1, () => `log appended at ${seq}, expected ${expected + 1}`);
+        this.host.metrics.recordAppend(entry.cmds.length, Date.now() - started);
+        return seq;
+      } catch (err) {
+        if (isWrongLastSequence(err)) {
+          this.host.logger.warn({ expected }, "log tail moved: another leader appended; stepping down");
+          this.host.stepDown("another leader appended to the log");
+          return undefined;
+        }
+        if (attempt >= this.opts.appendAttempts || this.stopped) {
+          this.host.logger.error({ err: (err as Error).message, attempt }, "log append failed; stepping down");
+          this.host.stepDown(`log append failed: ${(err as Error).message}`);
+          return undefined;
+        }
+        this.host.logger.warn({ err: (err as Error).message, attempt }, "log append failed; retrying");
+      }
+    }
+  }
+
+  private carryOut(effects: Effect[], commands: Command[]): void {
+    const { nc, names } = this.host;
+    for (const effect of effects) {
+      if (effect.type === "reply") {
+        const key = `${effect.client}/${effect.seq}`;
+        const msgs = this.waiting.get(key);
+        if (msgs) {
+          for (const msg of msgs) respond(msg, effect.reply);
+          this.waiting.delete(key);
+        }
+      } else if (effect.type === "notify") {
+        this.host.metrics.countNotification(effect.notification);
+        nc.publish(names.notifySubject(effect.client), encoder.encode(JSON.stringify(effect.notification)));
+      }
+    }
+    for (const command of commands) {
+      if (!("seq" in command) || !("ack" in command)) {
+        this.timersInFlight.delete(JSON.stringify(command));
+        continue;
+      }
+      // A command the machine dropped as an old duplicate produced no reply.
+      const key = `${command.client}/${command.seq}`;
+      const msgs = this.waiting.get(key);
+      if (!msgs) continue;
+      const known = classify(this.host.state(), command.client, command.seq);
+      const reply: Reply =
+        known.kind === "cached"
+          ? known.reply
+          : known.kind === "pending"
+            ? okReply("Queued", { status: "queued" })
+            : errorReply(known.kind === "noSession" ? "SESSION_EXPIRED" : "STALE_REQUEST");
+      for (const msg of msgs) respond(msg, reply);
+      this.waiting.delete(key);
+    }
+  }
+}
+
+function toCommand(request: LoggedRequest, limits: Limits): Command {
+  const { client, seq, ack } = request;
+  switch (request.op) {
+    case "hello":
+    case "goodbye":
+      return { type: request.op, client, seq, ack };
+    case "acquire":
+      return {
+        type: "acquire",
+        client,
+        seq,
+        ack,
+        lock: request.lock,
+        leaseMs: request.leaseMs ?? limits.defaultLeaseMs,
+        waitMs: request.waitMs ?? null,
+      };
+    case "release":
+      return { type: "release", client, seq, ack, lock: request.lock, token: request.token };
+    case "append": {
+      const file = fileIndex(request.file);
+      assert(file !== undefined, "validated file name has no index");
+      return { type: "append", client, seq, ack, token: request.token, file, data: request.data };
+    }
+    case "renew":
+      return { type: "renew", client, seq, ack, lock: request.lock, token: request.token, leaseMs: request.leaseMs ?? null };
+    case "cancel":
+      return { type: "cancel", client, seq, ack, target: request.target };
+  }
+}
+
+function respond(msg: Msg, reply: Reply): void {
+  // A request published without a reply subject gets no answer, by design.
+  if (!msg.reply) return;
+  msg.respond(encoder.encode(JSON.stringify(reply)));
+}
+
+export type { Notification };

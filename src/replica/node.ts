@@ -1,0 +1,386 @@
+/**
+ * A dlm node: one binary, two roles.
+ *
+ * Every node starts the same way: open its data directory (cutting files
+ * back to the last checkpoint), rebuild the state by replaying the log from
+ * the start (writing to the files only what the checkpoint does not cover),
+ * and then follow the log. A follower campaigns for the leader lease; the
+ * winner catches up to the log's end, appends a `leader` entry with the
+ * expected-last-sequence header (the entry that fences off every older
+ * leader), and only then starts a Coordinator that serves clients. Losing
+ * the lease or having an append refused sends it back to following.
+ */
+import { connect } from "@nats-io/transport-node";
+import type { NatsConnection, Subscription } from "@nats-io/nats-core";
+import type { Logger } from "../log/logger";
+import { isWrongLastSequence, LogStream, type Follower } from "../log/logStream";
+import { FileStore } from "../storage/fileStore";
+import type { Limits } from "../protocol/limits";
+import { names as subjectNames, type Names } from "../protocol/subjects";
+import { apply, createState, type Effect, type LogEntry, type State } from "../state";
+import { assert, InvariantError } from "../util/assert";
+import { Coordinator, DEFAULT_COORDINATOR_OPTIONS, type CoordinatorHost, type CoordinatorOptions } from "../coordinator/coordinator";
+import { decodeEntry, encodeEntry } from "../coordinator/entries";
+import { NodeMetrics } from "../coordinator/metrics";
+import { LeaderLease } from "./leaderLease";
+
+export interface NodeOptions {
+  nodeId: string;
+  dataDir: string;
+  servers: string[];
+  prefix: string;
+  /** Replicas of the log stream and the leader bucket: the NATS cluster size. */
+  replicas: number;
+  limits: Limits;
+  /** The leader lease: the KV key's TTL. */
+  leaderTtlMs: number;
+  /** How often the leader refreshes its key; well inside the TTL. */
+  leaderRenewMs: number;
+  /** How often a follower tries to take the lease when it has not seen it expire. */
+  campaignIntervalMs: number;
+  /** How often applied state is made durable in the data directory. */
+  checkpointIntervalMs: number;
+  /** How often a stats line is logged (0: never). */
+  statsIntervalMs: number;
+  coordinator: CoordinatorOptions;
+  logger: Logger;
+}
+
+export const NODE_DEFAULTS = {
+  leaderTtlMs: 2000,
+  leaderRenewMs: 500,
+  campaignIntervalMs: 250,
+  checkpointIntervalMs: 200,
+  statsIntervalMs: 30_000,
+  coordinator: DEFAULT_COORDINATOR_OPTIONS,
+};
+
+export type Role = "starting" | "follower" | "candidate" | "leader" | "stopped";
+
+export interface NodeInfo {
+  nodeId: string;
+  role: Role;
+  appliedSeq: number;
+  epoch: number;
+  leader: string | null;
+  pid: number;
+  metrics: Record<string, number>;
+}
+
+export class DlmNode implements CoordinatorHost {
+  readonly names: Names;
+  readonly metrics = new NodeMetrics();
+  readonly limits: Limits;
+  readonly logger: Logger;
+  role: Role = "starting";
+
+  private current: State;
+  private applied = 0;
+  private follower: Follower | undefined;
+  private coordinator: Coordinator | undefined;
+  private leaseTimer: NodeJS.Timeout | undefined;
+  private campaignTimer: NodeJS.Timeout | undefined;
+  private checkpointTimer: NodeJS.Timeout | undefined;
+  private statsTimer: NodeJS.Timeout | undefined;
+  private stopWatch: (() => void) | undefined;
+  private infoSub: Subscription | undefined;
+  private lastLeaseOkAt = 0;
+  private transition: Promise<void> = Promise.resolve();
+  private campaigning = false;
+
+  private constructor(
+    readonly opts: NodeOptions,
+    readonly nc: NatsConnection,
+    readonly log: LogStream,
+    private readonly files: FileStore,
+    private readonly lease: LeaderLease,
+  ) {
+    this.names = subjectNames(opts.prefix);
+    this.limits = opts.limits;
+    this.logger = opts.logger;
+    this.current = createState(opts.limits);
+  }
+
+  get nodeId(): string {
+    return this.opts.nodeId;
+  }
+
+  static async start(opts: NodeOptions): Promise<DlmNode> {
+    const names = subjectNames(opts.prefix);
+    const files = FileStore.open(opts.dataDir, { logger: opts.logger });
+    const nc = await connect({
+      servers: opts.servers,
+      name: `dlm-node-${opts.nodeId}`,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+    });
+    try {
+      const log = await LogStream.open(nc, { streamName: names.streamName, subject: names.logSubject, replicas: opts.replicas, logger: opts.logger });
+      const lease = await LeaderLease.open(nc, {
+        bucket: names.leaderBucket,
+        key: names.leaderKey,
+        ttlMs: opts.leaderTtlMs,
+        replicas: opts.replicas,
+        nodeId: opts.nodeId,
+        logger: opts.logger,
+      });
+      const node = new DlmNode(opts, nc, log, files, lease);
+      await node.recover();
+      await node.run();
+      return node;
+    } catch (err) {
+      files.abort();
+      await nc.close();
+      throw err;
+    }
+  }
+
+  state(): State {
+    return this.current;
+  }
+
+  appliedSeq(): number {
+    return this.applied;
+  }
+
+  readFile(index: number): Buffer {
+    return this.files.read(index);
+  }
+
+  leaseFresh(): boolean {
+    return this.role === "leader" && Date.now() - this.lastLeaseOkAt < this.opts.leaderTtlMs - this.opts.leaderRenewMs;
+  }
+
+  info(): NodeInfo {
+    return {
+      nodeId: this.nodeId,
+      role: this.role,
+      appliedSeq: this.applied,
+      epoch: this.current.epoch,
+      leader: this.current.leader,
+      pid: process.pid,
+      metrics: this.metrics.snapshot(),
+    };
+  }
+
+  /**
+   * Applies the entry at `seq` to the state and, unless the files already
+   * reflect it (it is at or below the checkpoint loaded at start), to the
+   * files. Entries must come in order, each exactly once.
+   */
+  applyEntry(seq: number, entry: LogEntry): Effect[] {
+    assert(seq === this.applied + 1, () => `entry ${seq} applied after ${this.applied}`);
+    const effects = apply(this.current, entry);
+    const writeFiles = seq > this.files.appliedSeq;
+    if (writeFiles) {
+      for (const effect of effects) if (effect.type === "fileAppend") this.files.append(effect.file, effect.data);
+      this.files.markApplied(seq);
+    }
+    this.applied = seq;
+    this.metrics.entriesApplied++;
+    if (writeFiles || seq === this.files.checkpoint.seq) {
+      // Both sides of the same fact: what the machine says the files hold,
+      // and what the files hold.
+      const lengths = this.files.lengths();
+      for (let i = 0; i < lengths.length; i++) {
+        assert(lengths[i] === this.current.fileLengths[i], () => `file_${i} is ${lengths[i]} bytes, the log says ${this.current.fileLengths[i]} (seq ${seq})`);
+      }
+    }
+    return effects;
+  }
+
+  /** Rebuilds state from the whole log; files are written only past the checkpoint. */
+  private async recover(): Promise<void> {
+    const checkpoint = this.files.checkpoint;
+    if (checkpoint.logId === null) {
+      if (checkpoint.seq !== 0) throw new InvariantError("checkpoint has applied entries but no log id");
+      this.files.setLogId(this.log.logId);
+    } else if (checkpoint.logId !== this.log.logId) {
+      throw new Error(
+        `data directory ${this.opts.dataDir} was built from another log (${checkpoint.logId}, the stream now is ${this.log.logId}); ` +
+          "move it away or start this node with an empty --data directory",
+      );
+    }
+    const lastSeq = await this.log.lastSeq();
+    if (lastSeq < checkpoint.seq) {
+      throw new InvariantError(`the log ends at ${lastSeq} but this node's files reflect entry ${checkpoint.seq}: the log lost entries`);
+    }
+    const started = Date.now();
+    await this.log.read(1, lastSeq, (seq, data) => {
+      this.applyEntry(seq, decodeEntry(seq, data));
+    });
+    this.files.flush();
+    this.logger.info(
+      { appliedSeq: this.applied, checkpointSeq: checkpoint.seq, replayMs: Date.now() - started, epoch: this.current.epoch },
+      "recovered state from the log",
+    );
+  }
+
+  private async run(): Promise<void> {
+    this.infoSub = this.nc.subscribe(this.names.nodesInfoSubject, {
+      callback: (_err, msg) => {
+        if (msg.reply) msg.respond(JSON.stringify(this.info()));
+      },
+    });
+    this.checkpointTimer = setInterval(() => this.checkpoint(), this.opts.checkpointIntervalMs);
+    if (this.opts.statsIntervalMs > 0) {
+      this.statsTimer = setInterval(() => this.logger.info({ ...this.info() }, "stats"), this.opts.statsIntervalMs);
+      this.statsTimer.unref();
+    }
+    this.stopWatch = await this.lease.watch((leader) => {
+      if (leader === null) void this.campaign();
+    });
+    this.startFollowing();
+    this.campaignTimer = setInterval(() => void this.campaign(), this.opts.campaignIntervalMs);
+    void this.campaign();
+  }
+
+  private checkpoint(): void {
+    try {
+      this.files.flush();
+    } catch (err) {
+      this.fatal(err);
+    }
+  }
+
+  private startFollowing(): void {
+    this.role = "follower";
+    const follower = this.log.follow(
+      this.applied + 1,
+      (seq, data) => {
+        this.applyEntry(seq, decodeEntry(seq, data));
+      },
+      {
+        onError: (err) => {
+          if (this.follower === follower) this.fatal(err);
+        },
+      },
+    );
+    this.follower = follower;
+  }
+
+  private async campaign(): Promise<void> {
+    if (this.role !== "follower" || this.campaigning) return;
+    this.campaigning = true;
+    try {
+      if (!(await this.lease.tryAcquire())) return;
+      await this.serialize(() => this.becomeLeader());
+    } catch (err) {
+      this.logger.warn({ err: (err as Error).message }, "campaign failed");
+    } finally {
+      this.campaigning = false;
+    }
+  }
+
+  /** Role changes run one at a time. */
+  private serialize(step: () => Promise<void>): Promise<void> {
+    const next = this.transition.then(step, step);
+    this.transition = next.catch(() => undefined);
+    return next;
+  }
+
+  private async becomeLeader(): Promise<void> {
+    if (this.role !== "follower") return;
+    const started = Date.now();
+    this.role = "candidate";
+    this.lastLeaseOkAt = started;
+    this.leaseTimer = setInterval(() => void this.renewLease(), this.opts.leaderRenewMs);
+    try {
+      await this.follower?.stop();
+      this.follower = undefined;
+      for (let attempt = 1; ; attempt++) {
+        // Catch up to the end of the log, then claim the next slot. If
+        // someone appended in between, catch up again.
+        const lastSeq = await this.log.lastSeq();
+        await this.log.read(this.applied + 1, lastSeq, (seq, data) => {
+          this.applyEntry(seq, decodeEntry(seq, data));
+        });
+        const epoch = this.current.epoch + 1;
+        const entry: LogEntry = {
+          v: 1,
+          t: Date.now(),
+          node: this.nodeId,
+          epoch,
+          cmds: [{ type: "leader", node: this.nodeId, epoch, limits: this.limits }],
+        };
+        try {
+          const seq = await this.log.append(encodeEntry(entry), this.applied);
+          this.applyEntry(seq, entry);
+          break;
+        } catch (err) {
+          if (!isWrongLastSequence(err) || attempt >= 5) throw err;
+          this.logger.info({ attempt }, "log moved while taking over; catching up again");
+        }
+      }
+      if (this.role !== "candidate") return;
+      this.coordinator = new Coordinator(this, this.opts.coordinator);
+      this.coordinator.start();
+      this.role = "leader";
+      this.metrics.leaderTerms++;
+      this.logger.info(
+        { epoch: this.current.epoch, appliedSeq: this.applied, takeoverMs: Date.now() - started, holders: this.current.locks.size },
+        "became leader",
+      );
+    } catch (err) {
+      this.logger.warn({ err: (err as Error).message }, "could not take over; following again");
+      await this.leaveLeadership("take-over failed", true);
+    }
+  }
+
+  private async renewLease(): Promise<void> {
+    if (this.role !== "leader" && this.role !== "candidate") return;
+    const ok = await this.lease.renew().catch(() => false);
+    if (ok) {
+      this.lastLeaseOkAt = Date.now();
+      return;
+    }
+    this.stepDown("leader lease could not be renewed");
+  }
+
+  stepDown(reason: string): void {
+    if (this.role !== "leader" && this.role !== "candidate") return;
+    this.logger.warn({ reason, epoch: this.current.epoch, appliedSeq: this.applied }, "stepping down");
+    this.metrics.stepDowns++;
+    void this.serialize(() => this.leaveLeadership(reason, false));
+  }
+
+  private async leaveLeadership(reason: string, releaseLease: boolean): Promise<void> {
+    if (this.role === "stopped" || this.role === "follower") return;
+    if (this.leaseTimer) clearInterval(this.leaseTimer);
+    this.leaseTimer = undefined;
+    const coordinator = this.coordinator;
+    this.coordinator = undefined;
+    this.role = "candidate";
+    await coordinator?.stop(reason);
+    if (releaseLease) await this.lease.release().catch(() => undefined);
+    if (this.role === "candidate") this.startFollowing();
+  }
+
+  /**
+   * Planned shutdown: stop serving, let the append in flight land, make the
+   * files durable, and delete the leader key so another node takes over at
+   * once instead of waiting for the lease to run out.
+   */
+  async stop(): Promise<void> {
+    if (this.role === "stopped") return;
+    await this.transition;
+    const wasLeading = this.role === "leader" || this.role === "candidate";
+    for (const timer of [this.leaseTimer, this.campaignTimer, this.checkpointTimer, this.statsTimer]) if (timer) clearInterval(timer);
+    this.role = "stopped";
+    await this.coordinator?.stop("node is shutting down");
+    this.coordinator = undefined;
+    await this.follower?.stop();
+    this.stopWatch?.();
+    this.infoSub?.unsubscribe();
+    this.files.close();
+    if (wasLeading) await this.lease.release().catch(() => undefined);
+    this.logger.info({ appliedSeq: this.applied, wasLeading }, "stopped");
+    await this.nc.drain().catch(() => undefined);
+  }
+
+  /** A broken invariant or an unusable log: crash; a restart rebuilds from the log. */
+  private fatal(err: unknown): never {
+    this.logger.error({ err: (err as Error).message, stack: (err as Error).stack }, "fatal: exiting");
+    process.exit(70);
+  }
+}
