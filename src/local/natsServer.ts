@@ -351,7 +351,12 @@ class NatsServerProcessImpl implements NatsServerProcess {
 
   private deadReason = (): string | undefined => {
     if (this.proc && !this.proc.running) {
-      return `nats-server ${this.serverName} exited during startup (code ${this.proc.exitCode}); last lines:\n${this.tail(30)}`;
+      const fatal = this.proc.lines.filter((l) => /\[(FTL|ERR)\]/.test(l)).slice(-3);
+      const why = fatal.length > 0 ? `: ${fatal.map((l) => l.replace(/^.*?\[(FTL|ERR)\]\s*/, "")).join("; ")}` : "";
+      return (
+        `nats-server ${this.serverName} exited during startup (code ${this.proc.exitCode})${why}; ` +
+        `last lines:\n${this.tail(30)}`
+      );
     }
     return undefined;
   };
@@ -487,9 +492,15 @@ export async function startNatsCluster(opts: NatsClusterOptions): Promise<NatsCl
   await checkNatsServerBinary(binary);
   const baseDir = path.resolve(opts.baseDir);
   const names = opts.names ?? Array.from({ length: opts.size }, (_, i) => `n${i + 1}`);
+  if (names.length !== opts.size || new Set(names).size !== names.length) {
+    throw new Error(`cluster needs ${opts.size} distinct server names, got ${JSON.stringify(names)}`);
+  }
   const clusterPorts: number[] = [];
   for (let i = 0; i < opts.size; i++) clusterPorts.push(await freePort());
   const routeOf = (p: number) => `nats-route://${HOST}:${p}`;
+  // A one-server "cluster" is a plain server: nats-server refuses clustered
+  // JetStream without routes.
+  const single = opts.size === 1;
 
   const results = await Promise.allSettled(
     names.map((name, i) =>
@@ -497,9 +508,9 @@ export async function startNatsCluster(opts: NatsClusterOptions): Promise<NatsCl
         storeDir: path.join(baseDir, name),
         logFile: path.join(baseDir, `${name}.log`),
         serverName: name,
-        clusterName: opts.clusterName ?? "dlm",
-        clusterPort: clusterPorts[i],
-        routes: clusterPorts.filter((_, j) => j !== i).map(routeOf),
+        clusterName: single ? undefined : (opts.clusterName ?? "dlm"),
+        clusterPort: single ? undefined : clusterPorts[i],
+        routes: single ? undefined : clusterPorts.filter((_, j) => j !== i).map(routeOf),
         syncAlways: opts.syncAlways,
         binary,
         echo: opts.echo,
