@@ -469,6 +469,8 @@ export interface NatsClusterOptions {
   readyTimeoutMs?: number;
   /** Server names (default n1..nN). */
   names?: string[];
+  /** Client ports, one per server (default: free ports). */
+  ports?: number[];
   echo?: boolean;
 }
 
@@ -508,6 +510,7 @@ export async function startNatsCluster(opts: NatsClusterOptions): Promise<NatsCl
         storeDir: path.join(baseDir, name),
         logFile: path.join(baseDir, `${name}.log`),
         serverName: name,
+        port: opts.ports?.[i],
         clusterName: single ? undefined : (opts.clusterName ?? "dlm"),
         clusterPort: single ? undefined : clusterPorts[i],
         routes: single ? undefined : clusterPorts.filter((_, j) => j !== i).map(routeOf),

@@ -1,0 +1,137 @@
+/**
+ * `dlm status` and `dlm read`: ask the cluster without opening a client
+ * session (they must work while debugging a sick cluster, and must not
+ * create state).
+ */
+import { connect } from "@nats-io/transport-node";
+import { createInbox, type NatsConnection } from "@nats-io/nats-core";
+import { jetstreamManager } from "@nats-io/jetstream";
+import type { Reply, StatusView } from "../protocol/messages";
+import { names as subjectNames, DEFAULT_PREFIX } from "../protocol/subjects";
+import type { NodeInfo } from "../replica/node";
+import { parseArgs, splitList, str, UsageError, type CommandSpec } from "./args";
+
+const commonFlags: CommandSpec["flags"] = [
+  { name: "nats", kind: "string", default: "nats://127.0.0.1:4222", help: "NATS server URLs, comma-separated" },
+  { name: "prefix", kind: "string", default: DEFAULT_PREFIX, help: "subject prefix of the dlm cluster" },
+  { name: "json", kind: "bool", help: "print JSON instead of a table" },
+];
+
+export const statusSpec: CommandSpec = {
+  usage: "dlm status [flags]",
+  summary: "Shows the leader and its epoch, the log's last sequence, every node's applied sequence and lag, and every lock.",
+  flags: commonFlags,
+};
+
+export const readSpec: CommandSpec = {
+  usage: "dlm read FILE [flags]",
+  summary: "Prints the committed content of FILE (file_0 … file_99) as the leader has it.",
+  flags: commonFlags.filter((f) => f.name !== "json"),
+};
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+export interface ClusterStatus {
+  lastSeq: number | null;
+  leader: StatusView | null;
+  leaderError?: string;
+  nodes: NodeInfo[];
+}
+
+/** Collects every node's answer on the info subject for `waitMs`. */
+async function gatherNodes(nc: NatsConnection, subject: string, waitMs: number): Promise<NodeInfo[]> {
+  const inbox = createInbox();
+  const nodes: NodeInfo[] = [];
+  const sub = nc.subscribe(inbox, {
+    callback: (_err, msg) => {
+      try {
+        nodes.push(JSON.parse(decoder.decode(msg.data)) as NodeInfo);
+      } catch {
+        // A node that answers garbage is simply not listed.
+      }
+    },
+  });
+  nc.publish(subject, encoder.encode("{}"), { reply: inbox });
+  await new Promise((resolve) => setTimeout(resolve, waitMs));
+  sub.unsubscribe();
+  return nodes.sort((a, b) => a.nodeId.localeCompare(b.nodeId));
+}
+
+export async function clusterStatus(nc: NatsConnection, prefix: string): Promise<ClusterStatus> {
+  const names = subjectNames(prefix);
+  const [nodes, lastSeq, leader] = await Promise.all([
+    gatherNodes(nc, names.nodesInfoSubject, 500),
+    jetstreamManager(nc)
+      .then((jsm) => jsm.streams.info(names.streamName))
+      .then((info) => info.state.last_seq)
+      .catch(() => null),
+    nc
+      .request(names.requestSubject, encoder.encode(JSON.stringify({ op: "status" })), { timeout: 2000 })
+      .then((msg) => JSON.parse(decoder.decode(msg.data)) as Reply)
+      .catch((err: Error) => ({ ok: false, code: -1, error: "UNAVAILABLE", message: err.message }) as Reply),
+  ]);
+  if (leader.ok && leader.view) return { lastSeq, leader: leader.view, nodes };
+  return { lastSeq, leader: null, leaderError: leader.message, nodes };
+}
+
+export function formatStatus(status: ClusterStatus): string {
+  const lines: string[] = [];
+  const view = status.leader;
+  lines.push(
+    view ? `leader: ${view.leader} (epoch ${view.epoch})` : `leader: none answering (${status.leaderError ?? "unknown"})`,
+    `log: last sequence ${status.lastSeq ?? "unknown"}`,
+    "",
+    "nodes:",
+  );
+  if (status.nodes.length === 0) lines.push("  (no node answered)");
+  for (const n of status.nodes) {
+    const lag = status.lastSeq === null ? "?" : String(Math.max(0, status.lastSeq - n.appliedSeq));
+    lines.push(`  ${n.nodeId.padEnd(10)} ${n.role.padEnd(9)} applied ${String(n.appliedSeq).padStart(7)}  lag ${lag.padStart(5)}  pid ${n.pid}`);
+  }
+  if (view) {
+    lines.push("", `sessions: ${view.sessions}   next token: ${view.nextToken}`, "", "locks:");
+    if (view.locks.length === 0) lines.push("  (all free)");
+    for (const lock of view.locks) {
+      const h = lock.holder;
+      const holder = h
+        ? `held by ${h.client} token ${h.token}, expires in ${Math.max(0, h.expiresAt - view.now)} ms, ${h.stagedAppends} staged appends (${h.stagedBytes} B)`
+        : "free";
+      lines.push(`  ${lock.name}: ${holder}; ${lock.queue.length} waiting`);
+    }
+    const files = view.fileLengths.map((len, i) => (len > 0 ? `file_${i}=${len}B` : "")).filter(Boolean);
+    lines.push("", `files with content: ${files.length === 0 ? "none" : files.join(" ")}`);
+  }
+  return lines.join("\n");
+}
+
+export async function runStatus(argv: string[]): Promise<void> {
+  const { flags } = parseArgs(statusSpec, argv);
+  const nc = await connect({ servers: splitList(str(flags, "nats")), name: "dlm-status" });
+  try {
+    const status = await clusterStatus(nc, str(flags, "prefix"));
+    process.stdout.write((flags.json ? JSON.stringify(status, null, 2) : formatStatus(status)) + "\n");
+    if (!status.leader) process.exitCode = 3;
+  } finally {
+    await nc.close();
+  }
+}
+
+export async function runRead(argv: string[]): Promise<void> {
+  const { flags, positionals } = parseArgs(readSpec, argv);
+  if (positionals.length !== 1) throw new UsageError("dlm read takes exactly one FILE (file_0 … file_99)");
+  const nc = await connect({ servers: splitList(str(flags, "nats")), name: "dlm-read" });
+  try {
+    const names = subjectNames(str(flags, "prefix"));
+    const msg = await nc.request(names.requestSubject, encoder.encode(JSON.stringify({ op: "read", file: positionals[0] })), { timeout: 5000 });
+    const reply = JSON.parse(decoder.decode(msg.data)) as Reply;
+    if (!reply.ok) {
+      process.stderr.write(`dlm: ${reply.error} (code ${reply.code}): ${reply.message}\n`);
+      process.exitCode = 1;
+      return;
+    }
+    process.stdout.write(Buffer.from(reply.data ?? "", "base64"));
+  } finally {
+    await nc.close();
+  }
+}

@@ -1,0 +1,165 @@
+/**
+ * `dlm up`: a whole local deployment in one command: nats-server (one, or a
+ * three-server JetStream cluster) and dlm nodes as child processes, data
+ * under one directory, logs in files. Ctrl-C stops everything cleanly
+ * (nodes first, so the leader hands over and flushes, then NATS).
+ */
+import * as fs from "fs";
+import * as path from "path";
+import { connect } from "@nats-io/transport-node";
+import { startNatsCluster, startNatsServer, type NatsServerProcess } from "../local/natsServer";
+import { spawnManaged, type ManagedProcess } from "../local/processes";
+import { DEFAULT_PREFIX } from "../protocol/subjects";
+import { int, parseArgs, str, UsageError, type CommandSpec } from "./args";
+import { runDemo } from "./demo";
+import { clusterStatus, formatStatus } from "./statusCommand";
+
+export const upSpec: CommandSpec = {
+  usage: "dlm up [flags]",
+  summary:
+    "Starts a local deployment: nats-server with JetStream (fsync on every write) and dlm nodes, data\n" +
+    "and logs under --dir. With --demo it runs a short workload against it, prints what happened, and\n" +
+    "stops; otherwise it runs until Ctrl-C.",
+  flags: [
+    { name: "nats", kind: "int", default: 1, help: "nats-servers: 1, or 3 for a JetStream cluster" },
+    { name: "nodes", kind: "int", default: 1, help: "dlm nodes (one leads, the others stand by)" },
+    { name: "port", kind: "int", default: 4222, help: "client port of the first nats-server (the next ones use +1, +2)" },
+    { name: "dir", kind: "string", default: ".dlm/local", help: "directory for NATS storage, node data and logs" },
+    { name: "fresh", kind: "bool", help: "delete --dir first (start from an empty log)" },
+    { name: "lease-ms", kind: "int", default: 10_000, help: "default lock lease of the nodes" },
+    { name: "no-sync", kind: "bool", help: "let nats-server batch fsyncs (faster, may lose acknowledged writes on power loss)" },
+    { name: "prefix", kind: "string", default: DEFAULT_PREFIX, help: "subject prefix" },
+    { name: "demo", kind: "bool", help: "run the demo workload, then stop" },
+  ],
+};
+
+const mainJs = path.resolve(__dirname, "main.js");
+
+export async function runUp(argv: string[]): Promise<void> {
+  const { flags } = parseArgs(upSpec, argv);
+  const natsCount = int(flags, "nats");
+  const nodeCount = int(flags, "nodes");
+  if (natsCount !== 1 && natsCount !== 3) throw new UsageError("--nats must be 1 or 3");
+  if (nodeCount < 1 || nodeCount > 9) throw new UsageError("--nodes must be 1 to 9");
+  const dir = path.resolve(str(flags, "dir"));
+  if (flags.fresh) fs.rmSync(dir, { recursive: true, force: true });
+  const logsDir = path.join(dir, "logs");
+  fs.mkdirSync(logsDir, { recursive: true });
+  const prefix = str(flags, "prefix");
+  const basePort = int(flags, "port");
+  const say = (line: string) => process.stdout.write(`${line}\n`);
+
+  say(`dlm up: ${natsCount} nats-server${natsCount > 1 ? "s" : ""}, ${nodeCount} dlm node${nodeCount > 1 ? "s" : ""}, data in ${dir}`);
+  let servers: NatsServerProcess[];
+  let urls: string[];
+  let stopNats: () => Promise<void>;
+  if (natsCount === 1) {
+    const server = await startNatsServer({
+      storeDir: path.join(dir, "nats", "s1"),
+      port: basePort,
+      serverName: "s1",
+      syncAlways: !flags["no-sync"],
+      logFile: path.join(logsDir, "nats-s1.log"),
+    });
+    servers = [server];
+    urls = [server.url];
+    stopNats = () => server.stop();
+  } else {
+    const cluster = await startNatsCluster({
+      size: 3,
+      baseDir: path.join(dir, "nats"),
+      syncAlways: !flags["no-sync"],
+      names: ["s1", "s2", "s3"],
+      ports: [basePort, basePort + 1, basePort + 2],
+    });
+    servers = cluster.servers;
+    urls = cluster.urls;
+    stopNats = () => cluster.stop();
+  }
+  say(`  nats: ${urls.join(", ")}${flags["no-sync"] ? "" : " (sync_interval: always)"}`);
+
+  const nodes: ManagedProcess[] = [];
+  for (let i = 1; i <= nodeCount; i++) {
+    const id = `n${i}`;
+    nodes.push(
+      spawnManaged(
+        process.execPath,
+        [
+          mainJs,
+          "node",
+          "--nats",
+          urls.join(","),
+          "--id",
+          id,
+          "--data",
+          path.join(dir, "data", id),
+          "--replicas",
+          String(natsCount),
+          "--lease-ms",
+          String(int(flags, "lease-ms")),
+          "--prefix",
+          prefix,
+        ],
+        { name: id, logFile: path.join(logsDir, `${id}.log`) },
+      ),
+    );
+  }
+  say(`  nodes: ${nodes.map((n) => `${n.name} (pid ${n.pid})`).join(", ")}; logs in ${logsDir}`);
+
+  let stopping = false;
+  const stopAll = async (): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    say("stopping: dlm nodes first (leader hands over), then NATS");
+    await Promise.all(nodes.map((n) => (n.running ? n.stop(5000) : Promise.resolve())));
+    await stopNats();
+    say("stopped");
+  };
+
+  const nc = await connect({ servers: urls, name: "dlm-up" });
+  try {
+    const leader = await waitForLeader(nc, prefix, nodes, 60_000);
+    say(`  leader: ${leader}`);
+    say("");
+    if (flags.demo) {
+      await runDemo({ servers: urls, prefix, nodes, say });
+      say("");
+      say(formatStatus(await clusterStatus(nc, prefix)));
+      await nc.close();
+      await stopAll();
+      return;
+    }
+    say("ready. Try, in another terminal:");
+    say(`  node dist/src/cli/main.js status --nats ${urls[0]}`);
+    say(`  node dist/src/cli/main.js client --nats ${urls[0]}`);
+    say("Ctrl-C stops everything.");
+  } catch (err) {
+    await nc.close().catch(() => undefined);
+    await stopAll();
+    throw err;
+  }
+  await nc.close();
+  await new Promise<void>((resolve) => {
+    const onSignal = () => void stopAll().then(resolve);
+    process.once("SIGINT", onSignal);
+    process.once("SIGTERM", onSignal);
+    for (const node of nodes) {
+      node.onExit((info) => {
+        if (!stopping) say(`node ${node.name} exited (${info.signal ?? `code ${info.code}`}); see ${path.join(logsDir, `${node.name}.log`)}`);
+      });
+    }
+    void servers;
+  });
+}
+
+async function waitForLeader(nc: Awaited<ReturnType<typeof connect>>, prefix: string, nodes: ManagedProcess[], timeoutMs: number): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const dead = nodes.find((n) => !n.running);
+    if (dead) throw new Error(`node ${dead.name} exited during start-up:\n${dead.tail(20)}`);
+    const status = await clusterStatus(nc, prefix);
+    if (status.leader?.leader) return `${status.leader.leader} (epoch ${status.leader.epoch})`;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`no dlm node became leader within ${timeoutMs} ms:\n${nodes.map((n) => n.tail(10)).join("\n")}`);
+}
