@@ -1,0 +1,659 @@
+/**
+ * DlmClient against an in-memory fake of the leader: enough of the server's
+ * behaviour (sessions with (client, seq) dedupe and ack, FIFO locks, grant
+ * notifications, staged appends committed on release, renew, cancel, ping)
+ * to test retries, acks, polling, cancellation, lease loss and sessions
+ * without NATS.
+ */
+import { connect, type DlmClient } from "../../src/client/client";
+import {
+  CancelledError,
+  ClosedError,
+  FileNotFoundError,
+  LockExpiredError,
+  NotHolderError,
+  SessionExpiredError,
+  TimeoutError,
+  UnavailableError,
+  WaitTimeoutError,
+  type DlmError,
+} from "../../src/client/errors";
+import { FaultInjector } from "../../src/client/faults";
+import type { Lease } from "../../src/client/lease";
+import type { ClientOptions } from "../../src/client/options";
+import { NoRespondersError, type Transport, type TransportSubscription } from "../../src/client/transport";
+import { ErrorCodes, type ErrorName } from "../../src/protocol/errors";
+import { fileIndex } from "../../src/protocol/files";
+import type { LeaseInfo, Notification, Reply } from "../../src/protocol/messages";
+
+// ------------------------------------------------------------------ the fake
+
+type Req = Record<string, any> & { op: string };
+interface FakeSession {
+  id: string;
+  acked: number;
+  replies: Map<number, Reply>;
+  waiting: Map<number, string>;
+}
+interface Holder {
+  client: string;
+  token: number;
+  leaseMs: number;
+  expiresAt: number;
+  staged: Array<{ file: string; data: Buffer }>;
+}
+interface FakeLock {
+  holder: Holder | null;
+  queue: Array<{ client: string; seq: number; leaseMs: number }>;
+}
+
+const enc = (o: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(o));
+const dec = (b: Uint8Array): any => JSON.parse(new TextDecoder().decode(b));
+const ok = (message: string, extra: Record<string, unknown> = {}): Reply => ({ ok: true, code: 0, message, ...extra });
+const fail = (error: ErrorName, message = error, extra: Record<string, unknown> = {}): Reply => ({
+  ok: false,
+  code: ErrorCodes[error],
+  error,
+  message,
+  ...extra,
+});
+
+class FakeServer implements Transport {
+  /** Every request that reached the server, in order. */
+  readonly received: Req[] = [];
+  noResponders = false;
+  notLeader = 0;
+  sessionTimeoutMs = 15_000;
+  defaultLeaseMs = 10_000;
+  maxAppendBytes = 64 * 1024;
+  readonly sessions = new Map<string, FakeSession>();
+  readonly locks = new Map<string, FakeLock>();
+  readonly ended = new Set<number>();
+  readonly files = new Map<string, Buffer>();
+  nextToken = 1;
+  private readonly subs = new Map<string, Set<(p: Uint8Array) => void>>();
+
+  async request(subject: string, payload: Uint8Array): Promise<Uint8Array> {
+    await new Promise((r) => setImmediate(r));
+    if (this.noResponders) throw new NoRespondersError(subject);
+    const req = dec(payload) as Req;
+    this.received.push(req);
+    if (this.notLeader > 0) {
+      this.notLeader--;
+      return enc(fail("NOT_LEADER"));
+    }
+    return enc(this.handle(req));
+  }
+  publish(): void {}
+  async subscribe(subject: string, handler: (p: Uint8Array) => void): Promise<TransportSubscription> {
+    let set = this.subs.get(subject);
+    if (!set) this.subs.set(subject, (set = new Set()));
+    set.add(handler);
+    return { unsubscribe: () => set.delete(handler) };
+  }
+  async close(): Promise<void> {}
+
+  notify(client: string, n: Notification): void {
+    for (const h of this.subs.get(`dlm.notify.${client}`) ?? []) setImmediate(() => h(enc(n)));
+  }
+  ops(op: string, client?: string): Req[] {
+    return this.received.filter((r) => r.op === op && (client === undefined || r.client === client));
+  }
+  lock(name: string): FakeLock {
+    let l = this.locks.get(name);
+    if (!l) this.locks.set(name, (l = { holder: null, queue: [] }));
+    return l;
+  }
+
+  /** Test control: the lease ran out (the leader's timer). */
+  expireLease(name: string, notify = true): void {
+    const l = this.lock(name);
+    const h = l.holder!;
+    this.ended.add(h.token);
+    l.holder = null;
+    if (notify) this.notify(h.client, { event: "lost", lock: name, token: h.token, error: "LOCK_EXPIRED" });
+    this.grantNext(name);
+  }
+  /** Test control: the session went silent too long. */
+  expireSession(client: string): void {
+    this.endSession(client);
+  }
+
+  private endSession(client: string): void {
+    this.sessions.delete(client);
+    for (const [name, l] of this.locks) {
+      l.queue = l.queue.filter((w) => w.client !== client);
+      if (l.holder?.client === client) {
+        this.ended.add(l.holder.token);
+        l.holder = null;
+        this.grantNext(name);
+      }
+    }
+  }
+
+  private info(name: string, h: Holder): LeaseInfo {
+    return { lock: name, token: h.token, leaseMs: h.leaseMs, expiresAt: h.expiresAt };
+  }
+  private grant(name: string, client: string, leaseMs: number): Holder {
+    const h: Holder = { client, token: this.nextToken++, leaseMs, expiresAt: Date.now() + leaseMs, staged: [] };
+    this.lock(name).holder = h;
+    return h;
+  }
+  private grantNext(name: string): void {
+    const l = this.lock(name);
+    const next = l.queue.shift();
+    if (!next) return;
+    const s = this.sessions.get(next.client)!;
+    const h = this.grant(name, next.client, next.leaseMs);
+    s.waiting.delete(next.seq);
+    const lease = this.info(name, h);
+    s.replies.set(next.seq, ok("Granted", { status: "granted", lease }));
+    this.notify(next.client, { event: "granted", seq: next.seq, lease });
+  }
+  private queued(s: FakeSession, seq: number): Reply {
+    const name = s.waiting.get(seq)!;
+    const position = this.lock(name).queue.findIndex((w) => w.client === s.id) + 1;
+    return ok("Queued", { status: "queued", position });
+  }
+  private holderCheck(s: FakeSession, name: string, token: number): Holder | Reply {
+    const h = this.lock(name).holder;
+    if (h && h.client === s.id && h.token === token) return h;
+    return this.ended.has(token) ? fail("LOCK_EXPIRED") : fail("NOT_HOLDER");
+  }
+
+  private handle(req: Req): Reply {
+    switch (req.op) {
+      case "ping":
+        return this.sessions.has(req.client) ? ok("pong") : fail("SESSION_EXPIRED");
+      case "status":
+        return ok("status", {
+          view: { leader: "fake", epoch: 1, appliedSeq: 0, now: Date.now(), nextToken: this.nextToken, sessions: this.sessions.size, locks: [], fileLengths: [] },
+        });
+      case "read":
+        if (fileIndex(req.file) === undefined) return fail("FILE_NOT_FOUND");
+        return ok("read", { data: (this.files.get(req.file) ?? Buffer.alloc(0)).toString("base64") });
+    }
+    if (req.op === "hello" && !this.sessions.has(req.client)) {
+      this.sessions.set(req.client, { id: req.client, acked: 0, replies: new Map(), waiting: new Map() });
+    }
+    const s = this.sessions.get(req.client);
+    if (!s) return req.op === "goodbye" ? ok("Disconnected!") : fail("SESSION_EXPIRED");
+    const seq = req.seq as number;
+    if (seq <= s.acked) return fail("STALE_REQUEST");
+    const cached = s.replies.get(seq);
+    if (cached) return cached;
+    if (s.waiting.has(seq)) return this.queued(s, seq);
+    let ack = Math.min(req.ack as number, seq - 1);
+    for (const w of s.waiting.keys()) ack = Math.min(ack, w - 1);
+    if (ack > s.acked) {
+      for (const k of [...s.replies.keys()]) if (k <= ack) s.replies.delete(k);
+      s.acked = ack;
+    }
+    const reply = this.execute(s, req);
+    if (reply === "queued") return this.queued(s, seq);
+    if (req.op !== "goodbye") s.replies.set(seq, reply);
+    return reply;
+  }
+
+  private execute(s: FakeSession, req: Req): Reply | "queued" {
+    switch (req.op) {
+      case "hello":
+        return ok("Connected!", {
+          session: { sessionTimeoutMs: this.sessionTimeoutMs, defaultLeaseMs: this.defaultLeaseMs, maxAppendBytes: this.maxAppendBytes },
+        });
+      case "goodbye":
+        this.endSession(s.id);
+        return ok("Disconnected!");
+      case "acquire": {
+        const name = req.lock as string;
+        const l = this.lock(name);
+        if (l.holder?.client === s.id || l.queue.some((w) => w.client === s.id)) return fail("ALREADY_HELD");
+        const leaseMs = (req.leaseMs as number | undefined) ?? this.defaultLeaseMs;
+        if (!l.holder) return ok("Granted", { status: "granted", lease: this.info(name, this.grant(name, s.id, leaseMs)) });
+        if (req.waitMs === 0) return fail("WAIT_TIMEOUT");
+        l.queue.push({ client: s.id, seq: req.seq, leaseMs });
+        s.waiting.set(req.seq, name);
+        return "queued";
+      }
+      case "release": {
+        const h = this.holderCheck(s, req.lock, req.token);
+        if ("ok" in h) return h;
+        let bytes = 0;
+        for (const { file, data } of h.staged) {
+          this.files.set(file, Buffer.concat([this.files.get(file) ?? Buffer.alloc(0), data]));
+          bytes += data.length;
+        }
+        this.lock(req.lock).holder = null;
+        this.grantNext(req.lock);
+        return ok("Released", { committed: { appends: h.staged.length, bytes } });
+      }
+      case "append": {
+        if (fileIndex(req.file) === undefined) return fail("FILE_NOT_FOUND");
+        const h = this.holderCheck(s, "global", req.token);
+        if ("ok" in h) return h;
+        h.staged.push({ file: req.file, data: Buffer.from(req.data, "base64") });
+        return ok("Staged", { staged: { appends: h.staged.length, bytes: h.staged.reduce((n, x) => n + x.data.length, 0) } });
+      }
+      case "renew": {
+        const h = this.holderCheck(s, req.lock, req.token);
+        if ("ok" in h) return h;
+        h.leaseMs = req.leaseMs ?? h.leaseMs;
+        h.expiresAt = Date.now() + h.leaseMs;
+        return ok("Renewed", { lease: this.info(req.lock, h) });
+      }
+      case "cancel": {
+        const name = s.waiting.get(req.target);
+        if (name === undefined) return ok("Not waiting", { cancelled: false });
+        const l = this.lock(name);
+        l.queue = l.queue.filter((w) => !(w.client === s.id && w.seq === req.target));
+        s.waiting.delete(req.target);
+        s.replies.set(req.target, fail("CANCELLED"));
+        return ok("Cancelled", { cancelled: true });
+      }
+      default:
+        return fail("UNKNOWN_OP");
+    }
+  }
+}
+
+// ------------------------------------------------------------------ helpers
+
+const clients: DlmClient[] = [];
+afterEach(async () => {
+  await Promise.all(clients.splice(0).map((c) => c.close()));
+});
+
+async function mk(server: FakeServer, opts: ClientOptions = {}): Promise<DlmClient> {
+  const c = await connect({
+    transport: server,
+    requestTimeoutMs: 50,
+    maxAttempts: 3,
+    unavailableTimeoutMs: 300,
+    backoff: { initialMs: 5, maxMs: 20, jitter: 0 },
+    ...opts,
+  });
+  clients.push(c);
+  return c;
+}
+
+async function waitFor(cond: () => boolean, timeoutMs = 2000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > until) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// ------------------------------------------------------------------ tests
+
+describe("DlmClient against a fake leader", () => {
+  test("connect says hello (seq 1, ack 0) and learns the session settings", async () => {
+    const server = new FakeServer();
+    const c = await mk(server);
+    expect(server.received[0]).toEqual({ op: "hello", client: c.clientId, seq: 1, ack: 0 });
+    expect(c.clientId).toHaveLength(21); // nanoid
+    expect(c.session).toEqual({ sessionTimeoutMs: 15_000, defaultLeaseMs: 10_000, maxAppendBytes: 65536 });
+  });
+
+  test("acquire, append, release commits; read returns the bytes", async () => {
+    const server = new FakeServer();
+    const c = await mk(server);
+    const lease = await c.acquire();
+    expect(lease.lock).toBe("global");
+    expect(lease.token).toBe(1);
+    expect(await c.append("file_3", "hello ")).toEqual({ staged: { appends: 1, bytes: 6 } });
+    expect(await c.append("file_3", new Uint8Array([119, 111, 114, 108, 100]))).toEqual({ staged: { appends: 2, bytes: 11 } });
+    expect(await lease.release()).toEqual({ appends: 2, bytes: 11 });
+    expect(lease.released).toBe(true);
+    expect(lease.signal.aborted).toBe(false);
+    expect((await c.read("file_3")).toString()).toBe("hello world");
+    expect((await c.status()).leader).toBe("fake");
+  });
+
+  test("a retry after a lost reply reuses the seq and takes effect once", async () => {
+    const server = new FakeServer();
+    const faults = new FaultInjector({ rules: [{ op: "acquire", attempt: 1, action: { kind: "dropReply" } }] });
+    const c = await mk(server, { faults });
+    const lease = await c.acquire("orders");
+    const acquires = server.ops("acquire");
+    expect(acquires).toHaveLength(2);
+    expect(acquires[0]!.seq).toBe(acquires[1]!.seq);
+    expect(server.nextToken).toBe(2); // granted once
+    expect(lease.token).toBe(1);
+    expect(faults.events).toEqual([expect.objectContaining({ op: "acquire", attempt: 1, action: "dropReply" })]);
+  });
+
+  test("a duplicated append is staged once; a delayed reply past the timeout is retried", async () => {
+    const server = new FakeServer();
+    const faults = new FaultInjector({
+      rules: [
+        { op: "append", nth: 1, attempt: 1, action: { kind: "duplicateRequest", copies: 2 } },
+        { op: "append", nth: 2, attempt: 1, action: { kind: "delayReply", ms: 120 } },
+      ],
+    });
+    const c = await mk(server, { faults });
+    const lease = await c.acquire();
+    await c.append("file_1", "a");
+    const second = await c.append("file_1", "b");
+    expect(second.staged).toEqual({ appends: 2, bytes: 2 });
+    expect(await lease.release()).toEqual({ appends: 2, bytes: 2 });
+    expect((await c.read("file_1")).toString()).toBe("ab");
+    expect(faults.events.map((e) => [e.nth, e.action])).toEqual([
+      [1, "duplicateRequest"],
+      [2, "delayReply"],
+    ]);
+  });
+
+  test("TimeoutError after maxAttempts, with the same seq each attempt", async () => {
+    const server = new FakeServer();
+    const faults = new FaultInjector({ rules: [{ op: "release", action: { kind: "dropRequest" } }] });
+    const c = await mk(server, { faults, maxAttempts: 3 });
+    const lease = await c.acquire();
+    const err = await lease.release().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TimeoutError);
+    expect((err as Error).message).toMatch(/3 attempt\(s\) of 50ms; it may or may not have taken effect/);
+    expect(server.ops("release")).toHaveLength(0);
+    const seqs = new Set(faults.events.map((e) => e.seq));
+    expect(seqs.size).toBe(1);
+    expect(faults.events.map((e) => e.attempt)).toEqual([1, 2, 3]);
+    // the outcome is unknown, so the client still holds the lease and can retry
+    expect(lease.state).toBe("held");
+    faults.clear();
+    expect(await lease.release()).toEqual({ appends: 0, bytes: 0 });
+  });
+
+  test("ack stays below the lowest outstanding seq with several requests in flight", async () => {
+    const server = new FakeServer();
+    const b = await mk(server);
+    const a = await mk(server);
+    const bLease = await b.acquire("b");
+    await a.acquire("global"); // a: seq 2
+    const waiting = a.acquire("b"); // a: seq 3, queued
+    await waitFor(() => server.ops("acquire", a.clientId).some((r) => r.lock === "b"));
+    await a.append("file_0", "x"); // seq 4
+    await a.renew(a.leaseFor("global")!); // seq 5
+    const during = server.received.filter((r) => r.client === a.clientId && r.seq >= 4);
+    expect(during.map((r) => [r.op, r.seq, r.ack])).toEqual([
+      ["append", 4, 2],
+      ["renew", 5, 2],
+    ]);
+    await bLease.release();
+    const bHeld = await waiting;
+    expect(bHeld.lock).toBe("b");
+    await a.append("file_0", "y");
+    const last = server.ops("append", a.clientId).at(-1)!;
+    expect(last.ack).toBe(last.seq - 1); // nothing else outstanding any more
+    for (const r of server.received) if (typeof r.seq === "number") expect(r.ack).toBeLessThan(r.seq);
+  });
+
+  test("a lost grant notification is recovered by polling the same seq", async () => {
+    const server = new FakeServer();
+    const holder = await mk(server);
+    const faults = new FaultInjector({ rules: [{ action: { kind: "dropNotification", event: "granted" } }] });
+    const waiter = await mk(server, { faults });
+    const held = await holder.acquire("x");
+    const p = waiter.acquire("x");
+    await waitFor(() => server.ops("acquire", waiter.clientId).length >= 2); // it polls while queued
+    await held.release();
+    const lease = await p;
+    expect(lease.token).toBe(2);
+    expect(faults.events).toEqual([expect.objectContaining({ op: "notification", event: "granted", action: "dropNotification" })]);
+    const seqs = new Set(server.ops("acquire", waiter.clientId).map((r) => r.seq));
+    expect(seqs.size).toBe(1);
+  });
+
+  test("a grant notification resolves a queued acquire", async () => {
+    const server = new FakeServer();
+    const holder = await mk(server);
+    const waiter = await mk(server, { requestTimeoutMs: 1000 }); // slow polls: the notification must do it
+    const held = await holder.acquire("x");
+    const p = waiter.acquire("x");
+    await waitFor(() => server.ops("acquire", waiter.clientId).length === 1);
+    await pause(10);
+    await held.release();
+    const started = Date.now();
+    await p;
+    expect(Date.now() - started).toBeLessThan(500);
+    expect(server.ops("acquire", waiter.clientId)).toHaveLength(1);
+  });
+
+  test("UnavailableError when nobody serves the subject past the budget", async () => {
+    const server = new FakeServer();
+    server.noResponders = true;
+    const err = await connect({ transport: server, unavailableTimeoutMs: 150, backoff: { initialMs: 5, maxMs: 20, jitter: 0 } }).catch(
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(UnavailableError);
+    expect((err as Error).message).toBe("no dlm coordinator answered on dlm.req within 0.15s: is a node running?");
+    expect((err as DlmError).cause).toBeInstanceOf(NoRespondersError);
+  });
+
+  test("NOT_LEADER and no-responders are retried with the same seq without using attempts", async () => {
+    const server = new FakeServer();
+    const c = await mk(server, { maxAttempts: 1 });
+    server.notLeader = 4;
+    const lease = await c.acquire("n");
+    const acquires = server.ops("acquire");
+    expect(acquires).toHaveLength(5);
+    expect(new Set(acquires.map((r) => r.seq)).size).toBe(1);
+    server.noResponders = true;
+    setTimeout(() => (server.noResponders = false), 60);
+    expect(await lease.release()).toEqual({ appends: 0, bytes: 0 });
+  });
+
+  test("tryAcquire returns null when held; waitMs 0 is WAIT_TIMEOUT", async () => {
+    const server = new FakeServer();
+    const a = await mk(server);
+    const b = await mk(server);
+    const lease = await a.tryAcquire("t");
+    expect(lease).not.toBeNull();
+    expect(await b.tryAcquire("t")).toBeNull();
+    await expect(b.acquire("t", { waitMs: 0 })).rejects.toBeInstanceOf(WaitTimeoutError);
+  });
+
+  test("a lost notification: signal aborts, 'lost' is emitted once, the client emits leaseLost", async () => {
+    const server = new FakeServer();
+    const c = await mk(server);
+    const lease = await c.acquire();
+    const onLost = jest.fn();
+    const onClientLost = jest.fn();
+    lease.on("lost", onLost);
+    c.on("leaseLost", onClientLost);
+    server.expireLease("global");
+    await waitFor(() => lease.lost);
+    expect(lease.signal.aborted).toBe(true);
+    expect(lease.signal.reason).toBeInstanceOf(LockExpiredError);
+    expect(lease.lostReason).toBeInstanceOf(LockExpiredError);
+    // later failures do not emit again; a lost lease never commits
+    await expect(lease.release()).rejects.toBeInstanceOf(LockExpiredError);
+    await expect(c.append("file_0", "x", { lease })).rejects.toBeInstanceOf(LockExpiredError);
+    await pause(20);
+    expect(onLost).toHaveBeenCalledTimes(1);
+    expect(onClientLost).toHaveBeenCalledTimes(1);
+    expect(onClientLost.mock.calls[0]![0]).toBe(lease);
+    expect(server.ops("release")).toHaveLength(0);
+  });
+
+  test("a renew answered LOCK_EXPIRED loses the lease", async () => {
+    const server = new FakeServer();
+    const c = await mk(server, { renewFraction: 0.2 });
+    const lease = await c.acquire("r", { leaseMs: 100 });
+    const lost = new Promise<DlmError>((resolve) => lease.on("lost", resolve));
+    await waitFor(() => server.ops("renew").length >= 1); // background renew runs
+    server.expireLease("r", false); // silently: only the next renew tells
+    const err = await lost;
+    expect(err).toBeInstanceOf(LockExpiredError);
+    expect(err.reply?.error).toBe("LOCK_EXPIRED");
+  });
+
+  test("renews that get no answer lose the lease locally after leaseMs", async () => {
+    const server = new FakeServer();
+    const faults = new FaultInjector({ rules: [{ op: "renew", action: { kind: "dropReply" } }] });
+    const c = await mk(server, { faults, requestTimeoutMs: 30 });
+    const started = performance.now();
+    const lease = await c.acquire("d", { leaseMs: 150 });
+    const err = await new Promise<DlmError>((resolve) => lease.on("lost", resolve));
+    const elapsed = performance.now() - started;
+    expect(err).toBeInstanceOf(LockExpiredError);
+    expect(err.message).toMatch(/measured locally/);
+    expect(elapsed).toBeGreaterThanOrEqual(145);
+    expect(elapsed).toBeLessThan(400);
+    expect(server.ops("renew").length).toBeGreaterThan(0);
+  });
+
+  test("background renewals keep a lease alive past leaseMs", async () => {
+    const server = new FakeServer();
+    const c = await mk(server);
+    const lease = await c.acquire("k", { leaseMs: 90 });
+    await pause(300);
+    expect(lease.lost).toBe(false);
+    expect(server.ops("renew").length).toBeGreaterThanOrEqual(5);
+    await lease.release();
+    const renews = server.ops("renew").length;
+    await pause(100);
+    expect(server.ops("renew")).toHaveLength(renews); // stopped on release
+  });
+
+  test("aborting a queued acquire sends cancel for its seq and rejects CancelledError", async () => {
+    const server = new FakeServer();
+    const holder = await mk(server);
+    const waiter = await mk(server);
+    await holder.acquire("x");
+    const ac = new AbortController();
+    const p = waiter.acquire("x", { signal: ac.signal });
+    await waitFor(() => server.lock("x").queue.length === 1);
+    ac.abort();
+    await expect(p).rejects.toBeInstanceOf(CancelledError);
+    const acquireSeq = server.ops("acquire", waiter.clientId)[0]!.seq;
+    expect(server.ops("cancel", waiter.clientId).map((r) => r.target)).toEqual([acquireSeq]);
+    expect(server.lock("x").queue).toHaveLength(0);
+  });
+
+  test("abort after an unseen grant: cancel says not waiting, the client learns the grant and releases it", async () => {
+    const server = new FakeServer();
+    const holder = await mk(server);
+    const faults = new FaultInjector({ rules: [{ action: { kind: "dropNotification", event: "granted" } }] });
+    const waiter = await mk(server, { faults, requestTimeoutMs: 2000 }); // no poll during the test
+    const held = await holder.acquire("x");
+    const ac = new AbortController();
+    const p = waiter.acquire("x", { signal: ac.signal });
+    await waitFor(() => server.lock("x").queue.length === 1);
+    await held.release(); // granted to the waiter, notification dropped
+    await waitFor(() => server.lock("x").holder?.client === waiter.clientId);
+    ac.abort();
+    await expect(p).rejects.toBeInstanceOf(CancelledError);
+    await waitFor(() => server.lock("x").holder === null);
+    expect(server.ops("cancel", waiter.clientId)).toHaveLength(1);
+    expect(server.ops("release", waiter.clientId)).toHaveLength(1);
+    expect(waiter.leases).toHaveLength(0);
+  });
+
+  test("an already aborted signal rejects without sending", async () => {
+    const server = new FakeServer();
+    const c = await mk(server);
+    const before = server.received.length;
+    await expect(c.acquire("x", { signal: AbortSignal.abort() })).rejects.toBeInstanceOf(CancelledError);
+    expect(server.received).toHaveLength(before);
+  });
+
+  test("SESSION_EXPIRED: leases lost, waits rejected, a fresh session takes over", async () => {
+    const server = new FakeServer();
+    const other = await mk(server);
+    const c = await mk(server);
+    const oldId = c.clientId!;
+    await other.acquire("busy");
+    const lease = await c.acquire("mine");
+    const waiting = c.acquire("busy");
+    await waitFor(() => server.lock("busy").queue.length === 1);
+    const expired = jest.fn();
+    c.on("sessionExpired", expired);
+    server.expireSession(oldId);
+    await expect(c.renew(lease)).rejects.toBeInstanceOf(SessionExpiredError);
+    await expect(waiting).rejects.toBeInstanceOf(SessionExpiredError);
+    expect(lease.lost).toBe(true);
+    expect(lease.lostReason).toBeInstanceOf(SessionExpiredError);
+    expect(expired).toHaveBeenCalledTimes(1);
+    await waitFor(() => c.clientId !== undefined && c.clientId !== oldId);
+    const hello = server.ops("hello", c.clientId);
+    expect(hello).toEqual([{ op: "hello", client: c.clientId, seq: 1, ack: 0 }]);
+    const again = await c.acquire("mine");
+    expect(again.clientId).toBe(c.clientId);
+    expect(server.ops("acquire", c.clientId)[0]!.seq).toBe(2);
+  });
+
+  test("heartbeat pings keep an idle session alive", async () => {
+    const server = new FakeServer();
+    server.sessionTimeoutMs = 90;
+    const c = await mk(server);
+    await pause(200);
+    expect(server.ops("ping", c.clientId).length).toBeGreaterThanOrEqual(3);
+    expect(server.ops("ping", c.clientId)[0]).toEqual({ op: "ping", client: c.clientId });
+  });
+
+  test("append without a global lease fails locally; bad file names fail locally", async () => {
+    const server = new FakeServer();
+    const c = await mk(server);
+    const before = server.received.length;
+    await expect(c.append("file_0", "x")).rejects.toBeInstanceOf(NotHolderError);
+    const other = await c.acquire("other");
+    await expect(c.append("file_0", "x", { lease: other })).rejects.toBeInstanceOf(NotHolderError);
+    await c.acquire();
+    await expect(c.append("../etc/passwd", "x")).rejects.toBeInstanceOf(FileNotFoundError);
+    await expect(c.read("file_100")).rejects.toBeInstanceOf(FileNotFoundError);
+    expect(server.received.filter((r) => r.op === "append")).toHaveLength(0);
+    expect(server.received.length).toBe(before + 2); // the two acquires
+  });
+
+  test("close: pending acquire rejects ClosedError, goodbye is sent, later calls throw ClosedError", async () => {
+    const server = new FakeServer();
+    const holder = await mk(server);
+    const c = await mk(server);
+    await holder.acquire("x");
+    const held = await c.acquire("y");
+    const p = c.acquire("x").catch((e: unknown) => e);
+    await waitFor(() => server.lock("x").queue.length === 1);
+    const message = await c.close();
+    expect(message).toBe("Disconnected!");
+    expect(await p).toBeInstanceOf(ClosedError);
+    expect(held.lost).toBe(true);
+    expect(held.lostReason).toBeInstanceOf(ClosedError);
+    expect(server.ops("goodbye")).toHaveLength(1);
+    expect(server.sessions.has(c.clientId ?? "gone")).toBe(false);
+    expect(server.lock("x").queue).toHaveLength(0);
+    expect(server.lock("y").holder).toBeNull();
+    await expect(c.acquire("z")).rejects.toBeInstanceOf(ClosedError);
+    expect(await c.close()).toBe("Disconnected!"); // idempotent
+  });
+
+  test("a retried goodbye whose first reply was lost still closes cleanly", async () => {
+    const server = new FakeServer();
+    const faults = new FaultInjector({ rules: [{ op: "goodbye", attempt: 1, action: { kind: "dropReply" } }] });
+    const c = await mk(server, { faults });
+    await expect(c.close()).resolves.toBe("Disconnected!");
+    expect(server.ops("goodbye")).toHaveLength(2);
+  });
+
+  test("several clients: FIFO order of grants", async () => {
+    const server = new FakeServer();
+    const h = await mk(server);
+    const ws = await Promise.all([mk(server), mk(server), mk(server)]);
+    const first = await h.acquire("f");
+    const order: number[] = [];
+    const ps: Array<Promise<Lease>> = [];
+    for (const [i, w] of ws.entries()) {
+      ps.push(
+        w.acquire("f").then(async (l) => {
+          order.push(i);
+          await l.release();
+          return l;
+        }),
+      );
+      await waitFor(() => server.lock("f").queue.length === i + 1);
+    }
+    await first.release();
+    await Promise.all(ps);
+    expect(order).toEqual([0, 1, 2]);
+  });
+});
