@@ -1,0 +1,187 @@
+/**
+ * A whole dlm deployment for integration tests: NATS (one server or a
+ * three-server cluster, from ./nats.ts) and N real dlm node processes, plus
+ * clients that are closed with it, and the checks every scenario ends with
+ * (all live nodes caught up, all 100 files identical byte for byte).
+ */
+import * as fs from "fs";
+import * as path from "path";
+import { connect as natsConnect } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { connect, type ClientOptions, type DlmClient } from "../../src/client";
+import type { ManagedProcess } from "../../src/local/processes";
+import { FILE_COUNT, fileName } from "../../src/protocol/files";
+import type { Reply, StatusView } from "../../src/protocol/messages";
+import { names } from "../../src/protocol/subjects";
+import type { NodeInfo } from "../../src/replica/node";
+import { clusterStatus } from "../../src/cli/statusCommand";
+import { startDlmNode } from "./dlmNode";
+import { startNats, startNatsCluster, type TestNatsServer } from "./nats";
+import { makeTempDir, removeTempDir } from "./tmp";
+
+export interface DlmClusterOptions {
+  nodes: number;
+  /** nats-servers: 1 (default) or 3. */
+  nats?: 1 | 3;
+  leaseMs?: number;
+  sessionTimeoutMs?: number;
+  extraArgs?: string[];
+}
+
+export interface DlmTestCluster {
+  readonly urls: string[];
+  readonly natsServers: TestNatsServer[];
+  readonly nodes: ManagedProcess[];
+  readonly dataDirs: string[];
+  /** A raw NATS connection for tests that speak the wire protocol. */
+  readonly nc: NatsConnection;
+  /** A client library instance, closed by close(). */
+  client(opts?: ClientOptions): Promise<DlmClient>;
+  /** The node id that answers status as leader, waiting up to timeoutMs for one. */
+  waitForLeader(timeoutMs?: number, notId?: string): Promise<{ id: string; epoch: number; node: ManagedProcess }>;
+  nodeInfos(): Promise<NodeInfo[]>;
+  /** Status as the leader sees it. */
+  status(): Promise<StatusView>;
+  /** Sends one raw request on the request subject and returns the parsed reply. */
+  rawRequest(body: string | Uint8Array | object, timeoutMs?: number): Promise<Reply>;
+  /** Waits until every running node has applied the whole log. */
+  waitCaughtUp(timeoutMs?: number): Promise<number>;
+  /** Waits until caught up, then checks all 100 files are identical on every running node. */
+  expectFilesIdentical(timeoutMs?: number): Promise<void>;
+  /** A file's bytes in a node's data directory. */
+  fileOn(nodeIndex: number, file: number): Buffer;
+  close(): Promise<void>;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+export async function startDlmCluster(opts: DlmClusterOptions): Promise<DlmTestCluster> {
+  const natsCount = opts.nats ?? 1;
+  const single = natsCount === 1 ? await startNats() : undefined;
+  const cluster = natsCount === 3 ? await startNatsCluster(3) : undefined;
+  const urls = single ? single.urls : cluster!.urls;
+  const natsServers = single ? [single] : cluster!.servers;
+  const root = makeTempDir("dlm-cluster-");
+  const dataDirs: string[] = [];
+  const nodes: ManagedProcess[] = [];
+  for (let i = 1; i <= opts.nodes; i++) {
+    const dataDir = path.join(root, `n${i}`);
+    dataDirs.push(dataDir);
+    nodes.push(
+      startDlmNode({
+        natsUrls: urls,
+        dataDir,
+        nodeId: `n${i}`,
+        extraArgs: [
+          "--replicas",
+          String(natsCount),
+          "--lease-ms",
+          String(opts.leaseMs ?? 2000),
+          "--session-timeout-ms",
+          String(opts.sessionTimeoutMs ?? 4000),
+          "--log-level",
+          process.env.DLM_TEST_LOG_LEVEL ?? "info",
+          ...(opts.extraArgs ?? []),
+        ],
+        logFile: path.join(root, `n${i}.log`),
+      }),
+    );
+  }
+  const nc = await natsConnect({ servers: urls, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+  const clients: DlmClient[] = [];
+  const subjects = names();
+
+  const rawRequest = async (body: string | Uint8Array | object, timeoutMs = 5000): Promise<Reply> => {
+    const data = typeof body === "string" ? encoder.encode(body) : body instanceof Uint8Array ? body : encoder.encode(JSON.stringify(body));
+    const msg = await nc.request(subjects.requestSubject, data, { timeout: timeoutMs });
+    return JSON.parse(decoder.decode(msg.data)) as Reply;
+  };
+
+  const self: DlmTestCluster = {
+    urls,
+    natsServers,
+    nodes,
+    dataDirs,
+    nc,
+    async client(clientOpts: ClientOptions = {}) {
+      const client = await connect({ servers: urls, unavailableTimeoutMs: 60_000, ...clientOpts });
+      clients.push(client);
+      return client;
+    },
+    async waitForLeader(timeoutMs = 30_000, notId?: string) {
+      const deadline = Date.now() + timeoutMs;
+      let last = "";
+      while (Date.now() < deadline) {
+        try {
+          const reply = await rawRequest({ op: "status" }, 1000);
+          if (reply.ok && reply.view?.leader && reply.view.leader !== notId) {
+            const node = nodes.find((n) => n.name === `dlm-${reply.view!.leader}`);
+            if (node) return { id: reply.view.leader, epoch: reply.view.epoch, node };
+          }
+          last = JSON.stringify(reply);
+        } catch (err) {
+          last = (err as Error).message;
+        }
+        await sleep(100);
+      }
+      throw new Error(`no leader${notId ? ` other than ${notId}` : ""} within ${timeoutMs} ms (last: ${last})\n${tails(nodes)}`);
+    },
+    async nodeInfos() {
+      return (await clusterStatus(nc, "dlm")).nodes;
+    },
+    async status() {
+      const reply = await rawRequest({ op: "status" });
+      if (!reply.ok || !reply.view) throw new Error(`status failed: ${JSON.stringify(reply)}`);
+      return reply.view;
+    },
+    rawRequest,
+    async waitCaughtUp(timeoutMs = 20_000) {
+      const deadline = Date.now() + timeoutMs;
+      let last = "";
+      while (Date.now() < deadline) {
+        const status = await clusterStatus(nc, "dlm");
+        const running = nodes.filter((n) => n.running).length;
+        if (status.lastSeq !== null && status.nodes.length === running && status.nodes.every((n) => n.appliedSeq === status.lastSeq)) {
+          return status.lastSeq;
+        }
+        last = JSON.stringify({ lastSeq: status.lastSeq, nodes: status.nodes.map((n) => [n.nodeId, n.role, n.appliedSeq]) });
+        await sleep(100);
+      }
+      throw new Error(`nodes did not catch up within ${timeoutMs} ms: ${last}`);
+    },
+    async expectFilesIdentical(timeoutMs = 20_000) {
+      await self.waitCaughtUp(timeoutMs);
+      const live = nodes.map((n, i) => ({ n, i })).filter(({ n }) => n.running);
+      for (let f = 0; f < FILE_COUNT; f++) {
+        const reference = self.fileOn(live[0].i, f);
+        for (const { n, i } of live.slice(1)) {
+          const other = self.fileOn(i, f);
+          if (!reference.equals(other)) {
+            throw new Error(`${fileName(f)} differs between ${nodes[live[0].i].name} (${reference.length} B) and ${n.name} (${other.length} B)`);
+          }
+        }
+      }
+    },
+    fileOn(nodeIndex: number, file: number) {
+      return fs.readFileSync(path.join(dataDirs[nodeIndex], "files", fileName(file)));
+    },
+    async close() {
+      await Promise.all(clients.map((c) => c.close().catch(() => undefined)));
+      await Promise.all(nodes.map((n) => (n.running ? n.kill("SIGKILL") : Promise.resolve())));
+      await nc.close().catch(() => undefined);
+      await single?.close();
+      await cluster?.close();
+      await removeTempDir(root);
+    },
+  };
+  return self;
+}
+
+export function tails(nodes: ManagedProcess[], lines = 15): string {
+  return nodes.map((n) => `--- ${n.name} ---\n${n.tail(lines)}`).join("\n");
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
