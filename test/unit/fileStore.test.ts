@@ -1,0 +1,185 @@
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { FileStore } from "../../src/storage/fileStore";
+import { FILE_COUNT } from "../../src/protocol/files";
+
+const enc = (s: string) => Buffer.from(s, "utf8");
+
+describe("FileStore", () => {
+  let dir: string;
+  const open: FileStore[] = [];
+  const openStore = () => {
+    const s = FileStore.open(dir);
+    open.push(s);
+    return s;
+  };
+
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "dlm-filestore-"));
+  });
+  afterEach(() => {
+    for (const s of open.splice(0)) {
+      try {
+        s.close();
+      } catch {
+        // already closed, or a deliberately broken directory
+      }
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("a fresh directory gets 100 empty files and an empty checkpoint", () => {
+    const s = openStore();
+    const files = fs.readdirSync(path.join(dir, "files")).sort();
+    expect(files).toHaveLength(FILE_COUNT);
+    for (let i = 0; i < FILE_COUNT; i++) {
+      expect(fs.statSync(path.join(dir, "files", `file_${i}`)).size).toBe(0);
+    }
+    expect(s.checkpoint).toEqual({ version: 1, logId: null, seq: 0, lengths: new Array(FILE_COUNT).fill(0) });
+    expect(s.appliedSeq).toBe(0);
+    expect(s.lengths()).toEqual(new Array(FILE_COUNT).fill(0));
+  });
+
+  test("append + markApplied + flush survive a reopen", () => {
+    const s = openStore();
+    s.setLogId("log-a");
+    s.append(3, enc("hello "));
+    s.append(3, enc("world"));
+    s.append(99, enc("x"));
+    s.markApplied(7);
+    s.flush();
+    s.close();
+
+    const t = openStore();
+    expect(t.checkpoint.logId).toBe("log-a");
+    expect(t.checkpoint.seq).toBe(7);
+    expect(t.appliedSeq).toBe(7);
+    expect(t.lengths()[3]).toBe(11);
+    expect(t.lengths()[99]).toBe(1);
+    expect(t.read(3).toString()).toBe("hello world");
+    expect(t.read(99).toString()).toBe("x");
+    expect(t.read(0)).toHaveLength(0);
+  });
+
+  test("bytes appended after the last flush are cut off on reopen (crash)", () => {
+    const s = openStore();
+    s.append(5, enc("kept"));
+    s.markApplied(1);
+    s.flush();
+    // Entry 2 is applied in memory but the process "dies" before flushing.
+    s.append(5, enc("-lost"));
+    s.append(6, enc("lost too"));
+    s.markApplied(2);
+    expect(fs.statSync(path.join(dir, "files", "file_5")).size).toBe(9);
+
+    const t = openStore(); // no flush/close of s: a crash
+    s.abort(); // release its fds without writing anything
+    expect(t.checkpoint.seq).toBe(1);
+    expect(t.read(5).toString()).toBe("kept");
+    expect(t.read(6)).toHaveLength(0);
+    expect(fs.statSync(path.join(dir, "files", "file_5")).size).toBe(4);
+    expect(fs.statSync(path.join(dir, "files", "file_6")).size).toBe(0);
+  });
+
+  test("a flush between an entry's appends and its markApplied records only the previous entry", () => {
+    const s = openStore();
+    s.append(1, enc("a"));
+    s.markApplied(1);
+    s.append(1, enc("b")); // entry 2, half applied
+    s.flush();
+    s.abort(); // crash before entry 2 is marked applied
+    const t = openStore();
+    expect(t.checkpoint.seq).toBe(1);
+    expect(t.read(1).toString()).toBe("a");
+  });
+
+  test("a file shorter than the checkpoint makes open() throw", () => {
+    const s = openStore();
+    s.append(10, enc("0123456789"));
+    s.markApplied(4);
+    s.close();
+    fs.truncateSync(path.join(dir, "files", "file_10"), 3);
+    expect(() => FileStore.open(dir)).toThrow(/lost bytes.*file_10/);
+  });
+
+  test("a missing file that should hold bytes makes open() throw", () => {
+    const s = openStore();
+    s.append(2, enc("abc"));
+    s.markApplied(1);
+    s.close();
+    fs.rmSync(path.join(dir, "files", "file_2"));
+    expect(() => FileStore.open(dir)).toThrow(/lost bytes.*file_2/);
+  });
+
+  test("read returns exact bytes, including binary", () => {
+    const s = openStore();
+    const bin = Buffer.from([0, 255, 10, 13, 0, 128, 7]);
+    s.append(0, bin);
+    s.append(0, enc("é✓"));
+    expect(s.read(0)).toEqual(Buffer.concat([bin, enc("é✓")]));
+    expect(s.lengths()[0]).toBe(bin.length + enc("é✓").length);
+  });
+
+  test("the checkpoint is written atomically: no tmp file is left behind", () => {
+    const s = openStore();
+    s.append(4, enc("data"));
+    s.markApplied(3);
+    s.flush();
+    expect(fs.readdirSync(dir).sort()).toEqual(["checkpoint.json", "files"]);
+    const cp = JSON.parse(fs.readFileSync(path.join(dir, "checkpoint.json"), "utf8"));
+    expect(cp.version).toBe(1);
+    expect(cp.seq).toBe(3);
+    expect(cp.lengths[4]).toBe(4);
+    expect(cp.lengths).toHaveLength(FILE_COUNT);
+  });
+
+  test("a stale tmp checkpoint from a crashed write is ignored", () => {
+    const s = openStore();
+    s.append(4, enc("data"));
+    s.markApplied(3);
+    s.close();
+    fs.writeFileSync(path.join(dir, "checkpoint.json.tmp"), "{ half");
+    const t = openStore();
+    expect(t.checkpoint.seq).toBe(3);
+    expect(fs.existsSync(path.join(dir, "checkpoint.json.tmp"))).toBe(false);
+  });
+
+  test("invariants: index range, monotonic seq, closed store", () => {
+    const s = openStore();
+    expect(() => s.append(100, enc("x"))).toThrow(/out of range/);
+    expect(() => s.append(-1, enc("x"))).toThrow(/out of range/);
+    expect(() => s.read(1.5)).toThrow(/out of range/);
+    s.markApplied(5);
+    expect(() => s.markApplied(4)).toThrow(/backwards/);
+    s.markApplied(5); // nothing appended: a harmless repeat
+    s.append(0, enc("x"));
+    expect(() => s.markApplied(5)).toThrow(/seq must increase/);
+    s.close();
+    expect(() => s.append(0, enc("y"))).toThrow(/closed/);
+  });
+
+  test("a corrupt checkpoint makes open() throw", () => {
+    openStore().close();
+    fs.writeFileSync(path.join(dir, "checkpoint.json"), JSON.stringify({ version: 1, logId: null, seq: -1, lengths: [] }));
+    expect(() => FileStore.open(dir)).toThrow(/bad seq/);
+  });
+
+  test("resetForNewLog wipes the files and survives a reopen", () => {
+    const s = openStore();
+    s.setLogId("old");
+    s.append(7, enc("old data"));
+    s.markApplied(9);
+    s.flush();
+    s.resetForNewLog("new");
+    expect(s.appliedSeq).toBe(0);
+    expect(s.logId).toBe("new");
+    expect(s.read(7)).toHaveLength(0);
+    s.append(7, enc("fresh"));
+    s.markApplied(1);
+    s.close();
+    const t = openStore();
+    expect(t.checkpoint).toMatchObject({ logId: "new", seq: 1 });
+    expect(t.read(7).toString()).toBe("fresh");
+  });
+});
