@@ -1,0 +1,569 @@
+/**
+ * The JetStream log: one stream, one subject, every state change in order.
+ *
+ * - `append(data, expectedLastSeq)` is a compare-and-swap on the log tail
+ *   (the `Nats-Expected-Last-Sequence` header). A writer that is not at the
+ *   tail gets `WrongLastSequenceError` and nothing is written; that, not the
+ *   leader election, is what makes two would-be leaders harmless.
+ * - `read(from, to)` and `follow(from)` hand entries over strictly in order,
+ *   each one only after the previous handler resolved, without gaps or
+ *   repeats, across NATS reconnects and server restarts.
+ *
+ * The stream is created with no limits (no max msgs/bytes/age), so it never
+ * drops entries, and with deny_delete/deny_purge so a stray admin command
+ * cannot punch holes in it. A follower that nevertheless meets a hole fails
+ * loudly instead of skipping it.
+ */
+import { randomUUID } from "crypto";
+import type { NatsConnection } from "@nats-io/nats-core";
+import {
+  DeliverPolicy,
+  DiscardPolicy,
+  jetstream,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  jetstreamManager,
+  RetentionPolicy,
+  StorageType,
+  type Consumer,
+  type ConsumerMessages,
+  type JetStreamClient,
+  type JetStreamManager,
+  type StreamConfig,
+  type StreamInfo,
+} from "@nats-io/jetstream";
+import { type Logger, silentLogger } from "./logger";
+
+/** Stream metadata key holding a random id chosen when the stream was created. */
+export const LOG_ID_METADATA_KEY = "dlm_log_id";
+
+export interface LogStreamOptions {
+  streamName: string;
+  subject: string;
+  /** Stream replicas: the size of the NATS cluster (1, 3 or 5). */
+  replicas: number;
+  logger?: Logger;
+  /** How long open() keeps retrying while JetStream is not ready. Default 30 s. */
+  readyTimeoutMs?: number;
+  /** Timeout of one JetStream API request / publish ack. Default 5 s. */
+  requestTimeoutMs?: number;
+  /** Dedupe window for `append(..., { msgId })`. Default 2 min. */
+  duplicateWindowMs?: number;
+}
+
+export interface AppendOptions {
+  /**
+   * Nats-Msg-Id: a retry with the same id inside the duplicate window gets
+   * the original ack back instead of a second entry (or a wrong-last-seq
+   * refusal), so a writer can retry an append whose ack was lost.
+   */
+  msgId?: string;
+  timeoutMs?: number;
+}
+
+export type EntryHandler = (seq: number, data: Uint8Array) => void | Promise<void>;
+
+export interface FollowOptions {
+  /** Stop by itself after delivering this sequence (`done` then resolves). */
+  until?: number;
+  /** Messages per pull request. Default 128. */
+  batch?: number;
+  /**
+   * Pull request expiry (ms, >= 1000). Also paces the client library's own
+   * recovery after a reconnect. Default 5000.
+   */
+  expiresMs?: number;
+  /**
+   * Watchdog period (ms): when idle, the follower checks the stream's last
+   * sequence; if entries exist that it has not received for two periods in a
+   * row, it recreates its consumer. Default 5000.
+   */
+  stallCheckMs?: number;
+  /** Called once if following ends on an unrecoverable error (the handler threw, a hole in the log, connection closed). */
+  onError?: (err: Error) => void;
+}
+
+export interface Follower {
+  /** The next sequence the follower will hand over. */
+  readonly nextSeq: number;
+  /**
+   * Settles when the follower has ended: resolves after stop() or after
+   * `until` was delivered, rejects with the fatal error otherwise.
+   */
+  readonly done: Promise<void>;
+  /**
+   * Stops following; resolves once no handler runs and none will be called
+   * again. Do not await it from inside the handler (it waits for the handler).
+   */
+  stop(): Promise<void>;
+}
+
+/** The server refused an append because the log's last sequence was not the expected one. Nothing was written. */
+export class WrongLastSequenceError extends Error {
+  override readonly name = "WrongLastSequenceError";
+  readonly expectedLastSeq: number;
+  constructor(expectedLastSeq: number, options?: { cause?: unknown }) {
+    super(`wrong last sequence: the log is not at ${expectedLastSeq}`, options);
+    this.expectedLastSeq = expectedLastSeq;
+  }
+}
+
+/** True for our WrongLastSequenceError and for the server's raw refusal (API codes 10071 and 10164). */
+export function isWrongLastSequence(err: unknown): boolean {
+  if (err instanceof WrongLastSequenceError) return true;
+  return (
+    err instanceof JetStreamApiError &&
+    (err.code === JetStreamApiCodes.StreamWrongLastSequence || err.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
+  );
+}
+
+/** The stream exists with a configuration this log cannot use; retrying will not help. */
+export class LogConfigError extends Error {
+  override readonly name = "LogConfigError";
+}
+
+/** The log lost entries or has a hole where a follower expected one: an invariant break. */
+export class LogGapError extends Error {
+  override readonly name = "LogGapError";
+}
+
+const nanos = (ms: number): number => ms * 1_000_000;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function errInfo(err: unknown): { message: string; name?: string; code?: number | string } {
+  if (err instanceof JetStreamApiError) return { name: err.name, message: err.message, code: err.code };
+  if (err instanceof Error) {
+    const code = (err as { code?: number | string }).code;
+    return code === undefined ? { name: err.name, message: err.message } : { name: err.name, message: err.message, code };
+  }
+  return { message: String(err) };
+}
+
+function isStreamNotFound(err: unknown): boolean {
+  return err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound;
+}
+
+/** JetStream API code for "stream name already in use" (someone else created it first). */
+const STREAM_NAME_IN_USE = 10058;
+
+export class LogStream {
+  readonly streamName: string;
+  readonly subject: string;
+  /**
+   * Stable id of this stream instance: the random id stored in the stream's
+   * metadata at creation, or (for a stream created without one) its
+   * `created` timestamp. A data directory whose checkpoint carries another
+   * id was built from a different log.
+   */
+  readonly logId: string;
+
+  private readonly nc: NatsConnection;
+  private readonly js: JetStreamClient;
+  private readonly jsm: JetStreamManager;
+  private readonly log: Logger;
+  private readonly requestTimeoutMs: number;
+
+  private constructor(
+    nc: NatsConnection,
+    js: JetStreamClient,
+    jsm: JetStreamManager,
+    info: StreamInfo,
+    opts: LogStreamOptions,
+  ) {
+    this.nc = nc;
+    this.js = js;
+    this.jsm = jsm;
+    this.streamName = opts.streamName;
+    this.subject = opts.subject;
+    this.log = opts.logger ?? silentLogger;
+    this.requestTimeoutMs = opts.requestTimeoutMs ?? 5000;
+    this.logId = info.config.metadata?.[LOG_ID_METADATA_KEY] ?? `created:${info.created}`;
+  }
+
+  /**
+   * Opens the log, creating the stream if it does not exist. Retries for up
+   * to `readyTimeoutMs` while JetStream is not ready (no meta leader yet,
+   * "JetStream system temporarily unavailable", timeouts, no responders).
+   * Throws LogConfigError at once if the existing stream has other subjects.
+   */
+  static async open(nc: NatsConnection, opts: LogStreamOptions): Promise<LogStream> {
+    const log = opts.logger ?? silentLogger;
+    const timeout = opts.requestTimeoutMs ?? 5000;
+    const deadline = Date.now() + (opts.readyTimeoutMs ?? 30_000);
+    if (!Number.isInteger(opts.replicas) || opts.replicas < 1) {
+      throw new LogConfigError(`replicas must be a positive integer, got ${opts.replicas}`);
+    }
+    const config: Partial<StreamConfig> & { name: string } = {
+      name: opts.streamName,
+      subjects: [opts.subject],
+      storage: StorageType.File,
+      retention: RetentionPolicy.Limits,
+      discard: DiscardPolicy.Old,
+      num_replicas: opts.replicas,
+      max_msgs: -1,
+      max_bytes: -1,
+      max_age: 0,
+      max_msgs_per_subject: -1,
+      max_msg_size: -1,
+      max_consumers: -1,
+      duplicate_window: nanos(opts.duplicateWindowMs ?? 120_000),
+      allow_direct: true,
+      deny_delete: true,
+      deny_purge: true,
+      metadata: { [LOG_ID_METADATA_KEY]: randomUUID() },
+    };
+
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const jsm = await jetstreamManager(nc, { timeout });
+        let info: StreamInfo;
+        try {
+          info = await jsm.streams.info(opts.streamName);
+        } catch (err) {
+          if (!isStreamNotFound(err)) throw err;
+          try {
+            info = await jsm.streams.add(config);
+            log.info({ stream: opts.streamName, replicas: opts.replicas }, "log stream created");
+          } catch (addErr) {
+            // Another node created it between our info and add: use theirs.
+            if (!(addErr instanceof JetStreamApiError && addErr.code === STREAM_NAME_IN_USE)) throw addErr;
+            info = await jsm.streams.info(opts.streamName);
+          }
+        }
+        LogStream.check(info, opts, log);
+        const js = jetstream(nc, { timeout });
+        const stream = new LogStream(nc, js, jsm, info, opts);
+        log.info({ stream: opts.streamName, logId: stream.logId, lastSeq: info.state.last_seq }, "log stream opened");
+        return stream;
+      } catch (err) {
+        if (err instanceof LogConfigError || nc.isClosed() || Date.now() >= deadline) throw err;
+        log.warn({ err: errInfo(err), attempt }, "JetStream not ready for the log stream; retrying");
+        await sleep(Math.min(250 * 2 ** Math.min(attempt, 4), 2000));
+      }
+    }
+  }
+
+  private static check(info: StreamInfo, opts: LogStreamOptions, log: Logger): void {
+    const subjects = info.config.subjects ?? [];
+    if (subjects.length !== 1 || subjects[0] !== opts.subject) {
+      throw new LogConfigError(
+        `stream ${opts.streamName} exists with subjects ${JSON.stringify(subjects)}, expected [${JSON.stringify(opts.subject)}]`,
+      );
+    }
+    if (info.config.storage !== StorageType.File) {
+      log.warn({ stream: opts.streamName, storage: info.config.storage }, "log stream is not on file storage");
+    }
+    if (info.config.num_replicas !== opts.replicas) {
+      log.warn(
+        { stream: opts.streamName, have: info.config.num_replicas, want: opts.replicas },
+        "log stream has a different replica count than configured",
+      );
+    }
+    if (info.config.max_msgs > 0 || info.config.max_bytes > 0 || info.config.max_age > 0) {
+      throw new LogConfigError(`stream ${opts.streamName} has limits that would drop log entries`);
+    }
+  }
+
+  /**
+   * Appends one entry if and only if the log's last sequence is
+   * `expectedLastSeq` (0 for an empty log). Returns the new entry's sequence
+   * (always expectedLastSeq + 1). Throws WrongLastSequenceError when the
+   * server refuses (nothing was written); any other error (timeout,
+   * disconnect) leaves it unknown whether the entry was written.
+   */
+  async append(data: Uint8Array, expectedLastSeq: number, opts: AppendOptions = {}): Promise<number> {
+    if (!Number.isSafeInteger(expectedLastSeq) || expectedLastSeq < 0) {
+      throw new Error(`append: bad expected last sequence ${expectedLastSeq}`);
+    }
+    let seq: number;
+    try {
+      const ack = await this.js.publish(this.subject, data, {
+        expect: { lastSequence: expectedLastSeq },
+        timeout: opts.timeoutMs ?? this.requestTimeoutMs,
+        ...(opts.msgId !== undefined ? { msgID: opts.msgId } : {}),
+      });
+      if (ack.stream !== this.streamName) {
+        throw new Error(`append: ack from stream ${ack.stream}, expected ${this.streamName}`);
+      }
+      seq = ack.seq;
+    } catch (err) {
+      if (isWrongLastSequence(err)) throw new WrongLastSequenceError(expectedLastSeq, { cause: err });
+      throw err;
+    }
+    if (seq !== expectedLastSeq + 1) {
+      throw new Error(`append: server stored the entry at ${seq}, expected ${expectedLastSeq + 1}`);
+    }
+    return seq;
+  }
+
+  async info(): Promise<StreamInfo> {
+    return this.jsm.streams.info(this.streamName);
+  }
+
+  /** The log's last sequence (0 when empty). */
+  async lastSeq(): Promise<number> {
+    return (await this.info()).state.last_seq;
+  }
+
+  /** The log's first sequence (1 once anything was written; 0 when empty). */
+  async firstSeq(): Promise<number> {
+    return (await this.info()).state.first_seq;
+  }
+
+  /**
+   * Hands entries fromSeq..toSeq to `onEntry` in order (each after the
+   * previous resolved), through one ordered consumer pulling in batches.
+   * Throws RangeError if toSeq is past the log's end; does nothing if
+   * toSeq < fromSeq.
+   */
+  async read(fromSeq: number, toSeq: number, onEntry: EntryHandler, opts: Omit<FollowOptions, "until" | "onError"> = {}): Promise<void> {
+    if (!Number.isSafeInteger(fromSeq) || fromSeq < 1) throw new RangeError(`read: bad fromSeq ${fromSeq}`);
+    if (!Number.isSafeInteger(toSeq)) throw new RangeError(`read: bad toSeq ${toSeq}`);
+    if (toSeq < fromSeq) return;
+    const state = (await this.info()).state;
+    if (toSeq > state.last_seq) throw new RangeError(`read: toSeq ${toSeq} is past the log's last sequence ${state.last_seq}`);
+    if (state.first_seq > fromSeq) {
+      throw new LogGapError(`read: the log starts at ${state.first_seq}; entries from ${fromSeq} are gone`);
+    }
+    await this.follow(fromSeq, onEntry, { ...opts, until: toSeq }).done;
+  }
+
+  /**
+   * Follows the log from `fromSeq` on: every entry from there, now and
+   * later, exactly once and in order. See Follower.
+   */
+  follow(fromSeq: number, onEntry: EntryHandler, opts: FollowOptions = {}): Follower {
+    if (!Number.isSafeInteger(fromSeq) || fromSeq < 1) throw new RangeError(`follow: bad fromSeq ${fromSeq}`);
+    return new LogFollower(this, this.js, this.nc, this.log, fromSeq, onEntry, opts);
+  }
+}
+
+/**
+ * One ordered consumer at a time, recreated from `next` whenever anything
+ * looks wrong. The client library's ordered consumer already recreates
+ * itself when its delivery sequence skips or its consumer vanished (server
+ * restart: ordered consumers are R1 in-memory consumers and do not survive
+ * one); on top of that this class checks every stream sequence against the
+ * one it expects and runs a stall watchdog, so that whatever the library
+ * does, an entry is never skipped or handed over twice.
+ */
+class LogFollower implements Follower {
+  readonly done: Promise<void>;
+
+  private next: number;
+  private stopping = false;
+  private messages: ConsumerMessages | undefined;
+  private inHandler = false;
+  private lastProgress = Date.now();
+  private stalls = 0;
+  private watchdog: NodeJS.Timeout | undefined;
+  private kicked: ConsumerMessages | undefined;
+  private kickReason: string | undefined;
+  private readonly batch: number;
+  private readonly expiresMs: number;
+  private readonly until: number | undefined;
+
+  constructor(
+    private readonly stream: LogStream,
+    private readonly js: JetStreamClient,
+    private readonly nc: NatsConnection,
+    private readonly log: Logger,
+    fromSeq: number,
+    private readonly onEntry: EntryHandler,
+    private readonly opts: FollowOptions,
+  ) {
+    this.next = fromSeq;
+    this.batch = Math.max(1, opts.batch ?? 128);
+    this.expiresMs = Math.max(1000, opts.expiresMs ?? 5000);
+    this.until = opts.until;
+    const stallCheckMs = opts.stallCheckMs ?? 5000;
+    if (stallCheckMs > 0) {
+      this.watchdog = setInterval(() => void this.checkStall(), stallCheckMs);
+      this.watchdog.unref();
+    }
+    this.done = this.run().finally(() => {
+      if (this.watchdog) clearInterval(this.watchdog);
+    });
+    // Reported through onError / `done`; never an unhandled rejection.
+    this.done.catch((err: Error) => {
+      this.log.error({ err: errInfo(err), stream: stream.streamName, next: this.next }, "log follower failed");
+      opts.onError?.(err);
+    });
+  }
+
+  get nextSeq(): number {
+    return this.next;
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.messages?.close();
+    try {
+      await this.done;
+    } catch {
+      // already reported through onError
+    }
+  }
+
+  private finished(): boolean {
+    return this.stopping || (this.until !== undefined && this.next > this.until);
+  }
+
+  private async run(): Promise<void> {
+    let attempt = 0;
+    let gap: { at: number; to: number; count: number } | undefined;
+    // Set when the handler threw: that ends following (retrying the same
+    // entry after a partial apply could apply it twice).
+    let handlerFailed: { err: unknown } | undefined;
+    while (!this.finished()) {
+      if (this.nc.isClosed()) throw new Error("log follower: NATS connection closed");
+      let consumer: Consumer | undefined;
+      let messages: ConsumerMessages | undefined;
+      let restartReason = "consumer ended";
+      try {
+        consumer = await this.js.consumers.get(this.stream.streamName, {
+          deliver_policy: DeliverPolicy.StartSequence,
+          opt_start_seq: this.next,
+        });
+        if (this.finished()) break;
+        messages = await consumer.consume({ max_messages: this.batch, expires: this.expiresMs });
+        this.messages = messages;
+        this.watchStatus(messages);
+        this.lastProgress = Date.now();
+        this.stalls = 0;
+        for await (const m of messages) {
+          if (this.finished()) break;
+          const seq = m.seq;
+          if (seq < this.next) {
+            this.log.warn({ seq, next: this.next }, "log follower: skipping an entry it already handed over");
+            continue;
+          }
+          if (seq > this.next) {
+            gap = gap && gap.at === this.next && gap.to === seq ? { ...gap, count: gap.count + 1 } : { at: this.next, to: seq, count: 1 };
+            await this.checkGap(gap.at, gap.to, gap.count);
+            restartReason = `gap: expected ${this.next}, got ${seq}`;
+            break;
+          }
+          gap = undefined;
+          attempt = 0;
+          this.inHandler = true;
+          try {
+            await this.onEntry(seq, m.data);
+          } catch (err) {
+            handlerFailed = { err };
+            throw err;
+          } finally {
+            this.inHandler = false;
+          }
+          this.next = seq + 1;
+          this.lastProgress = Date.now();
+          this.stalls = 0;
+          if (this.finished()) break;
+        }
+      } catch (err) {
+        if (err instanceof LogGapError || handlerFailed) throw err;
+        if (this.nc.isClosed()) throw new Error("log follower: NATS connection closed", { cause: err });
+        restartReason = `error: ${errInfo(err).message}`;
+      } finally {
+        this.messages = undefined;
+        if (messages) await messages.close().catch(() => undefined);
+        if (consumer) consumer.delete().catch(() => undefined);
+      }
+      if (this.finished()) break;
+      if (messages !== undefined && this.kicked === messages) restartReason = this.kickReason ?? restartReason;
+      this.log.warn({ stream: this.stream.streamName, next: this.next, reason: restartReason, attempt }, "log follower restarting its consumer");
+      await sleep(Math.min(100 * 2 ** Math.min(attempt, 5), 2000));
+      attempt++;
+    }
+  }
+
+  /**
+   * The server delivered `to` where `at` was expected. Restarting from `at`
+   * cures a client/consumer glitch; if the stream no longer starts at or
+   * before `at`, or the same gap comes back three times, the entries are not
+   * there: fail instead of skipping them.
+   */
+  private async checkGap(at: number, to: number, count: number): Promise<void> {
+    this.log.warn({ expected: at, got: to, count }, "log follower: gap in delivered sequences");
+    let first: number | undefined;
+    try {
+      first = await this.stream.firstSeq();
+    } catch {
+      // unknown; rely on the repeat count
+    }
+    if (first !== undefined && first > at) {
+      throw new LogGapError(`the log starts at ${first}; entry ${at} is gone`);
+    }
+    if (count >= 3) {
+      throw new LogGapError(`the log has a hole: entries ${at}..${to - 1} are missing`);
+    }
+  }
+
+  /**
+   * Watches the consumer's notifications. When the client library had to
+   * recreate the ordered consumer, lost it, or stopped hearing from it, the
+   * follower drops it and makes a fresh one from `next` itself: with
+   * @nats-io/jetstream 3.4 a library-side reset keeps the old pull
+   * accounting, and the new consumer then receives nothing until two idle
+   * heartbeats are missed (observed: ~12 s stall after a server restart).
+   */
+  private watchStatus(messages: ConsumerMessages): void {
+    void (async () => {
+      try {
+        for await (const s of messages.status()) {
+          switch (s.type) {
+            case "heartbeat":
+            case "next":
+            case "flow_control":
+            case "discard":
+              break;
+            case "reset":
+            case "ordered_consumer_recreated":
+            case "consumer_not_found":
+            case "consumer_deleted":
+            case "stream_not_found":
+            case "heartbeats_missed":
+            case "no_responders":
+              this.kick(messages, s.type);
+              break;
+            default:
+              this.log.debug({ status: s, next: this.next }, "log follower: consumer status");
+          }
+        }
+      } catch {
+        // the status iterator ends with the messages iterator
+      }
+    })();
+  }
+
+  /** Ends this consumer's iterator; run() then recreates it from `next`. */
+  private kick(messages: ConsumerMessages, reason: string): void {
+    if (this.messages !== messages || this.kicked === messages) return;
+    this.kicked = messages;
+    this.kickReason = reason;
+    void messages.close().catch(() => undefined);
+  }
+
+  /** If entries exist that have not arrived for two checks in a row, recreate the consumer. */
+  private async checkStall(): Promise<void> {
+    const messages = this.messages;
+    if (!messages || this.inHandler || this.finished()) return;
+    if (Date.now() - this.lastProgress < (this.opts.stallCheckMs ?? 5000)) return;
+    let last: number;
+    try {
+      last = await this.stream.lastSeq();
+    } catch {
+      return; // server unreachable: the consumer is not the problem
+    }
+    if (last < this.next || this.messages !== messages) {
+      this.stalls = 0;
+      return;
+    }
+    this.stalls++;
+    if (this.stalls >= 2) {
+      this.log.warn({ next: this.next, last }, "log follower stalled; recreating its consumer");
+      this.stalls = 0;
+      this.kick(messages, `stalled below last sequence ${last}`);
+    }
+  }
+}
