@@ -77,7 +77,7 @@ async function failover(a: DlmClient, nodes: ManagedProcess[], say: (line: strin
   say(`   A: release -> committed ${committed.appends} appends: the section survived the failover whole`);
   const from = leader.lineCount;
   await leader.restart();
-  await leader.waitForLine(/recovered state from the log/, 30_000, from);
+  await leader.waitForLine(/node ready/, 30_000, from);
   say(`   ${leaderId} restarted, replayed the log and follows the new leader`);
 }
 

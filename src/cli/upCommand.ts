@@ -23,7 +23,7 @@ export const upSpec: CommandSpec = {
   flags: [
     { name: "nats", kind: "int", default: 1, help: "nats-servers: 1, or 3 for a JetStream cluster" },
     { name: "nodes", kind: "int", default: 1, help: "dlm nodes (one leads, the others stand by)" },
-    { name: "port", kind: "int", default: 4222, help: "client port of the first nats-server (the next ones use +1, +2)" },
+    { name: "port", kind: "int", default: 4222, help: "client port of the first nats-server (the next ones use +1, +2); 0 picks free ports" },
     { name: "dir", kind: "string", default: ".dlm/local", help: "directory for NATS storage, node data and logs" },
     { name: "fresh", kind: "bool", help: "delete --dir first (start from an empty log)" },
     { name: "lease-ms", kind: "int", default: 10_000, help: "default lock lease of the nodes" },
@@ -56,7 +56,7 @@ export async function runUp(argv: string[]): Promise<void> {
   if (natsCount === 1) {
     const server = await startNatsServer({
       storeDir: path.join(dir, "nats", "s1"),
-      port: basePort,
+      port: basePort === 0 ? undefined : basePort,
       serverName: "s1",
       syncAlways: !flags["no-sync"],
       logFile: path.join(logsDir, "nats-s1.log"),
@@ -70,7 +70,7 @@ export async function runUp(argv: string[]): Promise<void> {
       baseDir: path.join(dir, "nats"),
       syncAlways: !flags["no-sync"],
       names: ["s1", "s2", "s3"],
-      ports: [basePort, basePort + 1, basePort + 2],
+      ports: basePort === 0 ? undefined : [basePort, basePort + 1, basePort + 2],
     });
     servers = cluster.servers;
     urls = cluster.urls;

@@ -1,0 +1,126 @@
+/**
+ * The CLI as the README uses it: `dlm up --demo` (one node, and the
+ * three-server HA version `npm run demo` runs), `status`, `read`, the
+ * interactive `client` fed through a pipe, and `--help` everywhere.
+ */
+import { spawn } from "child_process";
+import { cliMain, repoRoot } from "../kit/dlmNode";
+import { startDlmCluster, type DlmTestCluster } from "../kit/dlmCluster";
+import { makeTempDir, removeTempDir } from "../kit/tmp";
+
+interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function dlm(args: string[], input?: string, timeoutMs = 90_000): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [cliMain, ...args], { cwd: repoRoot, stdio: ["pipe", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`dlm ${args.join(" ")} timed out\nstdout:\n${stdout}\nstderr:\n${stderr}`));
+    }, timeoutMs);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+    child.stdin.end(input ?? "");
+  });
+}
+
+describe("help", () => {
+  test.each([[[]], [["--help"]], [["up", "--help"]], [["node", "--help"]], [["status", "--help"]], [["read", "--help"]], [["client", "--help"]]])(
+    "dlm %j prints usage and exits 0",
+    async (args) => {
+      const result = await dlm(args);
+      expect(result.code).toBe(0);
+      expect(result.stdout).toMatch(/usage: dlm/);
+    },
+  );
+
+  test("an unknown command or flag exits 2 with a clear message", async () => {
+    const unknown = await dlm(["frobnicate"]);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/unknown command "frobnicate"/);
+    const badFlag = await dlm(["status", "--colour"]);
+    expect(badFlag.code).toBe(2);
+    expect(badFlag.stderr).toMatch(/unknown flag --colour/);
+  });
+});
+
+describe("dlm up --demo", () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = makeTempDir("dlm-up-");
+  });
+  afterAll(async () => {
+    await removeTempDir(dir);
+  });
+
+  test("one nats-server and one node: the demo runs and everything stops", async () => {
+    const result = await dlm(["up", "--port", "0", "--dir", `${dir}/single`, "--demo"]);
+    expect(result.stderr).toBe("");
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/leader: n1 \(epoch 1\)/);
+    expect(result.stdout).toMatch(/B: acquire global -> waiting in the queue/);
+    expect(result.stdout).toMatch(/refused NOT_HOLDER/);
+    expect(result.stdout).toMatch(/file_1 now holds:\n {3}A: line 1\n {3}A: line 2\n {3}B: line 1\n/);
+    expect(result.stdout).toMatch(/\nstopped\n$/);
+  });
+
+  test("the README's HA demo: 3 nats-servers, 3 nodes, the leader killed mid-section", async () => {
+    const result = await dlm(["up", "--nats", "3", "--nodes", "3", "--port", "0", "--fresh", "--dir", `${dir}/ha`, "--demo"]);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/killing the leader n\d \(SIGKILL\)/);
+    expect(result.stdout).toMatch(/release -> committed 2 appends: the section survived the failover whole/);
+    expect(result.stdout).toMatch(/ {3}A: before failover\n {3}A: after failover\n/);
+    // All three nodes are back and caught up when the final status is printed.
+    expect(result.stdout.match(/^ {2}n\d +(leader|follower) +applied +\d+ +lag +0/gm)).toHaveLength(3);
+  });
+});
+
+describe("status, read and client against a running node", () => {
+  let cluster: DlmTestCluster;
+  beforeAll(async () => {
+    cluster = await startDlmCluster({ nodes: 1, leaseMs: 5000 });
+    await cluster.waitForLeader();
+  });
+  afterAll(async () => {
+    await cluster?.close();
+  });
+
+  test("dlm client reads commands from a pipe and answers each", async () => {
+    const nats = cluster.urls.join(",");
+    const result = await dlm(["client", "--nats", nats], "acquire\nappend file_7 hello world\nstatus\nrelease\nread file_7\nappend ../etc/passwd x\nquit\n");
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/^Connected! \(session [A-Za-z0-9_-]+\)/);
+    expect(result.stdout).toMatch(/granted global, fencing token \d+/);
+    expect(result.stdout).toMatch(/staged \(1 appends, 12 bytes in this section\)/);
+    expect(result.stdout).toMatch(/released; committed 1 appends \(12 bytes\)/);
+    expect(result.stdout).toMatch(/\nhello world\n/);
+    expect(result.stdout).toMatch(/error FILE_NOT_FOUND \(code 1\)/);
+    expect(result.stdout).toMatch(/Disconnected!\n$/);
+  });
+
+  test("dlm status shows the leader, the log and the node; dlm read prints committed bytes", async () => {
+    const nats = cluster.urls.join(",");
+    const status = await dlm(["status", "--nats", nats]);
+    expect(status.code).toBe(0);
+    expect(status.stdout).toMatch(/^leader: n1 \(epoch 1\)/);
+    expect(status.stdout).toMatch(/log: last sequence \d+/);
+    expect(status.stdout).toMatch(/n1 +leader +applied/);
+    const json = JSON.parse((await dlm(["status", "--nats", nats, "--json"])).stdout) as { leader: { leader: string } };
+    expect(json.leader.leader).toBe("n1");
+    const read = await dlm(["read", "file_7", "--nats", nats]);
+    expect(read.code).toBe(0);
+    expect(read.stdout).toBe("hello world\n");
+    const bad = await dlm(["read", "file_100", "--nats", nats]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/FILE_NOT_FOUND \(code 1\)/);
+  });
+});
