@@ -18,6 +18,16 @@
  * - Requests are retried under the policy in retry.ts with the same seq, so
  *   they take effect at most once. Several may be in flight at once; `ack`
  *   is kept below the lowest outstanding seq (session.ts).
+ * - A queued acquire resolves on its `granted` notification, and also polls
+ *   by re-sending its seq every min(requestTimeoutMs, leaseMs / 4) (a lost
+ *   notification or reply is recovered, and the session stays alive). If a
+ *   grant is found with less than half its lease left by the safe local
+ *   bound, the client confirms it with a renew before returning it; if the
+ *   grant had already ended, acquire queues again (up to 3 rounds).
+ * - Aborting a queued acquire sends `cancel`; if the wait had already ended
+ *   in a grant, that grant is released. The CancelledError comes once the
+ *   cancel is answered, or after 2 * requestTimeoutMs at most (the cleanup
+ *   then finishes in the background).
  * - A request the client gave up on (TIMEOUT, UNAVAILABLE, CLOSED) is no
  *   longer tracked: its seq is acknowledged. If an acquire the client gave up
  *   on is granted later anyway, the grant notification finds no waiter and
@@ -135,6 +145,17 @@ const now = (): number => performance.now();
 /** Errors that end a grant: the lease is lost. */
 const LEASE_ENDING = new Set(["LOCK_EXPIRED", "NOT_HOLDER", "SESSION_EXPIRED"]);
 const MAX_KNOWN_TOKENS = 1024;
+/** How many times acquire() queues again after a grant that ran out before it was seen. */
+const MAX_LATE_GRANT_ROUNDS = 3;
+/** Shortest interval between polls of a queued acquire. */
+const MIN_POLL_MS = 20;
+
+/** A grant that had already ended when the client learned of it (internal). */
+class LateGrant extends Error {
+  constructor(readonly error: DlmError) {
+    super(`the grant ended before the client saw it: ${error.message}`);
+  }
+}
 
 function describe(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
@@ -230,6 +251,22 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
         throw new BadRequestError(`invalid ${field}: ${String(value)}`);
       }
     }
+    for (let round = 1; ; round++) {
+      try {
+        return await this.acquireOnce(lock, opts);
+      } catch (e) {
+        // The grant ran out before the client learned of it (its notification
+        // was lost and the poll found it late): wait in line again.
+        if (e instanceof LateGrant && round < MAX_LATE_GRANT_ROUNDS && !this.closed && !opts.signal?.aborted) {
+          this.log.warn({ lock, round }, "dlm client: a grant ran out before it was seen; acquiring again");
+          continue;
+        }
+        throw e instanceof LateGrant ? e.error : e;
+      }
+    }
+  }
+
+  private async acquireOnce(lock: string, opts: AcquireOptions): Promise<Lease> {
     const signal = opts.signal;
     if (signal?.aborted) throw this.cancelledBy(signal, lock);
     let session: Session;
@@ -252,12 +289,11 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       ...(leaseMs !== undefined ? { leaseMs } : {}),
       ...(opts.waitMs !== undefined ? { waitMs: opts.waitMs } : {}),
     });
-    try {
-      return await this.runAcquire(session, pending, build, signal);
-    } finally {
-      session.pending.delete(seq);
-      session.seqs.done(seq);
-    }
+    // Poll often enough that a grant whose notification was lost is found
+    // with most of its lease left.
+    const expectedLeaseMs = leaseMs ?? session.info?.defaultLeaseMs ?? DEFAULT_LIMITS.defaultLeaseMs;
+    const pollMs = Math.max(MIN_POLL_MS, Math.min(this.options.requestTimeoutMs, expectedLeaseMs / 4));
+    return this.runAcquire(session, pending, build, signal, pollMs);
   }
 
   /** Acquire only if free right now: the lease, or null if the lock is held. */
@@ -598,12 +634,20 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     return new CancelledError(`acquire of ${lock} was cancelled`, { cause: signal.reason });
   }
 
+  /** Forget a finished acquire: no more notifications for it, and its seq is acknowledged. */
+  private forgetAcquire(session: Session, pending: PendingAcquire): void {
+    session.pending.delete(pending.seq);
+    session.seqs.done(pending.seq);
+  }
+
   private async runAcquire(
     session: Session,
     pending: PendingAcquire,
     build: () => LoggedRequest,
     signal: AbortSignal | undefined,
+    pollMs: number,
   ): Promise<Lease> {
+    let cleanupInBackground = false;
     // `stop` ends the send/poll loop: on the user's abort, on close, or once settled.
     const stop = new AbortController();
     const userAborted = { value: false };
@@ -614,7 +658,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     const onClose = (): void => stop.abort(this.closeController.signal.reason);
     signal?.addEventListener("abort", onUserAbort, { once: true });
     this.closeController.signal.addEventListener("abort", onClose, { once: true });
-    const loop = this.acquireLoop(session, pending, build, stop.signal).catch((e: unknown) => {
+    const loop = this.acquireLoop(session, pending, build, stop.signal, pollMs).catch((e: unknown) => {
       if (!stop.signal.aborted) pending.fail(e instanceof Error ? e : new InternalError(String(e)));
     });
     try {
@@ -624,7 +668,12 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       } catch (e) {
         if (userAborted.value && !this.closed) {
           stop.abort();
-          await this.cancelWait(session, pending, build);
+          // Wait for the cancel a little; if the server is slow to answer,
+          // finish it in the background (the seq stays outstanding until then)
+          // rather than hold the caller's rejection for the whole retry budget.
+          cleanupInBackground = true;
+          const cleanup = this.cancelWait(session, pending, build).finally(() => this.forgetAcquire(session, pending));
+          await Promise.race([cleanup, sleep(2 * this.options.requestTimeoutMs, this.closeController.signal).catch(() => {})]);
           throw this.cancelledBy(signal!, pending.lock);
         }
         if (this.closed) throw new ClosedError(`the client was closed while acquiring ${pending.lock}`, { cause: e });
@@ -636,27 +685,29 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
         this.releaseOrphan(session, grant.info);
         throw this.cancelledBy(signal, pending.lock);
       }
-      return this.adoptLease(session, grant);
+      return await this.adoptLease(session, grant);
     } finally {
       stop.abort();
       signal?.removeEventListener("abort", onUserAbort);
       this.closeController.signal.removeEventListener("abort", onClose);
       await loop;
+      if (!cleanupInBackground) this.forgetAcquire(session, pending);
     }
   }
 
-  /** Send the acquire, then poll it (same seq) every requestTimeoutMs while queued. */
+  /** Send the acquire, then poll it (same seq) every pollMs while queued. */
   private async acquireLoop(
     session: Session,
     pending: PendingAcquire,
     build: () => LoggedRequest,
     signal: AbortSignal,
+    pollMs: number,
   ): Promise<void> {
     const onSend = (at: number): void => pending.sent(at);
     const first = await this.call(session, build, { signal, onSend });
     if (this.onAcquireAnswer(session, pending, first) !== "queued") return;
     for (;;) {
-      await sleep(this.options.requestTimeoutMs, signal);
+      await sleep(pollMs, signal);
       if (pending.state !== "waiting") return;
       const answer = await this.callOnce(session, build, signal, onSend);
       if (answer && this.onAcquireAnswer(session, pending, answer) !== "queued") return;
@@ -711,7 +762,13 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
 
   // ---------------------------------------------------------------- leases
 
-  private adoptLease(session: Session, grant: GrantResult): Lease {
+  /**
+   * Turn a grant into a held Lease with its renew and deadline timers. If
+   * less than half the lease is left by the safe local bound (the grant was
+   * found late, by polling), confirm it with a renew first; if the server
+   * says the grant already ended, throw LateGrant so acquire() queues again.
+   */
+  private async adoptLease(session: Session, grant: GrantResult): Promise<Lease> {
     if (session.expired) {
       throw new SessionExpiredError(`session ${session.id} expired as ${grant.info.lock} was granted`);
     }
@@ -720,11 +777,35 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       const oldest = session.knownTokens.values().next().value;
       if (oldest !== undefined) session.knownTokens.delete(oldest);
     }
-    const lease = new Lease(this, grant.info, session.id);
+    let info = grant.info;
+    let confirmedAt = grant.grantedAfter;
+    if (confirmedAt + info.leaseMs - now() < info.leaseMs / 2) {
+      let firstSentAt: number | undefined;
+      try {
+        const reply = await this.logged(
+          session,
+          (seq, ack) => ({ op: "renew", client: session.id, seq, ack, lock: info.lock, token: info.token, leaseMs: info.leaseMs }),
+          {
+            signal: this.closeController.signal,
+            onSend: (at) => {
+              firstSentAt ??= at;
+            },
+          },
+        );
+        if (reply.lease) info = reply.lease;
+        if (firstSentAt !== undefined) confirmedAt = Math.max(confirmedAt, firstSentAt);
+      } catch (e) {
+        if (isDlmError(e, "LOCK_EXPIRED") || isDlmError(e, "NOT_HOLDER")) throw new LateGrant(e);
+        if (isDlmError(e, "SESSION_EXPIRED") || isDlmError(e, "CLOSED")) throw e;
+        // Outcome unknown: keep the grant; the local deadline decides.
+        this.log.debug({ err: describe(e) }, "dlm client: could not confirm a late grant");
+      }
+    }
+    const lease = new Lease(this, info, session.id);
     const rec: LeaseRecord = {
       lease,
       session,
-      confirmedAt: grant.grantedAfter,
+      confirmedAt,
       renewTimer: undefined,
       deadlineTimer: undefined,
       releasing: undefined,

@@ -550,6 +550,64 @@ describe("DlmClient against a fake leader", () => {
     expect(waiter.leases).toHaveLength(0);
   });
 
+  test("abort while the leader is unreachable rejects promptly; the cancel completes later", async () => {
+    const server = new FakeServer();
+    const holder = await mk(server);
+    const waiter = await mk(server, { unavailableTimeoutMs: 5000 });
+    await holder.acquire("x");
+    const ac = new AbortController();
+    const p = waiter.acquire("x", { signal: ac.signal });
+    await waitFor(() => server.lock("x").queue.length === 1);
+    server.noResponders = true;
+    const started = Date.now();
+    ac.abort();
+    await expect(p).rejects.toBeInstanceOf(CancelledError);
+    expect(Date.now() - started).toBeLessThan(1000); // not the 5 s budget
+    expect(server.lock("x").queue).toHaveLength(1);
+    server.noResponders = false;
+    await waitFor(() => server.lock("x").queue.length === 0);
+    expect(server.ops("cancel", waiter.clientId)).toHaveLength(1);
+  });
+
+  test("a grant found late by polling is confirmed with a renew before it is returned", async () => {
+    const server = new FakeServer();
+    const holder = await mk(server);
+    const faults = new FaultInjector({ rules: [{ action: { kind: "dropNotification", event: "granted" } }] });
+    const waiter = await mk(server, { faults, requestTimeoutMs: 30 });
+    // the waiter's first acquire is seq 2; its polls 2..6 lose their replies
+    faults.add({ op: "acquire", client: waiter.clientId, seq: 2, attempt: [2, 3, 4, 5, 6], action: { kind: "dropReply" } });
+    const held = await holder.acquire("x");
+    const p = waiter.acquire("x", { leaseMs: 200 });
+    await waitFor(() => server.lock("x").queue.length === 1);
+    await held.release();
+    const lease = await p;
+    expect(lease.token).toBe(2);
+    expect(server.ops("renew", waiter.clientId).length).toBeGreaterThanOrEqual(1);
+    await pause(60);
+    expect(lease.lost).toBe(false);
+  });
+
+  test("a grant that ran out before the client saw it: acquire queues again", async () => {
+    const server = new FakeServer();
+    const holder = await mk(server);
+    const faults = new FaultInjector({ rules: [{ action: { kind: "dropNotification", event: "granted" } }] });
+    const waiter = await mk(server, { faults, requestTimeoutMs: 30 });
+    faults.add({ op: "acquire", client: waiter.clientId, seq: 2, attempt: [2, 3, 4, 5, 6], action: { kind: "dropReply" } });
+    const lost = jest.fn();
+    waiter.on("leaseLost", lost);
+    const held = await holder.acquire("x");
+    const p = waiter.acquire("x", { leaseMs: 200 });
+    await waitFor(() => server.lock("x").queue.length === 1);
+    await held.release();
+    server.expireLease("x", false); // the leader's timer ends the unseen grant
+    const lease = await p;
+    expect(lease.token).toBe(3);
+    const renews = server.ops("renew", waiter.clientId);
+    expect(renews[0]!.token).toBe(2);
+    expect(new Set(server.ops("acquire", waiter.clientId).map((r) => r.seq)).size).toBe(2);
+    expect(lost).not.toHaveBeenCalled(); // the caller never saw the ended grant
+  });
+
   test("an already aborted signal rejects without sending", async () => {
     const server = new FakeServer();
     const c = await mk(server);
