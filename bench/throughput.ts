@@ -1,0 +1,82 @@
+/**
+ * Throughput and latency of acquire/release cycles at several levels of
+ * concurrency, against one nats-server (sync_interval: always) and one dlm
+ * node. Each worker uses its own lock, so the numbers measure the log path
+ * (validation, group commit, JetStream round trip, apply, reply), not
+ * contention. Prints a table; asserts nothing.
+ *
+ *   npm run bench:throughput -- [--seconds 5] [--levels 1,8,32,128] [--no-sync]
+ */
+import * as os from "os";
+import * as path from "path";
+import * as fs from "fs";
+import { connect, type DlmClient } from "../src/client";
+import { startNatsServer } from "../src/local/natsServer";
+import { spawnManaged } from "../src/local/processes";
+import { clusterStatus } from "../src/cli/statusCommand";
+import { connect as natsConnect } from "@nats-io/transport-node";
+
+function flag(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : fallback;
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function main(): Promise<void> {
+  const seconds = Number(flag("seconds", "5"));
+  const levels = flag("levels", "1,8,32,128").split(",").map(Number);
+  const sync = !process.argv.includes("--no-sync");
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dlm-bench-"));
+  const nats = await startNatsServer({ storeDir: path.join(dir, "nats"), syncAlways: sync });
+  const node = spawnManaged(
+    process.execPath,
+    [path.join(__dirname, "../src/cli/main.js"), "node", "--nats", nats.url, "--id", "b1", "--data", path.join(dir, "b1"), "--log-level", "info"],
+    { name: "b1", logFile: path.join(dir, "b1.log") },
+  );
+  const nc = await natsConnect({ servers: nats.url });
+  const clients: DlmClient[] = [];
+  try {
+    await node.waitForLine(/node ready/, 30_000);
+    console.log(`dlm throughput: 1 nats-server (sync_interval: ${sync ? "always" : "default"}), 1 node, ${seconds}s per level, ${os.cpus().length} cores`);
+    console.log("one op = acquire + release on the worker's own lock (2 log commands)");
+    console.log("");
+    console.log("workers   ops/s   p50 ms   p99 ms   max ms   commands/entry");
+    for (const level of levels) {
+      while (clients.length < level) clients.push(await connect({ servers: nats.url, name: `w${clients.length}` }));
+      const before = (await clusterStatus(nc, "dlm")).nodes[0].metrics;
+      const latencies: number[] = [];
+      const deadline = Date.now() + seconds * 1000;
+      await Promise.all(
+        clients.slice(0, level).map(async (client, i) => {
+          while (Date.now() < deadline) {
+            const started = performance.now();
+            const lease = await client.acquire(`bench-${i}`);
+            await client.release(lease);
+            latencies.push(performance.now() - started);
+          }
+        }),
+      );
+      const after = (await clusterStatus(nc, "dlm")).nodes[0].metrics;
+      latencies.sort((a, b) => a - b);
+      const perEntry = (after.commandsLogged - before.commandsLogged) / Math.max(1, after.entriesAppended - before.entriesAppended);
+      console.log(
+        `${String(level).padStart(7)} ${String(Math.round(latencies.length / seconds)).padStart(7)} ${percentile(latencies, 50).toFixed(1).padStart(8)} ${percentile(latencies, 99).toFixed(1).padStart(8)} ${latencies[latencies.length - 1].toFixed(1).padStart(8)} ${perEntry.toFixed(1).padStart(16)}`,
+      );
+    }
+  } finally {
+    await Promise.all(clients.map((c) => c.close().catch(() => undefined)));
+    await nc.close();
+    await node.stop();
+    await nats.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
