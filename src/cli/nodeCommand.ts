@@ -32,6 +32,15 @@ export async function runNode(argv: string[]): Promise<void> {
   const { flags } = parseArgs(nodeSpec, argv);
   const nodeId = str(flags, "id");
   const logger = createLogger({ name: nodeId, level: str(flags, "log-level"), pretty: flags.pretty === true });
+  // A broken invariant (or any bug that escapes) must stop the process:
+  // its state can no longer be trusted, and a restart rebuilds it from the
+  // log. Exit code 70 (EX_SOFTWARE) tells a supervisor it was not a signal.
+  const crash = (kind: string) => (err: unknown) => {
+    logger.fatal({ err: err instanceof Error ? { message: err.message, name: err.name, stack: err.stack } : String(err) }, kind);
+    process.exit(70);
+  };
+  process.on("uncaughtException", crash("uncaught exception"));
+  process.on("unhandledRejection", crash("unhandled rejection"));
   const limits: Limits = {
     ...DEFAULT_LIMITS,
     defaultLeaseMs: int(flags, "lease-ms"),
