@@ -60,9 +60,11 @@ export interface CoordinatorOptions {
   tickMs: number;
   /** Attempts for one append whose outcome is unknown (timeout), deduplicated by message id. */
   appendAttempts: number;
+  /** Requests waiting for the next entry; past this, new requests get LIMIT_EXCEEDED (back-pressure). */
+  maxQueuedCommands: number;
 }
 
-export const DEFAULT_COORDINATOR_OPTIONS: CoordinatorOptions = { maxBatchCommands: 512, tickMs: 50, appendAttempts: 3 };
+export const DEFAULT_COORDINATOR_OPTIONS: CoordinatorOptions = { maxBatchCommands: 512, tickMs: 50, appendAttempts: 3, maxQueuedCommands: 10_000 };
 
 const encoder = new TextEncoder();
 
@@ -180,6 +182,9 @@ export class Coordinator {
       this.host.metrics.duplicates++;
       waiting.push(msg);
       return;
+    }
+    if (this.queue.length >= this.opts.maxQueuedCommands) {
+      return respond(msg, errorReply("LIMIT_EXCEEDED", `leader has ${this.queue.length} requests queued for the log; retry later`));
     }
     this.waiting.set(key, [msg]);
     this.enqueue(toCommand(request, this.host.limits));
