@@ -134,6 +134,12 @@ export class Coordinator {
       metrics.badRequests++;
       return respond(msg, parsed.reply);
     }
+    // Everything but a new logged request is answered from this node's
+    // state without the log (cached replies, "no such session", reads). A
+    // leader paused past its lease must not answer from a stale picture (a
+    // client told SESSION_EXPIRED by a stale leader would drop live leases),
+    // so unless the lease is fresh by its own clock it answers NOT_LEADER.
+    if (!this.host.leaseFresh()) return respond(msg, errorReply("NOT_LEADER", "leader lease is not fresh"));
     const request = parsed.request;
     if ("client" in request) this.lastHeard.set(request.client, Date.now());
     const state = this.host.state();
@@ -141,10 +147,6 @@ export class Coordinator {
       case "status":
       case "read":
       case "ping": {
-        // Served from this node's state without the log, so only while the
-        // lease says it still leads: a leader that was paused past its lease
-        // must not answer from a stale picture.
-        if (!this.host.leaseFresh()) return respond(msg, errorReply("NOT_LEADER", "leader lease is not fresh"));
         if (request.op === "status") return respond(msg, okReply("Status", { view: statusView(state, this.host.appliedSeq()) }));
         if (request.op === "ping") {
           return respond(msg, state.sessions.has(request.client) ? okReply("Pong") : errorReply("SESSION_EXPIRED"));
