@@ -163,13 +163,6 @@ export class Coordinator {
 
   private onLoggedRequest(msg: Msg, request: LoggedRequest, state: State): void {
     const known = classify(state, request.client, request.seq);
-    // Every answer below except "new" (and a hello for an unknown session)
-    // comes from this node's state, not from the log. Like reads, such
-    // answers are only as fresh as the lease: a leader that was paused past
-    // it may have missed sessions, so it must not tell a live client
-    // SESSION_EXPIRED (or a goodbye "Disconnected!") from its stale picture.
-    const fromLog = known.kind === "new" || (known.kind === "noSession" && request.op === "hello");
-    if (!fromLog && !this.host.leaseFresh()) return respond(msg, errorReply("NOT_LEADER", "leader lease is not fresh"));
     switch (known.kind) {
       case "noSession":
         if (request.op === "goodbye") return respond(msg, okReply("Disconnected!"));
