@@ -75,8 +75,8 @@ export interface NatsServerProcess {
   kill(): Promise<void>;
   /** Stop if running, start again with the same config, ports and storage, wait until ready. */
   restart(): Promise<void>;
-  /** SIGSTOP */
-  pause(): void;
+  /** SIGSTOP; resolves once the server has actually stopped (see ManagedProcess.pause). */
+  pause(): Promise<void>;
   /** SIGCONT */
   resume(): void;
   /**
@@ -399,9 +399,9 @@ class NatsServerProcessImpl implements NatsServerProcess {
     }
   }
 
-  pause(): void {
+  async pause(): Promise<void> {
     if (!this.proc?.running) throw new Error(`nats-server ${this.serverName} is not running; cannot pause`);
-    this.proc.pause();
+    await this.proc.pause();
   }
 
   resume(): void {

@@ -57,8 +57,14 @@ export interface ManagedProcess {
   kill(signal?: NodeJS.Signals): Promise<ExitInfo>;
   /** SIGTERM, then SIGKILL after timeoutMs (default 5000); resolves on exit. */
   stop(timeoutMs?: number): Promise<ExitInfo>;
-  /** SIGSTOP: the child stays alive but does nothing. */
-  pause(): void;
+  /**
+   * SIGSTOP: the child stays alive but does nothing. The signal is sent at
+   * once; the promise resolves when every thread of the child has actually
+   * stopped (on Linux, read from /proc). Until then a multi-threaded child
+   * whose signalled thread is waiting for a CPU may still be running other
+   * threads, e.g. answering a request, so await it.
+   */
+  pause(): Promise<void>;
   /** SIGCONT. */
   resume(): void;
   /** Stops the child if it is running, then spawns the same command again. */
@@ -104,6 +110,47 @@ export function killAllTrackedChildren(): void {
     }
   }
   liveChildren.clear();
+}
+
+// ---------------------------------------------------------------------------
+// Waiting for SIGSTOP to take effect.
+
+/** Linux task states from /proc/<pid>/task/<tid>/stat; undefined when unavailable. */
+function threadStates(pid: number): string[] | undefined {
+  let tids: string[];
+  try {
+    tids = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return undefined;
+  }
+  const states: string[] = [];
+  for (const tid of tids) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+      // "tid (comm) S ..." — comm may contain spaces and parentheses
+      const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+      states.push(state);
+    } catch {
+      // thread exited meanwhile
+    }
+  }
+  return states;
+}
+
+/**
+ * Resolves once every thread of `pid` is stopped ('T'/'t'), the process is
+ * gone, /proc is not available (not Linux), or `stillWanted()` turns false.
+ */
+async function waitStopped(pid: number, timeoutMs: number, stillWanted: () => boolean): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (!stillWanted()) return;
+    const states = threadStates(pid);
+    if (states === undefined) return;
+    if (states.every((st) => st === "T" || st === "t" || st === "Z" || st === "X")) return;
+    if (Date.now() > deadline) throw new Error(`pid ${pid} did not stop within ${timeoutMs} ms (threads: ${states.join("")})`);
+    await new Promise<void>((r) => setTimeout(r, 2));
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -330,10 +377,15 @@ class ManagedProcessImpl implements ManagedProcess {
     return first;
   }
 
-  pause(): void {
-    if (!this.isRunning || !this.child) throw new Error(`${this.name} is not running; cannot pause`);
+  pause(): Promise<void> {
+    if (!this.isRunning || !this.child || this.childPid === undefined) {
+      return Promise.reject(new Error(`${this.name} is not running; cannot pause`));
+    }
     this.child.kill("SIGSTOP");
     this.isPaused = true;
+    return waitStopped(this.childPid, 5000, () => this.isPaused && this.isRunning).catch((e: Error) => {
+      throw new Error(`${this.name}: ${e.message}`);
+    });
   }
 
   resume(): void {

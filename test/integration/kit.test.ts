@@ -34,6 +34,16 @@ function nextStatus(nc: NatsConnection, type: Status["type"], timeoutMs: number)
   });
 }
 
+/** Runs one step of a scenario; a failure names the step and how long it took. */
+async function step<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  const t0 = Date.now();
+  try {
+    return await fn();
+  } catch (e) {
+    throw new Error(`step "${name}" failed after ${Date.now() - t0} ms: ${(e as Error).message}`);
+  }
+}
+
 /** Publishes until one attempt is acknowledged (msgID makes retries idempotent). */
 async function publishEventually(js: JetStreamClient, subj: string, data: string, timeoutMs: number) {
   const deadline = Date.now() + timeoutMs;
@@ -168,32 +178,42 @@ describe("NATS cluster of 3", () => {
   test("replicated stream survives the loss and return of its leader", async () => {
     expect(cluster.servers).toHaveLength(3);
     expect(new Set(cluster.urls).size).toBe(3);
-    await jsm.streams.add({ name: "KITR3", subjects: ["r3.>"], storage: StorageType.File, num_replicas: 3 });
-    const first = await js.publish("r3.a", "one");
+    await step("create R3 stream", () =>
+      jsm.streams.add({ name: "KITR3", subjects: ["r3.>"], storage: StorageType.File, num_replicas: 3 }),
+    );
+    const first = await step("first publish", () => js.publish("r3.a", "one"));
     expect(first.seq).toBe(1);
 
-    const leaderName = (await jsm.streams.info("KITR3")).cluster?.leader;
+    const leaderName = (await step("stream info", () => jsm.streams.info("KITR3"))).cluster?.leader;
     const victim = cluster.servers.find((s) => s.name === leaderName);
     expect(victim).toBeDefined();
-    await victim!.kill();
+    await step("kill leader", () => victim!.kill());
     expect(victim!.running).toBe(false);
 
-    const second = await publishEventually(js, "r3.a", "two", 25_000);
+    const second = await step("publish without the leader", () => publishEventually(js, "r3.a", "two", 25_000));
     expect(second.seq).toBe(2);
 
-    await victim!.restart();
-    await cluster.waitJetStreamReady(20_000);
+    await step("restart", () => victim!.restart());
+    await step("cluster ready", () => cluster.waitJetStreamReady(20_000));
 
     // The returning replica catches up and is reported current.
-    const deadline = Date.now() + 15_000;
-    for (;;) {
-      const info = await jsm.streams.info("KITR3");
-      const names = [info.cluster?.leader, ...(info.cluster?.replicas ?? []).filter((r) => r.current).map((r) => r.name)];
-      if (names.includes(victim!.name) && info.state.messages === 2) break;
-      if (Date.now() > deadline) throw new Error(`${victim!.name} did not catch up: ${JSON.stringify(info.cluster)}`);
-      await sleep(200);
-    }
-    const third = await js.publish("r3.a", "three");
+    await step("catch up", async () => {
+      const deadline = Date.now() + 20_000;
+      let last = "";
+      for (;;) {
+        try {
+          const info = await jsm.streams.info("KITR3");
+          const current = [info.cluster?.leader, ...(info.cluster?.replicas ?? []).filter((r) => r.current).map((r) => r.name)];
+          if (current.includes(victim!.name) && info.state.messages === 2) return;
+          last = JSON.stringify(info.cluster);
+        } catch (e) {
+          last = (e as Error).message;
+        }
+        if (Date.now() > deadline) throw new Error(`${victim!.name} did not catch up: ${last}`);
+        await sleep(200);
+      }
+    });
+    const third = await step("publish after return", () => js.publish("r3.a", "three"));
     expect(third.seq).toBe(3);
   });
 });

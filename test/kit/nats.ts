@@ -135,7 +135,7 @@ function wrapProcess(s: NatsServerProcess): TestNatsServer {
     kill: () => s.kill(),
     stop: () => s.stop(),
     restart: () => s.restart(),
-    pause: async () => s.pause(),
+    pause: () => s.pause(),
     resume: async () => s.resume(),
     waitJetStreamReady: (timeoutMs?: number) => s.waitJetStreamReady(timeoutMs),
   };
