@@ -1,0 +1,220 @@
+/**
+ * Failover time as a client sees it: how long after the leader is SIGKILLed
+ * does a client that was waiting for the lock get it?
+ *
+ * Starts nats-server (one, or a three-server cluster) and three dlm node
+ * processes, then, per run:
+ *
+ *   1. the holder acquires `global` (with a lease that rides out a failover)
+ *      and the waiter queues behind it (checked in the leader's status);
+ *   2. t0: the leader is SIGKILLed; once it is gone the holder releases, so the
+ *      release has to go through whichever node takes over;
+ *   3. t1: the waiter's acquire resolves (its first successful acquire);
+ *      the sample is t1 - t0;
+ *   4. the waiter releases, the killed node is restarted and the next run
+ *      waits until all three nodes are caught up again.
+ *
+ * So a sample is: leader lease running out (TTL after the last refresh) +
+ * a follower noticing and winning the lease + catching up and logging its
+ * `leader` entry + the holder's release getting through (client backoff) +
+ * the grant reaching the waiter (notification, or its next poll).
+ * Prints every sample, p50, p99 and max. Asserts nothing.
+ *
+ *   npm run bench:failover -- [--runs 12] [--nats 1|3]
+ *                             [--leader-ttl-ms 2000] [--leader-renew-ms 500] [--keep]
+ */
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { connect as natsConnect } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { connect, DEFAULTS, type DlmClient } from "../src/client";
+import { clusterStatus } from "../src/cli/statusCommand";
+import { startNatsCluster, startNatsServer } from "../src/local/natsServer";
+import { spawnManaged, type ManagedProcess } from "../src/local/processes";
+import type { Reply, StatusView } from "../src/protocol/messages";
+import { names } from "../src/protocol/subjects";
+import { NODE_DEFAULTS } from "../src/replica/node";
+
+const NODES = 3;
+/** The holder's lease: long enough that it is still held when the new leader is up (design default). */
+const HOLDER_LEASE_MS = 10_000;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function flag(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1] : fallback;
+}
+
+function intFlag(name: string, fallback: number, ok: (n: number) => boolean): number {
+  const raw = flag(name, String(fallback));
+  const n = Number(raw);
+  if (!Number.isInteger(n) || !ok(n)) throw new Error(`bad --${name} ${raw}`);
+  return n;
+}
+
+/** Nearest-rank percentile of sorted samples. */
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)];
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+async function leaderStatus(nc: NatsConnection): Promise<StatusView | undefined> {
+  const msg = await nc.request(names().requestSubject, encoder.encode(JSON.stringify({ op: "status" })), { timeout: 1000 });
+  const reply = JSON.parse(decoder.decode(msg.data)) as Reply;
+  return reply.ok ? reply.view : undefined;
+}
+
+/** All nodes answer, all have applied the whole log, and one of them leads: its id. */
+async function waitSettled(nc: NatsConnection, timeoutMs: number): Promise<string> {
+  return until("all nodes caught up under one leader", timeoutMs, async () => {
+    const s = await clusterStatus(nc, "dlm");
+    const leaders = s.nodes.filter((n) => n.role === "leader");
+    const caughtUp = s.lastSeq !== null && s.nodes.every((n) => n.appliedSeq === s.lastSeq);
+    if (s.nodes.length === NODES && leaders.length === 1 && caughtUp && s.leader?.leader === leaders[0].nodeId) return leaders[0].nodeId;
+    return undefined;
+  });
+}
+
+interface Sample {
+  run: number;
+  killed: string;
+  newLeader: string;
+  releaseMs: number;
+  grantMs: number;
+}
+
+async function main(): Promise<void> {
+  const runs = intFlag("runs", 12, (n) => n >= 1);
+  const natsCount = intFlag("nats", 1, (n) => n === 1 || n === 3);
+  const leaderTtlMs = intFlag("leader-ttl-ms", NODE_DEFAULTS.leaderTtlMs, (n) => n >= 100);
+  const leaderRenewMs = intFlag("leader-renew-ms", NODE_DEFAULTS.leaderRenewMs, (n) => n > 0 && n * 2 <= leaderTtlMs);
+  const keep = process.argv.includes("--keep");
+
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dlm-bench-failover-"));
+  const cleanups: Array<() => Promise<unknown>> = [];
+  let cleaning: Promise<void> | undefined;
+  const cleanup = () =>
+    (cleaning ??= (async () => {
+      for (const fn of cleanups.reverse()) await fn().catch(() => undefined);
+      if (!keep) fs.rmSync(dir, { recursive: true, force: true });
+    })());
+  const onSignal = (signal: NodeJS.Signals) => {
+    console.error(`\n${signal}: stopping`);
+    void cleanup().finally(() => process.exit(130));
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+
+  try {
+    let urls: string[];
+    if (natsCount === 1) {
+      const server = await startNatsServer({ storeDir: path.join(dir, "nats"), logFile: path.join(dir, "nats.log"), syncAlways: true });
+      cleanups.push(() => server.stop());
+      urls = [server.url];
+    } else {
+      const cluster = await startNatsCluster({ size: 3, baseDir: path.join(dir, "nats"), syncAlways: true });
+      cleanups.push(() => cluster.stop());
+      urls = cluster.urls;
+    }
+
+    const mainJs = path.join(__dirname, "../src/cli/main.js");
+    const nodes: ManagedProcess[] = [];
+    cleanups.push(async () => {
+      await Promise.all(nodes.map((n) => (n.running ? n.kill("SIGKILL") : undefined)));
+    });
+    for (let i = 1; i <= NODES; i++) {
+      const args = [mainJs, "node", "--nats", urls.join(","), "--id", `n${i}`, "--data", path.join(dir, `n${i}`)];
+      args.push("--replicas", String(natsCount), "--leader-ttl-ms", String(leaderTtlMs), "--leader-renew-ms", String(leaderRenewMs));
+      nodes.push(spawnManaged(process.execPath, args, { name: `n${i}`, logFile: path.join(dir, `n${i}.log`) }));
+    }
+    const nodeById = (id: string) => nodes[Number(id.slice(1)) - 1];
+
+    const nc = await natsConnect({ servers: urls, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+    cleanups.push(() => nc.close());
+    await waitSettled(nc, 60_000);
+
+    const clients: DlmClient[] = [];
+    cleanups.push(() => Promise.all(clients.map((c) => c.close())));
+    const holder = await connect({ servers: urls, name: "holder", unavailableTimeoutMs: 60_000 });
+    clients.push(holder);
+    const waiter = await connect({ servers: urls, name: "waiter", unavailableTimeoutMs: 60_000 });
+    clients.push(waiter);
+
+    console.log(
+      `dlm failover: ${NODES} dlm nodes, ${natsCount} nats-server${natsCount > 1 ? "s (R3 log and leader bucket)" : ""} (sync_interval: always), ${runs} runs, ${os.cpus().length} cores`,
+    );
+    console.log(
+      `leader lease: TTL ${leaderTtlMs} ms, renewed every ${leaderRenewMs} ms; follower campaigns every ${NODE_DEFAULTS.campaignIntervalMs} ms ` +
+        `and polls the key every ${Math.max(50, Math.floor(leaderTtlMs / 4))} ms`,
+    );
+    console.log(
+      `clients: request timeout ${DEFAULTS.requestTimeoutMs} ms, backoff ${DEFAULTS.backoff.initialMs}..${DEFAULTS.backoff.maxMs} ms x${DEFAULTS.backoff.multiplier}; holder lease ${HOLDER_LEASE_MS} ms`,
+    );
+    console.log("sample = SIGKILL of the leader -> the waiting client's acquire resolves (the holder releases right after the kill)");
+    console.log("");
+    console.log("run  killed  new leader  release ok ms  waiter granted ms");
+
+    const samples: Sample[] = [];
+    for (let run = 1; run <= runs; run++) {
+      const leaderId = await waitSettled(nc, 60_000);
+      const lease = await holder.acquire("global", { leaseMs: HOLDER_LEASE_MS });
+      const waiting = waiter.acquire("global");
+      waiting.catch(() => undefined);
+      await until("the waiter to be queued", 10_000, async () => {
+        const view = await leaderStatus(nc);
+        const global = view?.locks.find((l) => l.name === "global");
+        return global?.holder?.token === lease.token && global.queue.length === 1 ? true : undefined;
+      });
+
+      const victim = nodeById(leaderId);
+      const t0 = performance.now();
+      await victim.kill("SIGKILL"); // resolves when the process is gone (a few ms)
+      const released = holder.release(lease).then(() => performance.now() - t0);
+      released.catch(() => undefined); // awaited below; do not let a failing waiter leave it unhandled
+      const granted = await waiting;
+      const grantMs = performance.now() - t0;
+      const releaseMs = await released;
+      await waiter.release(granted);
+      if (granted.token <= lease.token) throw new Error(`token did not increase: ${granted.token} after ${lease.token}`);
+
+      const view = await until("a leader", 30_000, () => leaderStatus(nc));
+      const sample = { run, killed: leaderId, newLeader: view.leader ?? "?", releaseMs, grantMs };
+      samples.push(sample);
+      console.log(
+        `${String(run).padStart(3)}  ${sample.killed.padEnd(6)}  ${sample.newLeader.padEnd(10)}  ${releaseMs.toFixed(0).padStart(12)}  ${grantMs.toFixed(0).padStart(17)}`,
+      );
+      await victim.restart();
+    }
+    await waitSettled(nc, 60_000);
+
+    const sorted = samples.map((s) => s.grantMs).sort((a, b) => a - b);
+    const fmt = (n: number) => `${n.toFixed(0)} ms`;
+    console.log("");
+    console.log(`kill -> waiter granted, ${sorted.length} samples: p50 ${fmt(percentile(sorted, 50))}, p99 ${fmt(percentile(sorted, 99))}, max ${fmt(sorted[sorted.length - 1])}`);
+    console.log(`all samples (sorted, ms): ${sorted.map((n) => n.toFixed(0)).join(" ")}`);
+    if (keep) console.log(`data and logs kept in ${dir}`);
+  } finally {
+    await cleanup();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
