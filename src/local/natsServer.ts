@@ -458,6 +458,55 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
 // ---------------------------------------------------------------------------
 // Cluster
 
+interface MetaCluster {
+  leader?: string;
+  replicas?: { name: string; current: boolean }[];
+}
+
+async function metaCluster(s: NatsServerProcess): Promise<MetaCluster | undefined> {
+  try {
+    const r = await httpGet(HOST, s.monitorPort, "/jsz", 2000);
+    if (r.status !== 200) return undefined;
+    return (JSON.parse(r.body) as { meta_cluster?: MetaCluster }).meta_cluster;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * JetStream is usable cluster-wide: every running server passes
+ * /healthz?js-server-only=true, they all name the same meta leader, and that
+ * leader sees every other running server as a current peer. Servers that are
+ * stopped (killed, not yet restarted) are left out; paused ones are waited for.
+ */
+export async function waitClusterJetStreamReady(servers: NatsServerProcess[], timeoutMs = 60000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const running = () => servers.filter((s) => s.running);
+  await Promise.all(running().map((s) => s.waitJetStreamReady(timeoutMs)));
+  if (servers.length < 2) return;
+  let last = "";
+  for (;;) {
+    const up = running();
+    const metas = await Promise.all(up.map(metaCluster));
+    const leaders = new Set(metas.map((m) => m?.leader ?? ""));
+    const leaderName = leaders.size === 1 ? [...leaders][0] : "";
+    const leaderIdx = up.findIndex((s) => s.serverName === leaderName);
+    if (leaderName && leaderIdx >= 0) {
+      const replicas = metas[leaderIdx]?.replicas ?? [];
+      const lagging = up
+        .filter((s) => s.serverName !== leaderName)
+        .filter((s) => !replicas.some((r) => r.name === s.serverName && r.current))
+        .map((s) => s.serverName);
+      if (lagging.length === 0) return;
+      last = `meta leader ${leaderName} does not see ${lagging.join(", ")} as current`;
+    } else {
+      last = `servers disagree on the meta leader: ${up.map((s, i) => `${s.serverName}->${metas[i]?.leader ?? "?"}`).join(" ")}`;
+    }
+    if (Date.now() > deadline) throw new Error(`nats cluster JetStream not ready after ${timeoutMs} ms: ${last}`);
+    await sleep(100);
+  }
+}
+
 export interface NatsClusterOptions {
   size: number;
   /** Each server gets baseDir/<name> as store dir and baseDir/<name>.log as log file. */
@@ -533,9 +582,7 @@ export async function startNatsCluster(opts: NatsClusterOptions): Promise<NatsCl
     await stop();
     throw new Error(`nats cluster did not start:\n${failures.join("\n")}`);
   }
-  const waitJetStreamReady = async (timeoutMs = 60000) => {
-    await Promise.all(servers.filter((s) => s.running).map((s) => s.waitJetStreamReady(timeoutMs)));
-  };
+  const waitJetStreamReady = (timeoutMs = 60000) => waitClusterJetStreamReady(servers, timeoutMs);
   try {
     await waitJetStreamReady(opts.readyTimeoutMs ?? 60000);
   } catch (e) {
