@@ -1,6 +1,7 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
+import { killAllTrackedChildren } from "../../src/local/processes";
 
 /**
  * Temporary directories for tests. Every directory made here is removed by
@@ -22,6 +23,8 @@ function installExitHook(): void {
       if (made.size > 0) process.stderr.write(`kept temp dirs:\n  ${[...made].join("\n  ")}\n`);
       return;
     }
+    // Servers still running in these dirs would keep writing while they go.
+    killAllTrackedChildren();
     for (const dir of made) {
       try {
         fs.rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
