@@ -677,6 +677,15 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
           throw this.cancelledBy(signal!, pending.lock);
         }
         if (this.closed) throw new ClosedError(`the client was closed while acquiring ${pending.lock}`, { cause: e });
+        if (isDlmError(e, "TIMEOUT") || isDlmError(e, "UNAVAILABLE")) {
+          // Giving up here does not end the wait on the server: it may still
+          // be queued, and would later block this client's own acquires
+          // (ALREADY_HELD) or hold the lock for a lease if its grant
+          // notification were lost. Cancel it, or hand back the grant, in
+          // the background.
+          cleanupInBackground = true;
+          void this.abandonAcquire(session, pending, build).finally(() => this.forgetAcquire(session, pending));
+        }
         throw e;
       }
       stop.abort();
@@ -757,6 +766,22 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       if (pending.state === "granted" && pending.result) this.releaseOrphan(session, pending.result.info);
     } catch (e) {
       this.log.warn({ err: describe(e), seq }, "dlm client: cancelling a wait failed; a late grant will be released");
+    }
+  }
+
+  /**
+   * The client gave up on an acquire (no answer within its attempts) whose
+   * fate on the server is unknown: cancel the wait if it is still queued,
+   * otherwise learn the outcome with the same seq and hand back a grant.
+   */
+  private async abandonAcquire(session: Session, pending: PendingAcquire, build: () => LoggedRequest): Promise<void> {
+    try {
+      const reply = await this.logged(session, (cseq, ack) => ({ op: "cancel", client: session.id, seq: cseq, ack, target: pending.seq }));
+      if (reply.cancelled) return;
+      const answer = await this.call(session, build, { signal: this.closeController.signal });
+      if (answer.reply.ok && answer.reply.lease) this.releaseOrphan(session, answer.reply.lease);
+    } catch (e) {
+      this.log.warn({ err: describe(e), seq: pending.seq }, "dlm client: abandoning a timed-out acquire failed; a late grant will be released");
     }
   }
 

@@ -364,6 +364,23 @@ describe("DlmClient against a fake leader", () => {
     expect(await lease.release()).toEqual({ appends: 0, bytes: 0 });
   });
 
+  test("an acquire given up after its attempts is cancelled on the server, so the next acquire is not ALREADY_HELD", async () => {
+    const server = new FakeServer();
+    const holder = await mk(server);
+    const held = await holder.acquire("jobs");
+    // Every reply to c's first acquire is lost: the server queues it, but the
+    // client never hears so and gives up with TimeoutError.
+    const faults = new FaultInjector({ rules: [{ op: "acquire", nth: 1, action: { kind: "dropReply" } }] });
+    const c = await mk(server, { faults, maxAttempts: 2 });
+    await expect(c.acquire("jobs")).rejects.toBeInstanceOf(TimeoutError);
+    const gaveUp = server.ops("acquire", c.clientId)[0].seq as number;
+    await waitFor(() => server.ops("cancel", c.clientId).some((r) => r.target === gaveUp));
+    expect(server.lock("jobs").queue).toEqual([]);
+    const next = c.acquire("jobs");
+    await holder.release(held);
+    expect((await next).lock).toBe("jobs");
+  });
+
   test("ack stays below the lowest outstanding seq with several requests in flight", async () => {
     const server = new FakeServer();
     const b = await mk(server);
