@@ -277,6 +277,31 @@ export class LeaderLease {
     };
   }
 
+  /**
+   * At start-up: if the key was written by an earlier incarnation of this
+   * node (same node id; it crashed without deleting it), take it over at its
+   * revision instead of waiting out the TTL. A restarted single node is then
+   * back in well under the TTL. Safety does not rest on this: should a
+   * second live process share the id, its next renew fails, and the log's
+   * expected-last-sequence check refuses its appends either way.
+   */
+  async adoptPrevious(): Promise<boolean> {
+    if (this.mine) return true;
+    try {
+      const entry = await this.withTimeout(this.kv.get(this.key), "get");
+      if (!entry || entry.operation !== "PUT" || parseValue(entry).nodeId !== this.nodeId) return false;
+      const value: LeaseValue = { nodeId: this.nodeId, acquiredAt: Date.now(), term: randomUUID() };
+      const bytes = new TextEncoder().encode(JSON.stringify(value));
+      const revision = await this.withTimeout(this.kv.update(this.key, bytes, entry.revision, this.opTimeoutMs), "update");
+      this.mine = { value, bytes, revision };
+      this.log.info({ nodeId: this.nodeId, revision }, "leader lease adopted from this node's previous run");
+      return true;
+    } catch (err) {
+      this.log.debug({ err: errInfo(err) }, "leader lease not adopted");
+      return false;
+    }
+  }
+
   /** After a failed create: if the key holds the value we tried to write, the create landed. */
   private async adoptIfOurs(value: LeaseValue, bytes: Uint8Array): Promise<boolean> {
     try {

@@ -232,7 +232,7 @@ export class DlmNode implements CoordinatorHost {
     });
     this.startFollowing();
     this.campaignTimer = setInterval(() => void this.campaign(), this.opts.campaignIntervalMs);
-    void this.campaign();
+    void this.campaign(true);
   }
 
   private checkpoint(): void {
@@ -259,11 +259,12 @@ export class DlmNode implements CoordinatorHost {
     this.follower = follower;
   }
 
-  private async campaign(): Promise<void> {
+  private async campaign(first = false): Promise<void> {
     if (this.role !== "follower" || this.campaigning) return;
     this.campaigning = true;
     try {
-      if (!(await this.lease.tryAcquire())) return;
+      const won = (first && (await this.lease.adoptPrevious())) || (await this.lease.tryAcquire());
+      if (!won) return;
       await this.serialize(() => this.becomeLeader());
     } catch (err) {
       this.logger.warn({ err: (err as Error).message }, "campaign failed");

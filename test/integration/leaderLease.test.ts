@@ -52,6 +52,24 @@ describe("LeaderLease", () => {
     expect(cur?.revision).toBe(winner.revision);
   });
 
+  test("adoptPrevious: a restarted node takes over its own stale key at once; others cannot", async () => {
+    n++;
+    const opts = { bucket: `leader_${n}`, key: "leader", ttlMs: TTL, replicas: 1 };
+    const crashed = await LeaderLease.open(nc, { ...opts, nodeId: "node-a" });
+    expect(await crashed.tryAcquire()).toBe(true);
+    // node-a "crashes" (stops renewing); node-b may not adopt it, node-a's next run may.
+    const other = await LeaderLease.open(nc, { ...opts, nodeId: "node-b" });
+    expect(await other.adoptPrevious()).toBe(false);
+    const restarted = await LeaderLease.open(nc, { ...opts, nodeId: "node-a" });
+    expect(await restarted.adoptPrevious()).toBe(true);
+    expect(restarted.held).toBe(true);
+    // The old incarnation, were it alive, can no longer renew.
+    expect(await crashed.renew()).toBe(false);
+    expect(await restarted.renew()).toBe(true);
+    expect((await other.current())?.nodeId).toBe("node-a");
+    await restarted.release();
+  });
+
   test("renewing keeps the lease past its TTL", async () => {
     const { a, b } = await pair();
     expect(await a.tryAcquire()).toBe(true);
