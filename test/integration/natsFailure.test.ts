@@ -92,11 +92,24 @@ async function checkEverything(): Promise<void> {
   for (let f = 0; f < FILE_COUNT; f++) expect(view.fileLengths[f]).toBe(c.fileOn(0, f).length);
 }
 
-/** The name of the NATS server that leads the log stream's raft group. */
-async function streamLeader(): Promise<string | undefined> {
-  const jsm = await jetstreamManager(c.nc, { timeout: 5000 });
-  const info = await jsm.streams.info(names().streamName);
-  return info.cluster?.leader;
+/**
+ * The name of the NATS server that leads the log stream's raft group. The
+ * JetStream API needs a meta leader; right after a server dies one may
+ * still be being elected, so ask until one answers.
+ */
+async function streamLeader(timeoutMs = 30_000): Promise<string | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const jsm = await jetstreamManager(c.nc, { timeout: 2000 });
+      const info = await jsm.streams.info(names().streamName);
+      if (info.cluster?.leader) return info.cluster.leader;
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+    }
+    if (Date.now() > deadline) return undefined;
+    await sleep(200);
+  }
 }
 
 /** A session spoken in the raw wire protocol: no renewals, no heartbeats, full control. */
