@@ -420,7 +420,7 @@ describe("failover: 3 dlm nodes on 1 NATS server", () => {
     const old = await c.waitForLeader();
     const oldIndex = indexOf(old.id);
 
-    old.node.pause();
+    await old.node.pause();
     let paused = true;
     const raw = new RawSession(c);
     try {
