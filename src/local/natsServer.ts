@@ -173,6 +173,10 @@ export function renderNatsConfig(spec: NatsConfigSpec): string {
     `listen: ${q(`${spec.host}:${spec.port}`)}`,
   ];
   if (spec.monitorPort !== undefined) lines.push(`http: ${q(`${spec.host}:${spec.monitorPort}`)}`);
+  // Notice a frozen client (a leader under SIGSTOP, a long GC pause) within
+  // ~8-10 s instead of the default ~4 min: until then its queue subscription
+  // keeps receiving a share of the requests, which only time out.
+  lines.push('ping_interval: "2s"', "ping_max: 4");
   lines.push("jetstream {", `  store_dir: ${q(spec.storeDir)}`);
   if (spec.syncAlways) lines.push("  sync_interval: always");
   lines.push("}");
@@ -485,6 +489,11 @@ export async function waitClusterJetStreamReady(servers: NatsServerProcess[], ti
   await Promise.all(running().map((s) => s.waitJetStreamReady(timeoutMs)));
   if (servers.length < 2) return;
   let last = "";
+  // "current" is preferred but not required for long: on an idle cluster
+  // the meta leader has been seen not to refresh it for a minute, while
+  // everything that uses the cluster (stream and bucket creation) retries
+  // until JetStream answers anyway.
+  const preferCurrentUntil = Date.now() + 5000;
   for (;;) {
     const up = running();
     const metas = await Promise.all(up.map(metaCluster));
@@ -498,6 +507,8 @@ export async function waitClusterJetStreamReady(servers: NatsServerProcess[], ti
         .filter((s) => !replicas.some((r) => r.name === s.serverName && r.current))
         .map((s) => s.serverName);
       if (lagging.length === 0) return;
+      const unknown = up.filter((s) => s.serverName !== leaderName && !replicas.some((r) => r.name === s.serverName));
+      if (unknown.length === 0 && Date.now() > preferCurrentUntil) return;
       last = `meta leader ${leaderName} does not see ${lagging.join(", ")} as current`;
     } else {
       last = `servers disagree on the meta leader: ${up.map((s, i) => `${s.serverName}->${metas[i]?.leader ?? "?"}`).join(" ")}`;
