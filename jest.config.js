@@ -11,5 +11,4 @@ module.exports = {
   // cannot run several clusters at once without timing noise.
   maxWorkers: 1,
   testTimeout: 120000,
-  testPathIgnorePatterns: process.env.DLM_SOAK ? [] : ["/test/soak/"],
 };
