@@ -240,6 +240,10 @@ class ManagedProcessImpl implements ManagedProcess {
       cwd: this.opts.cwd,
       env,
       stdio: ["ignore", "pipe", "pipe"],
+      // Its own process group: a terminal's Ctrl-C reaches only the parent,
+      // which stops children in order (dlm nodes hand over before NATS
+      // goes). Every signal here is sent to the child's pid explicitly.
+      detached: true,
     });
     this.child = child;
     this.childPid = child.pid;
