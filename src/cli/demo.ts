@@ -11,11 +11,13 @@ export interface DemoOptions {
   prefix: string;
   nodes: ManagedProcess[];
   say(line: string): void;
+  /** Resolves once the node answers on the nodes' info subject. */
+  waitNodeVisible(nodeId: string): Promise<void>;
 }
 
 const FILE = "file_1";
 
-export async function runDemo({ servers, prefix, nodes, say }: DemoOptions): Promise<void> {
+export async function runDemo({ servers, prefix, nodes, say, waitNodeVisible }: DemoOptions): Promise<void> {
   const open = (name: string): Promise<DlmClient> => connect({ servers, prefix, name, unavailableTimeoutMs: 60_000 });
   say(`demo: clients A and B contend for the lock "global" and append to ${FILE}`);
   const a = await open("demo-A");
@@ -49,7 +51,7 @@ export async function runDemo({ servers, prefix, nodes, say }: DemoOptions): Pro
     const committedB = await b.release(leaseB);
     say(`B: release -> committed ${committedB.appends} append`);
 
-    if (nodes.length > 1) await failover(a, nodes, say);
+    if (nodes.length > 1) await failover(a, nodes, say, waitNodeVisible);
 
     say(`${FILE} now holds:`);
     for (const line of (await b.read(FILE)).toString().split("\n").filter(Boolean)) say(`   ${line}`);
@@ -60,7 +62,12 @@ export async function runDemo({ servers, prefix, nodes, say }: DemoOptions): Pro
 }
 
 /** Kills the leader in the middle of A's critical section and shows nothing is lost. */
-async function failover(a: DlmClient, nodes: ManagedProcess[], say: (line: string) => void): Promise<void> {
+async function failover(
+  a: DlmClient,
+  nodes: ManagedProcess[],
+  say: (line: string) => void,
+  waitNodeVisible: (nodeId: string) => Promise<void>,
+): Promise<void> {
   const lease = await a.acquire("global", { leaseMs: 10_000 });
   await a.append(FILE, "A: before failover\n");
   const leaderId = (await a.status()).leader;
@@ -75,9 +82,8 @@ async function failover(a: DlmClient, nodes: ManagedProcess[], say: (line: strin
   say(`   A's next append went through after ${pauseMs} ms; new leader ${status.leader} (epoch ${status.epoch})`);
   const committed = await a.release(lease);
   say(`   A: release -> committed ${committed.appends} appends: the section survived the failover whole`);
-  const from = leader.lineCount;
   await leader.restart();
-  await leader.waitForLine(/node ready/, 30_000, from);
+  await waitNodeVisible(leaderId!);
   say(`   ${leaderId} restarted, replayed the log and follows the new leader`);
 }
 

@@ -122,7 +122,13 @@ export async function runUp(argv: string[]): Promise<void> {
     say(`  leader: ${leader}`);
     say("");
     if (flags.demo) {
-      await runDemo({ servers: urls, prefix, nodes, say });
+      const waitNodeVisible = async (nodeId: string): Promise<void> => {
+        const deadline = Date.now() + 30_000;
+        while (!(await clusterStatus(nc, prefix)).nodes.some((n) => n.nodeId === nodeId && n.role !== "starting")) {
+          if (Date.now() > deadline) throw new Error(`node ${nodeId} did not come back within 30 s`);
+        }
+      };
+      await runDemo({ servers: urls, prefix, nodes, say, waitNodeVisible });
       say("");
       say(formatStatus(await clusterStatus(nc, prefix)));
       await nc.close();
