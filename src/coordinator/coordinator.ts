@@ -264,6 +264,18 @@ export class Coordinator {
     }
   }
 
+  /**
+   * Log lines that answer "why did the lock move?": every grant that ended
+   * without a release and every wait that ended without a grant. Grants
+   * from the queue are frequent, so they are debug.
+   */
+  private explain(client: string, n: Notification): void {
+    const log = this.host.logger;
+    if (n.event === "lost") log.info({ client, lock: n.lock, token: n.token, reason: n.error }, "grant ended without release; staged appends discarded");
+    else if (n.event === "waitEnded") log.info({ client, lock: n.lock, seq: n.seq, reason: n.error }, "wait ended without a grant");
+    else log.debug({ client, lock: n.lease.lock, token: n.lease.token, seq: n.seq }, "granted from the queue");
+  }
+
   private carryOut(effects: Effect[], commands: Command[]): void {
     const { nc, names } = this.host;
     for (const effect of effects) {
@@ -276,6 +288,7 @@ export class Coordinator {
         }
       } else if (effect.type === "notify") {
         this.host.metrics.countNotification(effect.notification);
+        this.explain(effect.client, effect.notification);
         nc.publish(names.notifySubject(effect.client), encoder.encode(JSON.stringify(effect.notification)));
       }
     }
@@ -337,4 +350,3 @@ function respond(msg: Msg, reply: Reply): void {
   msg.respond(encoder.encode(JSON.stringify(reply)));
 }
 
-export type { Notification };
