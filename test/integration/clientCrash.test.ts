@@ -9,9 +9,7 @@
  * the survivors run here. Real nats-server, three real dlm nodes, 2 s leases,
  * the kit's 4 s session timeout.
  */
-import type { DlmClient } from "../../src/client";
-import { startDlmCluster, sleep, tails, type DlmTestCluster } from "../kit/dlmCluster";
-import { StallClient } from "../support/stallClient";
+import { ClientScenarios } from "../kit/clientScenarios";
 
 jest.setTimeout(90_000);
 
@@ -20,58 +18,13 @@ const SESSION_TIMEOUT_MS = 4000;
 /** Generous: the point is that nobody is stuck, not the exact figure (printed). */
 const BOUND_MS = LEASE_MS + SESSION_TIMEOUT_MS + 2000;
 
-let cluster: DlmTestCluster;
-let reader: DlmClient;
-let opened: DlmClient[] = [];
-let processes: StallClient[] = [];
+const kit = new ClientScenarios({ leaseMs: LEASE_MS, sessionTimeoutMs: SESSION_TIMEOUT_MS });
+const { client, childClient, until, globalLock, expectFile } = kit;
 
-beforeAll(async () => {
-  cluster = await startDlmCluster({ nodes: 3, leaseMs: LEASE_MS, sessionTimeoutMs: SESSION_TIMEOUT_MS });
-  await cluster.waitForLeader();
-  reader = await cluster.client({ name: "reader" });
-}, 60_000);
-
-afterAll(async () => {
-  await Promise.all(processes.map((p) => p.kill()));
-  await cluster?.close();
-});
-
-beforeEach(async () => {
-  await until(async () => !(await cluster.status()).locks.some((l) => l.name === "global"), 15_000, "lock global to be free");
-});
-
-afterEach(async () => {
-  await Promise.all(processes.map((p) => p.kill()));
-  await Promise.all(opened.map((c) => c.close().catch(() => undefined)));
-  processes = [];
-  opened = [];
-});
-
-async function client(name: string): Promise<DlmClient> {
-  const c = await cluster.client({ name });
-  opened.push(c);
-  return c;
-}
-
-async function childClient(name: string): Promise<{ p: StallClient; clientId: string }> {
-  const p = await StallClient.start(name);
-  processes.push(p);
-  const r = await p.ok("connect", { servers: cluster.urls, requestTimeoutMs: 1000, name });
-  return { p, clientId: r.clientId as string };
-}
-
-async function until(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<number> {
-  const start = Date.now();
-  while (!(await cond())) {
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${tails(cluster.nodes)}`);
-    await sleep(25);
-  }
-  return Date.now() - start;
-}
-
-async function globalLock() {
-  return (await cluster.status()).locks.find((l) => l.name === "global");
-}
+beforeAll(() => kit.start(), 60_000);
+afterAll(() => kit.close());
+beforeEach(() => kit.lockFree());
+afterEach(() => kit.closeOpened());
 
 /** Resolves once `clientIds` wait in the queue of "global", in this order. */
 function queuedInOrder(...clientIds: string[]): Promise<number> {
@@ -80,14 +33,6 @@ function queuedInOrder(...clientIds: string[]): Promise<number> {
     10_000,
     `queue of global to be ${clientIds.join(", ")}`,
   );
-}
-
-async function expectFile(n: number, expected: string): Promise<void> {
-  expect((await reader.read(`file_${n}`)).toString()).toBe(expected);
-  await cluster.waitCaughtUp();
-  cluster.nodes.forEach((node, i) => {
-    if (node.running) expect({ node: node.name, content: cluster.fileOn(i, n).toString() }).toEqual({ node: node.name, content: expected });
-  });
 }
 
 test("a holder SIGKILLed mid-section: the waiter is granted within one lease, the dead section is discarded", async () => {
@@ -140,7 +85,7 @@ test("a waiter SIGKILLed in the queue: the one behind it is granted within a lea
   expect(await lease3.release()).toEqual({ appends: 1, bytes: 1 });
   await expectFile(F, "13");
   // The dead client's session is gone for good.
-  await until(async () => (await cluster.status()).sessions <= 3, SESSION_TIMEOUT_MS + 3000, "the dead session to expire");
+  await until(async () => (await kit.cluster.status()).sessions <= 3, SESSION_TIMEOUT_MS + 3000, "the dead session to expire");
 });
 
 test("a holder and a waiter SIGKILLed together: the next waiter is granted within the bound", async () => {
@@ -169,5 +114,5 @@ test("a holder and a waiter SIGKILLed together: the next waiter is granted withi
 });
 
 test("all nodes agree on all files", async () => {
-  await cluster.expectFilesIdentical();
+  await kit.cluster.expectFilesIdentical();
 });

@@ -13,10 +13,10 @@
  * content through the client (`read`, served by the leader) and on the disk
  * of every node.
  */
-import { FaultInjector, type DlmClient, type DlmError, type Lease } from "../../src/client";
+import { FaultInjector, type DlmError, type Lease } from "../../src/client";
 import { names } from "../../src/protocol/subjects";
-import { startDlmCluster, sleep, tails, type DlmTestCluster } from "../kit/dlmCluster";
-import { StallClient } from "../support/stallClient";
+import { ClientScenarios } from "../kit/clientScenarios";
+import { sleep } from "../kit/dlmCluster";
 
 jest.setTimeout(90_000);
 
@@ -24,56 +24,14 @@ const LEASE_MS = 2000;
 const SESSION_TIMEOUT_MS = 10_000;
 const decoder = new TextDecoder();
 
-let cluster: DlmTestCluster;
-let reader: DlmClient;
-/** Clients and processes opened by the current scenario; closed after it. */
-let opened: DlmClient[] = [];
-let processes: StallClient[] = [];
+const kit = new ClientScenarios({ leaseMs: LEASE_MS, sessionTimeoutMs: SESSION_TIMEOUT_MS });
+const { client, childClient, until, globalLock, expectFile } = kit;
 
-beforeAll(async () => {
-  cluster = await startDlmCluster({ nodes: 3, leaseMs: LEASE_MS, sessionTimeoutMs: SESSION_TIMEOUT_MS });
-  await cluster.waitForLeader();
-  reader = await cluster.client({ name: "reader" });
-}, 60_000);
-
-afterAll(async () => {
-  await Promise.all(processes.map((p) => p.kill()));
-  await cluster?.close();
-});
-
-beforeEach(async () => {
-  // A scenario starts with "global" free (a failed one must not cascade).
-  await until(async () => !(await cluster.status()).locks.some((l) => l.name === "global"), 15_000, "lock global to be free");
-});
-
-afterEach(async () => {
-  await Promise.all(processes.map((p) => p.kill()));
-  await Promise.all(opened.map((c) => c.close().catch(() => undefined)));
-  processes = [];
-  opened = [];
-});
-
-async function client(name: string, opts: Parameters<DlmTestCluster["client"]>[0] = {}): Promise<DlmClient> {
-  const c = await cluster.client({ name, ...opts });
-  opened.push(c);
-  return c;
-}
-
-async function stallClient(name: string, requestTimeoutMs = 1000): Promise<StallClient> {
-  const p = await StallClient.start(name);
-  processes.push(p);
-  await p.ok("connect", { servers: cluster.urls, requestTimeoutMs, name });
-  return p;
-}
-
-async function until(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<number> {
-  const start = Date.now();
-  while (!(await cond())) {
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${tails(cluster.nodes)}`);
-    await sleep(25);
-  }
-  return Date.now() - start;
-}
+beforeAll(() => kit.start(), 60_000);
+afterAll(() => kit.close());
+// A scenario starts with "global" free (a failed one must not cascade).
+beforeEach(() => kit.lockFree());
+afterEach(() => kit.closeOpened());
 
 type Settled<T> = { ok: true; value: T } | { ok: false; error: DlmError };
 function settle<T>(p: Promise<T>): Promise<Settled<T>> {
@@ -83,28 +41,15 @@ function settle<T>(p: Promise<T>): Promise<Settled<T>> {
   );
 }
 
-async function globalLock() {
-  return (await cluster.status()).locks.find((l) => l.name === "global");
-}
-
 /** Resolves once `clientId` waits in the queue of "global". */
 function queued(clientId: string | undefined): Promise<number> {
   return until(async () => (await globalLock())?.queue.some((w) => w.client === clientId) ?? false, 10_000, `${clientId} to be queued`);
 }
 
-/** The file's exact content, as the leader serves it and on every running node's disk. */
-async function expectFile(n: number, expected: string): Promise<void> {
-  expect((await reader.read(`file_${n}`)).toString()).toBe(expected);
-  await cluster.waitCaughtUp();
-  cluster.nodes.forEach((node, i) => {
-    if (node.running) expect({ node: node.name, content: cluster.fileOn(i, n).toString() }).toEqual({ node: node.name, content: expected });
-  });
-}
-
 /** Every request that reaches the request subject (a plain subscriber sees them all; it never answers). */
 async function spyRequests() {
   const seen: Array<{ at: number; op: string; client?: string; seq?: number }> = [];
-  const sub = cluster.nc.subscribe(names().requestSubject, {
+  const sub = kit.cluster.nc.subscribe(names().requestSubject, {
     callback: (err, msg) => {
       if (err) return;
       try {
@@ -114,16 +59,16 @@ async function spyRequests() {
       }
     },
   });
-  await cluster.nc.flush();
+  await kit.cluster.nc.flush();
   return { seen, stop: () => sub.unsubscribe() };
 }
 
 async function crashAllNodes(): Promise<void> {
-  await Promise.all(cluster.nodes.map((n) => (n.running ? n.kill("SIGKILL") : Promise.resolve())));
+  await Promise.all(kit.cluster.nodes.map((n) => (n.running ? n.kill("SIGKILL") : Promise.resolve())));
 }
 
 async function restartAllNodes(): Promise<void> {
-  await Promise.all(cluster.nodes.map((n) => n.restart()));
+  await Promise.all(kit.cluster.nodes.map((n) => n.restart()));
 }
 
 test("1. packet delay: an append delayed past the lease is refused with LOCK_EXPIRED and never reaches the file", async () => {
@@ -244,7 +189,7 @@ test("4. duplicated release: a late copy of C1's release is ignored while C2 hol
     expect(new Set(releases().map((r) => r.seq)).size).toBe(1); // the same request (same seq) twice
     await sleep(200); // let the leader handle it
     expect((await globalLock())?.holder).toMatchObject({ client: c2.clientId, token: lease2.token });
-    expect((await reader.read(`file_${F}`)).toString()).toBe("A"); // not committed twice
+    expect((await kit.reader.read(`file_${F}`)).toString()).toBe("A"); // not committed twice
 
     await c2.append(`file_${F}`, "B");
     await c2.append(`file_${F}`, "B");
@@ -297,7 +242,7 @@ test("5. lost request, then lost reply, of one append: applied exactly once: 1AB
 
 test("6. client stalls (SIGSTOP) before editing: its append gets LOCK_EXPIRED: BBAA", async () => {
   const F = 6;
-  const p = await stallClient("s6-c1");
+  const { p } = await childClient("s6-c1");
   const c2 = await client("s6-c2");
   const g = await p.ok("acquire");
   const c2Acquire = c2.acquire();
@@ -332,7 +277,7 @@ test("6. client stalls (SIGSTOP) before editing: its append gets LOCK_EXPIRED: B
 
 test("6b. client stalls (busy loop) between its lease check and the send: the server refuses the late append: BBAA", async () => {
   const F = 10;
-  const p = await stallClient("s6b-c1");
+  const { p } = await childClient("s6b-c1");
   const c2 = await client("s6b-c2");
   const g = await p.ok("acquire");
   const c2Acquire = c2.acquire();
@@ -361,7 +306,7 @@ test("6b. client stalls (busy loop) between its lease check and the send: the se
 
 test("7. client stalls (busy loop) after editing: its staged append is discarded: BBAA", async () => {
   const F = 7;
-  const p = await stallClient("s7-c1");
+  const { p } = await childClient("s7-c1");
   const c2 = await client("s7-c2");
   await p.ok("acquire");
   expect((await p.ok("append", { file: `file_${F}`, data: "A" })).staged).toEqual({ appends: 1, bytes: 1 });
@@ -485,5 +430,5 @@ test("9b. server crash longer than a 2 s lease: the holder's whole section is di
 });
 
 test("all nodes agree on all files", async () => {
-  await cluster.expectFilesIdentical();
+  await kit.cluster.expectFilesIdentical();
 });
