@@ -92,6 +92,53 @@ function sameLengths(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length;
 }
 
+const LOCK_FILE = "LOCK";
+
+/**
+ * Two processes writing one data directory would corrupt it, so a node
+ * claims it with a pid file. A lock left by a process that no longer runs
+ * (a crash) is taken over; one held by a live process is refused. The same
+ * process may reopen (tests simulate a crash that way). Best effort against
+ * misconfiguration, not a defence against a determined race.
+ */
+function lockDataDir(dataDir: string, log: Logger): void {
+  const lockPath = path.join(dataDir, LOCK_FILE);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.writeFileSync(lockPath, `${process.pid}\n`, { flag: "wx" });
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+    const holder = Number(fs.readFileSync(lockPath, "utf8").trim());
+    if (holder === process.pid) return;
+    if (Number.isInteger(holder) && holder > 0 && processAlive(holder)) {
+      throw new Error(`data directory ${dataDir} is in use by process ${holder}: two nodes must never share a data directory`);
+    }
+    log.warn({ dataDir, stalePid: holder }, "taking over the data directory lock of a process that is gone");
+    fs.rmSync(lockPath, { force: true });
+  }
+  throw new Error(`could not lock data directory ${dataDir}`);
+}
+
+function unlockDataDir(dataDir: string): void {
+  const lockPath = path.join(dataDir, LOCK_FILE);
+  try {
+    if (Number(fs.readFileSync(lockPath, "utf8").trim()) === process.pid) fs.rmSync(lockPath, { force: true });
+  } catch {
+    // Already gone: nothing to release.
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
 export class FileStore {
   /** What was loaded from disk at open (a copy; never changes). */
   readonly checkpoint: Readonly<Checkpoint>;
@@ -133,6 +180,7 @@ export class FileStore {
     const log = opts.logger ?? silentLogger;
     const filesDir = path.join(dataDir, FILES_DIR);
     fs.mkdirSync(filesDir, { recursive: true });
+    lockDataDir(dataDir, log);
 
     // A tmp checkpoint is a write that never got renamed: the old one rules.
     const tmp = path.join(dataDir, CHECKPOINT_TMP);
@@ -194,6 +242,7 @@ export class FileStore {
       if (created || truncated) fsyncDir(dataDir);
     } catch (err) {
       for (const fd of fds) fs.closeSync(fd);
+      unlockDataDir(dataDir);
       throw err;
     }
     log.info({ dataDir, logId: loaded.logId, seq: loaded.seq }, "file store opened");
@@ -336,6 +385,7 @@ export class FileStore {
     } finally {
       this.closed = true;
       for (const fd of this.fds) fs.closeSync(fd);
+      unlockDataDir(this.dataDir);
     }
   }
 
@@ -348,6 +398,7 @@ export class FileStore {
     if (this.closed) return;
     this.closed = true;
     for (const fd of this.fds) fs.closeSync(fd);
+    unlockDataDir(this.dataDir);
   }
 
   private writeCheckpoint(cp: Checkpoint): void {

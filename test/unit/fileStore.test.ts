@@ -126,7 +126,7 @@ describe("FileStore", () => {
     s.append(4, enc("data"));
     s.markApplied(3);
     s.flush();
-    expect(fs.readdirSync(dir).sort()).toEqual(["checkpoint.json", "files"]);
+    expect(fs.readdirSync(dir).sort()).toEqual(["LOCK", "checkpoint.json", "files"]);
     const cp = JSON.parse(fs.readFileSync(path.join(dir, "checkpoint.json"), "utf8"));
     expect(cp.version).toBe(1);
     expect(cp.seq).toBe(3);
@@ -163,6 +163,21 @@ describe("FileStore", () => {
     openStore().close();
     fs.writeFileSync(path.join(dir, "checkpoint.json"), JSON.stringify({ version: 1, logId: null, seq: -1, lengths: [] }));
     expect(() => FileStore.open(dir)).toThrow(/bad seq/);
+  });
+
+  test("a data directory locked by another live process is refused; a dead one's lock is taken over", () => {
+    const { spawnSync } = require("child_process") as typeof import("child_process");
+    fs.mkdirSync(dir, { recursive: true });
+    // The parent of this test process is alive and is not us.
+    fs.writeFileSync(path.join(dir, "LOCK"), `${process.ppid}\n`);
+    expect(() => FileStore.open(dir)).toThrow(/in use by process \d+/);
+    // A process that has exited leaves a stale lock behind.
+    const gone = spawnSync(process.execPath, ["-e", "0"]).pid!;
+    fs.writeFileSync(path.join(dir, "LOCK"), `${gone}\n`);
+    const store = openStore();
+    expect(fs.readFileSync(path.join(dir, "LOCK"), "utf8").trim()).toBe(String(process.pid));
+    store.close();
+    expect(fs.existsSync(path.join(dir, "LOCK"))).toBe(false);
   });
 
   test("resetForNewLog wipes the files and survives a reopen", () => {
