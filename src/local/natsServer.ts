@@ -31,6 +31,11 @@ export interface NatsServerOptions {
   serverName?: string;
   /** `sync_interval: always` in the jetstream block (default true): fsync every write. */
   syncAlways?: boolean;
+  /**
+   * Missed pings (every 2 s) before the server drops a client (default 4:
+   * a frozen process is dropped after ~8-10 s).
+   */
+  pingMax?: number;
   /** HTTP monitoring port (used for readiness); a free one when omitted. */
   monitorPort?: number;
   /** Server output is appended here; otherwise it is only kept in memory (last lines). */
@@ -160,6 +165,7 @@ export interface NatsConfigSpec {
   monitorPort?: number;
   storeDir: string;
   syncAlways: boolean;
+  pingMax?: number;
   cluster?: { name: string; host: string; port: number; routes: string[] };
 }
 
@@ -176,7 +182,7 @@ export function renderNatsConfig(spec: NatsConfigSpec): string {
   // Notice a frozen client (a leader under SIGSTOP, a long GC pause) within
   // ~8-10 s instead of the default ~4 min: until then its queue subscription
   // keeps receiving a share of the requests, which only time out.
-  lines.push('ping_interval: "2s"', "ping_max: 4");
+  lines.push('ping_interval: "2s"', `ping_max: ${spec.pingMax ?? 4}`);
   lines.push("jetstream {", `  store_dir: ${q(spec.storeDir)}`);
   if (spec.syncAlways) lines.push("  sync_interval: always");
   lines.push("}");
@@ -317,6 +323,7 @@ class NatsServerProcessImpl implements NatsServerProcess {
       monitorPort: this.monitorPort,
       storeDir: this.opts.storeDir,
       syncAlways: this.opts.syncAlways ?? true,
+      pingMax: this.opts.pingMax,
       cluster: clustered
         ? {
             name: this.opts.clusterName ?? "dlm",

@@ -83,7 +83,13 @@ beforeAll(async () => {
   // Session timeout: the design's 15 s default (the kit's 4 s is too short
   // for the SIGSTOP scenario, where NATS keeps handing about half of all
   // requests to the frozen node and a client may go unheard for seconds).
-  c = await startDlmCluster({ nodes: 3, nats: 1, leaseMs: 2000, sessionTimeoutMs: 15_000 });
+  // natsPingMax 15: the SIGSTOP scenario checks what the old leader does when
+  // it wakes with requests waiting for it, so NATS must not drop the frozen
+  // node first. By default (4 missed 2 s pings) it would after ~8-10 s, and
+  // the freeze here lasts 5-15 s depending on how many of the test's
+  // requests NATS routes to the frozen node. Eviction speed is liveness;
+  // this scenario is about safety.
+  c = await startDlmCluster({ nodes: 3, nats: 1, leaseMs: 2000, sessionTimeoutMs: 15_000, natsPingMax: 15 });
   await c.waitForLeader(30_000);
   await c.waitCaughtUp(30_000);
 }, 90_000);

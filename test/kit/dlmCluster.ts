@@ -26,6 +26,8 @@ export interface DlmClusterOptions {
   leaseMs?: number;
   sessionTimeoutMs?: number;
   extraArgs?: string[];
+  /** Missed pings before nats-server drops a frozen client (single server only; default 4). */
+  natsPingMax?: number;
 }
 
 export interface DlmTestCluster {
@@ -58,7 +60,7 @@ const decoder = new TextDecoder();
 
 export async function startDlmCluster(opts: DlmClusterOptions): Promise<DlmTestCluster> {
   const natsCount = opts.nats ?? 1;
-  const single = natsCount === 1 ? await startNats() : undefined;
+  const single = natsCount === 1 ? await startNats({ pingMax: opts.natsPingMax }) : undefined;
   const cluster = natsCount === 3 ? await startNatsCluster(3) : undefined;
   const urls = single ? single.urls : cluster!.urls;
   const natsServers = single ? [single] : cluster!.servers;

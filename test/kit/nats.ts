@@ -62,6 +62,8 @@ export interface TestNatsCluster {
 export interface StartNatsOptions {
   /** `sync_interval: always` (default true). */
   syncAlways?: boolean;
+  /** Missed pings before nats-server drops a frozen client (binary path; default 4). */
+  pingMax?: number;
   /** Override the automatic backend choice for this call. */
   backend?: NatsBackend;
   /** Echo server output on stderr (or DLM_TEST_ECHO=1); binary path only. */
@@ -155,6 +157,7 @@ async function startBinaryNats(opts: StartNatsOptions): Promise<TestNats> {
       logFile: path.join(dir, "n1.log"),
       serverName: "n1",
       syncAlways: opts.syncAlways ?? true,
+      pingMax: opts.pingMax,
       echo: opts.echo ?? echoDefault(),
     });
   } catch (e) {
