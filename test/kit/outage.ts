@@ -60,6 +60,11 @@ export async function holdThroughOutage(
   expect(fresh.epoch).toBeGreaterThan(viewBefore.epoch);
 
   expectLockTableBack(viewBefore, await status(), { client: holder.id, token: held.token, stagedAppends: 4 });
+  // The grace period is a fresh *holder's lease* (3 s) from the takeover; the
+  // checks below can take longer than that on a restarting cluster, so the
+  // holder renews at once, as a real client would after an outage.
+  const renewed = await holder.call("renew", { lock: "global", token: held.token, leaseMs: 120_000 });
+  expect(renewed).toMatchObject({ ok: true, lease: { token: held.token } });
   await expectFilesOnEveryNode(cluster, filesBefore, recovery.timeoutMs);
 
   await journal.commitRaw(holder, held);
