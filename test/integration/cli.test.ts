@@ -84,6 +84,44 @@ describe("dlm up --demo", () => {
   });
 });
 
+describe("dlm up without --demo", () => {
+  test("runs until SIGINT (Ctrl-C), then stops the nodes and NATS and exits 0, leaving no process behind", async () => {
+    const dir = makeTempDir("dlm-up-int-");
+    const child = spawn(process.execPath, [cliMain, "up", "--port", "0", "--nodes", "2", "--dir", dir], { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    let exitCode: number | null | undefined;
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) =>
+      child.on("exit", (code) => {
+        exitCode = code;
+        resolve(code);
+      }),
+    );
+    const deadline = Date.now() + 60_000;
+    while (!stdout.includes("Ctrl-C stops everything.")) {
+      if (Date.now() > deadline || exitCode !== undefined) {
+        throw new Error(`dlm up did not get ready (exit ${String(exitCode)}):\n${stdout}\nstderr:\n${stderr}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const pids = [...stdout.matchAll(/pid (\d+)/g)].map((m) => Number(m[1]));
+    expect(pids).toHaveLength(2);
+    child.kill("SIGINT");
+    const code = await exited;
+    if (code !== 0) throw new Error(`dlm up exited ${String(code)} after SIGINT:\n${stdout}\nstderr:\n${stderr}`);
+    expect(stdout).toMatch(/stopping: dlm nodes first \(leader hands over\), then NATS\nstopped\n$/);
+    for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
+    // The nodes stopped cleanly (SIGTERM from dlm up), not by being killed.
+    for (const node of ["n1", "n2"]) {
+      const log = require("fs").readFileSync(`${dir}/logs/${node}.log`, "utf8") as string;
+      expect(log).toMatch(/"msg":"stopped"/);
+    }
+    await removeTempDir(dir);
+  });
+});
+
 describe("status, read and client against a running node", () => {
   let cluster: DlmTestCluster;
   beforeAll(async () => {
