@@ -23,6 +23,7 @@ export const nodeSpec: CommandSpec = {
     { name: "max-section-bytes", kind: "int", default: DEFAULT_LIMITS.maxSectionBytes, help: "largest critical section" },
     { name: "leader-ttl-ms", kind: "int", default: NODE_DEFAULTS.leaderTtlMs, help: "leader lease (KV key TTL)" },
     { name: "leader-renew-ms", kind: "int", default: NODE_DEFAULTS.leaderRenewMs, help: "leader lease refresh interval" },
+    { name: "snapshot-every", kind: "int", default: NODE_DEFAULTS.snapshotEveryEntries, help: "write a state snapshot every N applied entries" },
     { name: "log-level", kind: "string", default: "info", help: "trace|debug|info|warn|error" },
     { name: "pretty", kind: "bool", help: "human-readable logs instead of JSON lines" },
   ],
@@ -61,6 +62,7 @@ export async function runNode(argv: string[]): Promise<void> {
     limits,
     leaderTtlMs,
     leaderRenewMs,
+    snapshotEveryEntries: Math.max(1, int(flags, "snapshot-every")),
     logger: asLogger(logger),
   });
   logger.info({ pid: process.pid }, "node ready");

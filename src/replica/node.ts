@@ -17,7 +17,8 @@ import { isWrongLastSequence, LogStream, type Follower } from "../log/logStream"
 import { FileStore } from "../storage/fileStore";
 import type { Limits } from "../protocol/limits";
 import { names as subjectNames, type Names } from "../protocol/subjects";
-import { apply, createState, type Effect, type LogEntry, type State } from "../state";
+import { apply, createState, restore, snapshot, type Effect, type LogEntry, type State } from "../state";
+import { readSnapshot, writeSnapshot } from "../storage/snapshotStore";
 import { assert, InvariantError } from "../util/assert";
 import { Coordinator, DEFAULT_COORDINATOR_OPTIONS, type CoordinatorHost, type CoordinatorOptions } from "../coordinator/coordinator";
 import { decodeEntry, encodeEntry } from "../coordinator/entries";
@@ -40,6 +41,8 @@ export interface NodeOptions {
   campaignIntervalMs: number;
   /** How often applied state is made durable in the data directory. */
   checkpointIntervalMs: number;
+  /** Write a state snapshot after this many applied entries (and at shutdown), so a restart replays only the rest. */
+  snapshotEveryEntries: number;
   /** How often a stats line is logged (0: never). */
   statsIntervalMs: number;
   coordinator: CoordinatorOptions;
@@ -51,6 +54,7 @@ export const NODE_DEFAULTS = {
   leaderRenewMs: 500,
   campaignIntervalMs: 250,
   checkpointIntervalMs: 200,
+  snapshotEveryEntries: 5000,
   statsIntervalMs: 30_000,
   coordinator: DEFAULT_COORDINATOR_OPTIONS,
 };
@@ -86,6 +90,7 @@ export class DlmNode implements CoordinatorHost {
   private infoSub: Subscription | undefined;
   private lastLeaseOkAt = 0;
   private transition: Promise<void> = Promise.resolve();
+  private snapshotSeq = 0;
   private campaigning = false;
 
   private constructor(
@@ -206,14 +211,39 @@ export class DlmNode implements CoordinatorHost {
       throw new InvariantError(`the log ends at ${lastSeq} but this node's files reflect entry ${checkpoint.seq}: the log lost entries`);
     }
     const started = Date.now();
-    await this.log.read(1, lastSeq, (seq, data) => {
+    this.restoreSnapshot(checkpoint.seq, lastSeq);
+    const fromSnapshotSeq = this.applied;
+    await this.log.read(this.applied + 1, lastSeq, (seq, data) => {
       this.applyEntry(seq, decodeEntry(seq, data));
     });
     this.files.flush();
     this.logger.info(
-      { appliedSeq: this.applied, checkpointSeq: checkpoint.seq, replayMs: Date.now() - started, epoch: this.current.epoch },
+      { appliedSeq: this.applied, checkpointSeq: checkpoint.seq, fromSnapshotSeq, replayMs: Date.now() - started, epoch: this.current.epoch },
       "recovered state from the log",
     );
+  }
+
+  /**
+   * Starts from the stored state snapshot when it belongs to this log and
+   * the files already reflect it (its sequence is at or below the file
+   * checkpoint), so only the log after it is replayed.
+   */
+  private restoreSnapshot(checkpointSeq: number, lastSeq: number): void {
+    const stored = readSnapshot(this.opts.dataDir);
+    if (!stored) return;
+    if (stored.logId !== this.log.logId || stored.seq > checkpointSeq || stored.seq > lastSeq) {
+      this.logger.warn({ snapshotSeq: stored.seq, checkpointSeq, lastSeq }, "ignoring a state snapshot that does not match this log and these files");
+      return;
+    }
+    this.current = restore(stored.state);
+    this.applied = stored.seq;
+    this.snapshotSeq = stored.seq;
+    if (stored.seq === checkpointSeq) {
+      const lengths = this.files.lengths();
+      for (let i = 0; i < lengths.length; i++) {
+        assert(lengths[i] === this.current.fileLengths[i], () => `file_${i} is ${lengths[i]} bytes, the snapshot at ${stored.seq} says ${this.current.fileLengths[i]}`);
+      }
+    }
   }
 
   private async run(): Promise<void> {
@@ -238,9 +268,19 @@ export class DlmNode implements CoordinatorHost {
   private checkpoint(): void {
     try {
       this.files.flush();
+      if (this.applied - this.snapshotSeq >= this.opts.snapshotEveryEntries) this.saveSnapshot();
     } catch (err) {
       this.fatal(err);
     }
+  }
+
+  /** Call only right after files.flush(): the snapshot must not run ahead of the files' checkpoint. */
+  private saveSnapshot(): void {
+    if (this.applied === this.snapshotSeq) return;
+    const started = Date.now();
+    writeSnapshot(this.opts.dataDir, { logId: this.log.logId, seq: this.applied, state: snapshot(this.current) });
+    this.snapshotSeq = this.applied;
+    this.logger.info({ seq: this.applied, ms: Date.now() - started }, "state snapshot written");
   }
 
   private startFollowing(): void {
@@ -373,6 +413,8 @@ export class DlmNode implements CoordinatorHost {
     await this.follower?.stop();
     this.stopWatch?.();
     this.infoSub?.unsubscribe();
+    this.files.flush();
+    this.saveSnapshot();
     this.files.close();
     if (wasLeading) await this.lease.release().catch(() => undefined);
     this.logger.info({ appliedSeq: this.applied, wasLeading }, "stopped");

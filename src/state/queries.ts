@@ -78,29 +78,3 @@ export function statusView(state: State, appliedSeq: number): StatusView {
     fileLengths: [...state.fileLengths],
   };
 }
-
-/**
- * A plain, JSON-comparable picture of the whole state, maps in insertion
- * order (iteration order decides the order of effects, so it is part of
- * the state that replicas must agree on).
- */
-export function snapshot(state: State): unknown {
-  return {
-    now: state.now,
-    nextToken: state.nextToken,
-    epoch: state.epoch,
-    leader: state.leader,
-    limits: state.limits,
-    locks: [...state.locks.entries()],
-    sessions: [...state.sessions.values()].map((s) => ({
-      id: s.id,
-      createdAt: s.createdAt,
-      acked: s.acked,
-      replies: [...s.replies.entries()],
-      pending: [...s.pending.entries()],
-      held: [...s.held.entries()],
-      ended: [...s.ended.entries()],
-    })),
-    fileLengths: state.fileLengths,
-  };
-}

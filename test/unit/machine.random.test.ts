@@ -4,7 +4,7 @@
  * seed with DLM_SEED=<seed> npx jest test/unit/machine.random.
  */
 import { DEFAULT_LIMITS } from "../../src/protocol/limits";
-import { apply, createState, dueCommands, snapshot } from "../../src/state";
+import { apply, createState, dueCommands, restore, snapshot } from "../../src/state";
 import type { Command, Effect, LogEntry, State } from "../../src/state";
 import { mulberry32 } from "../support/random";
 
@@ -123,6 +123,15 @@ function run(seed: number, steps: number): void {
   const replayedEffects = log.map((entry) => apply(replayed, JSON.parse(JSON.stringify(entry)) as LogEntry));
   expect(snapshot(replayed)).toEqual(snapshot(state));
   expect(JSON.stringify(replayedEffects)).toEqual(JSON.stringify(allEffects));
+  // A snapshot taken anywhere, restored from JSON and fed the rest of the
+  // log, ends in the same state with the very same effects.
+  const cut = 1 + Math.floor(rand() * (log.length - 1));
+  const prefix = createState(LIMITS);
+  for (const entry of log.slice(0, cut)) apply(prefix, JSON.parse(JSON.stringify(entry)) as LogEntry);
+  const resumed = restore(JSON.parse(JSON.stringify(snapshot(prefix))));
+  const resumedEffects = log.slice(cut).map((entry) => apply(resumed, JSON.parse(JSON.stringify(entry)) as LogEntry));
+  expect(snapshot(resumed)).toEqual(snapshot(state));
+  expect(JSON.stringify(resumedEffects)).toEqual(JSON.stringify(allEffects.slice(cut)));
   // The files hold exactly the committed sections, each contiguous.
   expect(model.files).toEqual(model.expectedFiles);
   for (let f = 0; f < 100; f++) expect(Buffer.byteLength(model.files[f])).toBe(state.fileLengths[f]);
