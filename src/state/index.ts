@@ -1,6 +1,6 @@
 /** The pure lock state machine: see machine.ts for the contract. */
 export { apply, createState } from "./machine";
-export { classify, dueCommands, nextDeadline, statusView, type RequestClass } from "./queries";
+export { classify, dueCommands, statusView, type RequestClass } from "./queries";
 export { restore, snapshot, SNAPSHOT_VERSION, type StateSnapshot } from "./snapshot";
 export { errorReply, okReply } from "./replies";
 export type { ClientCommand, Command, Effect, Grant, LockState, LogEntry, Session, State, Waiter } from "./types";

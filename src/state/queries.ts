@@ -44,18 +44,6 @@ export function dueCommands(state: State, nowMs: number): Command[] {
   return due;
 }
 
-/** The earliest lease or wait deadline, for arming the leader's timer. */
-export function nextDeadline(state: State): number | null {
-  let next: number | null = null;
-  for (const lock of state.locks.values()) {
-    if (lock.holder && (next === null || lock.holder.expiresAt < next)) next = lock.holder.expiresAt;
-    for (const waiter of lock.queue) {
-      if (waiter.deadline !== null && (next === null || waiter.deadline < next)) next = waiter.deadline;
-    }
-  }
-  return next;
-}
-
 export function statusView(state: State, appliedSeq: number): StatusView {
   return {
     leader: state.leader,
