@@ -7,17 +7,26 @@ interface Subcommand {
   run(argv: string[]): Promise<void>;
 }
 
-function lazy(load: () => { spec: CommandSpec; run(argv: string[]): Promise<void> }): Subcommand {
-  const loaded = load();
-  return { spec: loaded.spec, run: (argv) => loaded.run(argv) };
-}
-
+// Each subcommand's module is loaded only when it is used, so `dlm node`
+// does not load the client library and `dlm status` does not load the node.
 const commands: Record<string, () => Subcommand> = {
   node: () => ({ spec: nodeSpec, run: runNode }),
-  up: () => lazy(() => { const m = require("./upCommand") as typeof import("./upCommand"); return { spec: m.upSpec, run: m.runUp }; }),
-  status: () => lazy(() => { const m = require("./statusCommand") as typeof import("./statusCommand"); return { spec: m.statusSpec, run: m.runStatus }; }),
-  read: () => lazy(() => { const m = require("./statusCommand") as typeof import("./statusCommand"); return { spec: m.readSpec, run: m.runRead }; }),
-  client: () => lazy(() => { const m = require("./clientCommand") as typeof import("./clientCommand"); return { spec: m.clientSpec, run: m.runClient }; }),
+  up: () => {
+    const m = require("./upCommand") as typeof import("./upCommand");
+    return { spec: m.upSpec, run: m.runUp };
+  },
+  status: () => {
+    const m = require("./statusCommand") as typeof import("./statusCommand");
+    return { spec: m.statusSpec, run: m.runStatus };
+  },
+  read: () => {
+    const m = require("./statusCommand") as typeof import("./statusCommand");
+    return { spec: m.readSpec, run: m.runRead };
+  },
+  client: () => {
+    const m = require("./clientCommand") as typeof import("./clientCommand");
+    return { spec: m.clientSpec, run: m.runClient };
+  },
 };
 
 const SUMMARY = `usage: dlm <command> [flags]
