@@ -8,7 +8,7 @@ import type { ErrorName } from "./errors";
 import { fileIndex } from "./files";
 import { CLIENT_ID, LOCK_NAME, MAX_REQUEST_BYTES, type Limits } from "./limits";
 import { DEFAULT_LOCK, LOGGED_OPS, UNLOGGED_OPS, type ErrorReply, type Request } from "./messages";
-import { errorReply } from "../state/replies";
+import { errorReply } from "./replies";
 
 export type Parsed = { ok: true; request: Request } | { ok: false; reply: ErrorReply };
 

@@ -194,7 +194,12 @@ export class DlmNode implements CoordinatorHost {
     return effects;
   }
 
-  /** Rebuilds state from the whole log; files are written only past the checkpoint. */
+  /** Applies an entry read from the log (replay, catch-up, following). Replies and notifications are the leader's business. */
+  private readonly applyFromLog = (seq: number, data: Uint8Array): void => {
+    this.applyEntry(seq, decodeEntry(seq, data));
+  };
+
+  /** Rebuilds state from the snapshot (if usable) and the log after it; files are written only past the checkpoint. */
   private async recover(): Promise<void> {
     const checkpoint = this.files.checkpoint;
     if (checkpoint.logId === null) {
@@ -213,9 +218,7 @@ export class DlmNode implements CoordinatorHost {
     const started = Date.now();
     this.restoreSnapshot(checkpoint.seq, lastSeq);
     const fromSnapshotSeq = this.applied;
-    await this.log.read(this.applied + 1, lastSeq, (seq, data) => {
-      this.applyEntry(seq, decodeEntry(seq, data));
-    });
+    await this.log.read(this.applied + 1, lastSeq, this.applyFromLog);
     this.files.flush();
     this.logger.info(
       { appliedSeq: this.applied, checkpointSeq: checkpoint.seq, fromSnapshotSeq, replayMs: Date.now() - started, epoch: this.current.epoch },
@@ -287,9 +290,7 @@ export class DlmNode implements CoordinatorHost {
     this.role = "follower";
     const follower = this.log.follow(
       this.applied + 1,
-      (seq, data) => {
-        this.applyEntry(seq, decodeEntry(seq, data));
-      },
+      this.applyFromLog,
       {
         onError: (err) => {
           if (this.follower === follower) this.fatal(err);
@@ -333,9 +334,7 @@ export class DlmNode implements CoordinatorHost {
         // Catch up to the end of the log, then claim the next slot. If
         // someone appended in between, catch up again.
         const lastSeq = await this.log.lastSeq();
-        await this.log.read(this.applied + 1, lastSeq, (seq, data) => {
-          this.applyEntry(seq, decodeEntry(seq, data));
-        });
+        await this.log.read(this.applied + 1, lastSeq, this.applyFromLog);
         const epoch = this.current.epoch + 1;
         const entry: LogEntry = {
           v: 1,

@@ -14,7 +14,7 @@ import { DEFAULT_LIMITS, type Limits } from "../protocol/limits";
 import { DEFAULT_LOCK, type LeaseInfo, type Reply } from "../protocol/messages";
 import { FILE_COUNT } from "../protocol/files";
 import { assert, unreachable } from "../util/assert";
-import { errorReply, okReply } from "./replies";
+import { errorReply, okReply } from "../protocol/replies";
 import type { ClientCommand, Command, Effect, EndReason, Grant, LockState, LogEntry, Session, State } from "./types";
 
 export function createState(limits: Limits = DEFAULT_LIMITS): State {

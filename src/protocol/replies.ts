@@ -1,6 +1,6 @@
-/** Reply builders shared by the state machine and the coordinator. */
-import { ErrorCodes, ErrorDescriptions, type ErrorName } from "../protocol/errors";
-import type { ErrorReply, LeaseInfo, OkReply } from "../protocol/messages";
+/** Builders for wire replies, used by validation, the state machine and the coordinator. */
+import { ErrorCodes, ErrorDescriptions, type ErrorName } from "./errors";
+import type { ErrorReply, LeaseInfo, OkReply } from "./messages";
 
 export function errorReply(name: ErrorName, message?: string, extra?: { lease?: LeaseInfo }): ErrorReply {
   const reply: ErrorReply = { ok: false, code: ErrorCodes[name], error: name, message: message ?? ErrorDescriptions[name] };
