@@ -805,18 +805,8 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     let info = grant.info;
     let confirmedAt = grant.grantedAfter;
     if (confirmedAt + info.leaseMs - now() < info.leaseMs / 2) {
-      let firstSentAt: number | undefined;
       try {
-        const reply = await this.logged(
-          session,
-          (seq, ack) => ({ op: "renew", client: session.id, seq, ack, lock: info.lock, token: info.token, leaseMs: info.leaseMs }),
-          {
-            signal: this.closeController.signal,
-            onSend: (at) => {
-              firstSentAt ??= at;
-            },
-          },
-        );
+        const { reply, firstSentAt } = await this.sendRenew(session, info);
         if (reply.lease) info = reply.lease;
         if (firstSentAt !== undefined) confirmedAt = Math.max(confirmedAt, firstSentAt);
       } catch (e) {
@@ -880,20 +870,33 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     if (rec.lease.state === "held" && !rec.renewTimer) this.scheduleRenew(rec);
   }
 
+  /**
+   * Renews one grant. Also returns when the first attempt was sent: the
+   * server renewed no earlier than that, so it is the safe start of the
+   * renewed lease by the local clock.
+   */
+  private async sendRenew(
+    session: Session,
+    grant: { lock: string; token: number; leaseMs: number },
+  ): Promise<{ reply: OkReply; firstSentAt: number | undefined }> {
+    let firstSentAt: number | undefined;
+    const reply = await this.logged(
+      session,
+      (seq, ack) => ({ op: "renew", client: session.id, seq, ack, lock: grant.lock, token: grant.token, leaseMs: grant.leaseMs }),
+      {
+        signal: this.closeController.signal,
+        onSend: (at) => {
+          firstSentAt ??= at;
+        },
+      },
+    );
+    return { reply, firstSentAt };
+  }
+
   private async renewRecord(rec: LeaseRecord): Promise<void> {
     const { lease, session } = rec;
-    let firstSentAt: number | undefined;
     try {
-      const reply = await this.logged(
-        session,
-        (seq, ack) => ({ op: "renew", client: session.id, seq, ack, lock: lease.lock, token: lease.token, leaseMs: lease.leaseMs }),
-        {
-          signal: this.closeController.signal,
-          onSend: (at) => {
-            firstSentAt ??= at;
-          },
-        },
-      );
+      const { reply, firstSentAt } = await this.sendRenew(session, lease);
       if (lease.state !== "held" && lease.state !== "releasing") return;
       if (reply.lease) lease._update(reply.lease);
       // The server renewed no earlier than our first send of this seq.

@@ -17,6 +17,7 @@ import { FaultInjector, type DlmError, type Lease } from "../../src/client";
 import { names } from "../../src/protocol/subjects";
 import { ClientScenarios } from "../kit/clientScenarios";
 import { sleep } from "../kit/dlmCluster";
+import type { StallClient } from "../support/stallClient";
 
 jest.setTimeout(90_000);
 
@@ -240,6 +241,15 @@ test("5. lost request, then lost reply, of one append: applied exactly once: 1AB
   }
 });
 
+/** The end of scenarios 6, 6b and 7 ("the rest as in 6"): C1 reacquires, appends "A" twice, releases; the file is BBAA. */
+async function reacquireAndAppendAA(p: StallClient, F: number): Promise<void> {
+  await p.ok("acquire");
+  await p.ok("append", { file: `file_${F}`, data: "A" });
+  await p.ok("append", { file: `file_${F}`, data: "A" });
+  expect((await p.ok("release")).committed).toEqual({ appends: 2, bytes: 2 });
+  await expectFile(F, "BBAA");
+}
+
 test("6. client stalls (SIGSTOP) before editing: its append gets LOCK_EXPIRED: BBAA", async () => {
   const F = 6;
   const { p } = await childClient("s6-c1");
@@ -268,11 +278,7 @@ test("6. client stalls (SIGSTOP) before editing: its append gets LOCK_EXPIRED: B
   await c2.append(`file_${F}`, "B");
   expect(await lease2.release()).toEqual({ appends: 2, bytes: 2 });
 
-  await p.ok("acquire");
-  await p.ok("append", { file: `file_${F}`, data: "A" });
-  await p.ok("append", { file: `file_${F}`, data: "A" });
-  expect((await p.ok("release")).committed).toEqual({ appends: 2, bytes: 2 });
-  await expectFile(F, "BBAA");
+  await reacquireAndAppendAA(p, F);
 });
 
 test("6b. client stalls (busy loop) between its lease check and the send: the server refuses the late append: BBAA", async () => {
@@ -297,11 +303,7 @@ test("6b. client stalls (busy loop) between its lease check and the send: the se
 
   await c2.append(`file_${F}`, "B");
   expect(await lease2.release()).toEqual({ appends: 2, bytes: 2 });
-  await p.ok("acquire");
-  await p.ok("append", { file: `file_${F}`, data: "A" });
-  await p.ok("append", { file: `file_${F}`, data: "A" });
-  expect((await p.ok("release")).committed).toEqual({ appends: 2, bytes: 2 });
-  await expectFile(F, "BBAA");
+  await reacquireAndAppendAA(p, F);
 });
 
 test("7. client stalls (busy loop) after editing: its staged append is discarded: BBAA", async () => {
@@ -331,11 +333,7 @@ test("7. client stalls (busy loop) after editing: its staged append is discarded
 
   await c2.append(`file_${F}`, "B");
   expect(await lease2.release()).toEqual({ appends: 2, bytes: 2 });
-  await p.ok("acquire");
-  await p.ok("append", { file: `file_${F}`, data: "A" });
-  await p.ok("append", { file: `file_${F}`, data: "A" });
-  expect((await p.ok("release")).committed).toEqual({ appends: 2, bytes: 2 });
-  await expectFile(F, "BBAA");
+  await reacquireAndAppendAA(p, F);
 });
 
 test("8. server crash with the lock free: C1's acquire retries until the nodes are back: AA1", async () => {
