@@ -520,6 +520,12 @@ export async function waitClusterJetStreamReady(servers: NatsServerProcess[], ti
   // everything that uses the cluster (stream and bucket creation) retries
   // until JetStream answers anyway.
   const preferCurrentUntil = Date.now() + 5000;
+  // A server the meta leader does not even list as a peer after this long
+  // is stuck in cluster formation (seen about once in eight loaded test
+  // runs, never on an idle machine); waiting does not unstick it, but a
+  // restart on the same ports and storage re-forms its routes. Once each.
+  let kickAt = Date.now() + 10_000;
+  const kicked = new Set<string>();
   for (;;) {
     const up = running();
     const metas = await Promise.all(up.map(metaCluster));
@@ -536,6 +542,13 @@ export async function waitClusterJetStreamReady(servers: NatsServerProcess[], ti
       const unknown = up.filter((s) => s.serverName !== leaderName && !replicas.some((r) => r.name === s.serverName));
       if (unknown.length === 0 && Date.now() > preferCurrentUntil) return;
       last = `meta leader ${leaderName} does not see ${lagging.join(", ")} as current`;
+      const stuck = unknown.filter((srv) => !kicked.has(srv.serverName));
+      if (Date.now() > kickAt && stuck.length > 0) {
+        for (const srv of stuck) kicked.add(srv.serverName);
+        await Promise.all(stuck.map((srv) => srv.restart()));
+        kickAt = Date.now() + 10_000;
+        continue;
+      }
     } else {
       last = `servers disagree on the meta leader: ${up.map((s, i) => `${s.serverName}->${metas[i]?.leader ?? "?"}`).join(" ")}`;
     }
