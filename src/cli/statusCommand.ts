@@ -39,10 +39,15 @@ export interface ClusterStatus {
   nodes: NodeInfo[];
 }
 
-/** Collects every node's answer on the info subject for `waitMs`. */
-async function gatherNodes(nc: NatsConnection, subject: string, waitMs: number): Promise<NodeInfo[]> {
+/**
+ * Collects the nodes' answers on the info subject: for `waitMs`, or until
+ * `expect` nodes have answered when the caller knows how many run.
+ */
+async function gatherNodes(nc: NatsConnection, subject: string, waitMs: number, expect?: number): Promise<NodeInfo[]> {
   const inbox = createInbox();
   const nodes: NodeInfo[] = [];
+  let done: () => void = () => undefined;
+  const enough = new Promise<void>((resolve) => (done = resolve));
   const sub = nc.subscribe(inbox, {
     callback: (_err, msg) => {
       try {
@@ -50,18 +55,25 @@ async function gatherNodes(nc: NatsConnection, subject: string, waitMs: number):
       } catch {
         // A node that answers garbage is simply not listed.
       }
+      if (expect !== undefined && nodes.length >= expect) done();
     },
   });
   nc.publish(subject, encoder.encode("{}"), { reply: inbox });
-  await new Promise((resolve) => setTimeout(resolve, waitMs));
+  const timer = setTimeout(done, waitMs);
+  await enough;
+  clearTimeout(timer);
   sub.unsubscribe();
   return nodes.sort((a, b) => a.nodeId.localeCompare(b.nodeId));
 }
 
-export async function clusterStatus(nc: NatsConnection, prefix: string): Promise<ClusterStatus> {
+/**
+ * The cluster as seen from NATS. Nodes are gathered for 500 ms, or, with
+ * `expectNodes`, until that many answered (at most 10 s).
+ */
+export async function clusterStatus(nc: NatsConnection, prefix: string, expectNodes?: number): Promise<ClusterStatus> {
   const names = subjectNames(prefix);
   const [nodes, lastSeq, leader] = await Promise.all([
-    gatherNodes(nc, names.nodesInfoSubject, 500),
+    gatherNodes(nc, names.nodesInfoSubject, expectNodes === undefined ? 500 : 10_000, expectNodes),
     jetstreamManager(nc)
       .then((jsm) => jsm.streams.info(names.streamName))
       .then((info) => info.state.last_seq)

@@ -130,7 +130,7 @@ export async function runUp(argv: string[]): Promise<void> {
       };
       await runDemo({ servers: urls, prefix, nodes, say, waitNodeVisible });
       say("");
-      say(formatStatus(await clusterStatus(nc, prefix)));
+      say(formatStatus(await clusterStatus(nc, prefix, nodes.filter((n) => n.running).length)));
       await nc.close();
       await stopAll();
       return;

@@ -130,7 +130,7 @@ export async function startDlmCluster(opts: DlmClusterOptions): Promise<DlmTestC
       throw new Error(`no leader${notId ? ` other than ${notId}` : ""} within ${timeoutMs} ms (last: ${last})\n${tails(nodes)}`);
     },
     async nodeInfos() {
-      return (await clusterStatus(nc, "dlm")).nodes;
+      return (await clusterStatus(nc, "dlm", nodes.filter((n) => n.running).length)).nodes;
     },
     async status() {
       const reply = await rawRequest({ op: "status" });
@@ -142,8 +142,8 @@ export async function startDlmCluster(opts: DlmClusterOptions): Promise<DlmTestC
       const deadline = Date.now() + timeoutMs;
       let last = "";
       while (Date.now() < deadline) {
-        const status = await clusterStatus(nc, "dlm");
         const running = nodes.filter((n) => n.running).length;
+        const status = await clusterStatus(nc, "dlm", running);
         if (status.lastSeq !== null && status.nodes.length === running && status.nodes.every((n) => n.appliedSeq === status.lastSeq)) {
           return status.lastSeq;
         }
