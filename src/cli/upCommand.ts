@@ -7,8 +7,8 @@
 import * as fs from "fs";
 import * as path from "path";
 import { connect } from "@nats-io/transport-node";
-import { startNatsCluster, startNatsServer, type NatsServerProcess } from "../local/natsServer";
-import { spawnManaged, type ManagedProcess } from "../local/processes";
+import { startNatsCluster, startNatsServer } from "../local/natsServer";
+import { killAllTrackedChildren, spawnManaged, type ManagedProcess } from "../local/processes";
 import { DEFAULT_PREFIX } from "../protocol/subjects";
 import { int, parseArgs, str, UsageError, type CommandSpec } from "./args";
 import { runDemo } from "./demo";
@@ -49,8 +49,24 @@ export async function runUp(argv: string[]): Promise<void> {
   const basePort = int(flags, "port");
   const say = (line: string) => process.stdout.write(`${line}\n`);
 
+  // Signals are handled from the very start: the children run in their own
+  // process groups, so if Ctrl-C killed this process before its handler was
+  // installed they would be orphaned. The first signal asks for a clean stop
+  // (taken as soon as start-up reaches a point where there is something to
+  // stop); a second one kills every child at once.
+  let signalled: () => void = () => undefined;
+  const stopRequested = new Promise<void>((resolve) => (signalled = resolve));
+  let signals = 0;
+  const onSignal = (): void => {
+    signals++;
+    if (signals === 1) return signalled();
+    killAllTrackedChildren();
+    process.exit(130);
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+
   say(`dlm up: ${natsCount} nats-server${natsCount > 1 ? "s" : ""}, ${nodeCount} dlm node${nodeCount > 1 ? "s" : ""}, data in ${dir}`);
-  let servers: NatsServerProcess[];
   let urls: string[];
   let stopNats: () => Promise<void>;
   if (natsCount === 1) {
@@ -61,7 +77,6 @@ export async function runUp(argv: string[]): Promise<void> {
       syncAlways: !flags["no-sync"],
       logFile: path.join(logsDir, "nats-s1.log"),
     });
-    servers = [server];
     urls = [server.url];
     stopNats = () => server.stop();
   } else {
@@ -72,7 +87,6 @@ export async function runUp(argv: string[]): Promise<void> {
       names: ["s1", "s2", "s3"],
       ports: basePort === 0 ? undefined : [basePort, basePort + 1, basePort + 2],
     });
-    servers = cluster.servers;
     urls = cluster.urls;
     stopNats = () => cluster.stop();
   }
@@ -145,17 +159,15 @@ export async function runUp(argv: string[]): Promise<void> {
     throw err;
   }
   await nc.close();
-  await new Promise<void>((resolve) => {
-    const onSignal = () => void stopAll().then(resolve);
-    process.once("SIGINT", onSignal);
-    process.once("SIGTERM", onSignal);
-    for (const node of nodes) {
-      node.onExit((info) => {
-        if (!stopping) say(`node ${node.name} exited (${info.signal ?? `code ${info.code}`}); see ${path.join(logsDir, `${node.name}.log`)}`);
-      });
-    }
-    void servers;
-  });
+  for (const node of nodes) {
+    node.onExit((info) => {
+      if (!stopping) say(`node ${node.name} exited (${info.signal ?? `code ${info.code}`}); see ${path.join(logsDir, `${node.name}.log`)}`);
+    });
+  }
+  await stopRequested;
+  await stopAll();
+  process.off("SIGINT", onSignal);
+  process.off("SIGTERM", onSignal);
 }
 
 async function waitForLeader(nc: Awaited<ReturnType<typeof connect>>, prefix: string, nodes: ManagedProcess[], timeoutMs: number): Promise<string> {

@@ -122,6 +122,25 @@ describe("dlm up without --demo", () => {
   });
 });
 
+describe("dlm up interrupted while starting", () => {
+  test("SIGINT before it is ready still ends in a clean stop with no process left behind", async () => {
+    const dir = makeTempDir("dlm-up-early-");
+    const child = spawn(process.execPath, [cliMain, "up", "--port", "0", "--nodes", "2", "--dir", dir], { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+    // As soon as NATS is up, before the nodes have even started.
+    while (!stdout.includes("nats:")) await new Promise((r) => setTimeout(r, 10));
+    child.kill("SIGINT");
+    expect(await exited).toBe(0);
+    expect(stdout).toMatch(/\nstopped\n$/);
+    const { execFileSync } = require("child_process") as typeof import("child_process");
+    const left = execFileSync("ps", ["-eo", "args"], { encoding: "utf8" }).split("\n").filter((l) => l.includes(dir));
+    expect(left).toEqual([]);
+    await removeTempDir(dir);
+  });
+});
+
 describe("status, read and client against a running node", () => {
   let cluster: DlmTestCluster;
   beforeAll(async () => {
