@@ -1,10 +1,11 @@
 /** `dlm node`: run one dlm node (it follows, and leads when it wins the lease). */
 import * as path from "path";
-import { DEFAULT_LIMITS, type Limits } from "../protocol/limits";
 import { DEFAULT_PREFIX } from "../protocol/subjects";
 import { DlmNode, NODE_DEFAULTS } from "../replica/node";
 import { asLogger, createLogger } from "../util/logger";
-import { int, parseArgs, splitList, str, type CommandSpec } from "./args";
+import { int, splitList, str, type CommandSpec } from "./args";
+import { CONFIG_FLAG, parseArgsWithConfig } from "./configFile";
+import { coordinatorOptionsOf, LIMIT_FLAGS, limitSettingsFromFlags, limitsOf } from "./limitsConfig";
 
 export const nodeSpec: CommandSpec = {
   usage: "dlm node [flags]",
@@ -17,10 +18,8 @@ export const nodeSpec: CommandSpec = {
     { name: "data", kind: "string", help: "data directory for this node's files (default: .dlm/data/<id>)" },
     { name: "prefix", kind: "string", default: DEFAULT_PREFIX, help: "subject prefix; separates dlm clusters on one NATS" },
     { name: "replicas", kind: "int", default: 1, help: "replicas of the log stream and leader bucket (NATS cluster size)" },
-    { name: "lease-ms", kind: "int", default: DEFAULT_LIMITS.defaultLeaseMs, help: "default lock lease" },
-    { name: "session-timeout-ms", kind: "int", default: DEFAULT_LIMITS.sessionTimeoutMs, help: "expire sessions silent this long" },
-    { name: "max-append-bytes", kind: "int", default: DEFAULT_LIMITS.maxAppendBytes, help: "largest single append" },
-    { name: "max-section-bytes", kind: "int", default: DEFAULT_LIMITS.maxSectionBytes, help: "largest critical section" },
+    { name: CONFIG_FLAG, kind: "string", help: "JSON file of settings: keys are these flags in camelCase; flags given here win" },
+    ...LIMIT_FLAGS,
     { name: "leader-ttl-ms", kind: "int", default: NODE_DEFAULTS.leaderTtlMs, help: "leader lease (KV key TTL)" },
     { name: "leader-renew-ms", kind: "int", default: NODE_DEFAULTS.leaderRenewMs, help: "leader lease refresh interval" },
     { name: "snapshot-every", kind: "int", default: NODE_DEFAULTS.snapshotEveryEntries, help: "write a state snapshot every N applied entries" },
@@ -30,7 +29,8 @@ export const nodeSpec: CommandSpec = {
 };
 
 export async function runNode(argv: string[]): Promise<void> {
-  const { flags } = parseArgs(nodeSpec, argv);
+  const { flags } = parseArgsWithConfig(nodeSpec, argv);
+  const limitSettings = limitSettingsFromFlags(flags);
   const nodeId = str(flags, "id");
   const logger = createLogger({ name: nodeId, level: str(flags, "log-level"), pretty: flags.pretty === true });
   // A broken invariant (or any bug that escapes) must stop the process:
@@ -42,13 +42,6 @@ export async function runNode(argv: string[]): Promise<void> {
   };
   process.on("uncaughtException", crash("uncaught exception"));
   process.on("unhandledRejection", crash("unhandled rejection"));
-  const limits: Limits = {
-    ...DEFAULT_LIMITS,
-    defaultLeaseMs: int(flags, "lease-ms"),
-    sessionTimeoutMs: int(flags, "session-timeout-ms"),
-    maxAppendBytes: int(flags, "max-append-bytes"),
-    maxSectionBytes: int(flags, "max-section-bytes"),
-  };
   const leaderTtlMs = int(flags, "leader-ttl-ms");
   const leaderRenewMs = int(flags, "leader-renew-ms");
   if (leaderRenewMs * 2 > leaderTtlMs) throw new Error("--leader-renew-ms must be at most half of --leader-ttl-ms");
@@ -59,7 +52,8 @@ export async function runNode(argv: string[]): Promise<void> {
     servers: splitList(str(flags, "nats")),
     prefix: str(flags, "prefix"),
     replicas: int(flags, "replicas"),
-    limits,
+    limits: limitsOf(limitSettings),
+    coordinator: coordinatorOptionsOf(limitSettings),
     leaderTtlMs,
     leaderRenewMs,
     snapshotEveryEntries: Math.max(1, int(flags, "snapshot-every")),

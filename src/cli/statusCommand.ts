@@ -109,8 +109,9 @@ export function formatStatus(status: ClusterStatus): string {
       const holder = h
         ? `held by ${h.client} token ${h.token}, expires in ${Math.max(0, h.expiresAt - view.now)} ms, ${h.stagedAppends} staged appends (${h.stagedBytes} B)`
         : "free";
-      lines.push(`  ${lock.name}: ${holder}; ${lock.queue.length} waiting`);
+      lines.push(`  ${lock.name}: ${holder}; ${lock.queueLength ?? lock.queue.length} waiting`);
     }
+    if (view.lockCount > view.locks.length) lines.push(`  … and ${view.lockCount - view.locks.length} more locks`);
     const files = view.fileLengths.map((len, i) => (len > 0 ? `file_${i}=${len}B` : "")).filter(Boolean);
     lines.push("", `files with content: ${files.length === 0 ? "none" : files.join(" ")}`);
   }

@@ -22,7 +22,7 @@ import type { Msg, NatsConnection, Subscription } from "@nats-io/nats-core";
 import type { Logger } from "../log/logger";
 import { isWrongLastSequence, type LogStream } from "../log/logStream";
 import { fileIndex } from "../protocol/files";
-import type { Limits } from "../protocol/limits";
+import { MAX_REQUEST_BYTES, type Limits } from "../protocol/limits";
 import type { LoggedRequest, Notification, Reply } from "../protocol/messages";
 import type { Names } from "../protocol/subjects";
 import { parseRequest } from "../protocol/validate";
@@ -62,9 +62,22 @@ export interface CoordinatorOptions {
   appendAttempts: number;
   /** Requests waiting for the next entry; past this, new requests get LIMIT_EXCEEDED (back-pressure). */
   maxQueuedCommands: number;
+  /** Largest request parsed, in bytes; larger ones are TOO_LARGE without parsing. */
+  maxRequestBytes: number;
+  /** Locks and waiters per lock listed in a status answer, so it fits in one NATS message (the rest are counted). */
+  statusMaxLocks: number;
+  statusMaxWaiters: number;
 }
 
-export const DEFAULT_COORDINATOR_OPTIONS: CoordinatorOptions = { maxBatchCommands: 512, tickMs: 50, appendAttempts: 3, maxQueuedCommands: 10_000 };
+export const DEFAULT_COORDINATOR_OPTIONS: CoordinatorOptions = {
+  maxBatchCommands: 512,
+  tickMs: 50,
+  appendAttempts: 3,
+  maxQueuedCommands: 10_000,
+  maxRequestBytes: MAX_REQUEST_BYTES,
+  statusMaxLocks: 100,
+  statusMaxWaiters: 50,
+};
 
 const encoder = new TextEncoder();
 
@@ -129,7 +142,7 @@ export class Coordinator {
     const metrics = this.host.metrics;
     metrics.requests++;
     if (this.stopped) return respond(msg, errorReply("NOT_LEADER", "this node is not the leader"));
-    const parsed = parseRequest(msg.data, this.host.limits);
+    const parsed = parseRequest(msg.data, this.host.limits, this.opts.maxRequestBytes);
     if (!parsed.ok) {
       metrics.badRequests++;
       return respond(msg, parsed.reply);
@@ -147,7 +160,7 @@ export class Coordinator {
       case "status":
       case "read":
       case "ping": {
-        if (request.op === "status") return respond(msg, okReply("Status", { view: statusView(state, this.host.appliedSeq()) }));
+        if (request.op === "status") return respond(msg, okReply("Status", { view: statusView(state, this.host.appliedSeq(), { maxLocks: this.opts.statusMaxLocks, maxWaiters: this.opts.statusMaxWaiters }) }));
         if (request.op === "ping") {
           return respond(msg, state.sessions.has(request.client) ? okReply("Pong") : errorReply("SESSION_EXPIRED"));
         }

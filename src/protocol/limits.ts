@@ -24,12 +24,18 @@ export interface Limits {
   sessionTimeoutMs: number;
 }
 
+/**
+ * Sized for 100,000 sessions and 10,000 waiters on one lock (measured by
+ * `npm run bench:waiters`: see docs/operations.md, "Sizing"). Locks scale
+ * with sessions: a lock exists only while held or waited for, so there can
+ * never be more live locks than sessions holding or waiting.
+ */
 export const DEFAULT_LIMITS: Limits = {
   maxAppendBytes: 64 * 1024,
   maxSectionBytes: 1024 * 1024,
-  maxSessions: 10_000,
-  maxLocks: 10_000,
-  maxQueueLength: 1_000,
+  maxSessions: 100_000,
+  maxLocks: 100_000,
+  maxQueueLength: 10_000,
   maxCachedReplies: 1_024,
   maxEndedGrants: 16,
   defaultLeaseMs: 10_000,

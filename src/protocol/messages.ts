@@ -143,10 +143,15 @@ export interface StatusView {
   now: number;
   nextToken: number;
   sessions: number;
+  /** Locks that exist; `locks` lists at most the node's status limit of them. */
+  lockCount: number;
   locks: Array<{
     name: string;
     holder: { client: string; token: number; expiresAt: number; stagedAppends: number; stagedBytes: number } | null;
+    /** The head of the queue, in order, at most the node's status limit of waiters. */
     queue: Array<{ client: string; seq: number }>;
+    /** Every waiter, listed or not. */
+    queueLength: number;
   }>;
   fileLengths: number[];
 }

@@ -24,18 +24,18 @@ class Invalid extends Error {
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 const KNOWN_OPS: readonly string[] = [...LOGGED_OPS, ...UNLOGGED_OPS];
 
-export function parseRequest(bytes: Uint8Array, limits: Limits): Parsed {
+export function parseRequest(bytes: Uint8Array, limits: Limits, maxRequestBytes = MAX_REQUEST_BYTES): Parsed {
   try {
-    return { ok: true, request: parseOrThrow(bytes, limits) };
+    return { ok: true, request: parseOrThrow(bytes, limits, maxRequestBytes) };
   } catch (err) {
     if (err instanceof Invalid) return { ok: false, reply: errorReply(err.errorName, err.message) };
     throw err;
   }
 }
 
-function parseOrThrow(bytes: Uint8Array, limits: Limits): Request {
-  if (bytes.length > MAX_REQUEST_BYTES) {
-    throw new Invalid("TOO_LARGE", `request of ${bytes.length} bytes exceeds ${MAX_REQUEST_BYTES}`);
+function parseOrThrow(bytes: Uint8Array, limits: Limits, maxRequestBytes: number): Request {
+  if (bytes.length > maxRequestBytes) {
+    throw new Invalid("TOO_LARGE", `request of ${bytes.length} bytes exceeds maxRequestBytes ${maxRequestBytes}`);
   }
   let body: unknown;
   try {

@@ -44,15 +44,23 @@ export function dueCommands(state: State, nowMs: number): Command[] {
   return due;
 }
 
-export function statusView(state: State, appliedSeq: number): StatusView {
-  return {
-    leader: state.leader,
-    epoch: state.epoch,
-    appliedSeq,
-    now: state.now,
-    nextToken: state.nextToken,
-    sessions: state.sessions.size,
-    locks: [...state.locks.values()].map((lock) => ({
+/** How much of the lock table a status answer lists; the rest is only counted. */
+export interface StatusCaps {
+  maxLocks: number;
+  maxWaiters: number;
+}
+
+/**
+ * The status answer. With 100,000 locks or 10,000 waiters the whole table
+ * would not fit in one NATS message, so it lists at most `caps.maxLocks`
+ * locks and `caps.maxWaiters` waiters of each (the head of the queue, in
+ * order) and counts the rest.
+ */
+export function statusView(state: State, appliedSeq: number, caps: StatusCaps = { maxLocks: Infinity, maxWaiters: Infinity }): StatusView {
+  const locks: StatusView["locks"] = [];
+  for (const lock of state.locks.values()) {
+    if (locks.length >= caps.maxLocks) break;
+    locks.push({
       name: lock.name,
       holder: lock.holder && {
         client: lock.holder.client,
@@ -61,8 +69,19 @@ export function statusView(state: State, appliedSeq: number): StatusView {
         stagedAppends: lock.holder.staged.length,
         stagedBytes: lock.holder.stagedBytes,
       },
-      queue: lock.queue.map((w) => ({ client: w.client, seq: w.seq })),
-    })),
+      queue: lock.queue.slice(0, caps.maxWaiters).map((w) => ({ client: w.client, seq: w.seq })),
+      queueLength: lock.queue.length,
+    });
+  }
+  return {
+    leader: state.leader,
+    epoch: state.epoch,
+    appliedSeq,
+    now: state.now,
+    nextToken: state.nextToken,
+    sessions: state.sessions.size,
+    lockCount: state.locks.size,
+    locks,
     fileLengths: [...state.fileLengths],
   };
 }

@@ -1,0 +1,172 @@
+/**
+ * The limits of a dlm node as configuration: one table names every limit,
+ * its flag, its default and its smallest sane value, and one function turns
+ * parsed flags (command line over config file over defaults) into checked
+ * settings. The node command only spreads `LIMIT_FLAGS` into its flags and
+ * calls `limitSettingsFromFlags`.
+ *
+ * Two kinds of limits live here. Those of `Limits` travel in the leader's
+ * `leader` log entry, so every node applies the log with the leader's
+ * limits and stays deterministic whatever it was started with. The others
+ * (request size, the coordinator's queue and batch, the size of a status
+ * answer) only shape what the leader accepts and sends, never the state.
+ */
+import { DEFAULT_LIMITS, MAX_REQUEST_BYTES, type Limits } from "../protocol/limits";
+import { DEFAULT_COORDINATOR_OPTIONS, type CoordinatorOptions } from "../coordinator/coordinator";
+import { UsageError, type FlagSpec, type ParsedFlags } from "./args";
+
+/** Limits that bound the leader's work but are not part of the replicated state. */
+export interface LeaderBounds {
+  /** Largest request the leader parses, in bytes; larger ones are TOO_LARGE unread. */
+  maxRequestBytes: number;
+  /** Requests waiting for the next log entry; past this, LIMIT_EXCEEDED (back-pressure). */
+  maxQueuedCommands: number;
+  /** Most commands in one log entry. */
+  maxBatchCommands: number;
+  /** Locks listed in a status answer (the rest are counted), so the answer fits in one NATS message. */
+  statusMaxLocks: number;
+  /** Waiters listed per lock in a status answer (the rest are counted). */
+  statusMaxWaiters: number;
+}
+
+export type LimitSettings = Limits & LeaderBounds;
+
+interface LimitOption {
+  key: keyof LimitSettings;
+  help: string;
+  /** The smallest value that keeps the node usable. */
+  min: number;
+}
+
+const OPTIONS: LimitOption[] = [
+  { key: "maxSessions", help: "client sessions in the cluster", min: 1 },
+  { key: "maxLocks", help: "locks that exist at once (held or waited for)", min: 1 },
+  { key: "maxQueueLength", help: "waiters per lock", min: 1 },
+  { key: "maxCachedReplies", help: "unacknowledged requests per client (answers kept for retries, plus waits)", min: 2 },
+  { key: "maxEndedGrants", help: "ended grants remembered per client, to tell LOCK_EXPIRED from NOT_HOLDER", min: 0 },
+  { key: "maxAppendBytes", help: "largest single append, after base64 decoding", min: 1 },
+  { key: "maxSectionBytes", help: "largest critical section (all appends under one grant)", min: 1 },
+  { key: "defaultLeaseMs", help: "lease of an acquire that names none", min: 1 },
+  { key: "minLeaseMs", help: "shortest lease a client may ask for", min: 1 },
+  { key: "maxLeaseMs", help: "longest lease a client may ask for", min: 1 },
+  { key: "maxWaitMs", help: "longest wait an acquire may ask for", min: 0 },
+  { key: "sessionTimeoutMs", help: "expire sessions silent this long", min: 100 },
+  { key: "maxRequestBytes", help: "largest request the leader reads", min: 1024 },
+  { key: "maxQueuedCommands", help: "requests waiting for the next log entry before LIMIT_EXCEEDED", min: 1 },
+  { key: "maxBatchCommands", help: "most commands in one log entry", min: 1 },
+  { key: "statusMaxLocks", help: "locks listed in a status answer", min: 0 },
+  { key: "statusMaxWaiters", help: "waiters listed per lock in a status answer", min: 0 },
+];
+
+export const DEFAULT_LEADER_BOUNDS: LeaderBounds = {
+  maxRequestBytes: MAX_REQUEST_BYTES,
+  maxQueuedCommands: DEFAULT_COORDINATOR_OPTIONS.maxQueuedCommands,
+  maxBatchCommands: DEFAULT_COORDINATOR_OPTIONS.maxBatchCommands,
+  statusMaxLocks: DEFAULT_COORDINATOR_OPTIONS.statusMaxLocks,
+  statusMaxWaiters: DEFAULT_COORDINATOR_OPTIONS.statusMaxWaiters,
+};
+
+export const DEFAULT_LIMIT_SETTINGS: LimitSettings = { ...DEFAULT_LIMITS, ...DEFAULT_LEADER_BOUNDS };
+
+/** `maxQueueLength` -> `max-queue-length`: flags are the keys in kebab case, units last like the keys. */
+export function flagName(key: string): string {
+  return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}
+
+/** The flag that `dlm node` kept from before the limits had their own names. */
+const LEASE_ALIAS = "lease-ms";
+
+export const LIMIT_FLAGS: FlagSpec[] = [
+  ...OPTIONS.map((o): FlagSpec => ({ name: flagName(o.key), kind: "int", default: DEFAULT_LIMIT_SETTINGS[o.key], help: o.help })),
+  { name: LEASE_ALIAS, kind: "int", help: "same as --default-lease-ms" },
+];
+
+/**
+ * Builds the settings from parsed flags and checks them, each alone and
+ * against each other. Bad values are a UsageError that names the flag and
+ * the config-file key, so the operator finds it wherever it was set.
+ */
+export function limitSettingsFromFlags(flags: ParsedFlags): LimitSettings {
+  const settings = { ...DEFAULT_LIMIT_SETTINGS };
+  for (const o of OPTIONS) {
+    const value = flags[flagName(o.key)];
+    if (value === undefined) continue;
+    if (typeof value !== "number" || !Number.isSafeInteger(value)) throw new UsageError(`${describe(o.key)} must be an integer, got ${JSON.stringify(value)}`);
+    settings[o.key] = value;
+  }
+  const alias = flags[LEASE_ALIAS];
+  if (typeof alias === "number") {
+    if (flags[flagName("defaultLeaseMs")] !== DEFAULT_LIMIT_SETTINGS.defaultLeaseMs && flags[flagName("defaultLeaseMs")] !== alias) {
+      throw new UsageError(`--${LEASE_ALIAS} and --default-lease-ms (defaultLeaseMs) disagree; give one of them`);
+    }
+    settings.defaultLeaseMs = alias;
+  }
+  const problems = limitProblems(settings);
+  if (problems.length > 0) throw new UsageError(`bad limits:\n  ${problems.join("\n  ")}`);
+  return settings;
+}
+
+/** Everything wrong with a set of limits, one sentence each; empty when they are usable. */
+export function limitProblems(s: LimitSettings): string[] {
+  const problems: string[] = [];
+  for (const o of OPTIONS) {
+    const value = s[o.key];
+    if (!Number.isSafeInteger(value) || value < o.min) problems.push(`${describe(o.key)} must be an integer of at least ${o.min}, got ${value}`);
+  }
+  if (problems.length > 0) return problems;
+  if (s.minLeaseMs > s.defaultLeaseMs || s.defaultLeaseMs > s.maxLeaseMs) {
+    problems.push(
+      `${describe("defaultLeaseMs")} must lie between ${describe("minLeaseMs")} and ${describe("maxLeaseMs")}: ` +
+        `${s.minLeaseMs} <= ${s.defaultLeaseMs} <= ${s.maxLeaseMs} does not hold`,
+    );
+  }
+  if (s.maxAppendBytes > s.maxSectionBytes) {
+    problems.push(`${describe("maxAppendBytes")} ${s.maxAppendBytes} is larger than ${describe("maxSectionBytes")} ${s.maxSectionBytes}`);
+  }
+  // The largest append travels base64-encoded inside a JSON request; it must
+  // fit, or the limit could never be reached and clients would get TOO_LARGE
+  // for appends the limit claims to allow.
+  const largestAppendRequest = Math.ceil(s.maxAppendBytes / 3) * 4 + APPEND_REQUEST_OVERHEAD_BYTES;
+  if (largestAppendRequest > s.maxRequestBytes) {
+    problems.push(
+      `${describe("maxRequestBytes")} ${s.maxRequestBytes} cannot carry an append of ${describe("maxAppendBytes")} ${s.maxAppendBytes} ` +
+        `(base64 plus the request's fields need ${largestAppendRequest})`,
+    );
+  }
+  return problems;
+}
+
+/** Room for an append request's fields besides the data: op, client id, seq, ack, file, token. */
+const APPEND_REQUEST_OVERHEAD_BYTES = 512;
+
+function describe(key: keyof LimitSettings): string {
+  return `${key} (--${flagName(key)})`;
+}
+
+export function limitsOf(s: LimitSettings): Limits {
+  return {
+    maxAppendBytes: s.maxAppendBytes,
+    maxSectionBytes: s.maxSectionBytes,
+    maxSessions: s.maxSessions,
+    maxLocks: s.maxLocks,
+    maxQueueLength: s.maxQueueLength,
+    maxCachedReplies: s.maxCachedReplies,
+    maxEndedGrants: s.maxEndedGrants,
+    defaultLeaseMs: s.defaultLeaseMs,
+    minLeaseMs: s.minLeaseMs,
+    maxLeaseMs: s.maxLeaseMs,
+    maxWaitMs: s.maxWaitMs,
+    sessionTimeoutMs: s.sessionTimeoutMs,
+  };
+}
+
+export function coordinatorOptionsOf(s: LimitSettings): CoordinatorOptions {
+  return {
+    ...DEFAULT_COORDINATOR_OPTIONS,
+    maxRequestBytes: s.maxRequestBytes,
+    maxQueuedCommands: s.maxQueuedCommands,
+    maxBatchCommands: s.maxBatchCommands,
+    statusMaxLocks: s.statusMaxLocks,
+    statusMaxWaiters: s.statusMaxWaiters,
+  };
+}
