@@ -1,6 +1,7 @@
 /** The `dlm` command: a thin dispatcher to one module per subcommand. */
 import { helpText, UsageError, type CommandSpec } from "./args";
 import { nodeSpec, runNode } from "./nodeCommand";
+import { version } from "../version";
 
 interface Subcommand {
   spec: CommandSpec;
@@ -41,12 +42,16 @@ commands:
   read     print the committed content of a file
   client   an interactive client: acquire, append, release, status
 
-Run 'dlm <command> --help' for its flags.`;
+Run 'dlm <command> --help' for its flags; 'dlm --version' (-V) prints the version.`;
 
 async function main(argv: string[]): Promise<void> {
   const [name, ...rest] = argv;
   if (!name || name === "--help" || name === "-h" || name === "help") {
     process.stdout.write(SUMMARY + "\n");
+    return;
+  }
+  if (name === "--version" || name === "-V") {
+    process.stdout.write(`dlm ${version()}\n`);
     return;
   }
   const make = commands[name];

@@ -3,6 +3,7 @@ import * as path from "path";
 import { DEFAULT_PREFIX } from "../protocol/subjects";
 import { DlmNode, NODE_DEFAULTS } from "../replica/node";
 import { asLogger, createLogger } from "../util/logger";
+import { version } from "../version";
 import { int, splitList, str, type CommandSpec } from "./args";
 import { CONFIG_FLAG, parseArgsWithConfig } from "./configFile";
 import { coordinatorOptionsOf, LIMIT_FLAGS, limitSettingsFromFlags, limitsOf } from "./limitsConfig";
@@ -33,6 +34,7 @@ export async function runNode(argv: string[]): Promise<void> {
   const limitSettings = limitSettingsFromFlags(flags);
   const nodeId = str(flags, "id");
   const logger = createLogger({ name: nodeId, level: str(flags, "log-level"), pretty: flags.pretty === true });
+  logger.info({ version: version(), nodeId, pid: process.pid, limits: limitSettings }, "dlm node starting");
   // A broken invariant (or any bug that escapes) must stop the process:
   // its state can no longer be trusted, and a restart rebuilds it from the
   // log. Exit code 70 (EX_SOFTWARE) tells a supervisor it was not a signal.

@@ -215,6 +215,11 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     return this.current?.info;
   }
 
+  /** The dlm version of the leader that answered the last hello. */
+  get serverVersion(): string | undefined {
+    return this.current?.serverVersion;
+  }
+
   get closed(): boolean {
     return this.closeController.signal.aborted;
   }
@@ -498,6 +503,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
         defaultLeaseMs: DEFAULT_LIMITS.defaultLeaseMs,
         maxAppendBytes: DEFAULT_LIMITS.maxAppendBytes,
       };
+      session.serverVersion = reply.version;
       if (this.closed) throw new ClosedError("the dlm client was closed during hello");
       this.current = session;
       this.log.info({ client: id, session: reply.session }, "dlm client: session started");

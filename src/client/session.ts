@@ -113,6 +113,8 @@ export class PendingAcquire {
 export class Session {
   readonly seqs = new SeqTracker();
   info: SessionInfo | undefined;
+  /** The dlm version the leader reported in its hello answer (undefined from a server that does not say). */
+  serverVersion: string | undefined;
   sub: TransportSubscription | undefined;
   expired = false;
   /** Monotonic time of the last request that carried this session's id. */

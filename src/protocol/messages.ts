@@ -111,6 +111,8 @@ export interface OkReply {
   cancelled?: boolean;
   /** hello: the server's settings the client should follow. */
   session?: { sessionTimeoutMs: number; defaultLeaseMs: number; maxAppendBytes: number };
+  /** hello: the dlm version of the leader that started this session. */
+  version?: string;
   /** read */
   data?: string;
   length?: number;

@@ -24,6 +24,7 @@ import { Coordinator, DEFAULT_COORDINATOR_OPTIONS, type CoordinatorHost, type Co
 import { decodeEntry, encodeEntry } from "../coordinator/entries";
 import { NodeMetrics } from "../coordinator/metrics";
 import { LeaderLease } from "./leaderLease";
+import { version } from "../version";
 
 export interface NodeOptions {
   nodeId: string;
@@ -68,6 +69,8 @@ export interface NodeInfo {
   epoch: number;
   leader: string | null;
   pid: number;
+  /** This node's dlm version. */
+  version: string;
   metrics: Record<string, number>;
 }
 
@@ -164,6 +167,7 @@ export class DlmNode implements CoordinatorHost {
       epoch: this.current.epoch,
       leader: this.current.leader,
       pid: process.pid,
+      version: version(),
       metrics: this.metrics.snapshot(),
     };
   }
@@ -341,7 +345,7 @@ export class DlmNode implements CoordinatorHost {
           t: Date.now(),
           node: this.nodeId,
           epoch,
-          cmds: [{ type: "leader", node: this.nodeId, epoch, limits: this.limits }],
+          cmds: [{ type: "leader", node: this.nodeId, epoch, limits: this.limits, version: version() }],
         };
         try {
           const seq = await this.log.append(encodeEntry(entry), this.applied);

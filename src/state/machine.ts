@@ -23,6 +23,7 @@ export function createState(limits: Limits = DEFAULT_LIMITS): State {
     nextToken: 1,
     epoch: 0,
     leader: null,
+    leaderVersion: null,
     limits: { ...limits },
     locks: new Map(),
     sessions: new Map(),
@@ -67,16 +68,17 @@ function applyCommand(state: State, command: Command, fx: Effect[]): void {
       return;
     }
     case "leader":
-      return becomeLeader(state, command.node, command.epoch, command.limits);
+      return becomeLeader(state, command.node, command.epoch, command.limits, command.version);
     default:
       return unreachable(command, "command");
   }
 }
 
-function becomeLeader(state: State, node: string, epoch: number, limits: Limits): void {
+function becomeLeader(state: State, node: string, epoch: number, limits: Limits, version: string | undefined): void {
   assert(epoch > state.epoch, () => `leader epoch ${epoch} does not advance past ${state.epoch}`);
   state.epoch = epoch;
   state.leader = node;
+  state.leaderVersion = version ?? null;
   state.limits = { ...limits };
   // Grace period: the old leader may have died just before renewing a
   // holder's lease; every current holder gets a fresh lease from now.
@@ -118,8 +120,8 @@ function applyClientCommand(state: State, cmd: ClientCommand, fx: Effect[]): voi
     return;
   }
   const answer = execute(state, session, cmd, fx);
-  if (answer === "queued") {
-    fx.push(replyEffect(cmd, queuedReply(state, session, cmd.seq), false));
+  if ("queuedAt" in answer) {
+    fx.push(replyEffect(cmd, okReply("Queued", { status: "queued", position: answer.queuedAt }), false));
     return;
   }
   if (cmd.type === "goodbye") {
@@ -131,7 +133,12 @@ function applyClientCommand(state: State, cmd: ClientCommand, fx: Effect[]): voi
   fx.push(replyEffect(cmd, answer, true));
 }
 
-function execute(state: State, session: Session, cmd: ClientCommand, fx: Effect[]): Reply | "queued" {
+/** An acquire that joined the end of its queue, at this 1-based position. */
+interface Queued {
+  queuedAt: number;
+}
+
+function execute(state: State, session: Session, cmd: ClientCommand, fx: Effect[]): Reply | Queued {
   switch (cmd.type) {
     case "hello":
       return okReply("Connected!", {
@@ -140,6 +147,7 @@ function execute(state: State, session: Session, cmd: ClientCommand, fx: Effect[
           defaultLeaseMs: state.limits.defaultLeaseMs,
           maxAppendBytes: state.limits.maxAppendBytes,
         },
+        ...(state.leaderVersion === null ? {} : { version: state.leaderVersion }),
       });
     case "goodbye":
       endSession(state, session, "goodbye", fx);
@@ -171,7 +179,7 @@ function acquire(
   name: string,
   leaseMs: number,
   waitMs: number | null,
-): Reply | "queued" {
+): Reply | Queued {
   let lock = state.locks.get(name);
   if (!lock) {
     if (state.locks.size >= state.limits.maxLocks) {
@@ -183,8 +191,11 @@ function acquire(
   if (lock.holder?.client === session.id) {
     return errorReply("ALREADY_HELD", `this client already holds ${name}`, { lease: leaseInfo(name, lock.holder) });
   }
-  if (lock.queue.some((w) => w.client === session.id)) {
-    return errorReply("ALREADY_HELD", `this client is already waiting for ${name}`);
+  // The session's own pending table names every queue it waits in
+  // (invariant 4), so this is a scan of a few entries, not of a queue that
+  // may hold thousands of waiters.
+  for (const waitingFor of session.pending.values()) {
+    if (waitingFor === name) return errorReply("ALREADY_HELD", `this client is already waiting for ${name}`);
   }
   if (!lock.holder) {
     assert(lock.queue.length === 0, () => `lock ${name} has waiters but no holder`);
@@ -203,7 +214,7 @@ function acquire(
     deadline: waitMs === null ? null : state.now + waitMs,
   });
   session.pending.set(seq, name);
-  return "queued";
+  return { queuedAt: lock.queue.length };
 }
 
 function release(state: State, session: Session, name: string, token: number, fx: Effect[]): Reply {

@@ -18,6 +18,8 @@ export interface StateSnapshot {
   nextToken: number;
   epoch: number;
   leader: string | null;
+  /** Absent in snapshots written before versions were logged. */
+  leaderVersion?: string | null;
   limits: Limits;
   locks: Array<[string, LockState]>;
   sessions: Array<{
@@ -32,37 +34,51 @@ export interface StateSnapshot {
   fileLengths: number[];
 }
 
+/**
+ * The state as plain data. It must not share anything that later entries
+ * mutate (grants, queues, tables), so those are copied; what the machine
+ * never changes once made (cached replies, waiters, staged appends) is
+ * shared. Copying only that, instead of a JSON round trip of everything,
+ * keeps a snapshot of 100,000 sessions from stalling the leader for a second.
+ */
 export function snapshot(state: State): StateSnapshot {
-  // A deep copy through JSON: the snapshot must not share objects with the
-  // live state that later entries mutate.
-  return JSON.parse(
-    JSON.stringify({
-      version: SNAPSHOT_VERSION,
-      now: state.now,
-      nextToken: state.nextToken,
-      epoch: state.epoch,
-      leader: state.leader,
-      limits: state.limits,
-      locks: [...state.locks.entries()],
-      sessions: [...state.sessions.values()].map((s) => ({
-        id: s.id,
-        createdAt: s.createdAt,
-        acked: s.acked,
-        replies: [...s.replies.entries()],
-        pending: [...s.pending.entries()],
-        held: [...s.held.entries()],
-        ended: [...s.ended.entries()],
-      })),
-      fileLengths: state.fileLengths,
-    }),
-  ) as StateSnapshot;
+  return {
+    version: SNAPSHOT_VERSION,
+    now: state.now,
+    nextToken: state.nextToken,
+    epoch: state.epoch,
+    leader: state.leader,
+    leaderVersion: state.leaderVersion,
+    limits: { ...state.limits },
+    locks: [...state.locks.entries()].map(([name, lock]) => [name, copyLock(lock)]),
+    sessions: [...state.sessions.values()].map((s) => ({
+      id: s.id,
+      createdAt: s.createdAt,
+      acked: s.acked,
+      replies: [...s.replies.entries()],
+      pending: [...s.pending.entries()],
+      held: [...s.held.entries()],
+      ended: [...s.ended.entries()],
+    })),
+    fileLengths: [...state.fileLengths],
+  };
+}
+
+function copyLock(lock: LockState): LockState {
+  return {
+    name: lock.name,
+    holder: lock.holder && { ...lock.holder, staged: [...lock.holder.staged] },
+    queue: [...lock.queue],
+  };
 }
 
 /** Rebuilds a state from a snapshot, checking what later entries rely on. */
 export function restore(snap: StateSnapshot): State {
   assert(snap.version === SNAPSHOT_VERSION, () => `unknown state snapshot version ${String(snap.version)}`);
   assert(Array.isArray(snap.fileLengths) && snap.fileLengths.length === FILE_COUNT, "snapshot has no file lengths");
-  const copy = JSON.parse(JSON.stringify(snap)) as StateSnapshot;
+  // New containers for everything the machine mutates, so applying entries
+  // to the restored state never changes the snapshot it came from.
+  const copy: StateSnapshot = { ...snap, limits: { ...snap.limits }, fileLengths: [...snap.fileLengths], locks: snap.locks.map(([name, lock]) => [name, copyLock(lock)]) };
   const sessions = new Map<string, Session>();
   for (const s of copy.sessions) {
     sessions.set(s.id, {
@@ -86,6 +102,7 @@ export function restore(snap: StateSnapshot): State {
     nextToken: copy.nextToken,
     epoch: copy.epoch,
     leader: copy.leader,
+    leaderVersion: copy.leaderVersion ?? null,
     limits: copy.limits,
     locks,
     sessions,

@@ -48,7 +48,8 @@ export type Command =
   | { type: "expireLease"; lock: string; token: number }
   | { type: "expireWait"; client: string; seq: number }
   | { type: "expireSession"; client: string }
-  | { type: "leader"; node: string; epoch: number; limits: Limits };
+  /** `version`: the new leader's dlm version (absent in entries written before versions were logged). */
+  | { type: "leader"; node: string; epoch: number; limits: Limits; version?: string };
 
 export type ClientCommand = Extract<Command, { client: string; seq: number; ack: number }>;
 
@@ -117,6 +118,8 @@ export interface State {
   nextToken: number;
   epoch: number;
   leader: string | null;
+  /** The current leader's dlm version, from its leader entry; hello answers carry it. */
+  leaderVersion: string | null;
   limits: Limits;
   locks: Map<string, LockState>;
   sessions: Map<string, Session>;
