@@ -9,7 +9,8 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import type { Reply, StatusView } from "../protocol/messages";
 import { names as subjectNames, DEFAULT_PREFIX } from "../protocol/subjects";
 import type { NodeInfo } from "../replica/node";
-import { parseArgs, splitList, str, UsageError, type CommandSpec } from "./args";
+import { int, parseArgs, splitList, str, UsageError, type CommandSpec } from "./args";
+import { knownNodesFile, readKnownNodes, writeKnownNodes } from "./knownNodes";
 
 const commonFlags: CommandSpec["flags"] = [
   { name: "nats", kind: "string", default: "nats://127.0.0.1:4222", help: "NATS server URLs, comma-separated" },
@@ -19,9 +20,23 @@ const commonFlags: CommandSpec["flags"] = [
 
 export const statusSpec: CommandSpec = {
   usage: "dlm status [flags]",
-  summary: "Shows the leader and its epoch, the log's last sequence, every node's applied sequence and lag, and every lock.",
-  flags: commonFlags,
+  summary:
+    "Shows the leader and its epoch, the log's last sequence, every node's applied sequence, lag and version,\n" +
+    "and every lock. A node named by --expect, or one that answered an earlier status from this machine,\n" +
+    "that does not answer now is listed as missing. Exit code: 0 all well, 3 no leader answers,\n" +
+    "4 a node is missing (3 wins when both).",
+  flags: [
+    ...commonFlags,
+    { name: "expect", kind: "string", help: "node ids that should answer, comma-separated" },
+    { name: "forget", kind: "string", help: "node ids to stop expecting (decommissioned), comma-separated" },
+    { name: "wait-ms", kind: "int", default: 3000, help: "how long to wait for the nodes it expects to answer" },
+  ],
 };
+
+/** `dlm status` exit code when a leader answers but an expected node does not. */
+export const EXIT_NODE_MISSING = 4;
+/** `dlm status` exit code when no leader answers. */
+export const EXIT_NO_LEADER = 3;
 
 export const readSpec: CommandSpec = {
   usage: "dlm read FILE [flags]",
@@ -37,13 +52,22 @@ export interface ClusterStatus {
   leader: StatusView | null;
   leaderError?: string;
   nodes: NodeInfo[];
+  /** Nodes expected (`--expect`, or seen by an earlier status) that did not answer. */
+  missing?: MissingNode[];
+}
+
+export interface MissingNode {
+  nodeId: string;
+  /** When a status from this machine last saw it answer (ms since epoch); null if never (named by --expect only). */
+  lastSeenAt: number | null;
 }
 
 /**
  * Collects the nodes' answers on the info subject: for `waitMs`, or until
- * `expect` nodes have answered when the caller knows how many run.
+ * `expect` nodes have answered when the caller knows how many run (a
+ * number), or which (their ids).
  */
-async function gatherNodes(nc: NatsConnection, subject: string, waitMs: number, expect?: number): Promise<NodeInfo[]> {
+async function gatherNodes(nc: NatsConnection, subject: string, waitMs: number, expect?: number | string[]): Promise<NodeInfo[]> {
   const inbox = createInbox();
   const nodes: NodeInfo[] = [];
   let done: () => void = () => undefined;
@@ -55,7 +79,8 @@ async function gatherNodes(nc: NatsConnection, subject: string, waitMs: number, 
       } catch {
         // A node that answers garbage is simply not listed.
       }
-      if (expect !== undefined && nodes.length >= expect) done();
+      if (typeof expect === "number" && nodes.length >= expect) done();
+      if (Array.isArray(expect) && expect.every((id) => nodes.some((n) => n.nodeId === id))) done();
     },
   });
   nc.publish(subject, encoder.encode("{}"), { reply: inbox });
@@ -68,12 +93,13 @@ async function gatherNodes(nc: NatsConnection, subject: string, waitMs: number, 
 
 /**
  * The cluster as seen from NATS. Nodes are gathered for 500 ms, or, with
- * `expectNodes`, until that many answered (at most 10 s).
+ * `expectNodes` (a count, or the ids), until those answered (at most
+ * `waitMs`, 10 s by default).
  */
-export async function clusterStatus(nc: NatsConnection, prefix: string, expectNodes?: number): Promise<ClusterStatus> {
+export async function clusterStatus(nc: NatsConnection, prefix: string, expectNodes?: number | string[], waitMs?: number): Promise<ClusterStatus> {
   const names = subjectNames(prefix);
   const [nodes, lastSeq, leader] = await Promise.all([
-    gatherNodes(nc, names.nodesInfoSubject, expectNodes === undefined ? 500 : 10_000, expectNodes),
+    gatherNodes(nc, names.nodesInfoSubject, waitMs ?? (expectNodes === undefined ? 500 : 10_000), expectNodes),
     jetstreamManager(nc)
       .then((jsm) => jsm.streams.info(names.streamName))
       .then((info) => info.state.last_seq)
@@ -99,7 +125,11 @@ export function formatStatus(status: ClusterStatus): string {
   if (status.nodes.length === 0) lines.push("  (no node answered)");
   for (const n of status.nodes) {
     const lag = status.lastSeq === null ? "?" : String(Math.max(0, status.lastSeq - n.appliedSeq));
-    lines.push(`  ${n.nodeId.padEnd(10)} ${n.role.padEnd(9)} applied ${String(n.appliedSeq).padStart(7)}  lag ${lag.padStart(5)}  pid ${n.pid}`);
+    lines.push(`  ${n.nodeId.padEnd(10)} ${n.role.padEnd(9)} applied ${String(n.appliedSeq).padStart(7)}  lag ${lag.padStart(5)}  pid ${n.pid}  version ${n.version ?? "unknown"}`);
+  }
+  for (const m of status.missing ?? []) {
+    const seen = m.lastSeenAt === null ? "never answered (named by --expect)" : `last answered ${new Date(m.lastSeenAt).toISOString()}`;
+    lines.push(`  ${m.nodeId.padEnd(10)} ${"MISSING".padEnd(9)} ${seen}`);
   }
   if (view) {
     lines.push("", `sessions: ${view.sessions}   next token: ${view.nextToken}`, "", "locks:");
@@ -120,11 +150,29 @@ export function formatStatus(status: ClusterStatus): string {
 
 export async function runStatus(argv: string[]): Promise<void> {
   const { flags } = parseArgs(statusSpec, argv);
-  const nc = await connect({ servers: splitList(str(flags, "nats")), name: "dlm-status" });
+  const servers = splitList(str(flags, "nats"));
+  const prefix = str(flags, "prefix");
+  const expected = typeof flags.expect === "string" ? splitList(flags.expect) : [];
+  const forget = new Set(typeof flags.forget === "string" ? splitList(flags.forget) : []);
+  // What earlier runs saw is remembered per cluster (prefix and servers),
+  // so a node that died since then is reported without anyone having to
+  // list the nodes; --forget drops a node that was taken away on purpose.
+  const memoryFile = knownNodesFile(prefix, servers);
+  const known = readKnownNodes(memoryFile);
+  for (const id of forget) known.delete(id);
+  const wanted = new Set([...known.keys(), ...expected]);
+  for (const id of forget) if (!expected.includes(id)) wanted.delete(id);
+  const nc = await connect({ servers, name: "dlm-status" });
   try {
-    const status = await clusterStatus(nc, str(flags, "prefix"));
+    const status = await clusterStatus(nc, prefix, wanted.size > 0 ? [...wanted] : undefined, wanted.size > 0 ? int(flags, "wait-ms") : undefined);
+    const now = Date.now();
+    for (const n of status.nodes) known.set(n.nodeId, now);
+    const answered = new Set(status.nodes.map((n) => n.nodeId));
+    status.missing = [...wanted].filter((id) => !answered.has(id)).sort().map((nodeId) => ({ nodeId, lastSeenAt: known.get(nodeId) ?? null }));
+    writeKnownNodes(memoryFile, prefix, servers, known);
     process.stdout.write((flags.json ? JSON.stringify(status, null, 2) : formatStatus(status)) + "\n");
-    if (!status.leader) process.exitCode = 3;
+    if (!status.leader) process.exitCode = EXIT_NO_LEADER;
+    else if (status.missing.length > 0) process.exitCode = EXIT_NODE_MISSING;
   } finally {
     await nc.close();
   }

@@ -1,0 +1,121 @@
+/**
+ * Limits, version and status on real processes: a two-node cluster whose
+ * limits come from a config file, the version wherever it is shown, and
+ * `dlm status` noticing a node that stopped answering.
+ */
+import * as fs from "fs";
+import * as path from "path";
+import { startDlmCluster, type DlmTestCluster } from "../kit/dlmCluster";
+import { runDlm } from "../kit/dlmCli";
+import { RawSession } from "../kit/rawSession";
+import { makeTempDir, removeTempDir } from "../kit/tmp";
+
+const packageVersion = (JSON.parse(fs.readFileSync(path.join(__dirname, "../../package.json"), "utf8")) as { version: string }).version;
+
+describe("dlm node refuses bad limits before it starts", () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = makeTempDir("dlm-limits-cli-");
+  });
+  afterAll(async () => {
+    await removeTempDir(dir);
+  });
+
+  test("a config file with a misspelt key or a bad value: exit 2, the key named", async () => {
+    const misspelt = path.join(dir, "misspelt.json");
+    fs.writeFileSync(misspelt, JSON.stringify({ maxQueueLenght: 3 }));
+    const first = await runDlm(["node", "--config", misspelt, "--data", path.join(dir, "d1")]);
+    expect(first.code).toBe(2);
+    expect(first.stderr).toMatch(/unknown key "maxQueueLenght"/);
+    const inverted = path.join(dir, "inverted.json");
+    fs.writeFileSync(inverted, JSON.stringify({ minLeaseMs: 5000, defaultLeaseMs: 1000 }));
+    const second = await runDlm(["node", "--config", inverted, "--data", path.join(dir, "d2")]);
+    expect(second.code).toBe(2);
+    expect(second.stderr).toMatch(/defaultLeaseMs \(--default-lease-ms\) must lie between minLeaseMs/);
+    const flag = await runDlm(["node", "--max-queue-length", "0", "--data", path.join(dir, "d3")]);
+    expect(flag.code).toBe(2);
+    expect(flag.stderr).toMatch(/maxQueueLength \(--max-queue-length\) must be an integer of at least 1, got 0/);
+    // Nothing was started: no data directory was made.
+    expect(fs.existsSync(path.join(dir, "d1"))).toBe(false);
+  });
+
+  test("dlm --version and -V print the package version", async () => {
+    for (const arg of ["--version", "-V"]) {
+      const result = await runDlm([arg]);
+      expect(result.code).toBe(0);
+      expect(result.stdout).toBe(`dlm ${packageVersion}\n`);
+    }
+  });
+});
+
+describe("a two-node cluster configured by file", () => {
+  let cluster: DlmTestCluster;
+  let dir: string;
+  let stateHome: string;
+  beforeAll(async () => {
+    dir = makeTempDir("dlm-limits-");
+    stateHome = path.join(dir, "state");
+    const config = path.join(dir, "dlm.json");
+    fs.writeFileSync(config, JSON.stringify({ maxQueueLength: 3, maxSessions: 40, statusMaxWaiters: 2 }));
+    cluster = await startDlmCluster({ nodes: 2, extraArgs: ["--config", config] });
+    await cluster.waitForLeader();
+  });
+  afterAll(async () => {
+    await cluster?.close();
+    await removeTempDir(dir);
+  });
+
+  const status = (...args: string[]) => runDlm(["status", "--nats", cluster.urls.join(","), "--wait-ms", "1000", ...args], { env: { XDG_STATE_HOME: stateHome } });
+
+  test("the queue limit from the file holds: the 4th waiter gets LIMIT_EXCEEDED with a clear message", async () => {
+    const holder = new RawSession(cluster);
+    expect(await holder.call("hello")).toMatchObject({ ok: true, version: packageVersion });
+    expect(await holder.call("acquire", { lock: "q" })).toMatchObject({ ok: true, status: "granted" });
+    const waiters = [new RawSession(cluster), new RawSession(cluster), new RawSession(cluster), new RawSession(cluster)];
+    for (const [i, w] of waiters.entries()) {
+      await w.call("hello");
+      const answer = await w.call("acquire", { lock: "q" });
+      if (i < 3) expect(answer).toMatchObject({ ok: true, status: "queued", position: i + 1 });
+      else expect(answer).toMatchObject({ ok: false, error: "LIMIT_EXCEEDED", message: "queue for q is full (3)" });
+    }
+    // The status answer lists the head of the queue and counts the rest.
+    const view = await cluster.status();
+    const q = view.locks.find((l) => l.name === "q");
+    expect(q?.queue.map((w) => w.client)).toEqual([waiters[0].id, waiters[1].id]);
+    expect(q?.queueLength).toBe(3);
+    for (const s of [holder, ...waiters]) await s.call("goodbye");
+  });
+
+  test("the client library learns the server's version", async () => {
+    const client = await cluster.client();
+    expect(client.serverVersion).toBe(packageVersion);
+  });
+
+  test("dlm status shows each node's version, and lists a node that stopped answering as missing (exit 4)", async () => {
+    const first = await status();
+    expect(first.code).toBe(0);
+    expect(first.stdout).toMatch(new RegExp(`n1 .* version ${packageVersion.replace(/\./g, "\\.")}`));
+    expect(first.stdout).toMatch(/n2 .* version/);
+    expect(first.stdout).not.toMatch(/MISSING/);
+
+    const leader = await cluster.waitForLeader();
+    const followerIndex = leader.id === "n1" ? 1 : 0;
+    const followerId = `n${followerIndex + 1}`;
+    await cluster.nodes[followerIndex].kill("SIGKILL");
+
+    const second = await status();
+    if (second.code !== 4) throw new Error(`status after killing ${followerId}:\n${second.stdout}`);
+    expect(second.stdout).toMatch(new RegExp(`${followerId} +MISSING +last answered \\d{4}-`));
+    const json = JSON.parse((await status("--json")).stdout) as { missing: Array<{ nodeId: string; lastSeenAt: number | null }> };
+    expect(json.missing).toEqual([{ nodeId: followerId, lastSeenAt: expect.any(Number) }]);
+
+    // A node never seen but expected is missing too; a forgotten one is not.
+    const expectNew = await status("--expect", `${leader.id},n9`, "--forget", followerId);
+    expect(expectNew.code).toBe(4);
+    expect(expectNew.stdout).toMatch(/n9 +MISSING +never answered/);
+    expect(expectNew.stdout).not.toMatch(new RegExp(`${followerId} +MISSING`));
+    const afterForget = await status();
+    expect(afterForget.code).toBe(0);
+    expect(afterForget.stdout).not.toMatch(/MISSING/);
+  });
+});
