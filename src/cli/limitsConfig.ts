@@ -73,13 +73,24 @@ export function flagName(key: string): string {
   return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 }
 
-/** The flag that `dlm node` kept from before the limits had their own names. */
-const LEASE_ALIAS = "lease-ms";
+/**
+ * `--lease-ms` is what `dlm node` called the default lease before every
+ * limit had its own flag (`dlm up` and scripts still pass it). It is
+ * rewritten to `--default-lease-ms` before parsing, so it behaves exactly
+ * like it (the later of the two wins, and it wins over the config file).
+ */
+export function withLimitAliases(argv: string[]): string[] {
+  return argv.map((arg) => (arg === "--lease-ms" ? "--default-lease-ms" : arg.startsWith("--lease-ms=") ? `--default-lease-ms=${arg.slice("--lease-ms=".length)}` : arg));
+}
 
-export const LIMIT_FLAGS: FlagSpec[] = [
-  ...OPTIONS.map((o): FlagSpec => ({ name: flagName(o.key), kind: "int", default: DEFAULT_LIMIT_SETTINGS[o.key], help: o.help })),
-  { name: LEASE_ALIAS, kind: "int", help: "same as --default-lease-ms" },
-];
+export const LIMIT_FLAGS: FlagSpec[] = OPTIONS.map(
+  (o): FlagSpec => ({
+    name: flagName(o.key),
+    kind: "int",
+    default: DEFAULT_LIMIT_SETTINGS[o.key],
+    help: o.key === "defaultLeaseMs" ? `${o.help} (also --lease-ms)` : o.help,
+  }),
+);
 
 /**
  * Builds the settings from parsed flags and checks them, each alone and
@@ -93,13 +104,6 @@ export function limitSettingsFromFlags(flags: ParsedFlags): LimitSettings {
     if (value === undefined) continue;
     if (typeof value !== "number" || !Number.isSafeInteger(value)) throw new UsageError(`${describe(o.key)} must be an integer, got ${JSON.stringify(value)}`);
     settings[o.key] = value;
-  }
-  const alias = flags[LEASE_ALIAS];
-  if (typeof alias === "number") {
-    if (flags[flagName("defaultLeaseMs")] !== DEFAULT_LIMIT_SETTINGS.defaultLeaseMs && flags[flagName("defaultLeaseMs")] !== alias) {
-      throw new UsageError(`--${LEASE_ALIAS} and --default-lease-ms (defaultLeaseMs) disagree; give one of them`);
-    }
-    settings.defaultLeaseMs = alias;
   }
   const problems = limitProblems(settings);
   if (problems.length > 0) throw new UsageError(`bad limits:\n  ${problems.join("\n  ")}`);

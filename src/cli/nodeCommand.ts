@@ -6,7 +6,7 @@ import { asLogger, createLogger } from "../util/logger";
 import { version } from "../version";
 import { int, splitList, str, type CommandSpec } from "./args";
 import { CONFIG_FLAG, parseArgsWithConfig } from "./configFile";
-import { coordinatorOptionsOf, LIMIT_FLAGS, limitSettingsFromFlags, limitsOf } from "./limitsConfig";
+import { coordinatorOptionsOf, LIMIT_FLAGS, limitSettingsFromFlags, limitsOf, withLimitAliases } from "./limitsConfig";
 
 export const nodeSpec: CommandSpec = {
   usage: "dlm node [flags]",
@@ -30,7 +30,7 @@ export const nodeSpec: CommandSpec = {
 };
 
 export async function runNode(argv: string[]): Promise<void> {
-  const { flags } = parseArgsWithConfig(nodeSpec, argv);
+  const { flags } = parseArgsWithConfig(nodeSpec, withLimitAliases(argv));
   const limitSettings = limitSettingsFromFlags(flags);
   const nodeId = str(flags, "id");
   const logger = createLogger({ name: nodeId, level: str(flags, "log-level"), pretty: flags.pretty === true });
