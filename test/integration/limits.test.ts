@@ -86,6 +86,12 @@ describe("a two-node cluster configured by file", () => {
     for (const s of [holder, ...waiters]) await s.call("goodbye");
   });
 
+  test("a node's first log line says it is starting, with its version, id, pid and limits", () => {
+    const firstLine = cluster.nodes[0].tail(1000).split("\n").find((line) => line.startsWith("{"));
+    const first = JSON.parse(firstLine ?? "{}") as { msg?: string; version?: string; nodeId?: string; pid?: number; limits?: { maxQueueLength?: number } };
+    expect(first).toMatchObject({ msg: "dlm node starting", version: packageVersion, nodeId: "n1", pid: cluster.nodes[0].pid, limits: { maxQueueLength: 3 } });
+  });
+
   test("the client library learns the server's version", async () => {
     const client = await cluster.client();
     expect(client.serverVersion).toBe(packageVersion);
