@@ -2,8 +2,9 @@
  * The limits of a dlm node as configuration: one table names every limit,
  * its flag, its default and its smallest sane value, and one function turns
  * parsed flags (command line over config file over defaults) into checked
- * settings. The node command only spreads `LIMIT_FLAGS` into its flags and
- * calls `limitSettingsFromFlags`.
+ * settings. The node command only spreads `LIMIT_FLAGS` into its flags,
+ * passes its argv through `withLimitAliases` and calls
+ * `limitSettingsFromFlags`.
  *
  * Two kinds of limits live here. Those of `Limits` travel in the leader's
  * `leader` log entry, so every node applies the log with the leader's
@@ -42,6 +43,7 @@ const OPTIONS: LimitOption[] = [
   { key: "maxSessions", help: "client sessions in the cluster", min: 1 },
   { key: "maxLocks", help: "locks that exist at once (held or waited for)", min: 1 },
   { key: "maxQueueLength", help: "waiters per lock", min: 1 },
+  // Two: a client holding one lock may wait for another at the same time.
   { key: "maxCachedReplies", help: "unacknowledged requests per client (answers kept for retries, plus waits)", min: 2 },
   { key: "maxEndedGrants", help: "ended grants remembered per client, to tell LOCK_EXPIRED from NOT_HOLDER", min: 0 },
   { key: "maxAppendBytes", help: "largest single append, after base64 decoding", min: 1 },
