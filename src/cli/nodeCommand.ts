@@ -2,7 +2,7 @@
 import * as path from "path";
 import { DEFAULT_LIMITS, type Limits } from "../protocol/limits";
 import { DEFAULT_PREFIX } from "../protocol/subjects";
-import { DlmNode, NODE_DEFAULTS } from "../replica/node";
+import { DlmNode, NODE_DEFAULTS, NODE_READY_MAX_LAG_ENTRIES } from "../replica/node";
 import { asLogger, createLogger } from "../util/logger";
 import { int, parseArgs, splitList, str, type CommandSpec } from "./args";
 
@@ -24,6 +24,9 @@ export const nodeSpec: CommandSpec = {
     { name: "leader-ttl-ms", kind: "int", default: NODE_DEFAULTS.leaderTtlMs, help: "leader lease (KV key TTL)" },
     { name: "leader-renew-ms", kind: "int", default: NODE_DEFAULTS.leaderRenewMs, help: "leader lease refresh interval" },
     { name: "snapshot-every", kind: "int", default: NODE_DEFAULTS.snapshotEveryEntries, help: "write a state snapshot every N applied entries" },
+    { name: "metrics-port", kind: "int", default: 0, help: "serve /metrics, /healthz and /readyz over HTTP on this port (0: off)" },
+    { name: "metrics-host", kind: "string", default: "127.0.0.1", help: "address the metrics port listens on (0.0.0.0 to let other hosts scrape)" },
+    { name: "ready-max-lag", kind: "int", default: NODE_READY_MAX_LAG_ENTRIES, help: "/readyz fails on a follower more than this many log entries behind" },
     { name: "log-level", kind: "string", default: "info", help: "trace|debug|info|warn|error" },
     { name: "pretty", kind: "bool", help: "human-readable logs instead of JSON lines" },
   ],
@@ -63,6 +66,10 @@ export async function runNode(argv: string[]): Promise<void> {
     leaderTtlMs,
     leaderRenewMs,
     snapshotEveryEntries: Math.max(1, int(flags, "snapshot-every")),
+    metrics:
+      int(flags, "metrics-port") === 0
+        ? undefined
+        : { host: str(flags, "metrics-host"), port: int(flags, "metrics-port"), readyMaxLagEntries: int(flags, "ready-max-lag") },
     logger: asLogger(logger),
   });
   logger.info({ pid: process.pid }, "node ready");
