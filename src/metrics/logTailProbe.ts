@@ -19,10 +19,8 @@ export interface LogTailProbeOptions {
 
 export const DEFAULT_LOG_TAIL_PROBE: LogTailProbeOptions = { cacheMs: 1000, timeoutMs: 1000 };
 
-export interface MeasuredLogTail extends LogTail {
-  /** When it was measured (Date.now()). */
-  at: number;
-}
+/** A tail measurement; `at` is when it was taken. */
+export type MeasuredLogTail = LogTail;
 
 export class LogTailProbe {
   private last: MeasuredLogTail | undefined;
@@ -30,8 +28,13 @@ export class LogTailProbe {
   /** The last failure's message, for readiness reasons. */
   lastError: string | undefined;
 
+  /** The last successful measurement, however old. */
+  get lastKnown(): MeasuredLogTail | undefined {
+    return this.last;
+  }
+
   constructor(
-    private readonly measure: () => Promise<LogTail>,
+    private readonly measure: () => Promise<Omit<LogTail, "at">>,
     private readonly opts: LogTailProbeOptions = DEFAULT_LOG_TAIL_PROBE,
     private readonly now: () => number = Date.now,
   ) {}

@@ -33,11 +33,13 @@ export type RequestOp = (typeof REQUEST_OPS)[number];
 /** The `outcome` label: "ok", "queued" (an acquire now waiting in the queue) or the error's name. */
 export type RequestOutcome = "ok" | "queued" | ErrorName;
 
-/** The log tail as last measured (JetStream stream info). */
+/** The log tail as measured (JetStream stream info). */
 export interface LogTail {
   lastSeq: number;
   messages: number;
   bytes: number;
+  /** When it was measured (ms since the epoch). */
+  at: number;
 }
 
 /** What scrape-time gauges read from the node. Called only while /metrics is scraped. */
@@ -46,7 +48,10 @@ export interface MetricsSource {
   appliedSeq(): number;
   state(): State;
   natsConnected(): boolean;
-  /** The stream's tail, cached and bounded in time by the caller; undefined when it cannot be read now. */
+  /**
+   * The stream's tail, cached and bounded in time by the caller: the last
+   * successful measurement (possibly old, see `at`), undefined if none yet.
+   */
   logTail(): Promise<LogTail | undefined>;
 }
 
@@ -209,6 +214,9 @@ export class NodeMetrics {
     fromTail("dlm_log_lag_entries", "Entries in the log this node has not applied yet.", (t, applied) => Math.max(0, t.lastSeq - applied));
     fromTail("dlm_stream_messages", "Messages in the log stream.", (t) => t.messages);
     fromTail("dlm_stream_bytes", "Bytes in the log stream.", (t) => t.bytes);
+    // When the tail cannot be measured (JetStream unreachable), the gauges
+    // above keep their last values; this says how old they are.
+    fromTail("dlm_log_tail_age_seconds", "Age of the log tail measurement behind the lag and stream gauges.", (t) => Math.max(0, Date.now() - t.at) / 1000);
   }
 
   /** Connects the scrape-time gauges to the node they describe. */

@@ -232,7 +232,7 @@ export class DlmNode implements CoordinatorHost {
       appliedSeq: () => this.applied,
       state: () => this.current,
       natsConnected: () => this.natsConnected(),
-      logTail: () => this.logTail.get(),
+      logTail: async () => (await this.logTail.get()) ?? this.logTail.lastKnown,
     });
     void (async () => {
       for await (const status of this.nc.status()) {
