@@ -10,6 +10,7 @@ import { readiness, type ReadinessInput } from "../../src/metrics/readiness";
 import { DEFAULT_LIMITS } from "../../src/protocol/limits";
 import { errorReply, okReply } from "../../src/protocol/replies";
 import { apply, createState, type State } from "../../src/state";
+import { parsePrometheus as parse } from "../kit/metrics";
 
 /** Labels whose values are bounded by the code, not by what users do. */
 const BOUNDED_LABELS = new Set(["op", "outcome", "role", "event", "reason", "kind", "le", "version", "major", "minor", "patch", "space", "type"]);
@@ -32,17 +33,6 @@ function stateWithTraffic(): State {
 
 function fakeSource(state: State, tail: LogTail | undefined, role: ReturnType<MetricsSource["role"]> = "leader"): MetricsSource {
   return { role: () => role, appliedSeq: () => 3, state: () => state, natsConnected: () => true, logTail: async () => tail };
-}
-
-/** Parses Prometheus text into "name{labels}" -> value. */
-function parse(text: string): Map<string, number> {
-  const samples = new Map<string, number>();
-  for (const line of text.split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    const at = line.lastIndexOf(" ");
-    samples.set(line.slice(0, at), Number(line.slice(at + 1)));
-  }
-  return samples;
 }
 
 describe("NodeMetrics registry", () => {
