@@ -25,3 +25,37 @@ test("compose runs dlm1..3 with replicas 3 against nats1..3, and the Dockerfile 
   expect(fs.readFileSync(path.join(deploy, "nats.conf"), "utf8")).toMatch(/sync_interval: always/);
   expect(fs.readFileSync(path.join(deploy, "Dockerfile"), "utf8")).toMatch(/ENTRYPOINT \["node", "dist\/src\/cli\/main.js"\]/);
 });
+
+test("compose: NATS is healthy only with a current JetStream meta leader, and dlm waits for it and reports /readyz", () => {
+  const compose = fs.readFileSync(path.join(deploy, "compose.yaml"), "utf8");
+  const anchor = (name: string) => {
+    const start = compose.indexOf(`x-${name}: &${name}`);
+    expect(start).toBeGreaterThanOrEqual(0);
+    const end = compose.indexOf("\n\n", start);
+    return compose.slice(start, end === -1 ? undefined : end);
+  };
+  // Plain /healthz: js-enabled-only (or js-server-only) passes before the
+  // meta leader or the streams are ready.
+  const nats = anchor("nats");
+  expect(nats).toMatch(/healthcheck:\n\s+test: \["CMD", "wget", "-q", "-O", "-", "http:\/\/127\.0\.0\.1:8222\/healthz"\]/);
+  expect(fs.readFileSync(path.join(deploy, "nats.conf"), "utf8")).toMatch(/^http: 0\.0\.0\.0:8222$/m);
+  const dlm = anchor("dlm");
+  for (const server of ["nats1", "nats2", "nats3"]) expect(dlm).toContain(`${server}: { condition: service_healthy }`);
+  const probe = /healthcheck:\n\s+test: \["CMD", "node", "-e", "fetch\('http:\/\/127\.0\.0\.1:(\d+)\/readyz'\)/.exec(dlm);
+  expect(probe).not.toBeNull();
+  // Each node serves its metrics port on every interface of its container, on the port the probe asks.
+  const commands = compose.match(/^ {4}command: \["node", .*$/gm) ?? [];
+  expect(commands).toHaveLength(3);
+  for (const command of commands) {
+    expect(command).toContain(`"--metrics-port", "${probe![1]}"`);
+    expect(command).toContain(`"--metrics-host", "0.0.0.0"`);
+  }
+});
+
+test("the runtime image ships the service only: no tests, no benches", () => {
+  const dockerfile = fs.readFileSync(path.join(deploy, "Dockerfile"), "utf8");
+  expect(dockerfile).not.toMatch(/^COPY (test|bench)\b/m);
+  const runtime = dockerfile.slice(dockerfile.lastIndexOf("\nFROM "));
+  const fromBuild = runtime.match(/^COPY --from=build .*$/gm) ?? [];
+  expect(fromBuild).toEqual(["COPY --from=build /app/dist/src ./dist/src"]);
+});
