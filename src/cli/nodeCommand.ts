@@ -4,7 +4,7 @@ import { DEFAULT_LIMITS, type Limits } from "../protocol/limits";
 import { DEFAULT_PREFIX } from "../protocol/subjects";
 import { DlmNode, NODE_DEFAULTS, NODE_READY_MAX_LAG_ENTRIES } from "../replica/node";
 import { asLogger, createLogger } from "../util/logger";
-import { int, parseArgs, splitList, str, type CommandSpec } from "./args";
+import { int, parseArgs, splitList, str, UsageError, type CommandSpec } from "./args";
 
 export const nodeSpec: CommandSpec = {
   usage: "dlm node [flags]",
@@ -55,6 +55,7 @@ export async function runNode(argv: string[]): Promise<void> {
   const leaderTtlMs = int(flags, "leader-ttl-ms");
   const leaderRenewMs = int(flags, "leader-renew-ms");
   if (leaderRenewMs * 2 > leaderTtlMs) throw new Error("--leader-renew-ms must be at most half of --leader-ttl-ms");
+  if (int(flags, "metrics-port") > 65_535) throw new UsageError("--metrics-port must be a TCP port (at most 65535)");
   const node = await DlmNode.start({
     ...NODE_DEFAULTS,
     nodeId,
