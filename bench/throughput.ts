@@ -7,9 +7,10 @@
  *
  *   npm run bench:throughput -- [--seconds 5] [--levels 1,8,32,128] [--no-sync] [--metrics]
  *
- * --metrics runs the node with its metrics port on and, at the end, prints
- * the size of one /metrics scrape and how long it took; run with and
- * without it to see what metrics cost.
+ * --metrics runs the node with its metrics port on, scrapes it once a
+ * second during the run (a demanding Prometheus), and at the end prints the
+ * size of one scrape and how long it took; run with and without it to see
+ * what metrics cost.
  */
 import * as os from "os";
 import * as path from "path";
@@ -46,6 +47,9 @@ async function main(): Promise<void> {
   );
   const nc = await natsConnect({ servers: nats.url });
   const clients: DlmClient[] = [];
+  const scraper = metricsPort
+    ? setInterval(() => void httpGet("127.0.0.1", metricsPort, "/metrics", 5000).catch(() => undefined), 1000)
+    : undefined;
   try {
     await node.waitForLine(/node ready/, 30_000);
     console.log(
@@ -84,6 +88,7 @@ async function main(): Promise<void> {
       console.log(`one /metrics scrape of the leader: ${Buffer.byteLength(scrape.body)} bytes, ${scrape.body.split("\n").filter((l) => l && !l.startsWith("#")).length} samples, ${ms.toFixed(1)} ms`);
     }
   } finally {
+    clearInterval(scraper);
     await Promise.all(clients.map((c) => c.close().catch(() => undefined)));
     await nc.close();
     await node.stop();
