@@ -7,8 +7,11 @@
  * role and epoch right on both nodes, lag reported); then cut the
  * follower's link (it stays alive but is neither healthy nor ready, while
  * the leader keeps serving and the log moves on), heal it (ready again
- * once caught up); then pause the follower (SIGSTOP) through a workload
- * and check it is ready again only after it has caught up.
+ * once caught up); then stall the link (the connection stays open but
+ * nothing moves: healthy as far as its NATS client knows, yet not ready,
+ * since it cannot read the log's tail); then pause the follower (SIGSTOP)
+ * through a workload and check it is ready again only after it has caught
+ * up.
  */
 import type { DlmClient } from "../../src/client";
 import { startDlmCluster, tails, type DlmTestCluster } from "../kit/dlmCluster";
@@ -40,7 +43,8 @@ async function workload(client: DlmClient, cycles: number, file = "file_7"): Pro
 }
 
 async function status(base: string, path: "/healthz" | "/readyz"): Promise<number> {
-  return get(base, path, 1000).then(
+  // A follower measures the tail with a 1 s timeout: give it more than that.
+  return get(base, path, 3000).then(
     (r) => r.status,
     () => 0,
   );
@@ -115,6 +119,19 @@ test("metrics move with a workload; /healthz and /readyz follow a cut link and a
   await until(async () => (await status(followerUrl, "/readyz")) === 200, 20_000, "the healed follower to be ready", context);
   expect(await status(followerUrl, "/healthz")).toBe(200);
   await cluster.waitCaughtUp();
+
+  // --- stall the follower's link: its client still counts as connected, but it cannot follow
+  cluster.links[followerIndex].stall();
+  try {
+    await workload(client, 5);
+    await until(async () => (await status(followerUrl, "/readyz")) === 503, 10_000, "the stalled follower to be unready", context);
+    expect((await get(followerUrl, "/readyz", 3000)).body).toMatch(/^not ready: (log tail unknown|follower is \d+ entries behind)/);
+    expect(await status(followerUrl, "/healthz")).toBe(200);
+    expect(await status(leaderUrl, "/readyz")).toBe(200);
+  } finally {
+    cluster.links[followerIndex].heal();
+  }
+  await until(async () => (await status(followerUrl, "/readyz")) === 200, 20_000, "the un-stalled follower to be ready", context);
 
   // --- pause the follower: no answer while stopped, ready again only when caught up
   const followerNode = cluster.nodes[followerIndex];

@@ -3,7 +3,9 @@
  * forwards every connection to one target. `cut()` cuts the link: every
  * forwarded connection is reset and new ones are closed as soon as they
  * are accepted (the port stays bound, so the client keeps trying the same
- * address and gets through again after `heal()`).
+ * address and gets through again after `heal()`). `stall()` is the quiet
+ * failure: connections stay open but nothing moves either way until
+ * `heal()`, so the peers notice only through their own timeouts.
  *
  * Put a process's NATS connection through one of these to cut that one
  * process off while everything else keeps running. Note that a NATS client
@@ -20,9 +22,12 @@ export interface TcpProxy {
   /** Connections being forwarded right now. */
   readonly connections: number;
   readonly isCut: boolean;
+  readonly isStalled: boolean;
   /** Resets every forwarded connection and refuses new ones until heal(). */
   cut(): void;
-  /** Forwards new connections again. */
+  /** Holds every byte in both directions (connections stay open) until heal(). */
+  stall(): void;
+  /** Forwards again: new connections after a cut, held bytes after a stall. */
   heal(): void;
   /** Stops listening and drops every connection. */
   close(): Promise<void>;
@@ -37,6 +42,18 @@ export async function startTcpProxy(target: ProxyTarget): Promise<TcpProxy> {
   const host = "127.0.0.1";
   const pairs = new Set<{ client: net.Socket; upstream: net.Socket }>();
   let isCut = false;
+  let isStalled = false;
+  const flow = (pair: { client: net.Socket; upstream: net.Socket }) => {
+    pair.client.pipe(pair.upstream);
+    pair.upstream.pipe(pair.client);
+  };
+  const hold = (pair: { client: net.Socket; upstream: net.Socket }) => {
+    // Unpipe before pausing: a pipe resumes its source on the next drain.
+    pair.client.unpipe(pair.upstream);
+    pair.upstream.unpipe(pair.client);
+    pair.client.pause();
+    pair.upstream.pause();
+  };
   const drop = (pair: { client: net.Socket; upstream: net.Socket }) => {
     pairs.delete(pair);
     pair.client.destroy();
@@ -50,8 +67,8 @@ export async function startTcpProxy(target: ProxyTarget): Promise<TcpProxy> {
     const upstream = net.connect({ host: target.host, port: target.port });
     const pair = { client, upstream };
     pairs.add(pair);
-    client.pipe(upstream);
-    upstream.pipe(client);
+    if (isStalled) hold(pair);
+    else flow(pair);
     for (const socket of [client, upstream]) {
       socket.on("error", () => drop(pair));
       socket.on("close", () => drop(pair));
@@ -71,6 +88,9 @@ export async function startTcpProxy(target: ProxyTarget): Promise<TcpProxy> {
     get isCut() {
       return isCut;
     },
+    get isStalled() {
+      return isStalled;
+    },
     cut() {
       isCut = true;
       for (const pair of [...pairs]) {
@@ -78,8 +98,16 @@ export async function startTcpProxy(target: ProxyTarget): Promise<TcpProxy> {
         drop(pair);
       }
     },
+    stall() {
+      if (isStalled) return;
+      isStalled = true;
+      for (const pair of pairs) hold(pair);
+    },
     heal() {
       isCut = false;
+      if (!isStalled) return;
+      isStalled = false;
+      for (const pair of pairs) flow(pair);
     },
     close() {
       for (const pair of [...pairs]) drop(pair);
@@ -99,6 +127,10 @@ export class ProxyGroup {
 
   cut(): void {
     for (const p of this.proxies) p.cut();
+  }
+
+  stall(): void {
+    for (const p of this.proxies) p.stall();
   }
 
   heal(): void {

@@ -1,7 +1,8 @@
 /**
  * The test kit's TCP proxy against a local echo server: it forwards, cut()
- * resets what it forwards and refuses new connections, heal() forwards
- * again. The partition tests to come build on exactly this.
+ * resets what it forwards and refuses new connections, stall() holds
+ * bytes without closing, heal() forwards again. The partition tests to
+ * come build on exactly this.
  */
 import * as net from "net";
 import { startTcpProxy, type TcpProxy } from "../kit/proxy";
@@ -44,7 +45,7 @@ async function until(cond: () => boolean, timeoutMs = 2000): Promise<void> {
   }
 }
 
-test("forwards both ways, cut() drops and refuses, heal() forwards again", async () => {
+test("forwards both ways; cut() drops and refuses, stall() holds, heal() forwards again", async () => {
   const first = await connect();
   first.socket.write("hello");
   await until(() => first.received() === "hello");
@@ -64,5 +65,14 @@ test("forwards both ways, cut() drops and refuses, heal() forwards again", async
   const second = await connect();
   second.socket.write("again");
   await until(() => second.received() === "again");
+
+  // A stall holds bytes without closing anything; heal delivers them.
+  proxy.stall();
+  second.socket.write(" held");
+  await new Promise((r) => setTimeout(r, 200));
+  expect(second.received()).toBe("again");
+  expect(proxy.connections).toBe(1);
+  proxy.heal();
+  await until(() => second.received() === "again held");
   second.socket.destroy();
 });
