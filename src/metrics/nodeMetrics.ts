@@ -189,23 +189,15 @@ export class NodeMetrics {
         if (metrics.source) this.set(metrics.source.natsConnected() ? 1 : 0);
       },
     });
-    // The stream's tail is one JetStream request: fetched once per scrape
-    // (the source caches it briefly), shared by the four gauges below.
-    let tail: Promise<LogTail | undefined> | undefined;
-    const tailOnce = (): Promise<LogTail | undefined> => {
-      if (!tail) {
-        tail = metrics.source ? metrics.source.logTail() : Promise.resolve(undefined);
-        void tail.finally(() => setImmediate(() => (tail = undefined)));
-      }
-      return tail;
-    };
+    // The stream's tail is one JetStream request; the source caches it and
+    // shares a request in flight, so the gauges below cost one per scrape.
     const fromTail = (name: string, help: string, read: (t: LogTail, applied: number) => number): void => {
       new Gauge({
         name,
         help,
         registers: [this.registry],
         async collect() {
-          const t = await tailOnce();
+          const t = await metrics.source?.logTail();
           if (t && metrics.source) this.set(read(t, metrics.source.appliedSeq()));
         },
       });
