@@ -1,7 +1,9 @@
 /**
- * deploy/ cannot be run here (no Docker engine), so check what can be
- * checked: nats-server accepts the cluster config, and the compose file
- * runs three dlm nodes against three NATS servers with replicas 3.
+ * deploy/ without a Docker engine: check what can be checked statically.
+ * nats-server accepts the cluster config; the compose file runs three dlm
+ * nodes against three NATS servers with replicas 3, with healthchecks that
+ * mean ready; the runtime image carries the service only. Bringing it up
+ * for real needs a Docker engine and is done by hand.
  */
 import { execFileSync } from "child_process";
 import * as fs from "fs";
