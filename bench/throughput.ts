@@ -5,13 +5,20 @@
  * (validation, group commit, JetStream round trip, apply, reply), not
  * contention. Prints a table; asserts nothing.
  *
- *   npm run bench:throughput -- [--seconds 5] [--levels 1,8,32,128] [--no-sync]
+ *   npm run bench:throughput -- [--seconds 5] [--levels 1,8,32,128] [--no-sync] [--metrics]
+ *
+ * --metrics runs the node with its metrics port on, scrapes it once a
+ * second during the run (a demanding Prometheus), and at the end prints the
+ * size of one scrape and how long it took; run with and without it to see
+ * what metrics cost.
  */
 import * as os from "os";
 import * as path from "path";
 import * as fs from "fs";
 import { connect, type DlmClient } from "../src/client";
 import { startNatsServer } from "../src/local/natsServer";
+import { httpGet } from "../src/local/natsServer";
+import { freePort } from "../src/local/ports";
 import { spawnManaged } from "../src/local/processes";
 import { clusterStatus } from "../src/cli/statusCommand";
 import { connect as natsConnect } from "@nats-io/transport-node";
@@ -30,18 +37,24 @@ async function main(): Promise<void> {
   const seconds = Number(flag("seconds", "5"));
   const levels = flag("levels", "1,8,32,128").split(",").map(Number);
   const sync = !process.argv.includes("--no-sync");
+  const metricsPort = process.argv.includes("--metrics") ? await freePort() : 0;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dlm-bench-"));
   const nats = await startNatsServer({ storeDir: path.join(dir, "nats"), syncAlways: sync });
   const node = spawnManaged(
     process.execPath,
-    [path.join(__dirname, "../src/cli/main.js"), "node", "--nats", nats.url, "--id", "b1", "--data", path.join(dir, "b1"), "--log-level", "info"],
+    [path.join(__dirname, "../src/cli/main.js"), "node", "--nats", nats.url, "--id", "b1", "--data", path.join(dir, "b1"), "--log-level", "info", "--metrics-port", String(metricsPort)],
     { name: "b1", logFile: path.join(dir, "b1.log") },
   );
   const nc = await natsConnect({ servers: nats.url });
   const clients: DlmClient[] = [];
+  const scraper = metricsPort
+    ? setInterval(() => void httpGet("127.0.0.1", metricsPort, "/metrics", 5000).catch(() => undefined), 1000)
+    : undefined;
   try {
     await node.waitForLine(/node ready/, 30_000);
-    console.log(`dlm throughput: 1 nats-server (sync_interval: ${sync ? "always" : "default"}), 1 node, ${seconds}s per level, ${os.cpus().length} cores`);
+    console.log(
+      `dlm throughput: 1 nats-server (sync_interval: ${sync ? "always" : "default"}), 1 node, metrics ${metricsPort ? "on" : "off"}, ${seconds}s per level, ${os.cpus().length} cores`,
+    );
     console.log("one op = acquire + release on the worker's own lock (2 log commands)");
     console.log("");
     console.log("workers   ops/s   p50 ms   p99 ms   max ms   commands/entry");
@@ -67,7 +80,15 @@ async function main(): Promise<void> {
         `${String(level).padStart(7)} ${String(Math.round(latencies.length / seconds)).padStart(7)} ${percentile(latencies, 50).toFixed(1).padStart(8)} ${percentile(latencies, 99).toFixed(1).padStart(8)} ${latencies[latencies.length - 1].toFixed(1).padStart(8)} ${perEntry.toFixed(1).padStart(16)}`,
       );
     }
+    if (metricsPort) {
+      const started = performance.now();
+      const scrape = await httpGet("127.0.0.1", metricsPort, "/metrics", 5000);
+      const ms = performance.now() - started;
+      console.log("");
+      console.log(`one /metrics scrape of the leader: ${Buffer.byteLength(scrape.body)} bytes, ${scrape.body.split("\n").filter((l) => l && !l.startsWith("#")).length} samples, ${ms.toFixed(1)} ms`);
+    }
   } finally {
+    clearInterval(scraper);
     await Promise.all(clients.map((c) => c.close().catch(() => undefined)));
     await nc.close();
     await node.stop();

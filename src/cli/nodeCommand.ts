@@ -1,10 +1,10 @@
 /** `dlm node`: run one dlm node (it follows, and leads when it wins the lease). */
 import * as path from "path";
 import { DEFAULT_PREFIX } from "../protocol/subjects";
-import { DlmNode, NODE_DEFAULTS } from "../replica/node";
+import { DlmNode, NODE_DEFAULTS, NODE_READY_MAX_LAG_ENTRIES } from "../replica/node";
 import { asLogger, createLogger } from "../util/logger";
 import { version } from "../version";
-import { int, splitList, str, type CommandSpec } from "./args";
+import { int, splitList, str, UsageError, type CommandSpec } from "./args";
 import { CONFIG_FLAG, parseArgsWithConfig } from "./configFile";
 import { coordinatorOptionsOf, LIMIT_FLAGS, limitSettingsFromFlags, limitsOf, withLimitAliases } from "./limitsConfig";
 
@@ -24,6 +24,9 @@ export const nodeSpec: CommandSpec = {
     { name: "leader-ttl-ms", kind: "int", default: NODE_DEFAULTS.leaderTtlMs, help: "leader lease (KV key TTL)" },
     { name: "leader-renew-ms", kind: "int", default: NODE_DEFAULTS.leaderRenewMs, help: "leader lease refresh interval" },
     { name: "snapshot-every", kind: "int", default: NODE_DEFAULTS.snapshotEveryEntries, help: "write a state snapshot every N applied entries" },
+    { name: "metrics-port", kind: "int", default: 0, help: "serve /metrics, /healthz and /readyz over HTTP on this port (0: off)" },
+    { name: "metrics-host", kind: "string", default: "127.0.0.1", help: "address the metrics port listens on (0.0.0.0 to let other hosts scrape)" },
+    { name: "ready-max-lag", kind: "int", default: NODE_READY_MAX_LAG_ENTRIES, help: "/readyz fails on a follower more than this many log entries behind" },
     { name: "log-level", kind: "string", default: "info", help: "trace|debug|info|warn|error" },
     { name: "pretty", kind: "bool", help: "human-readable logs instead of JSON lines" },
   ],
@@ -47,6 +50,7 @@ export async function runNode(argv: string[]): Promise<void> {
   const leaderTtlMs = int(flags, "leader-ttl-ms");
   const leaderRenewMs = int(flags, "leader-renew-ms");
   if (leaderRenewMs * 2 > leaderTtlMs) throw new Error("--leader-renew-ms must be at most half of --leader-ttl-ms");
+  if (int(flags, "metrics-port") > 65_535) throw new UsageError("--metrics-port must be a TCP port (at most 65535)");
   const node = await DlmNode.start({
     ...NODE_DEFAULTS,
     nodeId,
@@ -59,6 +63,10 @@ export async function runNode(argv: string[]): Promise<void> {
     leaderTtlMs,
     leaderRenewMs,
     snapshotEveryEntries: Math.max(1, int(flags, "snapshot-every")),
+    metrics:
+      int(flags, "metrics-port") === 0
+        ? undefined
+        : { host: str(flags, "metrics-host"), port: int(flags, "metrics-port"), readyMaxLagEntries: int(flags, "ready-max-lag") },
     logger: asLogger(logger),
   });
   logger.info({ pid: process.pid }, "node ready");

@@ -8,11 +8,15 @@ import * as fs from "fs";
 import * as path from "path";
 import { connect } from "@nats-io/transport-node";
 import { startNatsCluster, startNatsServer } from "../local/natsServer";
+import { freePort } from "../local/ports";
 import { killAllTrackedChildren, spawnManaged, type ManagedProcess } from "../local/processes";
 import { DEFAULT_PREFIX } from "../protocol/subjects";
 import { int, parseArgs, str, UsageError, type CommandSpec } from "./args";
 import { runDemo } from "./demo";
 import { clusterStatus, formatStatus } from "./statusCommand";
+
+/** First metrics port of `dlm up`: clear of NATS (4222, 6222, 8222) and of common exporters (9090, 9100). */
+export const UP_METRICS_PORT = 9470;
 
 export const upSpec: CommandSpec = {
   usage: "dlm up [flags]",
@@ -30,10 +34,17 @@ export const upSpec: CommandSpec = {
     { name: "no-sync", kind: "bool", help: "let nats-server batch fsyncs (faster, may lose acknowledged writes on power loss)" },
     { name: "prefix", kind: "string", default: DEFAULT_PREFIX, help: "subject prefix" },
     { name: "demo", kind: "bool", help: "run the demo workload, then stop" },
+    {
+      name: "metrics-port",
+      kind: "int",
+      default: UP_METRICS_PORT,
+      help: "HTTP port of n1's /metrics, /healthz, /readyz (n2 the next one…); 0, or --port 0, picks free ports",
+    },
   ],
 };
 
 const mainJs = path.resolve(__dirname, "main.js");
+
 
 export async function runUp(argv: string[]): Promise<void> {
   const { flags } = parseArgs(upSpec, argv);
@@ -93,8 +104,12 @@ export async function runUp(argv: string[]): Promise<void> {
   say(`  nats: ${urls.join(", ")}${flags["no-sync"] ? "" : " (sync_interval: always)"}`);
 
   const nodes: ManagedProcess[] = [];
+  const metricsBase = int(flags, "metrics-port");
+  const metricsUrls: string[] = [];
   for (let i = 1; i <= nodeCount; i++) {
     const id = `n${i}`;
+    const metricsPort = metricsBase === 0 || basePort === 0 ? await freePort() : metricsBase + i - 1;
+    metricsUrls.push(`http://127.0.0.1:${metricsPort}`);
     nodes.push(
       spawnManaged(
         process.execPath,
@@ -113,12 +128,15 @@ export async function runUp(argv: string[]): Promise<void> {
           String(int(flags, "lease-ms")),
           "--prefix",
           prefix,
+          "--metrics-port",
+          String(metricsPort),
         ],
         { name: id, logFile: path.join(logsDir, `${id}.log`) },
       ),
     );
   }
   say(`  nodes: ${nodes.map((n) => `${n.name} (pid ${n.pid})`).join(", ")}; logs in ${logsDir}`);
+  say(`  metrics: ${nodes.map((n, i) => `${n.name} ${metricsUrls[i]}/metrics`).join(", ")} (also /healthz, /readyz)`);
 
   let stopping = false;
   const stopAll = async (): Promise<void> => {

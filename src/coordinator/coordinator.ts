@@ -30,7 +30,7 @@ import { classify, dueCommands, errorReply, okReply, statusView } from "../state
 import type { Command, Effect, LogEntry, State } from "../state";
 import { assert } from "../util/assert";
 import { encodeEntry } from "./entries";
-import type { NodeMetrics } from "./metrics";
+import type { NodeMetrics, RequestOp } from "../metrics/nodeMetrics";
 
 /** What the coordinator needs from the node it runs in. */
 export interface CoordinatorHost {
@@ -99,6 +99,8 @@ export class Coordinator {
   private lastSweepAt = 0;
   private flushing: Promise<void> | undefined;
   private stopped = false;
+  /** When each request message arrived and what it asked, for the latency histogram at its reply. */
+  private readonly arrivals = new WeakMap<Msg, { op: RequestOp; startedMs: number }>();
 
   constructor(
     private readonly host: CoordinatorHost,
@@ -142,26 +144,27 @@ export class Coordinator {
     this.queue.length = 0;
     this.timersInFlight.clear();
     for (const msgs of this.waiting.values()) {
-      for (const msg of msgs) respond(msg, errorReply("NOT_LEADER", `this node stopped leading: ${reason}`));
+      for (const msg of msgs) this.respond(msg, errorReply("NOT_LEADER", `this node stopped leading: ${reason}`));
     }
     this.waiting.clear();
   }
 
   private onRequest(msg: Msg): void {
-    const metrics = this.host.metrics;
-    metrics.requests++;
-    if (this.stopped) return respond(msg, errorReply("NOT_LEADER", "this node is not the leader"));
+    const startedMs = performance.now();
+    this.arrivals.set(msg, { op: "unparsed", startedMs });
+    if (this.stopped) return this.respond(msg, errorReply("NOT_LEADER", "this node is not the leader"));
     const parsed = parseRequest(msg.data, this.host.limits, this.opts.maxRequestBytes);
     if (!parsed.ok) {
-      metrics.badRequests++;
-      return respond(msg, parsed.reply);
+      this.arrivals.set(msg, { op: "invalid", startedMs });
+      return this.respond(msg, parsed.reply);
     }
+    this.arrivals.set(msg, { op: parsed.request.op, startedMs });
     // Everything but a new logged request is answered from this node's
     // state without the log (cached replies, "no such session", reads). A
     // leader paused past its lease must not answer from a stale picture (a
     // client told SESSION_EXPIRED by a stale leader would drop live leases),
     // so unless the lease is fresh by its own clock it answers NOT_LEADER.
-    if (!this.host.leaseFresh()) return respond(msg, errorReply("NOT_LEADER", "leader lease is not fresh"));
+    if (!this.host.leaseFresh()) return this.respond(msg, errorReply("NOT_LEADER", "leader lease is not fresh"));
     const request = parsed.request;
     const state = this.host.state();
     // Only sessions (and hellos that may create one) are tracked, so
@@ -171,14 +174,17 @@ export class Coordinator {
       case "status":
       case "read":
       case "ping": {
-        if (request.op === "status") return respond(msg, okReply("Status", { view: statusView(state, this.host.appliedSeq(), { maxLocks: this.opts.statusMaxLocks, maxWaiters: this.opts.statusMaxWaiters }) }));
+        if (request.op === "status") {
+          const view = statusView(state, this.host.appliedSeq(), { maxLocks: this.opts.statusMaxLocks, maxWaiters: this.opts.statusMaxWaiters });
+          return this.respond(msg, okReply("Status", { view }));
+        }
         if (request.op === "ping") {
-          return respond(msg, state.sessions.has(request.client) ? okReply("Pong") : errorReply("SESSION_EXPIRED"));
+          return this.respond(msg, state.sessions.has(request.client) ? okReply("Pong") : errorReply("SESSION_EXPIRED"));
         }
         const index = fileIndex(request.file);
         assert(index !== undefined, "validated file name has no index");
         const data = this.host.readFile(index);
-        return respond(msg, okReply("Read", { data: data.toString("base64"), length: data.length }));
+        return this.respond(msg, okReply("Read", { data: data.toString("base64"), length: data.length }));
       }
       default:
         return this.onLoggedRequest(msg, request, state);
@@ -189,17 +195,17 @@ export class Coordinator {
     const known = classify(state, request.client, request.seq);
     switch (known.kind) {
       case "noSession":
-        if (request.op === "goodbye") return respond(msg, okReply("Disconnected!"));
-        if (request.op !== "hello") return respond(msg, errorReply("SESSION_EXPIRED"));
+        if (request.op === "goodbye") return this.respond(msg, okReply("Disconnected!"));
+        if (request.op !== "hello") return this.respond(msg, errorReply("SESSION_EXPIRED"));
         break;
       case "stale":
-        return respond(msg, errorReply("STALE_REQUEST", `seq ${request.seq} was already acknowledged by this client`));
+        return this.respond(msg, errorReply("STALE_REQUEST", `seq ${request.seq} was already acknowledged by this client`));
       case "cached":
-        this.host.metrics.duplicates++;
-        return respond(msg, known.reply);
+        this.host.metrics.recordDuplicate();
+        return this.respond(msg, known.reply);
       case "pending":
-        this.host.metrics.duplicates++;
-        return respond(msg, okReply("Queued", { status: "queued" }));
+        this.host.metrics.recordDuplicate();
+        return this.respond(msg, okReply("Queued", { status: "queued" }));
       case "new":
         break;
     }
@@ -208,12 +214,12 @@ export class Coordinator {
     if (waiting) {
       // The same request is already on its way into the log: answer both
       // copies from the one entry.
-      this.host.metrics.duplicates++;
+      this.host.metrics.recordDuplicate();
       waiting.push(msg);
       return;
     }
     if (this.queue.length >= this.opts.maxQueuedCommands) {
-      return respond(msg, errorReply("LIMIT_EXCEEDED", `leader has ${this.queue.length} requests queued for the log; retry later`));
+      return this.respond(msg, errorReply("LIMIT_EXCEEDED", `leader has ${this.queue.length} requests queued for the log; retry later`));
     }
     this.waiting.set(key, [msg]);
     this.enqueue(toCommand(request, this.host.limits));
@@ -324,7 +330,7 @@ export class Coordinator {
         const key = `${effect.client}/${effect.seq}`;
         const msgs = this.waiting.get(key);
         if (msgs) {
-          for (const msg of msgs) respond(msg, effect.reply);
+          for (const msg of msgs) this.respond(msg, effect.reply);
           this.waiting.delete(key);
         }
       } else if (effect.type === "notify") {
@@ -335,6 +341,7 @@ export class Coordinator {
     }
     for (const command of commands) {
       if (!("seq" in command) || !("ack" in command)) {
+        this.host.metrics.countCommitted(command);
         this.timersInFlight.delete(JSON.stringify(command));
         continue;
       }
@@ -349,9 +356,21 @@ export class Coordinator {
           : known.kind === "pending"
             ? okReply("Queued", { status: "queued" })
             : errorReply(known.kind === "noSession" ? "SESSION_EXPIRED" : "STALE_REQUEST");
-      for (const msg of msgs) respond(msg, reply);
+      for (const msg of msgs) this.respond(msg, reply);
       this.waiting.delete(key);
     }
+  }
+
+  /** Answers a request message and records how long it took, by op and outcome. */
+  private respond(msg: Msg, reply: Reply): void {
+    const arrival = this.arrivals.get(msg);
+    if (arrival) {
+      this.arrivals.delete(msg);
+      this.host.metrics.recordRequest(arrival.op, reply, (performance.now() - arrival.startedMs) / 1000);
+    }
+    // A request published without a reply subject gets no answer, by design.
+    if (!msg.reply) return;
+    msg.respond(encoder.encode(JSON.stringify(reply)));
   }
 }
 
@@ -384,10 +403,3 @@ function toCommand(request: LoggedRequest, limits: Limits): Command {
       return { type: "cancel", client, seq, ack, target: request.target };
   }
 }
-
-function respond(msg: Msg, reply: Reply): void {
-  // A request published without a reply subject gets no answer, by design.
-  if (!msg.reply) return;
-  msg.respond(encoder.encode(JSON.stringify(reply)));
-}
-

@@ -231,6 +231,7 @@ export class LogStream {
           }
         }
         LogStream.check(info, opts, log);
+        info = await LogStream.waitForStreamLeader(jsm, info, deadline);
         const js = jetstream(nc, { timeout });
         const stream = new LogStream(nc, js, jsm, info, opts);
         log.info({ stream: opts.streamName, logId: stream.logId, lastSeq: info.state.last_seq }, "log stream opened");
@@ -241,6 +242,21 @@ export class LogStream {
         await sleep(Math.min(250 * 2 ** Math.min(attempt, 4), 2000));
       }
     }
+  }
+
+  /**
+   * A replicated stream that was just created has no leader for a moment,
+   * and a publish to it meanwhile finds no responders (which the client
+   * reports as "jetstream is not enabled"). Waits until its group has
+   * elected one, so the first append does not fail.
+   */
+  private static async waitForStreamLeader(jsm: JetStreamManager, info: StreamInfo, deadline: number): Promise<StreamInfo> {
+    while (info.config.num_replicas > 1 && !info.cluster?.leader) {
+      if (Date.now() >= deadline) throw new Error(`log stream ${info.config.name} has no leader`);
+      await sleep(100);
+      info = await jsm.streams.info(info.config.name);
+    }
+    return info;
   }
 
   private static check(info: StreamInfo, opts: LogStreamOptions, log: Logger): void {

@@ -22,7 +22,10 @@ import { readSnapshot, writeSnapshot } from "../storage/snapshotStore";
 import { assert, InvariantError } from "../util/assert";
 import { Coordinator, DEFAULT_COORDINATOR_OPTIONS, type CoordinatorHost, type CoordinatorOptions } from "../coordinator/coordinator";
 import { decodeEntry, encodeEntry } from "../coordinator/entries";
-import { NodeMetrics } from "../coordinator/metrics";
+import { MetricsServer } from "../metrics/httpServer";
+import { LogTailProbe } from "../metrics/logTailProbe";
+import { NodeMetrics } from "../metrics/nodeMetrics";
+import { readiness, type Readiness } from "../metrics/readiness";
 import { LeaderLease } from "./leaderLease";
 import { version } from "../version";
 
@@ -47,8 +50,26 @@ export interface NodeOptions {
   /** How often a stats line is logged (0: never). */
   statsIntervalMs: number;
   coordinator: CoordinatorOptions;
+  /** Serve /metrics, /healthz and /readyz over HTTP; absent: no HTTP port. */
+  metrics?: NodeMetricsOptions;
   logger: Logger;
 }
+
+export interface NodeMetricsOptions {
+  host: string;
+  port: number;
+  /** A follower further behind the log's tail than this is not ready. */
+  readyMaxLagEntries: number;
+}
+
+/**
+ * Default of `--ready-max-lag`: a follower this close to the tail replays
+ * the rest in well under a second when it takes over.
+ */
+export const NODE_READY_MAX_LAG_ENTRIES = 1000;
+
+/** Bounds of the metrics HTTP server: a few scrapers and probes, never a crowd. */
+const METRICS_SERVER_LIMITS = { maxConnections: 32, requestTimeoutMs: 10_000 };
 
 export const NODE_DEFAULTS = {
   leaderTtlMs: 2000,
@@ -72,6 +93,8 @@ export interface NodeInfo {
   /** This node's dlm version. */
   version: string;
   metrics: Record<string, number>;
+  /** Where this node serves /metrics, /healthz and /readyz, when it does. */
+  metricsUrl?: string;
 }
 
 export class DlmNode implements CoordinatorHost {
@@ -95,6 +118,12 @@ export class DlmNode implements CoordinatorHost {
   private transition: Promise<void> = Promise.resolve();
   private snapshotSeq = 0;
   private campaigning = false;
+  private natsUp = true;
+  private metricsServer: MetricsServer | undefined;
+  private readonly logTail = new LogTailProbe(async () => {
+    const { state } = await this.log.info();
+    return { lastSeq: state.last_seq, messages: state.messages, bytes: state.bytes };
+  });
 
   private constructor(
     readonly opts: NodeOptions,
@@ -122,6 +151,7 @@ export class DlmNode implements CoordinatorHost {
       maxReconnectAttempts: -1,
       reconnectTimeWait: 250,
     });
+    let node: DlmNode | undefined;
     try {
       const log = await LogStream.open(nc, { streamName: names.streamName, subject: names.logSubject, replicas: opts.replicas, logger: opts.logger });
       const lease = await LeaderLease.open(nc, {
@@ -132,11 +162,15 @@ export class DlmNode implements CoordinatorHost {
         nodeId: opts.nodeId,
         logger: opts.logger,
       });
-      const node = new DlmNode(opts, nc, log, files, lease);
+      node = new DlmNode(opts, nc, log, files, lease);
+      // Served from before recovery, so a long replay shows as alive but
+      // not ready instead of as a dead process.
+      await node.serveMetrics();
       await node.recover();
       await node.run();
       return node;
     } catch (err) {
+      await node?.metricsServer?.close();
       files.abort();
       await nc.close();
       throw err;
@@ -159,7 +193,7 @@ export class DlmNode implements CoordinatorHost {
     return this.role === "leader" && Date.now() - this.lastLeaseOkAt < this.opts.leaderTtlMs - this.opts.leaderRenewMs;
   }
 
-  info(): NodeInfo {
+  async info(): Promise<NodeInfo> {
     return {
       nodeId: this.nodeId,
       role: this.role,
@@ -168,8 +202,52 @@ export class DlmNode implements CoordinatorHost {
       leader: this.current.leader,
       pid: process.pid,
       version: version(),
-      metrics: this.metrics.snapshot(),
+      metrics: await this.metrics.snapshot(),
+      ...(this.metricsServer ? { metricsUrl: this.metricsServer.url } : {}),
     };
+  }
+
+  /** Liveness: the NATS connection is up (not reconnecting, not closed). */
+  natsConnected(): boolean {
+    return this.natsUp && !this.nc.isClosed();
+  }
+
+  async readiness(): Promise<Readiness> {
+    const role = this.role;
+    const tail = role === "follower" ? await this.logTail.get() : undefined;
+    return readiness({
+      role,
+      natsConnected: this.natsConnected(),
+      leaseFresh: this.leaseFresh(),
+      appliedSeq: this.applied,
+      tail,
+      tailError: this.logTail.lastError,
+      maxLagEntries: this.opts.metrics?.readyMaxLagEntries ?? 0,
+    });
+  }
+
+  /**
+   * Connects the metrics to this node, follows the connection's status for
+   * /healthz, and starts the HTTP server when configured.
+   */
+  private async serveMetrics(): Promise<void> {
+    this.metrics.attach({
+      role: () => this.role,
+      appliedSeq: () => this.applied,
+      state: () => this.current,
+      natsConnected: () => this.natsConnected(),
+      logTail: async () => (await this.logTail.get()) ?? this.logTail.lastKnown,
+    });
+    void (async () => {
+      for await (const status of this.nc.status()) {
+        if (status.type === "disconnect") this.natsUp = false;
+        else if (status.type === "reconnect") this.natsUp = true;
+      }
+    })();
+    const opts = this.opts.metrics;
+    if (!opts) return;
+    this.metricsServer = await MetricsServer.start({ ...opts, ...METRICS_SERVER_LIMITS, logger: this.logger }, this.metrics, this);
+    this.logger.info({ url: this.metricsServer.url, host: opts.host, port: opts.port }, "serving /metrics, /healthz and /readyz");
   }
 
   /**
@@ -186,7 +264,7 @@ export class DlmNode implements CoordinatorHost {
       this.files.markApplied(seq);
     }
     this.applied = seq;
-    this.metrics.entriesApplied++;
+    this.metrics.recordApplied();
     if (writeFiles || seq === this.files.checkpoint.seq) {
       // Both sides of the same fact: what the machine says the files hold,
       // and what the files hold.
@@ -256,12 +334,12 @@ export class DlmNode implements CoordinatorHost {
   private async run(): Promise<void> {
     this.infoSub = this.nc.subscribe(this.names.nodesInfoSubject, {
       callback: (_err, msg) => {
-        if (msg.reply) msg.respond(JSON.stringify(this.info()));
+        if (msg.reply) void this.info().then((info) => msg.respond(JSON.stringify(info)));
       },
     });
     this.checkpointTimer = setInterval(() => this.checkpoint(), this.opts.checkpointIntervalMs);
     if (this.opts.statsIntervalMs > 0) {
-      this.statsTimer = setInterval(() => this.logger.info({ ...this.info() }, "stats"), this.opts.statsIntervalMs);
+      this.statsTimer = setInterval(() => void this.info().then((info) => this.logger.info({ ...info }, "stats")), this.opts.statsIntervalMs);
       this.statsTimer.unref();
     }
     this.stopWatch = await this.lease.watch((leader) => {
@@ -360,7 +438,7 @@ export class DlmNode implements CoordinatorHost {
       this.coordinator = new Coordinator(this, this.opts.coordinator);
       this.coordinator.start();
       this.role = "leader";
-      this.metrics.leaderTerms++;
+      this.metrics.recordTakeover();
       this.logger.info(
         { epoch: this.current.epoch, appliedSeq: this.applied, takeoverMs: Date.now() - started, holders: this.current.locks.size },
         "became leader",
@@ -384,7 +462,7 @@ export class DlmNode implements CoordinatorHost {
   stepDown(reason: string): void {
     if (this.role !== "leader" && this.role !== "candidate") return;
     this.logger.warn({ reason, epoch: this.current.epoch, appliedSeq: this.applied }, "stepping down");
-    this.metrics.stepDowns++;
+    this.metrics.recordStepDown();
     void this.serialize(() => this.leaveLeadership(reason, false));
   }
 
@@ -421,6 +499,7 @@ export class DlmNode implements CoordinatorHost {
     this.files.close();
     if (wasLeading) await this.lease.release().catch(() => undefined);
     this.logger.info({ appliedSeq: this.applied, wasLeading }, "stopped");
+    await this.metricsServer?.close();
     await this.nc.drain().catch(() => undefined);
   }
 

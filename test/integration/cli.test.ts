@@ -5,6 +5,7 @@
  */
 import { spawn } from "child_process";
 import { cliMain, repoRoot } from "../kit/dlmNode";
+import { get } from "../kit/metrics";
 import { startDlmCluster, type DlmTestCluster } from "../kit/dlmCluster";
 import { makeTempDir, removeTempDir } from "../kit/tmp";
 
@@ -108,6 +109,10 @@ describe("dlm up without --demo", () => {
     }
     const pids = [...stdout.matchAll(/pid (\d+)/g)].map((m) => Number(m[1]));
     expect(pids).toHaveLength(2);
+    // Every node serves its metrics port, printed by dlm up.
+    const metricsUrls = [...stdout.matchAll(/n\d (http:\/\/127\.0\.0\.1:\d+)\/metrics/g)].map((m) => m[1]);
+    expect(metricsUrls).toHaveLength(2);
+    for (const url of metricsUrls) expect((await get(url, "/healthz")).status).toBe(200);
     child.kill("SIGINT");
     const code = await exited;
     if (code !== 0) throw new Error(`dlm up exited ${String(code)} after SIGINT:\n${stdout}\nstderr:\n${stderr}`);

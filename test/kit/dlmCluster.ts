@@ -17,6 +17,8 @@ import type { NodeInfo } from "../../src/replica/node";
 import { clusterStatus } from "../../src/cli/statusCommand";
 import { startDlmNode } from "./dlmNode";
 import { startNats, startNatsCluster, type TestNatsServer } from "./nats";
+import { ProxyGroup } from "./proxy";
+import { freePort } from "../../src/local/ports";
 import { makeTempDir, removeTempDir } from "./tmp";
 
 export interface DlmClusterOptions {
@@ -28,6 +30,10 @@ export interface DlmClusterOptions {
   extraArgs?: string[];
   /** Missed pings before nats-server drops a frozen client (single server only; default 4). */
   natsPingMax?: number;
+  /** Each node reaches NATS through TCP proxies of its own (see `links`), so one node can be cut off. */
+  proxied?: boolean;
+  /** Each node serves /metrics, /healthz and /readyz on a free port (see `metricsUrls`). */
+  metrics?: { readyMaxLag?: number };
 }
 
 export interface DlmTestCluster {
@@ -35,6 +41,10 @@ export interface DlmTestCluster {
   readonly natsServers: TestNatsServer[];
   readonly nodes: ManagedProcess[];
   readonly dataDirs: string[];
+  /** With `proxied`: node i's links to NATS, to cut() and heal(); empty otherwise. */
+  readonly links: ProxyGroup[];
+  /** With `metrics`: node i's http://127.0.0.1:port; empty otherwise. */
+  readonly metricsUrls: string[];
   /** A raw NATS connection for tests that speak the wire protocol. */
   readonly nc: NatsConnection;
   /** A client library instance, closed by close(). */
@@ -67,12 +77,22 @@ export async function startDlmCluster(opts: DlmClusterOptions): Promise<DlmTestC
   const root = makeTempDir("dlm-cluster-");
   const dataDirs: string[] = [];
   const nodes: ManagedProcess[] = [];
+  const links: ProxyGroup[] = [];
+  const metricsUrls: string[] = [];
   for (let i = 1; i <= opts.nodes; i++) {
     const dataDir = path.join(root, `n${i}`);
     dataDirs.push(dataDir);
+    if (opts.proxied) links.push(await ProxyGroup.forUrls(urls));
+    const metricsArgs: string[] = [];
+    if (opts.metrics) {
+      const port = await freePort();
+      metricsUrls.push(`http://127.0.0.1:${port}`);
+      metricsArgs.push("--metrics-port", String(port));
+      if (opts.metrics.readyMaxLag !== undefined) metricsArgs.push("--ready-max-lag", String(opts.metrics.readyMaxLag));
+    }
     nodes.push(
       startDlmNode({
-        natsUrls: urls,
+        natsUrls: opts.proxied ? links[i - 1].urls : urls,
         dataDir,
         nodeId: `n${i}`,
         extraArgs: [
@@ -84,6 +104,7 @@ export async function startDlmCluster(opts: DlmClusterOptions): Promise<DlmTestC
           String(opts.sessionTimeoutMs ?? 4000),
           "--log-level",
           process.env.DLM_TEST_LOG_LEVEL ?? "info",
+          ...metricsArgs,
           ...(opts.extraArgs ?? []),
         ],
         logFile: path.join(root, `n${i}.log`),
@@ -105,6 +126,8 @@ export async function startDlmCluster(opts: DlmClusterOptions): Promise<DlmTestC
     natsServers,
     nodes,
     dataDirs,
+    links,
+    metricsUrls,
     nc,
     async client(clientOpts: ClientOptions = {}) {
       const client = await connect({ servers: urls, unavailableTimeoutMs: 60_000, ...clientOpts });
@@ -172,6 +195,7 @@ export async function startDlmCluster(opts: DlmClusterOptions): Promise<DlmTestC
       await Promise.all(clients.map((c) => c.close().catch(() => undefined)));
       await Promise.all(nodes.map((n) => (n.running ? n.kill("SIGKILL") : Promise.resolve())));
       await nc.close().catch(() => undefined);
+      await Promise.all(links.map((l) => l.close()));
       await single?.close();
       await cluster?.close();
       await removeTempDir(root);
