@@ -14,7 +14,7 @@
  *
  * Anything else is a bug or a misuse and is passed through unchanged.
  */
-import { errors as natsErrors, type NatsConnection, type Subscription } from "@nats-io/nats-core";
+import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 
 export interface TransportSubscription {
   unsubscribe(): void;
@@ -75,26 +75,66 @@ export class TransportClosedError extends TransportError {
   }
 }
 
+/** What kind of failure a NATS error is, for the retry policy. */
+export type NatsErrorKind = "timeout" | "noResponders" | "closed" | "disconnected" | "other";
+
+interface ErrorLike {
+  name?: unknown;
+  message?: unknown;
+  cause?: unknown;
+}
+
+function nameOf(e: unknown): string {
+  return typeof (e as ErrorLike | null)?.name === "string" ? ((e as ErrorLike).name as string) : "";
+}
+function messageOf(e: unknown): string {
+  return typeof (e as ErrorLike | null)?.message === "string" ? ((e as ErrorLike).message as string) : "";
+}
+
 /**
- * Map a @nats-io v3 error to a transport error. In v3 a request timeout
- * rejects with `errors.TimeoutError`; "no responders" rejects with an
- * `errors.RequestError` whose `isNoResponders()` is true (its cause is an
- * `errors.NoRespondersError`); a request cut by a disconnect rejects with a
- * plain `RequestError("connection disconnected")`.
+ * Classifies an error from @nats-io v3 by its `name` and message, never by
+ * `instanceof`: a connection handed to `connect({ nc })` may come from
+ * another copy of the @nats-io packages (another version, or the same one
+ * installed twice), whose error classes are not dlm's.
+ *
+ * In v3 a request timeout rejects with a `TimeoutError` ("timeout"); "no
+ * responders" rejects with a `RequestError` whose cause is a
+ * `NoRespondersError` (its `name` is "NoResponders"; message "no
+ * responders: '<subject>'"); a request cut by a disconnect rejects with a
+ * plain `RequestError("connection disconnected")`; a closed or draining
+ * connection with `ClosedConnectionError` / `DrainingConnectionError`.
  */
+export function classifyNatsError(e: unknown): NatsErrorKind {
+  const name = nameOf(e);
+  const message = messageOf(e);
+  if (name === "TimeoutError") return "timeout";
+  if (name === "NoResponders" || name === "NoRespondersError" || /^no responders/i.test(message)) return "noResponders";
+  if (name === "ClosedConnectionError" || name === "DrainingConnectionError") return "closed";
+  if (name === "RequestError") {
+    const cause = (e as ErrorLike).cause;
+    if (cause !== undefined && cause !== null && cause !== e) {
+      const inner = classifyNatsError(cause);
+      if (inner !== "other") return inner;
+    }
+    return "disconnected";
+  }
+  return "other";
+}
+
+/** Map a @nats-io v3 error to a transport error (see `classifyNatsError`); anything else is returned unchanged. */
 export function mapNatsError(e: unknown, subject: string, timeoutMs: number): unknown {
-  if (e instanceof natsErrors.TimeoutError) return new TransportTimeoutError(subject, timeoutMs, { cause: e });
-  if (e instanceof natsErrors.NoRespondersError) return new NoRespondersError(subject, { cause: e });
-  if (e instanceof natsErrors.RequestError) {
-    if (e.isNoResponders()) return new NoRespondersError(subject, { cause: e });
-    if (e.cause instanceof natsErrors.TimeoutError) return new TransportTimeoutError(subject, timeoutMs, { cause: e });
-    if (e.cause instanceof natsErrors.ClosedConnectionError) return new TransportClosedError(undefined, { cause: e });
-    return new DisconnectedError(`NATS request failed: ${e.message}`, { cause: e });
+  switch (classifyNatsError(e)) {
+    case "timeout":
+      return new TransportTimeoutError(subject, timeoutMs, { cause: e });
+    case "noResponders":
+      return new NoRespondersError(subject, { cause: e });
+    case "closed":
+      return new TransportClosedError(undefined, { cause: e });
+    case "disconnected":
+      return new DisconnectedError(`NATS request failed: ${messageOf(e)}`, { cause: e });
+    default:
+      return e;
   }
-  if (e instanceof natsErrors.ClosedConnectionError || e instanceof natsErrors.DrainingConnectionError) {
-    return new TransportClosedError(undefined, { cause: e });
-  }
-  return e;
 }
 
 /** The real transport over a NATS connection. */
