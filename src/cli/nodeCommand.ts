@@ -4,7 +4,8 @@ import { DEFAULT_LIMITS, type Limits } from "../protocol/limits";
 import { DEFAULT_PREFIX } from "../protocol/subjects";
 import { DlmNode, NODE_DEFAULTS } from "../replica/node";
 import { asLogger, createLogger } from "../util/logger";
-import { int, parseArgs, splitList, str, type CommandSpec } from "./args";
+import { int, parseArgs, str, type CommandSpec } from "./args";
+import { explainConnectError, isConnectFailure, natsConnectionFromFlags, NATS_FLAGS } from "./natsFlags";
 
 export const nodeSpec: CommandSpec = {
   usage: "dlm node [flags]",
@@ -12,7 +13,7 @@ export const nodeSpec: CommandSpec = {
     "Runs one dlm node. It replays the log into its state and files, follows the log, and becomes the\n" +
     "coordinator when it wins the leader lease. SIGTERM/SIGINT hand leadership over and exit cleanly.",
   flags: [
-    { name: "nats", kind: "string", default: "nats://127.0.0.1:4222", help: "NATS server URLs, comma-separated" },
+    ...NATS_FLAGS,
     { name: "id", kind: "string", default: "n1", help: "node id, unique in the cluster" },
     { name: "data", kind: "string", help: "data directory for this node's files (default: .dlm/data/<id>)" },
     { name: "prefix", kind: "string", default: DEFAULT_PREFIX, help: "subject prefix; separates dlm clusters on one NATS" },
@@ -31,6 +32,7 @@ export const nodeSpec: CommandSpec = {
 
 export async function runNode(argv: string[]): Promise<void> {
   const { flags } = parseArgs(nodeSpec, argv);
+  const nats = natsConnectionFromFlags(flags);
   const nodeId = str(flags, "id");
   const logger = createLogger({ name: nodeId, level: str(flags, "log-level"), pretty: flags.pretty === true });
   // A broken invariant (or any bug that escapes) must stop the process:
@@ -56,7 +58,8 @@ export async function runNode(argv: string[]): Promise<void> {
     ...NODE_DEFAULTS,
     nodeId,
     dataDir: path.resolve(typeof flags.data === "string" ? flags.data : path.join(".dlm", "data", nodeId)),
-    servers: splitList(str(flags, "nats")),
+    servers: nats.servers,
+    nats: nats.options,
     prefix: str(flags, "prefix"),
     replicas: int(flags, "replicas"),
     limits,
@@ -64,6 +67,8 @@ export async function runNode(argv: string[]): Promise<void> {
     leaderRenewMs,
     snapshotEveryEntries: Math.max(1, int(flags, "snapshot-every")),
     logger: asLogger(logger),
+  }).catch((err: unknown) => {
+    throw isConnectFailure(err) ? explainConnectError(err, nats) : err;
   });
   logger.info({ pid: process.pid }, "node ready");
   let stopping = false;

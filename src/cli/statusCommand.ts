@@ -3,16 +3,16 @@
  * session (they must work while debugging a sick cluster, and must not
  * create state).
  */
-import { connect } from "@nats-io/transport-node";
 import { createInbox, type NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { Reply, StatusView } from "../protocol/messages";
 import { names as subjectNames, DEFAULT_PREFIX } from "../protocol/subjects";
 import type { NodeInfo } from "../replica/node";
-import { parseArgs, splitList, str, UsageError, type CommandSpec } from "./args";
+import { parseArgs, str, UsageError, type CommandSpec } from "./args";
+import { connectNats, natsConnectionFromFlags, NATS_FLAGS } from "./natsFlags";
 
 const commonFlags: CommandSpec["flags"] = [
-  { name: "nats", kind: "string", default: "nats://127.0.0.1:4222", help: "NATS server URLs, comma-separated" },
+  ...NATS_FLAGS,
   { name: "prefix", kind: "string", default: DEFAULT_PREFIX, help: "subject prefix of the dlm cluster" },
   { name: "json", kind: "bool", help: "print JSON instead of a table" },
 ];
@@ -119,7 +119,7 @@ export function formatStatus(status: ClusterStatus): string {
 
 export async function runStatus(argv: string[]): Promise<void> {
   const { flags } = parseArgs(statusSpec, argv);
-  const nc = await connect({ servers: splitList(str(flags, "nats")), name: "dlm-status" });
+  const nc = await connectNats(natsConnectionFromFlags(flags), { name: "dlm-status" });
   try {
     const status = await clusterStatus(nc, str(flags, "prefix"));
     process.stdout.write((flags.json ? JSON.stringify(status, null, 2) : formatStatus(status)) + "\n");
@@ -132,7 +132,7 @@ export async function runStatus(argv: string[]): Promise<void> {
 export async function runRead(argv: string[]): Promise<void> {
   const { flags, positionals } = parseArgs(readSpec, argv);
   if (positionals.length !== 1) throw new UsageError("dlm read takes exactly one FILE (file_0 … file_99)");
-  const nc = await connect({ servers: splitList(str(flags, "nats")), name: "dlm-read" });
+  const nc = await connectNats(natsConnectionFromFlags(flags), { name: "dlm-read" });
   try {
     const names = subjectNames(str(flags, "prefix"));
     const msg = await nc.request(names.requestSubject, encoder.encode(JSON.stringify({ op: "read", file: positionals[0] })), { timeout: 5000 });
