@@ -6,7 +6,8 @@
 import * as readline from "readline";
 import { connect, inboxPrefixFor, isDlmError, type DlmClient, type Lease } from "../client";
 import { DEFAULT_PREFIX } from "../protocol/subjects";
-import { int, parseArgs, str, type CommandSpec } from "./args";
+import { CLIENT_NAMESPACE } from "../protocol/limits";
+import { int, parseArgs, str, UsageError, type CommandSpec } from "./args";
 import { connectNats, natsConnectionFromFlags, NATS_FLAGS } from "./natsFlags";
 
 export const clientSpec: CommandSpec = {
@@ -32,6 +33,7 @@ export async function runClient(argv: string[]): Promise<void> {
   const { flags } = parseArgs(clientSpec, argv);
   const out = (line: string) => process.stdout.write(`${line}\n`);
   const namespace = typeof flags.namespace === "string" ? flags.namespace : undefined;
+  if (namespace !== undefined && !CLIENT_NAMESPACE.test(namespace)) throw new UsageError("--namespace takes 1-32 of [A-Za-z0-9_-]");
   // The command opens NATS itself so that a refused password or a TLS
   // problem is reported as such (exit code 4), not as "no dlm node answered".
   const nc = await connectNats(natsConnectionFromFlags(flags), {
