@@ -7,7 +7,8 @@
 import * as fs from "fs";
 import * as path from "path";
 import { connect as natsConnect } from "@nats-io/transport-node";
-import type { NatsConnection } from "@nats-io/nats-core";
+import type { ConnectionOptions, NatsConnection } from "@nats-io/nats-core";
+import type { NatsAuthorizationConfig, NatsTlsConfig } from "../../src/local/natsServer";
 import { connect, type ClientOptions, type DlmClient } from "../../src/client";
 import type { ManagedProcess } from "../../src/local/processes";
 import { FILE_COUNT, fileName } from "../../src/protocol/files";
@@ -28,6 +29,19 @@ export interface DlmClusterOptions {
   extraArgs?: string[];
   /** Missed pings before nats-server drops a frozen client (single server only; default 4). */
   natsPingMax?: number;
+  /** nats-server client authentication and permissions (see test/kit/nats.ts). */
+  natsAuthorization?: NatsAuthorizationConfig;
+  /** nats-server client TLS (certificates from test/kit/certs.ts). */
+  natsTls?: NatsTlsConfig;
+  /** Connection flags every node gets (credentials, TLS). */
+  nodeNatsArgs?: string[];
+  /** Environment every node gets (e.g. NATS_USER, NATS_PASSWORD). */
+  nodeEnv?: Record<string, string>;
+  /**
+   * NATS options of the test's own connection (`nc`, used for status and
+   * raw requests: give it operator rights) and the defaults of `client()`.
+   */
+  natsOptions?: Partial<ConnectionOptions>;
 }
 
 export interface DlmTestCluster {
@@ -60,8 +74,9 @@ const decoder = new TextDecoder();
 
 export async function startDlmCluster(opts: DlmClusterOptions): Promise<DlmTestCluster> {
   const natsCount = opts.nats ?? 1;
-  const single = natsCount === 1 ? await startNats({ pingMax: opts.natsPingMax }) : undefined;
-  const cluster = natsCount === 3 ? await startNatsCluster(3) : undefined;
+  const security = { authorization: opts.natsAuthorization, tls: opts.natsTls };
+  const single = natsCount === 1 ? await startNats({ pingMax: opts.natsPingMax, ...security }) : undefined;
+  const cluster = natsCount === 3 ? await startNatsCluster(3, security) : undefined;
   const urls = single ? single.urls : cluster!.urls;
   const natsServers = single ? [single] : cluster!.servers;
   const root = makeTempDir("dlm-cluster-");
@@ -75,6 +90,8 @@ export async function startDlmCluster(opts: DlmClusterOptions): Promise<DlmTestC
         natsUrls: urls,
         dataDir,
         nodeId: `n${i}`,
+        natsArgs: opts.nodeNatsArgs,
+        env: opts.nodeEnv,
         extraArgs: [
           "--replicas",
           String(natsCount),
@@ -90,7 +107,7 @@ export async function startDlmCluster(opts: DlmClusterOptions): Promise<DlmTestC
       }),
     );
   }
-  const nc = await natsConnect({ servers: urls, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+  const nc = await natsConnect({ ...opts.natsOptions, servers: urls, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
   const clients: DlmClient[] = [];
   const subjects = names();
 
@@ -107,7 +124,7 @@ export async function startDlmCluster(opts: DlmClusterOptions): Promise<DlmTestC
     dataDirs,
     nc,
     async client(clientOpts: ClientOptions = {}) {
-      const client = await connect({ servers: urls, unavailableTimeoutMs: 60_000, ...clientOpts });
+      const client = await connect({ ...opts.natsOptions, servers: urls, unavailableTimeoutMs: 60_000, ...clientOpts });
       clients.push(client);
       return client;
     },

@@ -3,6 +3,8 @@ import * as os from "os";
 import * as path from "path";
 import {
   NatsServerProcess,
+  type NatsAuthorizationConfig,
+  type NatsTlsConfig,
   pollHealthz,
   renderNatsConfig,
   startNatsCluster as startBinaryCluster,
@@ -68,6 +70,20 @@ export interface StartNatsOptions {
   backend?: NatsBackend;
   /** Echo server output on stderr (or DLM_TEST_ECHO=1); binary path only. */
   echo?: boolean;
+  /**
+   * Client authentication and permissions (users with permissions, one
+   * user, or a token). Binary backend only: a call with `authorization` or
+   * `tls` always runs the nats-server binary.
+   */
+  authorization?: NatsAuthorizationConfig;
+  /** Client TLS (certificates from ./certs.ts). Binary backend only. */
+  tls?: NatsTlsConfig;
+}
+
+/** Security settings need files and config the Docker path does not provide. */
+function backendFor(opts: StartNatsOptions): Promise<NatsBackend> {
+  if (opts.authorization || opts.tls) return Promise.resolve("binary");
+  return opts.backend ? Promise.resolve(opts.backend) : natsBackend();
 }
 
 // ---------------------------------------------------------------------------
@@ -159,6 +175,8 @@ async function startBinaryNats(opts: StartNatsOptions): Promise<TestNats> {
       syncAlways: opts.syncAlways ?? true,
       pingMax: opts.pingMax,
       echo: opts.echo ?? echoDefault(),
+      authorization: opts.authorization,
+      tls: opts.tls,
     });
   } catch (e) {
     await removeTempDir(dir);
@@ -182,6 +200,8 @@ async function startBinaryNatsCluster(size: number, opts: StartNatsOptions): Pro
       baseDir: dir,
       syncAlways: opts.syncAlways ?? true,
       echo: opts.echo ?? echoDefault(),
+      authorization: opts.authorization,
+      tls: opts.tls,
     });
   } catch (e) {
     await removeTempDir(dir);
@@ -348,12 +368,12 @@ async function startDockerNatsCluster(size: number, opts: StartNatsOptions): Pro
 
 /** One JetStream server with fresh storage. */
 export async function startNats(opts: StartNatsOptions = {}): Promise<TestNats> {
-  const backend = opts.backend ?? (await natsBackend());
+  const backend = await backendFor(opts);
   return backend === "docker" ? startDockerNats(opts) : startBinaryNats(opts);
 }
 
 /** A full-mesh JetStream cluster (default 3 servers), ready for replicated streams. */
 export async function startNatsCluster(size = 3, opts: StartNatsOptions = {}): Promise<TestNatsCluster> {
-  const backend = opts.backend ?? (await natsBackend());
+  const backend = await backendFor(opts);
   return backend === "docker" ? startDockerNatsCluster(size, opts) : startBinaryNatsCluster(size, opts);
 }
