@@ -7,7 +7,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { connect } from "@nats-io/transport-node";
-import { startNatsCluster, startNatsServer } from "../local/natsServer";
+import { startNatsCluster, startNatsServer, type NatsAuthorizationConfig } from "../local/natsServer";
 import { killAllTrackedChildren, spawnManaged, type ManagedProcess } from "../local/processes";
 import { DEFAULT_PREFIX } from "../protocol/subjects";
 import { int, parseArgs, str, UsageError, type CommandSpec } from "./args";
@@ -30,8 +30,48 @@ export const upSpec: CommandSpec = {
     { name: "no-sync", kind: "bool", help: "let nats-server batch fsyncs (faster, may lose acknowledged writes on power loss)" },
     { name: "prefix", kind: "string", default: DEFAULT_PREFIX, help: "subject prefix" },
     { name: "demo", kind: "bool", help: "run the demo workload, then stop" },
+    { name: "user", kind: "string", help: "make nats-server require this user (with --password); the nodes and the demo use it" },
+    { name: "password", kind: "string", help: "the password for --user" },
+    { name: "token", kind: "string", help: "make nats-server require this token instead; the nodes and the demo use it" },
   ],
 };
+
+/** NATS_* variables the nodes must not inherit: dlm up tells them how to reach the server it started. */
+const INHERITED_NATS_ENV = ["NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_CREDS", "NATS_NKEY", "NATS_CERT", "NATS_KEY", "NATS_CA", "NATS_TLSFIRST"];
+
+/**
+ * Credentials for the local nats-server: one user with a password, or a
+ * token, or none (anyone on 127.0.0.1 may connect). One identity with every
+ * right, since all of it runs on this machine; production deployments give
+ * nodes and clients their own users (docs/operations.md, "Security").
+ */
+function localAuth(flags: Record<string, unknown>): {
+  server?: NatsAuthorizationConfig;
+  client: { user?: string; pass?: string; token?: string };
+  env: Record<string, string | undefined>;
+  hint: string;
+} {
+  const user = typeof flags.user === "string" ? flags.user : undefined;
+  const password = typeof flags.password === "string" ? flags.password : undefined;
+  const token = typeof flags.token === "string" ? flags.token : undefined;
+  const env: Record<string, string | undefined> = Object.fromEntries(INHERITED_NATS_ENV.map((k) => [k, undefined]));
+  if (token !== undefined && (user !== undefined || password !== undefined)) throw new UsageError("give --token or --user/--password, not both");
+  if ((user === undefined) !== (password === undefined)) throw new UsageError("--user and --password go together");
+  if (token !== undefined) {
+    if (token === "") throw new UsageError("--token must not be empty");
+    return { server: { token }, client: { token }, env: { ...env, NATS_TOKEN: token }, hint: " --token <token>" };
+  }
+  if (user !== undefined && password !== undefined) {
+    if (user === "" || password === "") throw new UsageError("--user and --password must not be empty");
+    return {
+      server: { user, password },
+      client: { user, pass: password },
+      env: { ...env, NATS_USER: user, NATS_PASSWORD: password },
+      hint: ` --user ${user} --password <password>`,
+    };
+  }
+  return { client: {}, env, hint: "" };
+}
 
 const mainJs = path.resolve(__dirname, "main.js");
 
@@ -47,6 +87,7 @@ export async function runUp(argv: string[]): Promise<void> {
   fs.mkdirSync(logsDir, { recursive: true });
   const prefix = str(flags, "prefix");
   const basePort = int(flags, "port");
+  const auth = localAuth(flags);
   const say = (line: string) => process.stdout.write(`${line}\n`);
 
   // Signals are handled from the very start: the children run in their own
@@ -76,6 +117,7 @@ export async function runUp(argv: string[]): Promise<void> {
       serverName: "s1",
       syncAlways: !flags["no-sync"],
       logFile: path.join(logsDir, "nats-s1.log"),
+      authorization: auth.server,
     });
     urls = [server.url];
     stopNats = () => server.stop();
@@ -86,6 +128,7 @@ export async function runUp(argv: string[]): Promise<void> {
       syncAlways: !flags["no-sync"],
       names: ["s1", "s2", "s3"],
       ports: basePort === 0 ? undefined : [basePort, basePort + 1, basePort + 2],
+      authorization: auth.server,
     });
     urls = cluster.urls;
     stopNats = () => cluster.stop();
@@ -114,7 +157,8 @@ export async function runUp(argv: string[]): Promise<void> {
           "--prefix",
           prefix,
         ],
-        { name: id, logFile: path.join(logsDir, `${id}.log`) },
+        // Credentials go by environment, not argv, so they do not show in `ps`.
+        { name: id, logFile: path.join(logsDir, `${id}.log`), env: auth.env },
       ),
     );
   }
@@ -130,7 +174,7 @@ export async function runUp(argv: string[]): Promise<void> {
     say("stopped");
   };
 
-  const nc = await connect({ servers: urls, name: "dlm-up" });
+  const nc = await connect({ ...auth.client, servers: urls, name: "dlm-up" });
   try {
     const leader = await waitForLeader(nc, prefix, nodes, 60_000);
     say(`  leader: ${leader}`);
@@ -142,7 +186,7 @@ export async function runUp(argv: string[]): Promise<void> {
           if (Date.now() > deadline) throw new Error(`node ${nodeId} did not come back within 30 s`);
         }
       };
-      await runDemo({ servers: urls, prefix, nodes, say, waitNodeVisible });
+      await runDemo({ servers: urls, nats: auth.client, prefix, nodes, say, waitNodeVisible });
       say("");
       say(formatStatus(await clusterStatus(nc, prefix, nodes.filter((n) => n.running).length)));
       await nc.close();
@@ -150,8 +194,8 @@ export async function runUp(argv: string[]): Promise<void> {
       return;
     }
     say("ready. Try, in another terminal:");
-    say(`  node dist/src/cli/main.js status --nats ${urls[0]}`);
-    say(`  node dist/src/cli/main.js client --nats ${urls[0]}`);
+    say(`  node dist/src/cli/main.js status --server ${urls[0]}${auth.hint}`);
+    say(`  node dist/src/cli/main.js client --server ${urls[0]}${auth.hint}`);
     say("Ctrl-C stops everything.");
   } catch (err) {
     await nc.close().catch(() => undefined);
