@@ -78,11 +78,10 @@ export function dlmPermissions(prefix?: string): DlmPermissions {
   };
 }
 
-export interface NatsUserEntry {
-  user: string;
-  password: string;
+/** A user of an authorization block: a user name and password, or an nkey (public key, U...). */
+export type NatsUserEntry = ({ user: string; password: string; nkey?: undefined } | { nkey: string; user?: undefined; password?: undefined }) & {
   permissions?: NatsPermissions;
-}
+};
 
 const q = (s: string) => JSON.stringify(s);
 
@@ -93,9 +92,14 @@ function renderPermission(p: SubjectPermission): string {
 
 /** One `{ user: ..., password: ..., permissions: {...} }` entry of an authorization users list. */
 export function renderUserEntry(u: NatsUserEntry, indent = "    "): string {
-  // An unquoted $NAME is a variable nats-server takes from its environment.
-  const password = /^\$[A-Za-z_][A-Za-z0-9_]*$/.test(u.password) ? u.password : q(u.password);
-  const lines = [`${indent}{`, `${indent}  user: ${q(u.user)}`, `${indent}  password: ${password}`];
+  const lines = [`${indent}{`];
+  if (u.nkey !== undefined) {
+    lines.push(`${indent}  nkey: ${q(u.nkey)}`);
+  } else {
+    // An unquoted $NAME is a variable nats-server takes from its environment.
+    const password = /^\$[A-Za-z_][A-Za-z0-9_]*$/.test(u.password) ? u.password : q(u.password);
+    lines.push(`${indent}  user: ${q(u.user)}`, `${indent}  password: ${password}`);
+  }
   if (u.permissions) {
     lines.push(`${indent}  permissions: {`);
     lines.push(`${indent}    publish: ${renderPermission(u.permissions.publish)}`);
