@@ -23,6 +23,7 @@ import {
   type TlsOptions,
 } from "@nats-io/nats-core";
 import { connect as natsConnect } from "@nats-io/transport-node";
+import type { NatsAuthorizationConfig } from "../local/natsServer";
 import { splitList, UsageError, type FlagSpec, type ParsedFlags } from "./args";
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
@@ -247,4 +248,57 @@ export async function connectNats(settings: NatsConnectionSettings, extra: Conne
   } catch (err) {
     throw explainConnectError(err, settings);
   }
+}
+
+// ---------------------------------------------------------------------------
+// Servers dlm starts itself (dlm up, the benches)
+
+/** Credentials for a nats-server dlm starts itself: it will require them, and everything dlm runs against it uses them. */
+export const LOCAL_AUTH_FLAGS: FlagSpec[] = [
+  { name: "user", kind: "string", help: "make the local nats-server require this user (with --password); nodes and clients use it" },
+  { name: "password", kind: "string", help: "the password for --user" },
+  { name: "token", kind: "string", help: "make the local nats-server require this token instead" },
+];
+
+/** NATS_* variables child nodes must not inherit: they are told how to reach the server dlm started. */
+const INHERITED_NATS_ENV = ["NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_CREDS", "NATS_NKEY", "NATS_CERT", "NATS_KEY", "NATS_CA", "NATS_TLSFIRST"];
+
+export interface LocalServerAuth {
+  /** The server's authorization block, or undefined (anyone may connect). */
+  server?: NatsAuthorizationConfig;
+  /** Connection options for clients and the command's own connection. */
+  client: { user?: string; pass?: string; token?: string };
+  /** Environment for child nodes: the credentials (not argv, which `ps` shows), and no other NATS_* variable. */
+  env: Record<string, string | undefined>;
+  /** What to append to a printed command line. */
+  hint: string;
+}
+
+/**
+ * Credentials for a local nats-server from LOCAL_AUTH_FLAGS: one user with
+ * a password, or a token, or none. One identity with every right, since all
+ * of it runs on this machine; production deployments give nodes and clients
+ * their own users (docs/operations.md, "Security").
+ */
+export function localServerAuth(flags: ParsedFlags): LocalServerAuth {
+  const user = typeof flags.user === "string" ? flags.user : undefined;
+  const password = typeof flags.password === "string" ? flags.password : undefined;
+  const token = typeof flags.token === "string" ? flags.token : undefined;
+  const env: Record<string, string | undefined> = Object.fromEntries(INHERITED_NATS_ENV.map((k) => [k, undefined]));
+  if (token !== undefined && (user !== undefined || password !== undefined)) throw new UsageError("give --token or --user/--password, not both");
+  if ((user === undefined) !== (password === undefined)) throw new UsageError("--user and --password go together");
+  if (token !== undefined) {
+    if (token === "") throw new UsageError("--token must not be empty");
+    return { server: { token }, client: { token }, env: { ...env, NATS_TOKEN: token }, hint: " --token <token>" };
+  }
+  if (user !== undefined && password !== undefined) {
+    if (user === "" || password === "") throw new UsageError("--user and --password must not be empty");
+    return {
+      server: { user, password },
+      client: { user, pass: password },
+      env: { ...env, NATS_USER: user, NATS_PASSWORD: password },
+      hint: ` --user ${user} --password <password>`,
+    };
+  }
+  return { client: {}, env, hint: "" };
 }

@@ -7,11 +7,12 @@
 import * as fs from "fs";
 import * as path from "path";
 import { connect } from "@nats-io/transport-node";
-import { startNatsCluster, startNatsServer, type NatsAuthorizationConfig } from "../local/natsServer";
+import { startNatsCluster, startNatsServer } from "../local/natsServer";
 import { killAllTrackedChildren, spawnManaged, type ManagedProcess } from "../local/processes";
 import { DEFAULT_PREFIX } from "../protocol/subjects";
 import { int, parseArgs, str, UsageError, type CommandSpec } from "./args";
 import { runDemo } from "./demo";
+import { LOCAL_AUTH_FLAGS, localServerAuth } from "./natsFlags";
 import { clusterStatus, formatStatus } from "./statusCommand";
 
 export const upSpec: CommandSpec = {
@@ -30,48 +31,9 @@ export const upSpec: CommandSpec = {
     { name: "no-sync", kind: "bool", help: "let nats-server batch fsyncs (faster, may lose acknowledged writes on power loss)" },
     { name: "prefix", kind: "string", default: DEFAULT_PREFIX, help: "subject prefix" },
     { name: "demo", kind: "bool", help: "run the demo workload, then stop" },
-    { name: "user", kind: "string", help: "make nats-server require this user (with --password); the nodes and the demo use it" },
-    { name: "password", kind: "string", help: "the password for --user" },
-    { name: "token", kind: "string", help: "make nats-server require this token instead; the nodes and the demo use it" },
+    ...LOCAL_AUTH_FLAGS,
   ],
 };
-
-/** NATS_* variables the nodes must not inherit: dlm up tells them how to reach the server it started. */
-const INHERITED_NATS_ENV = ["NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_CREDS", "NATS_NKEY", "NATS_CERT", "NATS_KEY", "NATS_CA", "NATS_TLSFIRST"];
-
-/**
- * Credentials for the local nats-server: one user with a password, or a
- * token, or none (anyone on 127.0.0.1 may connect). One identity with every
- * right, since all of it runs on this machine; production deployments give
- * nodes and clients their own users (docs/operations.md, "Security").
- */
-function localAuth(flags: Record<string, unknown>): {
-  server?: NatsAuthorizationConfig;
-  client: { user?: string; pass?: string; token?: string };
-  env: Record<string, string | undefined>;
-  hint: string;
-} {
-  const user = typeof flags.user === "string" ? flags.user : undefined;
-  const password = typeof flags.password === "string" ? flags.password : undefined;
-  const token = typeof flags.token === "string" ? flags.token : undefined;
-  const env: Record<string, string | undefined> = Object.fromEntries(INHERITED_NATS_ENV.map((k) => [k, undefined]));
-  if (token !== undefined && (user !== undefined || password !== undefined)) throw new UsageError("give --token or --user/--password, not both");
-  if ((user === undefined) !== (password === undefined)) throw new UsageError("--user and --password go together");
-  if (token !== undefined) {
-    if (token === "") throw new UsageError("--token must not be empty");
-    return { server: { token }, client: { token }, env: { ...env, NATS_TOKEN: token }, hint: " --token <token>" };
-  }
-  if (user !== undefined && password !== undefined) {
-    if (user === "" || password === "") throw new UsageError("--user and --password must not be empty");
-    return {
-      server: { user, password },
-      client: { user, pass: password },
-      env: { ...env, NATS_USER: user, NATS_PASSWORD: password },
-      hint: ` --user ${user} --password <password>`,
-    };
-  }
-  return { client: {}, env, hint: "" };
-}
 
 const mainJs = path.resolve(__dirname, "main.js");
 
@@ -87,7 +49,7 @@ export async function runUp(argv: string[]): Promise<void> {
   fs.mkdirSync(logsDir, { recursive: true });
   const prefix = str(flags, "prefix");
   const basePort = int(flags, "port");
-  const auth = localAuth(flags);
+  const auth = localServerAuth(flags);
   const say = (line: string) => process.stdout.write(`${line}\n`);
 
   // Signals are handled from the very start: the children run in their own
