@@ -85,9 +85,14 @@ export type NatsUserEntry = ({ user: string; password: string; nkey?: undefined 
 
 const q = (s: string) => JSON.stringify(s);
 
-function renderPermission(p: SubjectPermission): string {
-  const allow = `allow: [${p.allow.map(q).join(", ")}]`;
-  return p.deny ? `{ ${allow}, deny: [${p.deny.map(q).join(", ")}] }` : `{ ${allow} }`;
+function renderList(subjects: string[], indent: string): string {
+  if (subjects.length <= 3) return `[${subjects.map(q).join(", ")}]`;
+  return `[\n${subjects.map((x) => `${indent}  ${q(x)}`).join("\n")}\n${indent}]`;
+}
+
+function renderPermission(p: SubjectPermission, indent: string): string {
+  const allow = `allow: ${renderList(p.allow, indent)}`;
+  return p.deny ? `{ ${allow}, deny: ${renderList(p.deny, indent)} }` : `{ ${allow} }`;
 }
 
 /** One `{ user: ..., password: ..., permissions: {...} }` entry of an authorization users list. */
@@ -102,8 +107,8 @@ export function renderUserEntry(u: NatsUserEntry, indent = "    "): string {
   }
   if (u.permissions) {
     lines.push(`${indent}  permissions: {`);
-    lines.push(`${indent}    publish: ${renderPermission(u.permissions.publish)}`);
-    lines.push(`${indent}    subscribe: ${renderPermission(u.permissions.subscribe)}`);
+    lines.push(`${indent}    publish: ${renderPermission(u.permissions.publish, `${indent}    `)}`);
+    lines.push(`${indent}    subscribe: ${renderPermission(u.permissions.subscribe, `${indent}    `)}`);
     if (u.permissions.allow_responses) lines.push(`${indent}    allow_responses: true`);
     lines.push(`${indent}  }`);
   }
