@@ -96,6 +96,7 @@ import { PendingAcquire, Session, type GrantResult, type SessionInfo } from "./s
 import {
   NatsTransport,
   TransportClosedError,
+  TransportPermissionError,
   TransportTimeoutError,
   TransportUnavailableError,
   type Transport,
@@ -1123,6 +1124,12 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     if (e instanceof TransportClosedError) return new ClosedError(`the NATS connection is closed (${what})`, { cause: e });
     if (e instanceof TransportUnavailableError) return new UnavailableError(`NATS is not reachable (${what}): ${e.message}`, { cause: e });
     if (e instanceof TransportTimeoutError) return new TimeoutError(`${what} timed out`, { cause: e });
+    if (e instanceof TransportPermissionError) {
+      return new InternalError(
+        `${what}: ${e.message}. The NATS user may not use this subject: check its permissions and the client's namespace (docs/operations.md, "Security").`,
+        { cause: e },
+      );
+    }
     return new InternalError(`${what} failed: ${describe(e)}`, { cause: e });
   }
 }

@@ -31,6 +31,7 @@ export {
   NoRespondersError,
   DisconnectedError,
   TransportClosedError,
+  TransportPermissionError,
   mapNatsError,
   classifyNatsError,
 } from "./transport";

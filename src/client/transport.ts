@@ -11,6 +11,9 @@
  *   nobody serves the subject right now, or the NATS connection is down
  *   (it reconnects by itself). Retry after a backoff.
  * - `TransportClosedError`: the connection is closed for good.
+ * - `TransportPermissionError`: NATS refused a subject this client needs
+ *   (publish to the request subject, subscribe to its notifications or
+ *   inbox). Not retried.
  *
  * Anything else is a bug or a misuse and is passed through unchanged.
  */
@@ -68,6 +71,17 @@ export class DisconnectedError extends TransportUnavailableError {
     this.name = "DisconnectedError";
   }
 }
+/**
+ * NATS refused this connection a subject it needs (a permissions
+ * violation): retrying cannot help, the NATS user's permissions (or the
+ * client's namespace) must change.
+ */
+export class TransportPermissionError extends TransportError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "TransportPermissionError";
+  }
+}
 export class TransportClosedError extends TransportError {
   constructor(message = "NATS connection is closed", options?: { cause?: unknown }) {
     super(message, options);
@@ -76,7 +90,7 @@ export class TransportClosedError extends TransportError {
 }
 
 /** What kind of failure a NATS error is, for the retry policy. */
-export type NatsErrorKind = "timeout" | "noResponders" | "closed" | "disconnected" | "other";
+export type NatsErrorKind = "timeout" | "noResponders" | "closed" | "forbidden" | "disconnected" | "other";
 
 interface ErrorLike {
   name?: unknown;
@@ -102,7 +116,9 @@ function messageOf(e: unknown): string {
  * `NoRespondersError` (its `name` is "NoResponders"; message "no
  * responders: '<subject>'"); a request cut by a disconnect rejects with a
  * plain `RequestError("connection disconnected")`; a closed or draining
- * connection with `ClosedConnectionError` / `DrainingConnectionError`.
+ * connection with `ClosedConnectionError` / `DrainingConnectionError`; a
+ * subject the user may not use with a `PermissionViolationError` (or a
+ * `RequestError` caused by one).
  */
 export function classifyNatsError(e: unknown): NatsErrorKind {
   const name = nameOf(e);
@@ -110,6 +126,7 @@ export function classifyNatsError(e: unknown): NatsErrorKind {
   if (name === "TimeoutError") return "timeout";
   if (name === "NoResponders" || name === "NoRespondersError" || /^no responders/i.test(message)) return "noResponders";
   if (name === "ClosedConnectionError" || name === "DrainingConnectionError") return "closed";
+  if (name === "PermissionViolationError" || /permissions violation/i.test(message)) return "forbidden";
   if (name === "RequestError") {
     const cause = (e as ErrorLike).cause;
     if (cause !== undefined && cause !== null && cause !== e) {
@@ -130,6 +147,8 @@ export function mapNatsError(e: unknown, subject: string, timeoutMs: number): un
       return new NoRespondersError(subject, { cause: e });
     case "closed":
       return new TransportClosedError(undefined, { cause: e });
+    case "forbidden":
+      return new TransportPermissionError(`NATS refused ${subject}: ${messageOf(e)}`, { cause: e });
     case "disconnected":
       return new DisconnectedError(`NATS request failed: ${messageOf(e)}`, { cause: e });
     default:
@@ -167,18 +186,24 @@ export class NatsTransport implements Transport {
 
   async subscribe(subject: string, handler: (payload: Uint8Array) => void): Promise<TransportSubscription> {
     let sub: Subscription;
+    let refused: unknown;
     try {
       sub = this.nc.subscribe(subject, {
         callback: (err, msg) => {
-          if (!err) handler(msg.data);
+          if (err) refused ??= err;
+          else handler(msg.data);
         },
       });
       // Make sure the server knows the subscription before we say hello, so
       // an early grant notification is not missed (polling would recover it,
-      // but later).
+      // but later). The server answers a refused subscription before the
+      // flush's PONG, so a permissions violation is known here.
       await this.nc.flush();
     } catch (e) {
       throw mapNatsError(e, subject, 0);
+    }
+    if (refused !== undefined && classifyNatsError(refused) === "forbidden") {
+      throw new TransportPermissionError(`NATS refused the subscription to ${subject}: ${messageOf(refused)}`, { cause: refused });
     }
     return { unsubscribe: () => sub.unsubscribe() };
   }

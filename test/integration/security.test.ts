@@ -80,6 +80,11 @@ describe("least privilege: node, operator and client users with the documented p
     const billing = await cluster.client({ user: "billing", pass: pw.billing, namespace: "billing" });
     expect(orders.clientId).toMatch(/^orders\.[A-Za-z0-9_-]{21}$/);
     expect(billing.clientId).toMatch(/^billing\./);
+    // Without its namespace the same user is refused its notify subject at
+    // once, and told so (not retried as "unavailable" until the budget runs out).
+    await expect(connect({ servers: cluster.urls, user: "orders", pass: pw.orders, unavailableTimeoutMs: 60_000 })).rejects.toThrow(
+      /NATS refused the subscription to dlm\.notify\.[A-Za-z0-9_-]+: Permissions Violation.*check its permissions and the client's namespace/,
+    );
 
     const lease = await orders.acquire("global");
     await orders.append("file_3", "orders 1\n");

@@ -10,6 +10,7 @@ import {
   mapNatsError,
   NoRespondersError,
   TransportClosedError,
+  TransportPermissionError,
   TransportTimeoutError,
 } from "../../src/client/transport";
 import { loadForeignNats } from "../kit/foreignNats";
@@ -54,6 +55,12 @@ describe.each(copies)("errors from %s", (_label, errors) => {
 
   test("a request cut by a disconnect is a DisconnectedError", () => {
     expect(mapNatsError(new errors.RequestError("connection disconnected"), "dlm.req", 200)).toBeInstanceOf(DisconnectedError);
+  });
+
+  test("a permissions violation, bare or as a RequestError's cause, is a TransportPermissionError (not retried)", () => {
+    const pv = new errors.PermissionViolationError('Permissions Violation for Publish to "dlm.req"', "publish", "dlm.req");
+    expect(mapNatsError(pv, "dlm.req", 200)).toBeInstanceOf(TransportPermissionError);
+    expect(mapNatsError(new errors.RequestError(pv.message, { cause: pv }), "dlm.req", 200)).toBeInstanceOf(TransportPermissionError);
   });
 
   test("anything else passes through unchanged", () => {
