@@ -51,6 +51,11 @@ export interface NatsServerOptions {
   authorization?: NatsAuthorizationConfig;
   /** TLS for client connections. */
   tls?: NatsTlsConfig;
+  /**
+   * More configuration, appended verbatim (e.g. `operator` and `resolver`
+   * for JWT / operator mode, which dlm never sets up itself).
+   */
+  extraConfig?: string;
 }
 
 /** Client authentication: a list of users with permissions, one user, or one token. */
@@ -194,6 +199,7 @@ export interface NatsConfigSpec {
   cluster?: { name: string; host: string; port: number; routes: string[] };
   authorization?: NatsAuthorizationConfig;
   tls?: NatsTlsConfig;
+  extraConfig?: string;
 }
 
 const q = (s: string) => JSON.stringify(s);
@@ -222,6 +228,7 @@ export function renderNatsConfig(spec: NatsConfigSpec): string {
     if (t.handshakeFirst) lines.push("  handshake_first: true");
     lines.push("  timeout: 2", "}");
   }
+  if (spec.extraConfig) lines.push(spec.extraConfig.trimEnd());
   if (spec.cluster) {
     const c = spec.cluster;
     lines.push("cluster {", `  name: ${q(c.name)}`, `  listen: ${q(`${c.host}:${c.port}`)}`, "  routes: [");
@@ -370,6 +377,7 @@ class NatsServerProcessImpl implements NatsServerProcess {
       pingMax: this.opts.pingMax,
       authorization: this.opts.authorization,
       tls: this.opts.tls,
+      extraConfig: this.opts.extraConfig,
       cluster: clustered
         ? {
             name: this.opts.clusterName ?? "dlm",

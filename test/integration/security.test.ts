@@ -7,7 +7,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { connect as natsConnect } from "@nats-io/transport-node";
-import { nkeys, type NatsConnection, type Status } from "@nats-io/nats-core";
+import { credsAuthenticator, nkeys, type NatsConnection, type Status } from "@nats-io/nats-core";
 import { connect, type DlmClient, type Logger } from "../../src/client";
 import { dlmPermissions } from "../../src/protocol/permissions";
 import { makeTestCertificates, type TestCertificates } from "../kit/certs";
@@ -15,6 +15,7 @@ import { runDlm } from "../kit/cli";
 import { startDlmCluster, sleep, type DlmTestCluster } from "../kit/dlmCluster";
 import { startDlmNode } from "../kit/dlmNode";
 import { loadForeignNats } from "../kit/foreignNats";
+import { makeOperatorSetup } from "../kit/jwt";
 import { startNats } from "../kit/nats";
 import { makeTempDir, removeTempDir } from "../kit/tmp";
 
@@ -226,6 +227,53 @@ describe("TLS: a server that verifies client certificates, with TLS first", () =
     expect(noCert.code).toBe(4);
     expect(noCert.stderr).toMatch(/^dlm: .*NATS at nats:\/\/127\.0\.0\.1:\d+/);
     expect(noCert.stderr).not.toMatch(/\n\s+at /);
+  });
+});
+
+describe("operator mode: JWT users with the documented permissions, creds files", () => {
+  let cluster: DlmTestCluster;
+  let dir: string;
+  let creds: { node: string; operator: string; orders: string };
+
+  beforeAll(async () => {
+    dir = makeTempDir("dlm-jwt-");
+    const setup = makeOperatorSetup(dir);
+    const perms = dlmPermissions();
+    creds = {
+      node: setup.addUser("dlm-node", perms.node),
+      operator: setup.addUser("dlm-operator", perms.operator),
+      orders: setup.addUser("orders", perms.client("orders")),
+    };
+    cluster = await startDlmCluster({
+      nodes: 1,
+      natsExtraConfig: setup.serverConfig,
+      nodeNatsArgs: ["--creds", creds.node],
+      natsOptions: { authenticator: credsAuthenticator(fs.readFileSync(creds.operator)) },
+    });
+    await cluster.waitForLeader();
+  });
+  afterAll(async () => {
+    await cluster?.close();
+    await removeTempDir(dir);
+  });
+
+  test("a node and a client run on creds files; dlm status and read take --creds or NATS_CREDS", async () => {
+    const client = await cluster.client({ authenticator: credsAuthenticator(fs.readFileSync(creds.orders)), namespace: "orders" });
+    const lease = await client.acquire();
+    await client.append("file_8", "with creds\n");
+    await client.release(lease);
+
+    const server = cluster.urls[0];
+    const status = await runDlm(["status", "--server", server, "--creds", creds.operator]);
+    expect(status.stderr).toBe("");
+    expect(status.code).toBe(0);
+    expect(status.stdout).toMatch(/^leader: n1 \(epoch 1\)/);
+    const read = await runDlm(["read", "file_8", "--server", server], { env: { NATS_CREDS: creds.operator } });
+    expect(read.code).toBe(0);
+    expect(read.stdout).toBe("with creds\n");
+    // The client's creds grant no operator rights: status cannot ask the nodes or the stream.
+    const asClient = await runDlm(["status", "--server", server, "--creds", creds.orders, "--json"]);
+    expect((JSON.parse(asClient.stdout) as { nodes: unknown[]; lastSeq: unknown }).nodes).toEqual([]);
   });
 });
 

@@ -33,6 +33,8 @@ export interface DlmClusterOptions {
   natsAuthorization?: NatsAuthorizationConfig;
   /** nats-server client TLS (certificates from test/kit/certs.ts). */
   natsTls?: NatsTlsConfig;
+  /** nats-server configuration appended verbatim (operator mode from test/kit/jwt.ts; single server only). */
+  natsExtraConfig?: string;
   /** Connection flags every node gets (credentials, TLS). */
   nodeNatsArgs?: string[];
   /** Environment every node gets (e.g. NATS_USER, NATS_PASSWORD). */
@@ -75,7 +77,7 @@ const decoder = new TextDecoder();
 export async function startDlmCluster(opts: DlmClusterOptions): Promise<DlmTestCluster> {
   const natsCount = opts.nats ?? 1;
   const security = { authorization: opts.natsAuthorization, tls: opts.natsTls };
-  const single = natsCount === 1 ? await startNats({ pingMax: opts.natsPingMax, ...security }) : undefined;
+  const single = natsCount === 1 ? await startNats({ pingMax: opts.natsPingMax, extraConfig: opts.natsExtraConfig, ...security }) : undefined;
   const cluster = natsCount === 3 ? await startNatsCluster(3, security) : undefined;
   const urls = single ? single.urls : cluster!.urls;
   const natsServers = single ? [single] : cluster!.servers;

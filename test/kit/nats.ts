@@ -78,11 +78,13 @@ export interface StartNatsOptions {
   authorization?: NatsAuthorizationConfig;
   /** Client TLS (certificates from ./certs.ts). Binary backend only. */
   tls?: NatsTlsConfig;
+  /** Configuration appended verbatim (operator mode from ./jwt.ts). Binary backend only. */
+  extraConfig?: string;
 }
 
 /** Security settings need files and config the Docker path does not provide. */
 function backendFor(opts: StartNatsOptions): Promise<NatsBackend> {
-  if (opts.authorization || opts.tls) return Promise.resolve("binary");
+  if (opts.authorization || opts.tls || opts.extraConfig) return Promise.resolve("binary");
   return opts.backend ? Promise.resolve(opts.backend) : natsBackend();
 }
 
@@ -177,6 +179,7 @@ async function startBinaryNats(opts: StartNatsOptions): Promise<TestNats> {
       echo: opts.echo ?? echoDefault(),
       authorization: opts.authorization,
       tls: opts.tls,
+      extraConfig: opts.extraConfig,
     });
   } catch (e) {
     await removeTempDir(dir);
