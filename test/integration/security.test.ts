@@ -142,6 +142,19 @@ describe("least privilege: node, operator and client users with the documented p
     expect([after.leader, after.epoch]).toEqual([before.leader, before.epoch]);
   });
 
+  test("the nodes never hit a permission they lack (nats-server logs every violation)", async () => {
+    // Take the leader down and back so the run covers take-over, hand-over and recovery too.
+    const leader = await cluster.waitForLeader();
+    await leader.node.stop();
+    const next = await cluster.waitForLeader(30_000, leader.id);
+    await leader.node.restart();
+    await cluster.waitCaughtUp();
+    expect(next.id).not.toBe(leader.id);
+    const log = cluster.natsServers[0].logTail(2000);
+    expect(log).toMatch(/Violation - User "orders"/); // the refusals of the test above are logged
+    expect(log.split("\n").filter((l) => /Violation - User "dlm-(node|operator)"/.test(l))).toEqual([]);
+  });
+
   test("the CLI authenticates with flags, the environment, an nkey, or URL credentials; a wrong password exits 4 with a sentence", async () => {
     const server = cluster.urls[0];
     const asOperator = await runDlm(["status", "--server", server, "--user", "dlm-operator", "--password", pw.operator]);

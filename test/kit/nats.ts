@@ -30,6 +30,8 @@ export interface TestNatsServer {
   /** Client URL; stable across kill/restart. */
   readonly url: string;
   readonly running: boolean;
+  /** The server's last output lines (binary backend; "" with Docker). */
+  logTail(lines?: number): string;
   /** Crash: SIGKILL (docker: container kill), wait until gone. */
   kill(): Promise<void>;
   /** Graceful stop. */
@@ -152,6 +154,7 @@ function wrapProcess(s: NatsServerProcess): TestNatsServer {
     get running() {
       return s.running;
     },
+    logTail: (lines?: number) => s.tail(lines),
     kill: () => s.kill(),
     stop: () => s.stop(),
     restart: () => s.restart(),
@@ -293,6 +296,7 @@ async function startDockerServers(
       get running() {
         return running;
       },
+      logTail: () => "",
       async kill() {
         if (!running) return;
         if (paused) await server.resume();
