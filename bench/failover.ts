@@ -22,6 +22,7 @@
  *
  *   npm run bench:failover -- [--runs 12] [--nats 1|3]
  *                             [--leader-ttl-ms 2000] [--leader-renew-ms 500] [--keep]
+ *                             [--user U --password P | --token T]  (the local nats-server requires them)
  */
 import * as fs from "fs";
 import * as os from "os";
@@ -35,6 +36,8 @@ import { spawnManaged, type ManagedProcess } from "../src/local/processes";
 import type { Reply, StatusView } from "../src/protocol/messages";
 import { names } from "../src/protocol/subjects";
 import { NODE_DEFAULTS } from "../src/replica/node";
+import { helpText, int, parseArgs, UsageError, type CommandSpec, type ParsedFlags } from "../src/cli/args";
+import { LOCAL_AUTH_FLAGS, localServerAuth } from "../src/cli/natsFlags";
 
 const NODES = 3;
 /** The holder's lease: long enough that it is still held when the new leader is up (design default). */
@@ -42,15 +45,22 @@ const HOLDER_LEASE_MS = 10_000;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-function flag(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1] : fallback;
-}
+const spec: CommandSpec = {
+  usage: "npm run bench:failover -- [flags]",
+  summary: "Leader SIGKILLs against three local nodes: how long until a waiting client's acquire succeeds.",
+  flags: [
+    { name: "runs", kind: "int", default: 12, help: "leader kills" },
+    { name: "nats", kind: "int", default: 1, help: "nats-servers: 1, or 3 for a cluster" },
+    { name: "leader-ttl-ms", kind: "int", default: NODE_DEFAULTS.leaderTtlMs, help: "leader lease (KV key TTL)" },
+    { name: "leader-renew-ms", kind: "int", default: NODE_DEFAULTS.leaderRenewMs, help: "leader lease refresh interval" },
+    { name: "keep", kind: "bool", help: "keep the temporary directory (logs, data)" },
+    ...LOCAL_AUTH_FLAGS,
+  ],
+};
 
-function intFlag(name: string, fallback: number, ok: (n: number) => boolean): number {
-  const raw = flag(name, String(fallback));
-  const n = Number(raw);
-  if (!Number.isInteger(n) || !ok(n)) throw new Error(`bad --${name} ${raw}`);
+function intFlag(flags: ParsedFlags, name: string, ok: (n: number) => boolean): number {
+  const n = int(flags, name);
+  if (!ok(n)) throw new UsageError(`bad --${name} ${n}`);
   return n;
 }
 
@@ -97,11 +107,14 @@ interface Sample {
 }
 
 async function main(): Promise<void> {
-  const runs = intFlag("runs", 12, (n) => n >= 1);
-  const natsCount = intFlag("nats", 1, (n) => n === 1 || n === 3);
-  const leaderTtlMs = intFlag("leader-ttl-ms", NODE_DEFAULTS.leaderTtlMs, (n) => n >= 100);
-  const leaderRenewMs = intFlag("leader-renew-ms", NODE_DEFAULTS.leaderRenewMs, (n) => n > 0 && n * 2 <= leaderTtlMs);
-  const keep = process.argv.includes("--keep");
+  const { flags, help } = parseArgs(spec, process.argv.slice(2));
+  if (help) return void console.log(helpText(spec));
+  const runs = intFlag(flags, "runs", (n) => n >= 1);
+  const natsCount = intFlag(flags, "nats", (n) => n === 1 || n === 3);
+  const leaderTtlMs = intFlag(flags, "leader-ttl-ms", (n) => n >= 100);
+  const leaderRenewMs = intFlag(flags, "leader-renew-ms", (n) => n > 0 && n * 2 <= leaderTtlMs);
+  const keep = flags.keep === true;
+  const auth = localServerAuth(flags);
 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dlm-bench-failover-"));
   const cleanups: Array<() => Promise<unknown>> = [];
@@ -121,11 +134,11 @@ async function main(): Promise<void> {
   try {
     let urls: string[];
     if (natsCount === 1) {
-      const server = await startNatsServer({ storeDir: path.join(dir, "nats"), logFile: path.join(dir, "nats.log"), syncAlways: true });
+      const server = await startNatsServer({ storeDir: path.join(dir, "nats"), logFile: path.join(dir, "nats.log"), syncAlways: true, authorization: auth.server });
       cleanups.push(() => server.stop());
       urls = [server.url];
     } else {
-      const cluster = await startNatsCluster({ size: 3, baseDir: path.join(dir, "nats"), syncAlways: true });
+      const cluster = await startNatsCluster({ size: 3, baseDir: path.join(dir, "nats"), syncAlways: true, authorization: auth.server });
       cleanups.push(() => cluster.stop());
       urls = cluster.urls;
     }
@@ -138,19 +151,19 @@ async function main(): Promise<void> {
     for (let i = 1; i <= NODES; i++) {
       const args = [mainJs, "node", "--nats", urls.join(","), "--id", `n${i}`, "--data", path.join(dir, `n${i}`)];
       args.push("--replicas", String(natsCount), "--leader-ttl-ms", String(leaderTtlMs), "--leader-renew-ms", String(leaderRenewMs));
-      nodes.push(spawnManaged(process.execPath, args, { name: `n${i}`, logFile: path.join(dir, `n${i}.log`) }));
+      nodes.push(spawnManaged(process.execPath, args, { name: `n${i}`, logFile: path.join(dir, `n${i}.log`), env: auth.env }));
     }
     const nodeById = (id: string) => nodes[Number(id.slice(1)) - 1];
 
-    const nc = await natsConnect({ servers: urls, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+    const nc = await natsConnect({ ...auth.client, servers: urls, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
     cleanups.push(() => nc.close());
     await waitSettled(nc, 60_000);
 
     const clients: DlmClient[] = [];
     cleanups.push(() => Promise.all(clients.map((c) => c.close())));
-    const holder = await connect({ servers: urls, name: "holder", unavailableTimeoutMs: 60_000 });
+    const holder = await connect({ ...auth.client, servers: urls, name: "holder", unavailableTimeoutMs: 60_000 });
     clients.push(holder);
-    const waiter = await connect({ servers: urls, name: "waiter", unavailableTimeoutMs: 60_000 });
+    const waiter = await connect({ ...auth.client, servers: urls, name: "waiter", unavailableTimeoutMs: 60_000 });
     clients.push(waiter);
 
     console.log(
@@ -214,7 +227,7 @@ async function main(): Promise<void> {
 main().then(
   () => process.exit(0),
   (err: unknown) => {
-    console.error(err);
-    process.exit(1);
+    console.error(err instanceof UsageError ? `usage: ${err.message}` : err);
+    process.exit(err instanceof UsageError ? 2 : 1);
   },
 );

@@ -6,6 +6,7 @@
  * contention. Prints a table; asserts nothing.
  *
  *   npm run bench:throughput -- [--seconds 5] [--levels 1,8,32,128] [--no-sync] [--metrics]
+ *                               [--user U --password P | --token T]  (the local nats-server requires them)
  *
  * --metrics runs the node with its metrics port on, scrapes it once a
  * second during the run (a demanding Prometheus), and at the end prints the
@@ -22,11 +23,20 @@ import { freePort } from "../src/local/ports";
 import { spawnManaged } from "../src/local/processes";
 import { clusterStatus } from "../src/cli/statusCommand";
 import { connect as natsConnect } from "@nats-io/transport-node";
+import { helpText, int, parseArgs, splitList, str, UsageError, type CommandSpec } from "../src/cli/args";
+import { LOCAL_AUTH_FLAGS, localServerAuth } from "../src/cli/natsFlags";
 
-function flag(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : fallback;
-}
+const spec: CommandSpec = {
+  usage: "npm run bench:throughput -- [flags]",
+  summary: "Acquire/release throughput and latency at several levels of concurrency against a local nats-server and one node.",
+  flags: [
+    { name: "seconds", kind: "int", default: 5, help: "seconds per level" },
+    { name: "levels", kind: "string", default: "1,8,32,128", help: "worker counts, comma-separated" },
+    { name: "no-sync", kind: "bool", help: "let nats-server batch fsyncs" },
+    { name: "metrics", kind: "bool", help: "run the node with its metrics port on and scrape it every second" },
+    ...LOCAL_AUTH_FLAGS,
+  ],
+};
 
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
@@ -34,18 +44,22 @@ function percentile(sorted: number[], p: number): number {
 }
 
 async function main(): Promise<void> {
-  const seconds = Number(flag("seconds", "5"));
-  const levels = flag("levels", "1,8,32,128").split(",").map(Number);
-  const sync = !process.argv.includes("--no-sync");
-  const metricsPort = process.argv.includes("--metrics") ? await freePort() : 0;
+  const { flags, help } = parseArgs(spec, process.argv.slice(2));
+  if (help) return void console.log(helpText(spec));
+  const seconds = int(flags, "seconds");
+  const levels = splitList(str(flags, "levels")).map(Number);
+  if (seconds < 1 || levels.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError("--seconds and --levels need positive integers");
+  const sync = flags["no-sync"] !== true;
+  const auth = localServerAuth(flags);
+  const metricsPort = flags.metrics === true ? await freePort() : 0;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dlm-bench-"));
-  const nats = await startNatsServer({ storeDir: path.join(dir, "nats"), syncAlways: sync });
+  const nats = await startNatsServer({ storeDir: path.join(dir, "nats"), syncAlways: sync, authorization: auth.server });
   const node = spawnManaged(
     process.execPath,
     [path.join(__dirname, "../src/cli/main.js"), "node", "--nats", nats.url, "--id", "b1", "--data", path.join(dir, "b1"), "--log-level", "info", "--metrics-port", String(metricsPort)],
-    { name: "b1", logFile: path.join(dir, "b1.log") },
+    { name: "b1", logFile: path.join(dir, "b1.log"), env: auth.env },
   );
-  const nc = await natsConnect({ servers: nats.url });
+  const nc = await natsConnect({ ...auth.client, servers: nats.url });
   const clients: DlmClient[] = [];
   const scraper = metricsPort
     ? setInterval(() => void httpGet("127.0.0.1", metricsPort, "/metrics", 5000).catch(() => undefined), 1000)
@@ -59,7 +73,7 @@ async function main(): Promise<void> {
     console.log("");
     console.log("workers   ops/s   p50 ms   p99 ms   max ms   commands/entry");
     for (const level of levels) {
-      while (clients.length < level) clients.push(await connect({ servers: nats.url, name: `w${clients.length}` }));
+      while (clients.length < level) clients.push(await connect({ ...auth.client, servers: nats.url, name: `w${clients.length}` }));
       const before = (await clusterStatus(nc, "dlm")).nodes[0].metrics;
       const latencies: number[] = [];
       const deadline = Date.now() + seconds * 1000;
@@ -98,6 +112,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  console.error(err);
-  process.exit(1);
+  console.error(err instanceof UsageError ? `usage: ${err.message}` : err);
+  process.exit(err instanceof UsageError ? 2 : 1);
 });

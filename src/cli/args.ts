@@ -1,13 +1,27 @@
 /**
- * A small flag parser: `--name value`, `--name=value`, boolean `--flag`,
- * positionals, and `--help` text built from the same table, so the help
- * never lists a flag the command does not take.
+ * Command-line flags, on top of `node:util` `parseArgs` (strict mode): each
+ * command describes its flags in one table (`CommandSpec`), and the same
+ * table drives parsing, validation and the `--help` text, so the help never
+ * lists a flag the command does not take.
+ *
+ * What the table adds to `parseArgs`: integer flags that reject anything but
+ * a non-negative integer, long aliases (`--nats` for `--server`), a value
+ * from an environment variable when the flag is not given (flag > env >
+ * default), and a `UsageError` (exit code 2) with a plain message for every
+ * mistake: an unknown flag, a missing value, a value given to a boolean flag
+ * (`--json=no`), a flag given twice.
  */
+import { parseArgs as parseArgv } from "node:util";
+
 export interface FlagSpec {
   name: string;
   help: string;
   kind: "string" | "int" | "bool";
   default?: string | number | boolean;
+  /** Other long names for the same flag (e.g. "nats" for "server"); the value is stored under `name`. */
+  aliases?: string[];
+  /** Environment variable read when the flag is not given (before the default). */
+  env?: string;
 }
 
 export interface CommandSpec {
@@ -22,52 +36,110 @@ export class UsageError extends Error {
   override name = "UsageError";
 }
 
-export function parseArgs(spec: CommandSpec, argv: string[]): { flags: ParsedFlags; positionals: string[]; help: boolean } {
-  const flags: ParsedFlags = {};
-  for (const f of spec.flags) flags[f.name] = f.default;
-  const positionals: string[] = [];
-  let help = false;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    if (arg === "--help" || arg === "-h") {
-      help = true;
-      continue;
-    }
-    if (!arg.startsWith("--")) {
-      positionals.push(arg);
-      continue;
-    }
-    const eq = arg.indexOf("=");
-    const name = arg.slice(2, eq === -1 ? undefined : eq);
-    const flag = spec.flags.find((f) => f.name === name);
-    if (!flag) throw new UsageError(`unknown flag --${name} (see --help)`);
-    if (flag.kind === "bool") {
-      flags[name] = eq === -1 ? true : arg.slice(eq + 1) !== "false";
-      continue;
-    }
-    const value = eq === -1 ? argv[++i] : arg.slice(eq + 1);
-    if (value === undefined) throw new UsageError(`flag --${name} needs a value`);
-    if (flag.kind === "int") {
-      const n = Number(value);
-      if (!Number.isSafeInteger(n) || n < 0) throw new UsageError(`flag --${name} needs a non-negative integer, got ${JSON.stringify(value)}`);
-      flags[name] = n;
-    } else {
-      flags[name] = value;
+type Env = Record<string, string | undefined>;
+
+/** Parses a non-negative integer the way a user types it: digits only, no "1e3", no "0x10", no "". */
+function parseNonNegativeInt(flag: string, raw: string, from: string): number {
+  const n = /^\d+$/.test(raw.trim()) ? Number(raw.trim()) : NaN;
+  if (!Number.isSafeInteger(n)) throw new UsageError(`${from} ${flag} needs a non-negative integer, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
+/** A boolean from the environment: 1/true/yes or 0/false/no (anything else is a usage error). */
+function parseEnvBool(variable: string, raw: string): boolean {
+  const v = raw.trim().toLowerCase();
+  if (["1", "true", "yes"].includes(v)) return true;
+  if (["0", "false", "no", ""].includes(v)) return false;
+  throw new UsageError(`environment variable ${variable} must be true or false, got ${JSON.stringify(raw)}`);
+}
+
+/** Turns a `parseArgs` error into a message that names the flag the way the user typed it. */
+function usageErrorFrom(err: unknown): UsageError {
+  const e = err as NodeJS.ErrnoException;
+  const flag = /'(-[-\w]*)/.exec(e.message ?? "")?.[1];
+  switch (e.code) {
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
+      return new UsageError(`unknown flag ${flag ?? e.message} (see --help)`);
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
+      if (/does not take an argument/.test(e.message)) return new UsageError(`flag ${flag} takes no value (give it alone to turn it on)`);
+      if (/ambiguous/.test(e.message)) return new UsageError(`flag ${flag} needs a value; to pass one that starts with "-", write ${flag}=VALUE`);
+      return new UsageError(`flag ${flag} needs a value`);
+    case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
+      return new UsageError(`unexpected argument: ${e.message}`);
+    default:
+      return new UsageError(e.message ?? String(err));
+  }
+}
+
+/**
+ * Parses `argv` against `spec`. Every flag of the spec is present in the
+ * result: its value from the command line, else from its environment
+ * variable, else its default (undefined when it has none).
+ */
+export function parseArgs(
+  spec: CommandSpec,
+  argv: string[],
+  env: Env = process.env,
+): { flags: ParsedFlags; positionals: string[]; help: boolean } {
+  const options: Record<string, { type: "string" | "boolean"; short?: string }> = { help: { type: "boolean", short: "h" } };
+  const owner = new Map<string, FlagSpec>();
+  for (const f of spec.flags) {
+    for (const n of [f.name, ...(f.aliases ?? [])]) {
+      if (owner.has(n) || n === "help") throw new Error(`flag --${n} is defined twice in the spec of "${spec.usage}"`);
+      owner.set(n, f);
+      options[n] = { type: f.kind === "bool" ? "boolean" : "string" };
     }
   }
-  return { flags, positionals, help };
+  let parsed: ReturnType<typeof parseArgv>;
+  try {
+    parsed = parseArgv({ args: argv, options, strict: true, allowPositionals: true, tokens: true });
+  } catch (err) {
+    throw usageErrorFrom(err);
+  }
+  // A flag given twice (or under two of its names) is a mistake, not "the
+  // last one wins": the user meant one of them and we cannot tell which.
+  const seen = new Map<string, string>();
+  for (const token of parsed.tokens ?? []) {
+    if (token.kind !== "option" || token.name === "help") continue;
+    const f = owner.get(token.name)!;
+    const before = seen.get(f.name);
+    if (before !== undefined) throw new UsageError(`flag --${f.name} given more than once (${before} and ${token.rawName})`);
+    seen.set(f.name, token.rawName);
+  }
+  const values = parsed.values as Record<string, string | boolean | undefined>;
+  const flags: ParsedFlags = {};
+  for (const f of spec.flags) {
+    const given = [f.name, ...(f.aliases ?? [])].find((n) => values[n] !== undefined);
+    const fromEnv = given === undefined && f.env !== undefined ? env[f.env] : undefined;
+    if (given !== undefined) {
+      const raw = values[given]!;
+      flags[f.name] = f.kind === "int" ? parseNonNegativeInt(`--${given}`, raw as string, "flag") : raw;
+    } else if (fromEnv !== undefined && fromEnv !== "") {
+      flags[f.name] =
+        f.kind === "int"
+          ? parseNonNegativeInt(f.env!, fromEnv, "environment variable")
+          : f.kind === "bool"
+            ? parseEnvBool(f.env!, fromEnv)
+            : fromEnv;
+    } else {
+      flags[f.name] = f.default;
+    }
+  }
+  return { flags, positionals: parsed.positionals, help: values.help === true };
 }
 
 export function helpText(spec: CommandSpec): string {
-  const width = Math.max(...spec.flags.map((f) => f.name.length + (f.kind === "bool" ? 0 : 8)), 10);
+  const left = (f: FlagSpec) =>
+    [f.name, ...(f.aliases ?? [])].map((n) => `--${n}`).join(", ") + (f.kind === "bool" ? "" : f.kind === "int" ? " <n>" : " <value>");
+  const width = Math.max(...spec.flags.map((f) => left(f).length), 10);
   const lines = [`usage: ${spec.usage}`, "", spec.summary, ""];
   if (spec.flags.length > 0) lines.push("flags:");
   for (const f of spec.flags) {
-    const left = `--${f.name}${f.kind === "bool" ? "" : f.kind === "int" ? " <n>" : " <value>"}`;
     const def = f.default === undefined || f.default === false ? "" : ` (default: ${String(f.default)})`;
-    lines.push(`  ${left.padEnd(width + 4)}${f.help}${def}`);
+    const env = f.env ? ` [env ${f.env}]` : "";
+    lines.push(`  ${left(f).padEnd(width + 2)}${f.help}${def}${env}`);
   }
-  lines.push(`  ${"--help".padEnd(width + 4)}show this help`);
+  lines.push(`  ${"--help, -h".padEnd(width + 2)}show this help`);
   return lines.join("\n");
 }
 

@@ -4,9 +4,11 @@
  * runs them one at a time, and prints one result line each.
  */
 import * as readline from "readline";
-import { connect, isDlmError, type DlmClient, type Lease } from "../client";
+import { connect, inboxPrefixFor, isDlmError, type DlmClient, type Lease } from "../client";
 import { DEFAULT_PREFIX } from "../protocol/subjects";
-import { int, parseArgs, splitList, str, type CommandSpec } from "./args";
+import { CLIENT_NAMESPACE } from "../protocol/limits";
+import { int, parseArgs, str, UsageError, type CommandSpec } from "./args";
+import { connectNats, natsConnectionFromFlags, NATS_FLAGS } from "./natsFlags";
 
 export const clientSpec: CommandSpec = {
   usage: "dlm client [flags]",
@@ -20,7 +22,8 @@ export const clientSpec: CommandSpec = {
     "  status                      show locks, queues and the leader\n" +
     "  help, quit",
   flags: [
-    { name: "nats", kind: "string", default: "nats://127.0.0.1:4222", help: "NATS server URLs, comma-separated" },
+    ...NATS_FLAGS,
+    { name: "namespace", kind: "string", help: "client namespace: session ids <namespace>.<id>, notifications and inbox scoped to it (least privilege)" },
     { name: "prefix", kind: "string", default: DEFAULT_PREFIX, help: "subject prefix of the dlm cluster" },
     { name: "timeout-ms", kind: "int", default: 2000, help: "per-attempt request timeout" },
   ],
@@ -29,12 +32,27 @@ export const clientSpec: CommandSpec = {
 export async function runClient(argv: string[]): Promise<void> {
   const { flags } = parseArgs(clientSpec, argv);
   const out = (line: string) => process.stdout.write(`${line}\n`);
-  const client = await connect({
-    servers: splitList(str(flags, "nats")),
-    prefix: str(flags, "prefix"),
-    requestTimeoutMs: int(flags, "timeout-ms"),
+  const namespace = typeof flags.namespace === "string" ? flags.namespace : undefined;
+  if (namespace !== undefined && !CLIENT_NAMESPACE.test(namespace)) throw new UsageError("--namespace takes 1-32 of [A-Za-z0-9_-]");
+  // The command opens NATS itself so that a refused password or a TLS
+  // problem is reported as such (exit code 4), not as "no dlm node answered".
+  const nc = await connectNats(natsConnectionFromFlags(flags), {
     name: "dlm-cli",
+    ...(namespace !== undefined ? { inboxPrefix: inboxPrefixFor(namespace) } : {}),
   });
+  let client: DlmClient;
+  try {
+    client = await connect({
+      nc,
+      namespace,
+      prefix: str(flags, "prefix"),
+      requestTimeoutMs: int(flags, "timeout-ms"),
+      name: "dlm-cli",
+    });
+  } catch (err) {
+    await nc.close();
+    throw err;
+  }
   out(`Connected! (session ${client.clientId})`);
   client.on("leaseLost", (lease: Lease, err: Error) => out(`! lease on ${lease.lock} (token ${lease.token}) lost: ${err.message}`));
   const rl = readline.createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY === true });
@@ -59,6 +77,7 @@ export async function runClient(argv: string[]): Promise<void> {
   }
   rl.close();
   out(String((await client.close()) ?? "Disconnected!"));
+  await nc.close();
 }
 
 async function execute(client: DlmClient, words: string[]): Promise<string> {

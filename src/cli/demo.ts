@@ -4,10 +4,12 @@
  * and, with standby nodes, a leader killed mid-section.
  */
 import type { ManagedProcess } from "../local/processes";
-import { connect, isDlmError, type DlmClient } from "../client";
+import { connect, isDlmError, type DlmClient, type NatsPassThroughOptions } from "../client";
 
 export interface DemoOptions {
   servers: string[];
+  /** Credentials for the demo's clients (those of the local nats-server). */
+  nats?: NatsPassThroughOptions;
   prefix: string;
   nodes: ManagedProcess[];
   say(line: string): void;
@@ -17,8 +19,8 @@ export interface DemoOptions {
 
 const FILE = "file_1";
 
-export async function runDemo({ servers, prefix, nodes, say, waitNodeVisible }: DemoOptions): Promise<void> {
-  const open = (name: string): Promise<DlmClient> => connect({ servers, prefix, name, unavailableTimeoutMs: 60_000 });
+export async function runDemo({ servers, nats, prefix, nodes, say, waitNodeVisible }: DemoOptions): Promise<void> {
+  const open = (name: string): Promise<DlmClient> => connect({ ...nats, servers, prefix, name, unavailableTimeoutMs: 60_000 });
   say(`demo: clients A and B contend for the lock "global" and append to ${FILE}`);
   const a = await open("demo-A");
   const b = await open("demo-B");

@@ -70,5 +70,8 @@ main(process.argv.slice(2)).catch((err: unknown) => {
     process.exit(2);
   }
   process.stderr.write(`dlm: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
+  // Errors that carry their own exit code (NatsConnectError: 4) keep it, so
+  // a script can tell "NATS refused us" from other failures.
+  const exitCode = (err as { exitCode?: unknown } | null)?.exitCode;
+  process.exit(typeof exitCode === "number" ? exitCode : 1);
 });

@@ -4,9 +4,10 @@ import { DEFAULT_PREFIX } from "../protocol/subjects";
 import { DlmNode, NODE_DEFAULTS, NODE_READY_MAX_LAG_ENTRIES } from "../replica/node";
 import { asLogger, createLogger } from "../util/logger";
 import { version } from "../version";
-import { int, splitList, str, UsageError, type CommandSpec } from "./args";
+import { int, str, UsageError, type CommandSpec } from "./args";
 import { CONFIG_FLAG, parseArgsWithConfig } from "./configFile";
 import { coordinatorOptionsOf, LIMIT_FLAGS, limitSettingsFromFlags, limitsOf, withLimitAliases } from "./limitsConfig";
+import { explainConnectError, isConnectFailure, natsConnectionFromFlags, NATS_FLAGS } from "./natsFlags";
 
 export const nodeSpec: CommandSpec = {
   usage: "dlm node [flags]",
@@ -14,7 +15,7 @@ export const nodeSpec: CommandSpec = {
     "Runs one dlm node. It replays the log into its state and files, follows the log, and becomes the\n" +
     "coordinator when it wins the leader lease. SIGTERM/SIGINT hand leadership over and exit cleanly.",
   flags: [
-    { name: "nats", kind: "string", default: "nats://127.0.0.1:4222", help: "NATS server URLs, comma-separated" },
+    ...NATS_FLAGS,
     { name: "id", kind: "string", default: "n1", help: "node id, unique in the cluster" },
     { name: "data", kind: "string", help: "data directory for this node's files (default: .dlm/data/<id>)" },
     { name: "prefix", kind: "string", default: DEFAULT_PREFIX, help: "subject prefix; separates dlm clusters on one NATS" },
@@ -35,6 +36,7 @@ export const nodeSpec: CommandSpec = {
 export async function runNode(argv: string[]): Promise<void> {
   const { flags } = parseArgsWithConfig(nodeSpec, withLimitAliases(argv));
   const limitSettings = limitSettingsFromFlags(flags);
+  const nats = natsConnectionFromFlags(flags);
   const nodeId = str(flags, "id");
   const logger = createLogger({ name: nodeId, level: str(flags, "log-level"), pretty: flags.pretty === true });
   logger.info({ version: version(), nodeId, pid: process.pid, limits: limitSettings }, "dlm node starting");
@@ -55,7 +57,8 @@ export async function runNode(argv: string[]): Promise<void> {
     ...NODE_DEFAULTS,
     nodeId,
     dataDir: path.resolve(typeof flags.data === "string" ? flags.data : path.join(".dlm", "data", nodeId)),
-    servers: splitList(str(flags, "nats")),
+    servers: nats.servers,
+    nats: nats.options,
     prefix: str(flags, "prefix"),
     replicas: int(flags, "replicas"),
     limits: limitsOf(limitSettings),
@@ -68,6 +71,8 @@ export async function runNode(argv: string[]): Promise<void> {
         ? undefined
         : { host: str(flags, "metrics-host"), port: int(flags, "metrics-port"), readyMaxLagEntries: int(flags, "ready-max-lag") },
     logger: asLogger(logger),
+  }).catch((err: unknown) => {
+    throw isConnectFailure(err) ? explainConnectError(err, nats) : err;
   });
   logger.info({ pid: process.pid }, "node ready");
   let stopping = false;

@@ -3,7 +3,6 @@
  * session (they must work while debugging a sick cluster, and must not
  * create state).
  */
-import { connect } from "@nats-io/transport-node";
 import { createInbox, type NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { Reply, StatusView } from "../protocol/messages";
@@ -11,9 +10,10 @@ import { names as subjectNames, DEFAULT_PREFIX } from "../protocol/subjects";
 import type { NodeInfo } from "../replica/node";
 import { int, parseArgs, splitList, str, UsageError, type CommandSpec } from "./args";
 import { knownNodesFile, readKnownNodes, writeKnownNodes } from "./knownNodes";
+import { connectNats, natsConnectionFromFlags, NATS_FLAGS } from "./natsFlags";
 
 const commonFlags: CommandSpec["flags"] = [
-  { name: "nats", kind: "string", default: "nats://127.0.0.1:4222", help: "NATS server URLs, comma-separated" },
+  ...NATS_FLAGS,
   { name: "prefix", kind: "string", default: DEFAULT_PREFIX, help: "subject prefix of the dlm cluster" },
   { name: "json", kind: "bool", help: "print JSON instead of a table" },
 ];
@@ -150,7 +150,8 @@ export function formatStatus(status: ClusterStatus): string {
 
 export async function runStatus(argv: string[]): Promise<void> {
   const { flags } = parseArgs(statusSpec, argv);
-  const servers = splitList(str(flags, "nats"));
+  const connection = natsConnectionFromFlags(flags);
+  const servers = connection.servers;
   const prefix = str(flags, "prefix");
   const expected = typeof flags.expect === "string" ? splitList(flags.expect) : [];
   const forget = new Set(typeof flags.forget === "string" ? splitList(flags.forget) : []);
@@ -162,7 +163,7 @@ export async function runStatus(argv: string[]): Promise<void> {
   for (const id of forget) known.delete(id);
   const wanted = new Set([...known.keys(), ...expected]);
   for (const id of forget) if (!expected.includes(id)) wanted.delete(id);
-  const nc = await connect({ servers, name: "dlm-status" });
+  const nc = await connectNats(connection, { name: "dlm-status" });
   try {
     const status = await clusterStatus(nc, prefix, wanted.size > 0 ? [...wanted] : undefined, wanted.size > 0 ? int(flags, "wait-ms") : undefined);
     const now = Date.now();
@@ -181,7 +182,7 @@ export async function runStatus(argv: string[]): Promise<void> {
 export async function runRead(argv: string[]): Promise<void> {
   const { flags, positionals } = parseArgs(readSpec, argv);
   if (positionals.length !== 1) throw new UsageError("dlm read takes exactly one FILE (file_0 … file_99)");
-  const nc = await connect({ servers: splitList(str(flags, "nats")), name: "dlm-read" });
+  const nc = await connectNats(natsConnectionFromFlags(flags), { name: "dlm-read" });
   try {
     const names = subjectNames(str(flags, "prefix"));
     const msg = await nc.request(names.requestSubject, encoder.encode(JSON.stringify({ op: "read", file: positionals[0] })), { timeout: 5000 });

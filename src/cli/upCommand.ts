@@ -13,6 +13,7 @@ import { killAllTrackedChildren, spawnManaged, type ManagedProcess } from "../lo
 import { DEFAULT_PREFIX } from "../protocol/subjects";
 import { int, parseArgs, str, UsageError, type CommandSpec } from "./args";
 import { runDemo } from "./demo";
+import { LOCAL_AUTH_FLAGS, localServerAuth } from "./natsFlags";
 import { clusterStatus, formatStatus } from "./statusCommand";
 
 /** First metrics port of `dlm up`: clear of NATS (4222, 6222, 8222) and of common exporters (9090, 9100). */
@@ -40,6 +41,7 @@ export const upSpec: CommandSpec = {
       default: UP_METRICS_PORT,
       help: "HTTP port of n1's /metrics, /healthz, /readyz (n2 the next one…); 0, or --port 0, picks free ports",
     },
+    ...LOCAL_AUTH_FLAGS,
   ],
 };
 
@@ -58,6 +60,7 @@ export async function runUp(argv: string[]): Promise<void> {
   fs.mkdirSync(logsDir, { recursive: true });
   const prefix = str(flags, "prefix");
   const basePort = int(flags, "port");
+  const auth = localServerAuth(flags);
   const say = (line: string) => process.stdout.write(`${line}\n`);
 
   // Signals are handled from the very start: the children run in their own
@@ -87,6 +90,7 @@ export async function runUp(argv: string[]): Promise<void> {
       serverName: "s1",
       syncAlways: !flags["no-sync"],
       logFile: path.join(logsDir, "nats-s1.log"),
+      authorization: auth.server,
     });
     urls = [server.url];
     stopNats = () => server.stop();
@@ -97,6 +101,7 @@ export async function runUp(argv: string[]): Promise<void> {
       syncAlways: !flags["no-sync"],
       names: ["s1", "s2", "s3"],
       ports: basePort === 0 ? undefined : [basePort, basePort + 1, basePort + 2],
+      authorization: auth.server,
     });
     urls = cluster.urls;
     stopNats = () => cluster.stop();
@@ -131,7 +136,8 @@ export async function runUp(argv: string[]): Promise<void> {
           "--metrics-port",
           String(metricsPort),
         ],
-        { name: id, logFile: path.join(logsDir, `${id}.log`) },
+        // Credentials go by environment, not argv, so they do not show in `ps`.
+        { name: id, logFile: path.join(logsDir, `${id}.log`), env: auth.env },
       ),
     );
   }
@@ -148,7 +154,7 @@ export async function runUp(argv: string[]): Promise<void> {
     say("stopped");
   };
 
-  const nc = await connect({ servers: urls, name: "dlm-up" });
+  const nc = await connect({ ...auth.client, servers: urls, name: "dlm-up" });
   try {
     const leader = await waitForLeader(nc, prefix, nodes, 60_000);
     say(`  leader: ${leader}`);
@@ -160,7 +166,7 @@ export async function runUp(argv: string[]): Promise<void> {
           if (Date.now() > deadline) throw new Error(`node ${nodeId} did not come back within 30 s`);
         }
       };
-      await runDemo({ servers: urls, prefix, nodes, say, waitNodeVisible });
+      await runDemo({ servers: urls, nats: auth.client, prefix, nodes, say, waitNodeVisible });
       say("");
       say(formatStatus(await clusterStatus(nc, prefix, nodes.filter((n) => n.running).length)));
       await nc.close();
@@ -168,8 +174,8 @@ export async function runUp(argv: string[]): Promise<void> {
       return;
     }
     say("ready. Try, in another terminal:");
-    say(`  node dist/src/cli/main.js status --nats ${urls[0]}`);
-    say(`  node dist/src/cli/main.js client --nats ${urls[0]}`);
+    say(`  node dist/src/cli/main.js status --server ${urls[0]}${auth.hint}`);
+    say(`  node dist/src/cli/main.js client --server ${urls[0]}${auth.hint}`);
     say("Ctrl-C stops everything.");
   } catch (err) {
     await nc.close().catch(() => undefined);

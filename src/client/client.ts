@@ -50,6 +50,7 @@
 import { EventEmitter } from "node:events";
 import { nanoid } from "nanoid";
 import { connect as natsConnect } from "@nats-io/transport-node";
+import type { ConnectionOptions } from "@nats-io/nats-core";
 import { fileIndex } from "../protocol/files";
 import { DEFAULT_LIMITS, LOCK_NAME } from "../protocol/limits";
 import {
@@ -82,12 +83,20 @@ import {
 } from "./errors";
 import type { FaultInjector } from "./faults";
 import { Lease, type Committed, type LeaseOwner } from "./lease";
-import { resolveOptions, type ClientOptions, type Logger, type ResolvedOptions } from "./options";
+import {
+  inboxPrefixFor,
+  NATS_PASS_THROUGH_KEYS,
+  resolveOptions,
+  type ClientOptions,
+  type Logger,
+  type ResolvedOptions,
+} from "./options";
 import { raceSignal, retry, sleep, type RetryPolicy } from "./retry";
 import { PendingAcquire, Session, type GrantResult, type SessionInfo } from "./session";
 import {
   NatsTransport,
   TransportClosedError,
+  TransportPermissionError,
   TransportTimeoutError,
   TransportUnavailableError,
   type Transport,
@@ -480,7 +489,8 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
 
   private async startSession(): Promise<Session> {
     const generation = ++this.generation;
-    const id = generation === 1 && this.options.clientId ? this.options.clientId : nanoid();
+    const ns = this.options.namespace;
+    const id = generation === 1 && this.options.clientId ? this.options.clientId : ns === undefined ? nanoid() : `${ns}.${nanoid()}`;
     const session = new Session(id, generation);
     try {
       session.sub = await raceSignal(
@@ -1120,14 +1130,40 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     if (e instanceof TransportClosedError) return new ClosedError(`the NATS connection is closed (${what})`, { cause: e });
     if (e instanceof TransportUnavailableError) return new UnavailableError(`NATS is not reachable (${what}): ${e.message}`, { cause: e });
     if (e instanceof TransportTimeoutError) return new TimeoutError(`${what} timed out`, { cause: e });
+    if (e instanceof TransportPermissionError) {
+      return new InternalError(
+        `${what}: ${e.message}. The NATS user may not use this subject: check its permissions and the client's namespace (docs/operations.md, "Security").`,
+        { cause: e },
+      );
+    }
     return new InternalError(`${what} failed: ${describe(e)}`, { cause: e });
   }
 }
 
 /**
+ * The options for the NATS connection `connect()` opens itself: the
+ * pass-through ones as given, the namespace's inbox prefix unless one is
+ * set, and the client's name.
+ */
+export function natsConnectionOptions(options: ClientOptions, resolved: ResolvedOptions): ConnectionOptions {
+  const nats: ConnectionOptions = {};
+  for (const key of NATS_PASS_THROUGH_KEYS) {
+    if (options[key] !== undefined) (nats as Record<string, unknown>)[key] = options[key];
+  }
+  if (nats.inboxPrefix === undefined && resolved.namespace !== undefined) nats.inboxPrefix = inboxPrefixFor(resolved.namespace);
+  return { ...nats, servers: resolved.servers, ...(resolved.name ? { name: resolved.name } : {}) };
+}
+
+/**
  * Connect to a dlm cluster: open (or reuse) a NATS connection, subscribe to
  * notifications and say hello. Rejects with UnavailableError if NATS cannot
- * be reached or no coordinator answers within the retry budget.
+ * be reached (or refuses the credentials) or no coordinator answers within
+ * the retry budget.
+ *
+ * The NATS connection is `options.nc` if given (left open by `close()`),
+ * else one opened with `options.servers` and the NATS options in
+ * `NatsPassThroughOptions` (credentials, TLS, reconnect settings,
+ * `inboxPrefix`), closed by `close()`.
  */
 export async function connect(options: ClientOptions = {}): Promise<DlmClient> {
   const resolved = resolveOptions(options); // validate before opening anything
@@ -1138,7 +1174,7 @@ export async function connect(options: ClientOptions = {}): Promise<DlmClient> {
     transport = new NatsTransport(options.nc, false);
   } else {
     try {
-      const nc = await natsConnect({ servers: resolved.servers, ...(resolved.name ? { name: resolved.name } : {}) });
+      const nc = await natsConnect(natsConnectionOptions(options, resolved));
       transport = new NatsTransport(nc, true);
     } catch (e) {
       throw new UnavailableError(`cannot connect to NATS at ${String(resolved.servers)}: ${describe(e)}`, { cause: e });

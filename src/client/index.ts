@@ -16,7 +16,7 @@
  * await client.close();
  * ```
  */
-export { connect, init, DlmClient } from "./client";
+export { connect, init, DlmClient, natsConnectionOptions } from "./client";
 export type { AcquireOptions, AppendOptions, AppendResult, Committed, SessionInfo } from "./client";
 export { Lease } from "./lease";
 export type { LeaseState, LeaseOwner } from "./lease";
@@ -31,13 +31,15 @@ export {
   NoRespondersError,
   DisconnectedError,
   TransportClosedError,
+  TransportPermissionError,
   mapNatsError,
+  classifyNatsError,
 } from "./transport";
-export type { Transport, TransportSubscription } from "./transport";
+export type { NatsErrorKind, Transport, TransportSubscription } from "./transport";
 export { Backoff, retry } from "./retry";
 export type { RetryPolicy, AttemptOutcome, RetryHooks } from "./retry";
-export { DEFAULTS, resolveOptions, silentLogger } from "./options";
-export type { BackoffOptions, ClientOptions, Logger, ResolvedOptions } from "./options";
+export { DEFAULTS, inboxPrefixFor, NATS_PASS_THROUGH_KEYS, resolveOptions, silentLogger } from "./options";
+export type { BackoffOptions, ClientOptions, Logger, NatsPassThroughOptions, ResolvedOptions } from "./options";
 export { ErrorCodes, ErrorDescriptions } from "../protocol/errors";
 export type { ErrorName, ErrorCode } from "../protocol/errors";
 export { DEFAULT_LOCK } from "../protocol/messages";

@@ -1,9 +1,9 @@
 /**
  * Client options, their defaults and their validation.
  */
-import type { NatsConnection } from "@nats-io/nats-core";
+import type { ConnectionOptions, NatsConnection } from "@nats-io/nats-core";
 import { DEFAULT_PREFIX } from "../protocol/subjects";
-import { CLIENT_ID } from "../protocol/limits";
+import { CLIENT_ID, CLIENT_NAMESPACE } from "../protocol/limits";
 import { BadRequestError } from "./errors";
 import type { FaultInjector } from "./faults";
 import type { Transport } from "./transport";
@@ -38,11 +38,82 @@ export interface BackoffOptions {
   jitter: number;
 }
 
-export interface ClientOptions {
+/**
+ * The NATS connection options `connect()` passes through, unchanged, when it
+ * opens the connection itself (see `ConnectionOptions` in
+ * `@nats-io/nats-core`): credentials (`user`/`pass`, `token`, or an
+ * `authenticator` such as `credsAuthenticator(bytes)` or
+ * `nkeyAuthenticator(seed)`), `tls` (`caFile`, `certFile`, `keyFile`,
+ * `handshakeFirst`), reconnect settings, pings, the connect `timeout` and
+ * `inboxPrefix`. They are ignored when `nc` or `transport` is given.
+ */
+export type NatsPassThroughOptions = Pick<
+  ConnectionOptions,
+  | "authenticator"
+  | "user"
+  | "pass"
+  | "token"
+  | "tls"
+  | "maxReconnectAttempts"
+  | "reconnectTimeWait"
+  | "reconnectJitter"
+  | "reconnectJitterTLS"
+  | "reconnectDelayHandler"
+  | "waitOnFirstConnect"
+  | "noRandomize"
+  | "pingInterval"
+  | "maxPingOut"
+  | "timeout"
+  | "inboxPrefix"
+  | "ignoreClusterUpdates"
+  | "debug"
+>;
+
+/** The keys of `NatsPassThroughOptions`, to pick them out of `ClientOptions`. */
+export const NATS_PASS_THROUGH_KEYS = [
+  "authenticator",
+  "user",
+  "pass",
+  "token",
+  "tls",
+  "maxReconnectAttempts",
+  "reconnectTimeWait",
+  "reconnectJitter",
+  "reconnectJitterTLS",
+  "reconnectDelayHandler",
+  "waitOnFirstConnect",
+  "noRandomize",
+  "pingInterval",
+  "maxPingOut",
+  "timeout",
+  "inboxPrefix",
+  "ignoreClusterUpdates",
+  "debug",
+] as const satisfies readonly (keyof NatsPassThroughOptions)[];
+
+export interface ClientOptions extends NatsPassThroughOptions {
   /** NATS server URL(s). Default "nats://127.0.0.1:4222". Ignored when `nc` or `transport` is given. */
   servers?: string | string[];
-  /** Use this connection instead of opening one; `close()` leaves it open. */
+  /**
+   * Use this NATS connection instead of opening one (you chose its
+   * credentials, TLS and reconnect settings); `close()` leaves it open. It
+   * may come from another copy of the `@nats-io` packages than dlm's own:
+   * the client recognises NATS errors by name, not by class. With a
+   * `namespace`, open it with `inboxPrefix: inboxPrefixFor(namespace)` so
+   * that replies arrive where the namespace's permissions allow.
+   */
   nc?: NatsConnection;
+  /**
+   * Least privilege: a name (1-32 of [A-Za-z0-9_-]) that scopes this
+   * client's NATS subjects, so that a NATS user can be allowed exactly its
+   * own. Session ids become `<namespace>.<nanoid>`, notifications arrive on
+   * `<prefix>.notify.<namespace>.<nanoid>`, and request replies on
+   * `_INBOX_<namespace>.>` (the connection's `inboxPrefix`, unless you set
+   * one). The NATS user then needs only: publish `<prefix>.req`, subscribe
+   * `<prefix>.notify.<namespace>.>` and `_INBOX_<namespace>.>`
+   * (docs/operations.md, "Security").
+   */
+  namespace?: string;
   /**
    * Use this transport (tests, or custom networking). Takes precedence over
    * `nc` and `servers`; `close()` calls its `close()`.
@@ -76,6 +147,7 @@ export interface ClientOptions {
 
 export interface ResolvedOptions {
   servers: string | string[];
+  namespace: string | undefined;
   prefix: string;
   clientId: string | undefined;
   requestTimeoutMs: number;
@@ -122,13 +194,22 @@ export function resolveOptions(opts: ClientOptions = {}): ResolvedOptions {
   if (backoff.jitter > 1) throw new BadRequestError(`invalid option backoff.jitter: ${backoff.jitter} (want 0..1)`);
   const renewFraction = positive("renewFraction", opts.renewFraction, DEFAULTS.renewFraction);
   if (renewFraction >= 1) throw new BadRequestError(`invalid option renewFraction: ${renewFraction} (want 0 < f < 1)`);
+  if (opts.namespace !== undefined && (typeof opts.namespace !== "string" || !CLIENT_NAMESPACE.test(opts.namespace))) {
+    throw new BadRequestError(`invalid option namespace ${JSON.stringify(opts.namespace)}: use 1-32 of [A-Za-z0-9_-]`);
+  }
   if (opts.clientId !== undefined && !CLIENT_ID.test(opts.clientId)) {
-    throw new BadRequestError(`invalid option clientId ${JSON.stringify(opts.clientId)}: use 8-64 of [A-Za-z0-9_-]`);
+    throw new BadRequestError(
+      `invalid option clientId ${JSON.stringify(opts.clientId)}: use 8-64 of [A-Za-z0-9_-], optionally after "<namespace>."`,
+    );
+  }
+  if (opts.clientId !== undefined && opts.namespace !== undefined && !opts.clientId.startsWith(`${opts.namespace}.`)) {
+    throw new BadRequestError(`invalid option clientId ${JSON.stringify(opts.clientId)}: with namespace ${opts.namespace} it must start with "${opts.namespace}."`);
   }
   let logger = opts.logger ?? silentLogger;
   if (opts.logger?.child) logger = opts.logger.child({ component: "dlm-client", ...(opts.name ? { name: opts.name } : {}) });
   return {
     servers: opts.servers ?? DEFAULTS.servers,
+    namespace: opts.namespace,
     prefix: opts.prefix ?? DEFAULTS.prefix,
     clientId: opts.clientId,
     requestTimeoutMs,
@@ -142,4 +223,9 @@ export function resolveOptions(opts: ClientOptions = {}): ResolvedOptions {
     name: opts.name,
     closeTimeoutMs: positive("closeTimeoutMs", opts.closeTimeoutMs, 2 * requestTimeoutMs),
   };
+}
+
+/** The NATS inbox prefix a client in `namespace` uses: `_INBOX_<namespace>`. */
+export function inboxPrefixFor(namespace: string): string {
+  return `_INBOX_${namespace}`;
 }

@@ -11,10 +11,13 @@
  *   nobody serves the subject right now, or the NATS connection is down
  *   (it reconnects by itself). Retry after a backoff.
  * - `TransportClosedError`: the connection is closed for good.
+ * - `TransportPermissionError`: NATS refused a subject this client needs
+ *   (publish to the request subject, subscribe to its notifications or
+ *   inbox). Not retried.
  *
  * Anything else is a bug or a misuse and is passed through unchanged.
  */
-import { errors as natsErrors, type NatsConnection, type Subscription } from "@nats-io/nats-core";
+import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 
 export interface TransportSubscription {
   unsubscribe(): void;
@@ -68,6 +71,17 @@ export class DisconnectedError extends TransportUnavailableError {
     this.name = "DisconnectedError";
   }
 }
+/**
+ * NATS refused this connection a subject it needs (a permissions
+ * violation): retrying cannot help, the NATS user's permissions (or the
+ * client's namespace) must change.
+ */
+export class TransportPermissionError extends TransportError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "TransportPermissionError";
+  }
+}
 export class TransportClosedError extends TransportError {
   constructor(message = "NATS connection is closed", options?: { cause?: unknown }) {
     super(message, options);
@@ -75,26 +89,71 @@ export class TransportClosedError extends TransportError {
   }
 }
 
+/** What kind of failure a NATS error is, for the retry policy. */
+export type NatsErrorKind = "timeout" | "noResponders" | "closed" | "forbidden" | "disconnected" | "other";
+
+interface ErrorLike {
+  name?: unknown;
+  message?: unknown;
+  cause?: unknown;
+}
+
+function nameOf(e: unknown): string {
+  return typeof (e as ErrorLike | null)?.name === "string" ? ((e as ErrorLike).name as string) : "";
+}
+function messageOf(e: unknown): string {
+  return typeof (e as ErrorLike | null)?.message === "string" ? ((e as ErrorLike).message as string) : "";
+}
+
 /**
- * Map a @nats-io v3 error to a transport error. In v3 a request timeout
- * rejects with `errors.TimeoutError`; "no responders" rejects with an
- * `errors.RequestError` whose `isNoResponders()` is true (its cause is an
- * `errors.NoRespondersError`); a request cut by a disconnect rejects with a
- * plain `RequestError("connection disconnected")`.
+ * Classifies an error from @nats-io v3 by its `name` and message, never by
+ * `instanceof`: a connection handed to `connect({ nc })` may come from
+ * another copy of the @nats-io packages (another version, or the same one
+ * installed twice), whose error classes are not dlm's.
+ *
+ * In v3 a request timeout rejects with a `TimeoutError` ("timeout"); "no
+ * responders" rejects with a `RequestError` whose cause is a
+ * `NoRespondersError` (its `name` is "NoResponders"; message "no
+ * responders: '<subject>'"); a request cut by a disconnect rejects with a
+ * plain `RequestError("connection disconnected")`; a closed or draining
+ * connection with `ClosedConnectionError` / `DrainingConnectionError`; a
+ * subject the user may not use with a `PermissionViolationError` (or a
+ * `RequestError` caused by one).
  */
+export function classifyNatsError(e: unknown): NatsErrorKind {
+  const name = nameOf(e);
+  const message = messageOf(e);
+  if (name === "TimeoutError") return "timeout";
+  if (name === "NoResponders" || name === "NoRespondersError" || /^no responders/i.test(message)) return "noResponders";
+  if (name === "ClosedConnectionError" || name === "DrainingConnectionError") return "closed";
+  if (name === "PermissionViolationError" || /permissions violation/i.test(message)) return "forbidden";
+  if (name === "RequestError") {
+    const cause = (e as ErrorLike).cause;
+    if (cause !== undefined && cause !== null && cause !== e) {
+      const inner = classifyNatsError(cause);
+      if (inner !== "other") return inner;
+    }
+    return "disconnected";
+  }
+  return "other";
+}
+
+/** Map a @nats-io v3 error to a transport error (see `classifyNatsError`); anything else is returned unchanged. */
 export function mapNatsError(e: unknown, subject: string, timeoutMs: number): unknown {
-  if (e instanceof natsErrors.TimeoutError) return new TransportTimeoutError(subject, timeoutMs, { cause: e });
-  if (e instanceof natsErrors.NoRespondersError) return new NoRespondersError(subject, { cause: e });
-  if (e instanceof natsErrors.RequestError) {
-    if (e.isNoResponders()) return new NoRespondersError(subject, { cause: e });
-    if (e.cause instanceof natsErrors.TimeoutError) return new TransportTimeoutError(subject, timeoutMs, { cause: e });
-    if (e.cause instanceof natsErrors.ClosedConnectionError) return new TransportClosedError(undefined, { cause: e });
-    return new DisconnectedError(`NATS request failed: ${e.message}`, { cause: e });
+  switch (classifyNatsError(e)) {
+    case "timeout":
+      return new TransportTimeoutError(subject, timeoutMs, { cause: e });
+    case "noResponders":
+      return new NoRespondersError(subject, { cause: e });
+    case "closed":
+      return new TransportClosedError(undefined, { cause: e });
+    case "forbidden":
+      return new TransportPermissionError(`NATS refused ${subject}: ${messageOf(e)}`, { cause: e });
+    case "disconnected":
+      return new DisconnectedError(`NATS request failed: ${messageOf(e)}`, { cause: e });
+    default:
+      return e;
   }
-  if (e instanceof natsErrors.ClosedConnectionError || e instanceof natsErrors.DrainingConnectionError) {
-    return new TransportClosedError(undefined, { cause: e });
-  }
-  return e;
 }
 
 /** The real transport over a NATS connection. */
@@ -127,18 +186,24 @@ export class NatsTransport implements Transport {
 
   async subscribe(subject: string, handler: (payload: Uint8Array) => void): Promise<TransportSubscription> {
     let sub: Subscription;
+    let refused: unknown;
     try {
       sub = this.nc.subscribe(subject, {
         callback: (err, msg) => {
-          if (!err) handler(msg.data);
+          if (err) refused ??= err;
+          else handler(msg.data);
         },
       });
       // Make sure the server knows the subscription before we say hello, so
       // an early grant notification is not missed (polling would recover it,
-      // but later).
+      // but later). The server answers a refused subscription before the
+      // flush's PONG, so a permissions violation is known here.
       await this.nc.flush();
     } catch (e) {
       throw mapNatsError(e, subject, 0);
+    }
+    if (refused !== undefined && classifyNatsError(refused) === "forbidden") {
+      throw new TransportPermissionError(`NATS refused the subscription to ${subject}: ${messageOf(refused)}`, { cause: refused });
     }
     return { unsubscribe: () => sub.unsubscribe() };
   }

@@ -4,6 +4,7 @@ import * as http from "http";
 import * as path from "path";
 import { canConnect, freePort } from "./ports";
 import { ExitInfo, ManagedProcess, spawnManaged } from "./processes";
+import { renderAuthorization, type NatsUserEntry } from "../protocol/permissions";
 
 /**
  * Local nats-server processes for `dlm up` and the test kit: one server or a
@@ -46,6 +47,35 @@ export interface NatsServerOptions {
   readyTimeoutMs?: number;
   /** Echo server output on the parent's stderr. */
   echo?: boolean;
+  /** Who may connect and what they may do (default: anyone, everything). */
+  authorization?: NatsAuthorizationConfig;
+  /** TLS for client connections. */
+  tls?: NatsTlsConfig;
+  /**
+   * More configuration, appended verbatim (e.g. `operator` and `resolver`
+   * for JWT / operator mode, which dlm never sets up itself).
+   */
+  extraConfig?: string;
+}
+
+/** Client authentication: a list of users with permissions, one user, or one token. */
+export interface NatsAuthorizationConfig {
+  users?: NatsUserEntry[];
+  user?: string;
+  password?: string;
+  token?: string;
+}
+
+/** The server's `tls` block for client connections. */
+export interface NatsTlsConfig {
+  certFile: string;
+  keyFile: string;
+  /** CA to verify client certificates with. */
+  caFile?: string;
+  /** Require and verify a client certificate. */
+  verify?: boolean;
+  /** TLS before the NATS protocol (clients need `handshakeFirst` / `--tlsfirst`). */
+  handshakeFirst?: boolean;
 }
 
 export interface HealthzResult {
@@ -167,6 +197,9 @@ export interface NatsConfigSpec {
   syncAlways: boolean;
   pingMax?: number;
   cluster?: { name: string; host: string; port: number; routes: string[] };
+  authorization?: NatsAuthorizationConfig;
+  tls?: NatsTlsConfig;
+  extraConfig?: string;
 }
 
 const q = (s: string) => JSON.stringify(s);
@@ -186,6 +219,16 @@ export function renderNatsConfig(spec: NatsConfigSpec): string {
   lines.push("jetstream {", `  store_dir: ${q(spec.storeDir)}`);
   if (spec.syncAlways) lines.push("  sync_interval: always");
   lines.push("}");
+  if (spec.authorization) lines.push(renderAuthorizationConfig(spec.authorization).trimEnd());
+  if (spec.tls) {
+    const t = spec.tls;
+    lines.push("tls {", `  cert_file: ${q(t.certFile)}`, `  key_file: ${q(t.keyFile)}`);
+    if (t.caFile) lines.push(`  ca_file: ${q(t.caFile)}`);
+    if (t.verify) lines.push("  verify: true");
+    if (t.handshakeFirst) lines.push("  handshake_first: true");
+    lines.push("  timeout: 2", "}");
+  }
+  if (spec.extraConfig) lines.push(spec.extraConfig.trimEnd());
   if (spec.cluster) {
     const c = spec.cluster;
     lines.push("cluster {", `  name: ${q(c.name)}`, `  listen: ${q(`${c.host}:${c.port}`)}`, "  routes: [");
@@ -193,6 +236,14 @@ export function renderNatsConfig(spec: NatsConfigSpec): string {
     lines.push("  ]", "}");
   }
   return lines.join("\n") + "\n";
+}
+
+function renderAuthorizationConfig(a: NatsAuthorizationConfig): string {
+  const kinds = [a.users !== undefined, a.user !== undefined, a.token !== undefined].filter(Boolean).length;
+  if (kinds !== 1) throw new Error("authorization takes exactly one of users, user/password or token");
+  if (a.users) return renderAuthorization(a.users);
+  if (a.token !== undefined) return `authorization {\n  token: ${q(a.token)}\n}\n`;
+  return `authorization {\n  user: ${q(a.user!)}\n  password: ${q(a.password ?? "")}\n}\n`;
 }
 
 // ---------------------------------------------------------------------------
@@ -324,6 +375,9 @@ class NatsServerProcessImpl implements NatsServerProcess {
       storeDir: this.opts.storeDir,
       syncAlways: this.opts.syncAlways ?? true,
       pingMax: this.opts.pingMax,
+      authorization: this.opts.authorization,
+      tls: this.opts.tls,
+      extraConfig: this.opts.extraConfig,
       cluster: clustered
         ? {
             name: this.opts.clusterName ?? "dlm",
@@ -333,7 +387,9 @@ class NatsServerProcessImpl implements NatsServerProcess {
           }
         : undefined,
     });
-    fs.writeFileSync(this.configFile, text);
+    // The file may hold passwords: only this user may read it.
+    fs.writeFileSync(this.configFile, text, { mode: 0o600 });
+    fs.chmodSync(this.configFile, 0o600);
   }
 
   /** Spawns (or respawns) the process and waits until it serves clients. */
@@ -571,6 +627,10 @@ export interface NatsClusterOptions {
   /** Client ports, one per server (default: free ports). */
   ports?: number[];
   echo?: boolean;
+  /** Client authentication and permissions, the same on every server. */
+  authorization?: NatsAuthorizationConfig;
+  /** Client TLS, the same on every server. */
+  tls?: NatsTlsConfig;
 }
 
 export interface NatsClusterProcesses {
@@ -616,6 +676,8 @@ export async function startNatsCluster(opts: NatsClusterOptions): Promise<NatsCl
         syncAlways: opts.syncAlways,
         binary,
         echo: opts.echo,
+        authorization: opts.authorization,
+        tls: opts.tls,
       }),
     ),
   );

@@ -47,7 +47,13 @@ export const DEFAULT_LIMITS: Limits = {
 
 /** Lock names: 1-128 characters, letters, digits and `_ . : -`, starting with a letter or digit. */
 export const LOCK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
-/** Client ids are nanoids by default; we accept the nanoid alphabet, 8-64 characters. */
-export const CLIENT_ID = /^[A-Za-z0-9_-]{8,64}$/;
+/** A client namespace (least privilege: it scopes the client's notify subject and inbox): 1-32 of [A-Za-z0-9_-]. */
+export const CLIENT_NAMESPACE = /^[A-Za-z0-9_-]{1,32}$/;
+/**
+ * Client ids are nanoids by default; we accept the nanoid alphabet, 8-64
+ * characters, optionally after a namespace and a dot (`orders.V1StGXR8_Z5jdHi6B-myT`),
+ * so the id is one or two subject tokens of the notify subject.
+ */
+export const CLIENT_ID = /^(?:[A-Za-z0-9_-]{1,32}\.)?[A-Za-z0-9_-]{8,64}$/;
 /** Largest request the node will parse, in bytes; larger ones are TOO_LARGE without parsing. */
 export const MAX_REQUEST_BYTES = 256 * 1024;

@@ -106,7 +106,7 @@ function session(raw: Record<string, unknown>): { client: string; seq: number; a
 
 function clientId(raw: Record<string, unknown>): string {
   if (typeof raw.client !== "string" || !CLIENT_ID.test(raw.client)) {
-    throw new Invalid("BAD_REQUEST", "field 'client' must be a client id of 8-64 characters from [A-Za-z0-9_-]");
+    throw new Invalid("BAD_REQUEST", "field 'client' must be a client id of 8-64 characters from [A-Za-z0-9_-], optionally after '<namespace>.'");
   }
   return raw.client;
 }

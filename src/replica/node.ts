@@ -11,7 +11,7 @@
  * the lease or having an append refused sends it back to following.
  */
 import { connect } from "@nats-io/transport-node";
-import type { NatsConnection, Subscription } from "@nats-io/nats-core";
+import type { ConnectionOptions, NatsConnection, Subscription } from "@nats-io/nats-core";
 import type { Logger } from "../log/logger";
 import { isWrongLastSequence, LogStream, type Follower } from "../log/logStream";
 import { FileStore } from "../storage/fileStore";
@@ -33,6 +33,12 @@ export interface NodeOptions {
   nodeId: string;
   dataDir: string;
   servers: string[];
+  /**
+   * More NATS connection options: credentials (`user`/`pass`, `token`,
+   * `authenticator`) and `tls`, from the shared connection flags
+   * (src/cli/natsFlags.ts). Servers, name and reconnect settings are the node's own.
+   */
+  nats?: ConnectionOptions;
   prefix: string;
   /** Replicas of the log stream and the leader bucket: the NATS cluster size. */
   replicas: number;
@@ -146,6 +152,7 @@ export class DlmNode implements CoordinatorHost {
     const names = subjectNames(opts.prefix);
     const files = FileStore.open(opts.dataDir, { logger: opts.logger });
     const nc = await connect({
+      ...opts.nats,
       servers: opts.servers,
       name: `dlm-node-${opts.nodeId}`,
       maxReconnectAttempts: -1,

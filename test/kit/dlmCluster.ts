@@ -7,7 +7,8 @@
 import * as fs from "fs";
 import * as path from "path";
 import { connect as natsConnect } from "@nats-io/transport-node";
-import type { NatsConnection } from "@nats-io/nats-core";
+import type { ConnectionOptions, NatsConnection } from "@nats-io/nats-core";
+import type { NatsAuthorizationConfig, NatsTlsConfig } from "../../src/local/natsServer";
 import { connect, type ClientOptions, type DlmClient } from "../../src/client";
 import type { ManagedProcess } from "../../src/local/processes";
 import { FILE_COUNT, fileName } from "../../src/protocol/files";
@@ -34,6 +35,21 @@ export interface DlmClusterOptions {
   proxied?: boolean;
   /** Each node serves /metrics, /healthz and /readyz on a free port (see `metricsUrls`). */
   metrics?: { readyMaxLag?: number };
+  /** nats-server client authentication and permissions (see test/kit/nats.ts). */
+  natsAuthorization?: NatsAuthorizationConfig;
+  /** nats-server client TLS (certificates from test/kit/certs.ts). */
+  natsTls?: NatsTlsConfig;
+  /** nats-server configuration appended verbatim (operator mode from test/kit/jwt.ts; single server only). */
+  natsExtraConfig?: string;
+  /** Connection flags every node gets (credentials, TLS). */
+  nodeNatsArgs?: string[];
+  /** Environment every node gets (e.g. NATS_USER, NATS_PASSWORD). */
+  nodeEnv?: Record<string, string>;
+  /**
+   * NATS options of the test's own connection (`nc`, used for status and
+   * raw requests: give it operator rights) and the defaults of `client()`.
+   */
+  natsOptions?: Partial<ConnectionOptions>;
 }
 
 export interface DlmTestCluster {
@@ -70,8 +86,9 @@ const decoder = new TextDecoder();
 
 export async function startDlmCluster(opts: DlmClusterOptions): Promise<DlmTestCluster> {
   const natsCount = opts.nats ?? 1;
-  const single = natsCount === 1 ? await startNats({ pingMax: opts.natsPingMax }) : undefined;
-  const cluster = natsCount === 3 ? await startNatsCluster(3) : undefined;
+  const security = { authorization: opts.natsAuthorization, tls: opts.natsTls };
+  const single = natsCount === 1 ? await startNats({ pingMax: opts.natsPingMax, extraConfig: opts.natsExtraConfig, ...security }) : undefined;
+  const cluster = natsCount === 3 ? await startNatsCluster(3, security) : undefined;
   const urls = single ? single.urls : cluster!.urls;
   const natsServers = single ? [single] : cluster!.servers;
   const root = makeTempDir("dlm-cluster-");
@@ -95,6 +112,8 @@ export async function startDlmCluster(opts: DlmClusterOptions): Promise<DlmTestC
         natsUrls: opts.proxied ? links[i - 1].urls : urls,
         dataDir,
         nodeId: `n${i}`,
+        natsArgs: opts.nodeNatsArgs,
+        env: opts.nodeEnv,
         extraArgs: [
           "--replicas",
           String(natsCount),
@@ -111,7 +130,7 @@ export async function startDlmCluster(opts: DlmClusterOptions): Promise<DlmTestC
       }),
     );
   }
-  const nc = await natsConnect({ servers: urls, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+  const nc = await natsConnect({ ...opts.natsOptions, servers: urls, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
   const clients: DlmClient[] = [];
   const subjects = names();
 
@@ -130,7 +149,7 @@ export async function startDlmCluster(opts: DlmClusterOptions): Promise<DlmTestC
     metricsUrls,
     nc,
     async client(clientOpts: ClientOptions = {}) {
-      const client = await connect({ servers: urls, unavailableTimeoutMs: 60_000, ...clientOpts });
+      const client = await connect({ ...opts.natsOptions, servers: urls, unavailableTimeoutMs: 60_000, ...clientOpts });
       clients.push(client);
       return client;
     },

@@ -11,7 +11,10 @@ export interface DlmNodeOptions {
   natsUrls: string[];
   dataDir: string;
   nodeId: string;
+  /** NATS connection flags (credentials, TLS), e.g. ["--user", "dlm-node", "--password", "..."]. */
+  natsArgs?: string[];
   extraArgs?: string[];
+  /** Extra environment (e.g. NATS_USER / NATS_PASSWORD instead of flags). */
   env?: Record<string, string>;
   /** Append the node's output here too. */
   logFile?: string;
@@ -33,6 +36,7 @@ export function startDlmNode(opts: DlmNodeOptions): ManagedProcess {
     opts.dataDir,
     "--id",
     opts.nodeId,
+    ...(opts.natsArgs ?? []),
     ...(opts.extraArgs ?? []),
   ];
   return spawnManaged(process.execPath, args, {

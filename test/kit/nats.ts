@@ -3,6 +3,8 @@ import * as os from "os";
 import * as path from "path";
 import {
   NatsServerProcess,
+  type NatsAuthorizationConfig,
+  type NatsTlsConfig,
   pollHealthz,
   renderNatsConfig,
   startNatsCluster as startBinaryCluster,
@@ -28,6 +30,8 @@ export interface TestNatsServer {
   /** Client URL; stable across kill/restart. */
   readonly url: string;
   readonly running: boolean;
+  /** The server's last output lines (binary backend; "" with Docker). */
+  logTail(lines?: number): string;
   /** Crash: SIGKILL (docker: container kill), wait until gone. */
   kill(): Promise<void>;
   /** Graceful stop. */
@@ -68,6 +72,22 @@ export interface StartNatsOptions {
   backend?: NatsBackend;
   /** Echo server output on stderr (or DLM_TEST_ECHO=1); binary path only. */
   echo?: boolean;
+  /**
+   * Client authentication and permissions (users with permissions, one
+   * user, or a token). Binary backend only: a call with `authorization` or
+   * `tls` always runs the nats-server binary.
+   */
+  authorization?: NatsAuthorizationConfig;
+  /** Client TLS (certificates from ./certs.ts). Binary backend only. */
+  tls?: NatsTlsConfig;
+  /** Configuration appended verbatim (operator mode from ./jwt.ts). Binary backend only. */
+  extraConfig?: string;
+}
+
+/** Security settings need files and config the Docker path does not provide. */
+function backendFor(opts: StartNatsOptions): Promise<NatsBackend> {
+  if (opts.authorization || opts.tls || opts.extraConfig) return Promise.resolve("binary");
+  return opts.backend ? Promise.resolve(opts.backend) : natsBackend();
 }
 
 // ---------------------------------------------------------------------------
@@ -134,6 +154,7 @@ function wrapProcess(s: NatsServerProcess): TestNatsServer {
     get running() {
       return s.running;
     },
+    logTail: (lines?: number) => s.tail(lines),
     kill: () => s.kill(),
     stop: () => s.stop(),
     restart: () => s.restart(),
@@ -159,6 +180,9 @@ async function startBinaryNats(opts: StartNatsOptions): Promise<TestNats> {
       syncAlways: opts.syncAlways ?? true,
       pingMax: opts.pingMax,
       echo: opts.echo ?? echoDefault(),
+      authorization: opts.authorization,
+      tls: opts.tls,
+      extraConfig: opts.extraConfig,
     });
   } catch (e) {
     await removeTempDir(dir);
@@ -182,6 +206,8 @@ async function startBinaryNatsCluster(size: number, opts: StartNatsOptions): Pro
       baseDir: dir,
       syncAlways: opts.syncAlways ?? true,
       echo: opts.echo ?? echoDefault(),
+      authorization: opts.authorization,
+      tls: opts.tls,
     });
   } catch (e) {
     await removeTempDir(dir);
@@ -270,6 +296,7 @@ async function startDockerServers(
       get running() {
         return running;
       },
+      logTail: () => "",
       async kill() {
         if (!running) return;
         if (paused) await server.resume();
@@ -348,12 +375,12 @@ async function startDockerNatsCluster(size: number, opts: StartNatsOptions): Pro
 
 /** One JetStream server with fresh storage. */
 export async function startNats(opts: StartNatsOptions = {}): Promise<TestNats> {
-  const backend = opts.backend ?? (await natsBackend());
+  const backend = await backendFor(opts);
   return backend === "docker" ? startDockerNats(opts) : startBinaryNats(opts);
 }
 
 /** A full-mesh JetStream cluster (default 3 servers), ready for replicated streams. */
 export async function startNatsCluster(size = 3, opts: StartNatsOptions = {}): Promise<TestNatsCluster> {
-  const backend = opts.backend ?? (await natsBackend());
+  const backend = await backendFor(opts);
   return backend === "docker" ? startDockerNatsCluster(size, opts) : startBinaryNatsCluster(size, opts);
 }
