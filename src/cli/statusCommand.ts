@@ -24,7 +24,7 @@ export const statusSpec: CommandSpec = {
     "Shows the leader and its epoch, the log's last sequence, every node's applied sequence, lag and version,\n" +
     "and every lock. A node named by --expect, or one that answered an earlier status from this machine,\n" +
     "that does not answer now is listed as missing. Exit code: 0 all well, 3 no leader answers,\n" +
-    "4 a node is missing (3 wins when both).",
+    "4 NATS cannot be reached or refuses the credentials, 5 a node is missing (3 wins over 5).",
   flags: [
     ...commonFlags,
     { name: "expect", kind: "string", help: "node ids that should answer, comma-separated" },
@@ -34,7 +34,7 @@ export const statusSpec: CommandSpec = {
 };
 
 /** `dlm status` exit code when a leader answers but an expected node does not. */
-export const EXIT_NODE_MISSING = 4;
+export const EXIT_NODE_MISSING = 5;
 /** `dlm status` exit code when no leader answers. */
 export const EXIT_NO_LEADER = 3;
 

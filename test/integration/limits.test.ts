@@ -97,7 +97,7 @@ describe("a two-node cluster configured by file", () => {
     expect(client.serverVersion).toBe(packageVersion);
   });
 
-  test("dlm status shows each node's version, and lists a node that stopped answering as missing (exit 4)", async () => {
+  test("dlm status shows each node's version, and lists a node that stopped answering as missing (exit 5)", async () => {
     const first = await status();
     expect(first.code).toBe(0);
     expect(first.stdout).toMatch(new RegExp(`n1 .* version ${packageVersion.replace(/\./g, "\\.")}`));
@@ -110,14 +110,14 @@ describe("a two-node cluster configured by file", () => {
     await cluster.nodes[followerIndex].kill("SIGKILL");
 
     const second = await status();
-    if (second.code !== 4) throw new Error(`status after killing ${followerId}:\n${second.stdout}`);
+    if (second.code !== 5) throw new Error(`status after killing ${followerId}:\n${second.stdout}`);
     expect(second.stdout).toMatch(new RegExp(`${followerId} +MISSING +last answered \\d{4}-`));
     const json = JSON.parse((await status("--json")).stdout) as { missing: Array<{ nodeId: string; lastSeenAt: number | null }> };
     expect(json.missing).toEqual([{ nodeId: followerId, lastSeenAt: expect.any(Number) }]);
 
     // A node never seen but expected is missing too; a forgotten one is not.
     const expectNew = await status("--expect", `${leader.id},n9`, "--forget", followerId);
-    expect(expectNew.code).toBe(4);
+    expect(expectNew.code).toBe(5);
     expect(expectNew.stdout).toMatch(/n9 +MISSING +never answered/);
     expect(expectNew.stdout).not.toMatch(new RegExp(`${followerId} +MISSING`));
     const afterForget = await status();
