@@ -2,9 +2,8 @@
  * The limits of a dlm node as configuration: one table names every limit,
  * its flag, its default and its smallest sane value, and one function turns
  * parsed flags (command line over config file over defaults) into checked
- * settings. The node command only spreads `LIMIT_FLAGS` into its flags,
- * passes its argv through `withLimitAliases` and calls
- * `limitSettingsFromFlags`.
+ * settings. The node command spreads `LIMIT_FLAGS` into its flags and
+ * calls `limitSettingsFromFlags` on what it parsed.
  *
  * Two kinds of limits live here. Those of `Limits` travel in the leader's
  * `leader` log entry, so every node applies the log with the leader's
@@ -75,22 +74,14 @@ export function flagName(key: string): string {
   return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 }
 
-/**
- * `--lease-ms` is what `dlm node` called the default lease before every
- * limit had its own flag (`dlm up` and scripts still pass it). It is
- * rewritten to `--default-lease-ms` before parsing, so it behaves exactly
- * like it (the later of the two wins, and it wins over the config file).
- */
-export function withLimitAliases(argv: string[]): string[] {
-  return argv.map((arg) => (arg === "--lease-ms" ? "--default-lease-ms" : arg.startsWith("--lease-ms=") ? `--default-lease-ms=${arg.slice("--lease-ms=".length)}` : arg));
-}
-
 export const LIMIT_FLAGS: FlagSpec[] = OPTIONS.map(
   (o): FlagSpec => ({
     name: flagName(o.key),
     kind: "int",
     default: DEFAULT_LIMIT_SETTINGS[o.key],
-    help: o.key === "defaultLeaseMs" ? `${o.help} (also --lease-ms)` : o.help,
+    help: o.help,
+    // The flag's name before every limit had one; still accepted.
+    ...(o.key === "defaultLeaseMs" ? { aliases: ["lease-ms"] } : {}),
   }),
 );
 

@@ -6,7 +6,7 @@ import { asLogger, createLogger } from "../util/logger";
 import { version } from "../version";
 import { int, str, UsageError, type CommandSpec } from "./args";
 import { CONFIG_FLAG, parseArgsWithConfig } from "./configFile";
-import { coordinatorOptionsOf, LIMIT_FLAGS, limitSettingsFromFlags, limitsOf, withLimitAliases } from "./limitsConfig";
+import { coordinatorOptionsOf, LIMIT_FLAGS, limitSettingsFromFlags, limitsOf } from "./limitsConfig";
 import { explainConnectError, isConnectFailure, natsConnectionFromFlags, NATS_FLAGS } from "./natsFlags";
 
 export const nodeSpec: CommandSpec = {
@@ -34,7 +34,7 @@ export const nodeSpec: CommandSpec = {
 };
 
 export async function runNode(argv: string[]): Promise<void> {
-  const { flags } = parseArgsWithConfig(nodeSpec, withLimitAliases(argv));
+  const { flags } = parseArgsWithConfig(nodeSpec, argv);
   const limitSettings = limitSettingsFromFlags(flags);
   const nats = natsConnectionFromFlags(flags);
   const nodeId = str(flags, "id");
