@@ -82,7 +82,7 @@ import {
   makeError,
 } from "./errors";
 import type { FaultInjector } from "./faults";
-import { Lease, type Committed, type LeaseOwner } from "./lease";
+import { Lease, type Committed, type Discarded, type LeaseOwner } from "./lease";
 import {
   inboxPrefixFor,
   NATS_PASS_THROUGH_KEYS,
@@ -121,7 +121,7 @@ export interface AppendResult {
   staged: { appends: number; bytes: number };
 }
 
-export type { Committed, SessionInfo };
+export type { Committed, Discarded, SessionInfo };
 
 /** One answered request. */
 interface Answer {
@@ -146,6 +146,7 @@ interface LeaseRecord {
   renewTimer: NodeJS.Timeout | undefined;
   deadlineTimer: NodeJS.Timeout | undefined;
   releasing: Promise<Committed> | undefined;
+  abandoning: Promise<Discarded> | undefined;
 }
 
 const encoder = new TextEncoder();
@@ -329,6 +330,25 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
         rec.releasing = undefined;
       });
       return rec.releasing;
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /**
+   * End a lease's grant without committing what was staged under it (see
+   * `Lease.abandon`). A lease already lost or released resolves with
+   * nothing discarded: the grant is over either way.
+   */
+  abandon(lease: Lease): Promise<Discarded> {
+    if (lease.state === "lost" || lease.state === "released") return Promise.resolve({ appends: 0, bytes: 0 });
+    try {
+      this.checkOpen();
+      const rec = this.recordFor(lease, "abandon");
+      rec.abandoning ??= this.doAbandon(rec).finally(() => {
+        rec.abandoning = undefined;
+      });
+      return rec.abandoning;
     } catch (e) {
       return Promise.reject(e);
     }
@@ -840,6 +860,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       renewTimer: undefined,
       deadlineTimer: undefined,
       releasing: undefined,
+      abandoning: undefined,
     };
     this.records.set(lease, rec);
     this.log.debug({ lock: lease.lock, token: lease.token, leaseMs: lease.leaseMs }, "dlm client: granted");
@@ -976,6 +997,40 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
           this.scheduleRenew(rec);
           this.scheduleDeadline(rec);
         }
+      }
+      throw e;
+    }
+  }
+
+  private async doAbandon(rec: LeaseRecord): Promise<Discarded> {
+    const { lease, session } = rec;
+    lease._setState("releasing");
+    if (rec.renewTimer) clearTimeout(rec.renewTimer);
+    rec.renewTimer = undefined;
+    try {
+      const reply = await this.logged(session, (seq, ack) => ({
+        op: "abandon",
+        client: session.id,
+        seq,
+        ack,
+        lock: lease.lock,
+        token: lease.token,
+      }));
+      this.dropRecord(rec);
+      lease._setState("released");
+      this.log.debug({ lock: lease.lock, token: lease.token, discarded: reply.discarded }, "dlm client: abandoned");
+      return reply.discarded ?? { appends: 0, bytes: 0 };
+    } catch (e) {
+      if (lease.state === "releasing") {
+        if (isDlmError(e) && LEASE_ENDING.has(e.codeName)) {
+          // The grant had ended already: nothing of it will ever commit,
+          // which is what abandoning asked for.
+          this.loseLease(rec, e);
+          return { appends: 0, bytes: 0 };
+        }
+        lease._setState("held");
+        this.scheduleRenew(rec);
+        this.scheduleDeadline(rec);
       }
       throw e;
     }

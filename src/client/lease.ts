@@ -29,11 +29,22 @@ export interface Committed {
   bytes: number;
 }
 
+/**
+ * What an abandoned section held and dropped: the counts of what was staged
+ * under the grant and never reached the files.
+ */
+export interface Discarded {
+  appends: number;
+  bytes: number;
+}
+
+/** "released": the holder ended the grant, by `release()` (committed) or `abandon()` (discarded). */
 export type LeaseState = "held" | "releasing" | "released" | "lost";
 
 /** What a lease needs from its client (implemented by DlmClient). */
 export interface LeaseOwner {
   release(lease: Lease): Promise<Committed>;
+  abandon(lease: Lease): Promise<Discarded>;
   renew(lease: Lease): Promise<Lease>;
 }
 
@@ -90,6 +101,16 @@ export class Lease extends EventEmitter {
   /** Release the lock, committing the appends staged under it. */
   release(): Promise<Committed> {
     return this.owner.release(this);
+  }
+
+  /**
+   * End the grant without committing: what was staged under it is dropped
+   * and the lock passes to the next waiter at once. For a section that
+   * failed half-way; a lease that is already lost resolves with nothing
+   * discarded (the server ended it already).
+   */
+  abandon(): Promise<Discarded> {
+    return this.owner.abandon(this);
   }
 
   /** Renew now (the client also renews in the background). */

@@ -391,7 +391,8 @@ function toCommand(request: LoggedRequest, limits: Limits): Command {
         waitMs: request.waitMs ?? null,
       };
     case "release":
-      return { type: "release", client, seq, ack, lock: request.lock, token: request.token };
+    case "abandon":
+      return { type: request.op, client, seq, ack, lock: request.lock, token: request.token };
     case "append": {
       const file = fileIndex(request.file);
       assert(file !== undefined, "validated file name has no index");

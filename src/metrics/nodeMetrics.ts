@@ -16,7 +16,7 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type MetricValue } from "prom-client";
 import type { ErrorName } from "../protocol/errors";
-import type { Notification, Reply } from "../protocol/messages";
+import { LOGGED_OPS, UNLOGGED_OPS, type Notification, type Reply } from "../protocol/messages";
 import type { Command, State } from "../state";
 
 /** The roles a node reports; one `dlm_role` series each, exactly one of them 1. */
@@ -27,7 +27,7 @@ export const ROLES = ["starting", "follower", "candidate", "leader", "stopped"] 
  * request that failed validation (its op is unknown or not trusted), or
  * "unparsed" for one refused before parsing (the node stopped leading).
  */
-export const REQUEST_OPS = ["hello", "goodbye", "acquire", "release", "append", "renew", "cancel", "ping", "status", "read", "invalid", "unparsed"] as const;
+export const REQUEST_OPS = [...LOGGED_OPS, ...UNLOGGED_OPS, "invalid", "unparsed"] as const;
 export type RequestOp = (typeof REQUEST_OPS)[number];
 
 /** The `outcome` label: "ok", "queued" (an acquire now waiting in the queue) or the error's name. */

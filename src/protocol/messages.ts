@@ -13,7 +13,7 @@ import type { ErrorName } from "./errors";
 export const DEFAULT_LOCK = "global";
 
 /** Operations that go through the log (state changes, at-most-once). */
-export const LOGGED_OPS = ["hello", "goodbye", "acquire", "release", "append", "renew", "cancel"] as const;
+export const LOGGED_OPS = ["hello", "goodbye", "acquire", "release", "abandon", "append", "renew", "cancel"] as const;
 /** Operations served from the leader's applied state, never logged. */
 export const UNLOGGED_OPS = ["ping", "status", "read"] as const;
 export type LoggedOp = (typeof LOGGED_OPS)[number];
@@ -42,6 +42,12 @@ export interface AcquireRequest extends SessionFields {
 }
 export interface ReleaseRequest extends SessionFields {
   op: "release";
+  lock: string;
+  token: number;
+}
+/** Ends the grant without committing what was staged under it. */
+export interface AbandonRequest extends SessionFields {
+  op: "abandon";
   lock: string;
   token: number;
 }
@@ -82,6 +88,7 @@ export type LoggedRequest =
   | GoodbyeRequest
   | AcquireRequest
   | ReleaseRequest
+  | AbandonRequest
   | AppendRequest
   | RenewRequest
   | CancelRequest;
@@ -105,6 +112,8 @@ export interface OkReply {
   position?: number;
   /** release: what the commit wrote. */
   committed?: { appends: number; bytes: number };
+  /** abandon: what was staged and is now dropped. */
+  discarded?: { appends: number; bytes: number };
   /** append: the section staged so far under this grant. */
   staged?: { appends: number; bytes: number };
   /** cancel: whether the target wait was still waiting and is now cancelled. */

@@ -71,6 +71,7 @@ function parseOrThrow(bytes: Uint8Array, limits: Limits, maxRequestBytes: number
         ...optionalInt(raw, "waitMs", 0, limits.maxWaitMs),
       };
     case "release":
+    case "abandon":
       return { op, ...session(raw), lock: lockName(raw), token: token(raw) };
     case "renew":
       return {

@@ -54,6 +54,7 @@ function applyCommand(state: State, command: Command, fx: Effect[]): void {
     case "goodbye":
     case "acquire":
     case "release":
+    case "abandon":
     case "append":
     case "renew":
     case "cancel":
@@ -156,6 +157,8 @@ function execute(state: State, session: Session, cmd: ClientCommand, fx: Effect[
       return acquire(state, session, cmd.seq, cmd.lock, cmd.leaseMs, cmd.waitMs);
     case "release":
       return release(state, session, cmd.lock, cmd.token, fx);
+    case "abandon":
+      return abandon(state, session, cmd.lock, cmd.token, fx);
     case "append":
       return append(state, session, cmd.token, cmd.file, cmd.data);
     case "renew": {
@@ -230,6 +233,19 @@ function release(state: State, session: Session, name: string, token: number, fx
   const committed = { appends: grant.staged.length, bytes: grant.stagedBytes };
   endGrant(state, session, name, grant, "released", fx);
   return okReply("Released", { committed });
+}
+
+/**
+ * Ends a grant without committing: the holder gave the section up (its
+ * code failed, or it declared the lease lost), so nothing it staged may
+ * reach the files, and the lock moves on at once instead of after the lease.
+ */
+function abandon(state: State, session: Session, name: string, token: number, fx: Effect[]): Reply {
+  const grant = currentGrant(state, session, name, token);
+  if (!isGrant(grant)) return grant;
+  const discarded = { appends: grant.staged.length, bytes: grant.stagedBytes };
+  endGrant(state, session, name, grant, "abandoned", fx);
+  return okReply("Abandoned", { discarded });
 }
 
 function append(state: State, session: Session, token: number, file: number, data: string): Reply {
@@ -373,6 +389,7 @@ function currentGrant(state: State, session: Session, name: string, token: numbe
   const ended = session.ended.get(token);
   if (ended === "expired") return errorReply("LOCK_EXPIRED", `the lease of ${name} under token ${token} ran out; its appends were discarded`);
   if (ended === "released") return errorReply("NOT_HOLDER", `${name} under token ${token} was already released`);
+  if (ended === "abandoned") return errorReply("LOCK_EXPIRED", `${name} under token ${token} was given up without committing; its appends were discarded`);
   return errorReply("NOT_HOLDER", `token ${token} is not this client's current grant of ${name}`);
 }
 

@@ -24,6 +24,8 @@ export type Command =
       waitMs: number | null;
     }
   | { type: "release"; client: string; seq: number; ack: number; lock: string; token: number }
+  /** Ends the caller's grant without committing its staged appends (the section is discarded). */
+  | { type: "abandon"; client: string; seq: number; ack: number; lock: string; token: number }
   | {
       type: "append";
       client: string;
@@ -94,7 +96,7 @@ export interface LockState {
   queue: Waiter[];
 }
 
-export type EndReason = "released" | "expired" | "sessionExpired";
+export type EndReason = "released" | "abandoned" | "expired" | "sessionExpired";
 
 export interface Session {
   id: string;

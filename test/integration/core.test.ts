@@ -103,6 +103,24 @@ test("an append without the lock, or with an old token, is refused and changes n
   expect((await c2.read("file_3")).toString()).toBe("fresh");
 });
 
+test("abandon ends a grant without committing: the half section never lands and the next waiter goes on", async () => {
+  const c1 = await cluster.client({ name: "A1" });
+  const c2 = await cluster.client({ name: "A2" });
+  const lease1 = await c1.acquire();
+  await c1.append("file_8", "half of a section that failed\n");
+  const waiting = c2.acquire();
+  expect(await lease1.abandon()).toEqual({ appends: 1, bytes: 30 });
+  const lease2 = await waiting;
+  expect(lease2.token).toBeGreaterThan(lease1.token);
+  await c2.append("file_8", "whole\n");
+  await lease2.release();
+  expect((await c2.read("file_8")).toString()).toBe("whole\n");
+  // The abandoned token is fenced off like an expired one.
+  const late = await cluster.rawRequest({ op: "append", client: c1.clientId, seq: 999, file: "file_8", data: "eA==", token: lease1.token });
+  expect(late).toMatchObject({ ok: false, error: "LOCK_EXPIRED" });
+  expect(cluster.fileOn(0, 8).toString()).toBe("whole\n");
+});
+
 describe("bad input gets a coded error, changes nothing and never crashes the node", () => {
   const client = "badinput-client-0001";
   const raw: Array<[string, string, string | object]> = [

@@ -227,6 +227,14 @@ class FakeServer implements Transport {
         this.grantNext(req.lock);
         return ok("Released", { committed: { appends: h.staged.length, bytes } });
       }
+      case "abandon": {
+        const h = this.holderCheck(s, req.lock, req.token);
+        if ("ok" in h) return h;
+        const bytes = h.staged.reduce((n, { data }) => n + data.length, 0);
+        this.lock(req.lock).holder = null;
+        this.grantNext(req.lock);
+        return ok("Abandoned", { discarded: { appends: h.staged.length, bytes } });
+      }
       case "append": {
         if (fileIndex(req.file) === undefined) return fail("FILE_NOT_FOUND");
         const h = this.holderCheck(s, "global", req.token);
@@ -310,6 +318,24 @@ describe("DlmClient against a fake leader", () => {
     expect(lease.signal.aborted).toBe(false);
     expect((await c.read("file_3")).toString()).toBe("hello world");
     expect((await c.status()).leader).toBe("fake");
+  });
+
+  test("abandon ends the grant without committing; the next waiter gets the lock", async () => {
+    const server = new FakeServer();
+    const c = await mk(server);
+    const other = await mk(server);
+    const lease = await c.acquire();
+    await c.append("file_4", "half a section");
+    const next = other.acquire();
+    expect(await lease.abandon()).toEqual({ appends: 1, bytes: 14 });
+    expect(lease.released).toBe(true);
+    expect(server.ops("abandon")).toHaveLength(1);
+    expect(server.ops("release")).toHaveLength(0);
+    expect((await next).token).toBe(2);
+    expect((await c.read("file_4")).length).toBe(0);
+    // Abandoning again, or a lease already ended, is a no-op: the grant is over.
+    expect(await lease.abandon()).toEqual({ appends: 0, bytes: 0 });
+    expect(server.ops("abandon")).toHaveLength(1);
   });
 
   test("a retry after a lost reply reuses the seq and takes effect once", async () => {

@@ -84,7 +84,8 @@ function run(seed: number, steps: number): void {
       };
     else if (roll < 0.65)
       cmd = { type: "append", client, seq, ack, token, file: Math.floor(rand() * 3), data: Buffer.from(pick(["A", "BB", "ccc", "dddd4444"])).toString("base64") };
-    else if (roll < 0.8) cmd = { type: "release", client, seq, ack, lock: known.lock, token };
+    else if (roll < 0.76) cmd = { type: "release", client, seq, ack, lock: known.lock, token };
+    else if (roll < 0.8) cmd = { type: "abandon", client, seq, ack, lock: known.lock, token };
     else if (roll < 0.88) cmd = { type: "renew", client, seq, ack, lock: known.lock, token, leaseMs: pick([1000, 3000]) };
     else if (roll < 0.95) cmd = { type: "cancel", client, seq, ack, target: Math.max(1, seq - 1 - Math.floor(rand() * 3)) };
     else cmd = { type: "goodbye", client, seq, ack };
@@ -197,6 +198,15 @@ function observe(model: Model, effects: Effect[], cmds: Command[]): void {
       const key = `${effect.client}/${n.seq}`;
       expect(queue).toContain(key);
       queue.splice(queue.indexOf(key), 1);
+    }
+    if (effect.type === "reply" && effect.final && effect.reply.ok && effect.reply.discarded) {
+      // An abandoned section never reaches the files, now or later.
+      const abandon = cmds.find((c) => c.type === "abandon" && c.client === effect.client && c.seq === effect.seq);
+      if (abandon && abandon.type === "abandon") {
+        expect((model.staged.get(abandon.token) ?? []).length).toBe(effect.reply.discarded.appends);
+        model.discarded.add(abandon.token);
+        model.staged.delete(abandon.token);
+      }
     }
     if (effect.type === "notify" && effect.notification.event === "lost") {
       model.discarded.add(effect.notification.token);
