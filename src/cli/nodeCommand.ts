@@ -24,6 +24,16 @@ export const nodeSpec: CommandSpec = {
     { name: "leader-ttl-ms", kind: "int", default: NODE_DEFAULTS.leaderTtlMs, help: "leader lease (KV key TTL)" },
     { name: "leader-renew-ms", kind: "int", default: NODE_DEFAULTS.leaderRenewMs, help: "leader lease refresh interval" },
     { name: "snapshot-every", kind: "int", default: NODE_DEFAULTS.snapshotEveryEntries, help: "write a state snapshot every N applied entries" },
+    {
+      name: "compact-every-entries",
+      kind: "int",
+      default: NODE_DEFAULTS.compaction.snapshotEveryEntries,
+      help: "leader stores a snapshot in JetStream after N entries and compacts the log (0: never)",
+    },
+    { name: "compact-every-bytes", kind: "int", default: NODE_DEFAULTS.compaction.snapshotEveryBytes, help: "… or after about N bytes of log" },
+    { name: "keep-snapshots", kind: "int", default: NODE_DEFAULTS.compaction.keepSnapshots, help: "stored snapshots kept; the log is kept back to the oldest" },
+    { name: "retain-entries", kind: "int", default: NODE_DEFAULTS.compaction.retainEntries, help: "entries kept below the compaction point (margin)" },
+    { name: "compact-check-ms", kind: "int", default: NODE_DEFAULTS.compaction.checkIntervalMs, help: "how often the leader checks whether to snapshot and compact" },
     { name: "log-level", kind: "string", default: "info", help: "trace|debug|info|warn|error" },
     { name: "pretty", kind: "bool", help: "human-readable logs instead of JSON lines" },
   ],
@@ -63,6 +73,14 @@ export async function runNode(argv: string[]): Promise<void> {
     leaderTtlMs,
     leaderRenewMs,
     snapshotEveryEntries: Math.max(1, int(flags, "snapshot-every")),
+    compaction: {
+      ...NODE_DEFAULTS.compaction,
+      snapshotEveryEntries: int(flags, "compact-every-entries"),
+      snapshotEveryBytes: int(flags, "compact-every-bytes"),
+      keepSnapshots: Math.max(1, int(flags, "keep-snapshots")),
+      retainEntries: int(flags, "retain-entries"),
+      checkIntervalMs: Math.max(100, int(flags, "compact-check-ms")),
+    },
     logger: asLogger(logger),
   });
   logger.info({ pid: process.pid }, "node ready");

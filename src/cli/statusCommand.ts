@@ -5,7 +5,10 @@
  */
 import { connect } from "@nats-io/transport-node";
 import { createInbox, type NatsConnection } from "@nats-io/nats-core";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { jetstreamManager, type StreamInfo } from "@nats-io/jetstream";
+import { Objm } from "@nats-io/obj";
+import { LOG_ID_METADATA_KEY } from "../log/logStream";
+import { metaFromRecord } from "../storage/snapshotFormat";
 import type { Reply, StatusView } from "../protocol/messages";
 import { names as subjectNames, DEFAULT_PREFIX } from "../protocol/subjects";
 import type { NodeInfo } from "../replica/node";
@@ -32,8 +35,20 @@ export const readSpec: CommandSpec = {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
+/** The log stream's extent and size, and the newest stored snapshot of it. */
+export interface LogStatus {
+  firstSeq: number;
+  lastSeq: number;
+  messages: number;
+  bytes: number;
+  /** Newest complete stored snapshot of this log, or null if none. */
+  snapshot: { seq: number; sizeBytes: number; ageMs: number; count: number } | null;
+}
+
 export interface ClusterStatus {
   lastSeq: number | null;
+  /** null when the stream could not be read. */
+  log?: LogStatus | null;
   leader: StatusView | null;
   leaderError?: string;
   nodes: NodeInfo[];
@@ -72,19 +87,40 @@ async function gatherNodes(nc: NatsConnection, subject: string, waitMs: number, 
  */
 export async function clusterStatus(nc: NatsConnection, prefix: string, expectNodes?: number): Promise<ClusterStatus> {
   const names = subjectNames(prefix);
-  const [nodes, lastSeq, leader] = await Promise.all([
+  const [nodes, streamInfo, leader] = await Promise.all([
     gatherNodes(nc, names.nodesInfoSubject, expectNodes === undefined ? 500 : 10_000, expectNodes),
     jetstreamManager(nc)
       .then((jsm) => jsm.streams.info(names.streamName))
-      .then((info) => info.state.last_seq)
       .catch(() => null),
     nc
       .request(names.requestSubject, encoder.encode(JSON.stringify({ op: "status" })), { timeout: 2000 })
       .then((msg) => JSON.parse(decoder.decode(msg.data)) as Reply)
       .catch((err: Error) => ({ ok: false, code: -1, error: "UNAVAILABLE", message: err.message }) as Reply),
   ]);
-  if (leader.ok && leader.view) return { lastSeq, leader: leader.view, nodes };
-  return { lastSeq, leader: null, leaderError: leader.message, nodes };
+  const lastSeq = streamInfo ? streamInfo.state.last_seq : null;
+  const log = streamInfo ? await logStatus(nc, names.snapshotBucket, streamInfo) : null;
+  if (leader.ok && leader.view) return { lastSeq, log, leader: leader.view, nodes };
+  return { lastSeq, log, leader: null, leaderError: leader.message, nodes };
+}
+
+/** The stream's numbers and the newest stored snapshot of this log (by the log id in the stream's metadata). */
+async function logStatus(nc: NatsConnection, bucket: string, info: StreamInfo): Promise<LogStatus> {
+  const logId = info.config.metadata?.[LOG_ID_METADATA_KEY] ?? `created:${info.created}`;
+  let snapshot: LogStatus["snapshot"] = null;
+  try {
+    const store = await new Objm(nc).open(bucket);
+    const metas = (await store.list())
+      .filter((o) => !o.deleted)
+      .map((o) => ({ meta: metaFromRecord(o.metadata), mtime: Date.parse(o.mtime) }))
+      .filter((o) => o.meta?.logId === logId)
+      .sort((a, b) => b.meta!.seq - a.meta!.seq);
+    const newest = metas[0];
+    if (newest) snapshot = { seq: newest.meta!.seq, sizeBytes: newest.meta!.sizeBytes, ageMs: Math.max(0, Date.now() - newest.mtime), count: metas.length };
+  } catch {
+    // No bucket yet (no snapshot was ever stored), or it cannot be read: none to show.
+  }
+  const s = info.state;
+  return { firstSeq: s.first_seq, lastSeq: s.last_seq, messages: s.messages, bytes: s.bytes, snapshot };
 }
 
 export function formatStatus(status: ClusterStatus): string {
@@ -92,7 +128,12 @@ export function formatStatus(status: ClusterStatus): string {
   const view = status.leader;
   lines.push(
     view ? `leader: ${view.leader} (epoch ${view.epoch})` : `leader: none answering (${status.leaderError ?? "unknown"})`,
-    `log: last sequence ${status.lastSeq ?? "unknown"}`,
+    status.log
+      ? `log: sequences ${status.log.firstSeq}..${status.log.lastSeq}, ${status.log.messages} entries, ${status.log.bytes} bytes`
+      : `log: last sequence ${status.lastSeq ?? "unknown"}`,
+    status.log?.snapshot
+      ? `snapshot: seq ${status.log.snapshot.seq}, ${Math.round(status.log.snapshot.ageMs / 1000)} s old, ${status.log.snapshot.sizeBytes} bytes (${status.log.snapshot.count} stored)`
+      : "snapshot: none stored",
     "",
     "nodes:",
   );
