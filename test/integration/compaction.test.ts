@@ -10,6 +10,8 @@
  *   (a) a follower down for longer than the retained tail comes back from a
  *       stored snapshot;
  *   (b) a node with a wiped data directory bootstraps;
+ *   a follower frozen (SIGSTOP) while the log is compacted past it loads a
+ *       snapshot in process when it wakes, instead of skipping entries;
  *   (c) the leader is killed right after a compaction;
  *   (d) the newest stored snapshot is corrupted in place: a node that needs
  *       it skips it and starts from the older one;
@@ -157,6 +159,22 @@ describe("the bounded log", () => {
     const line = await node.waitForLine(/"recovered state from the log"/, 30_000, mark);
     expect(JSON.parse(line)).toMatchObject({ fromStoredSnapshot: true, checkpointSeq: 0 });
     await w.stop();
+    await checkEverything();
+  });
+
+  scenario("a follower frozen while the log is compacted past it starts over from a snapshot, in process", async () => {
+    const i = await aFollower();
+    const node = c.nodes[i]!;
+    const w = workload("frozen");
+    await sleep(300);
+    await node.pause();
+    await compactedPast((await logExtent(c.nc)).lastSeq);
+    const mark = node.lineCount;
+    node.resume();
+    await node.waitForLine(/"the log was compacted past this follower; loading a stored snapshot"/, 30_000, mark);
+    await node.waitForLine(/"loaded a stored snapshot"/, 30_000, mark);
+    await w.stop();
+    expect(node.running).toBe(true);
     await checkEverything();
   });
 
