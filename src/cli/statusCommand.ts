@@ -129,7 +129,7 @@ export function formatStatus(status: ClusterStatus): string {
   lines.push(
     view ? `leader: ${view.leader} (epoch ${view.epoch})` : `leader: none answering (${status.leaderError ?? "unknown"})`,
     status.log
-      ? `log: sequences ${status.log.firstSeq}..${status.log.lastSeq}, ${status.log.messages} entries, ${status.log.bytes} bytes`
+      ? `log: last sequence ${status.log.lastSeq}, first ${status.log.firstSeq}, ${status.log.messages} entries, ${status.log.bytes} bytes`
       : `log: last sequence ${status.lastSeq ?? "unknown"}`,
     status.log?.snapshot
       ? `snapshot: seq ${status.log.snapshot.seq}, ${Math.round(status.log.snapshot.ageMs / 1000)} s old, ${status.log.snapshot.sizeBytes} bytes (${status.log.snapshot.count} stored)`

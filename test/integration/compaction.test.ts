@@ -19,6 +19,7 @@
  */
 import * as fs from "fs";
 import type { DlmClient } from "../../src/client";
+import { clusterStatus, formatStatus } from "../../src/cli/statusCommand";
 import { sleep, startDlmCluster, type DlmTestCluster } from "../kit/dlmCluster";
 import { corruptSnapshot, logExtent, storedSnapshots } from "../kit/compaction";
 import { JOURNAL_INDEX, Journal, journalTokens } from "../kit/journal";
@@ -130,6 +131,11 @@ describe("the bounded log", () => {
     expect(snaps.length).toBeLessThanOrEqual(KEEP + 1);
     expect(snaps[snaps.length - 1]!.meta.seq + 1).toBeGreaterThanOrEqual(extent.firstSeq);
     await checkEverything();
+    // dlm status shows the stream's extent and the newest snapshot.
+    const status = await clusterStatus(c.nc, "dlm", 3);
+    expect(status.log?.firstSeq).toBeGreaterThan(1);
+    expect(status.log?.snapshot?.seq).toBe((await storedSnapshots(c.nc))[0]!.meta.seq);
+    expect(formatStatus(status)).toMatch(/log: last sequence \d+, first \d+, \d+ entries, \d+ bytes\nsnapshot: seq \d+, \d+ s old, \d+ bytes/);
   });
 
   scenario("(a) a follower down for longer than the retained tail comes back from a stored snapshot", async () => {
