@@ -64,6 +64,17 @@ async function prefill(url: string, entries: number, fileBytes: number): Promise
   const data = line.toString("base64");
   let seq = 0;
   const inFlight: Array<Promise<PubAck>> = [];
+  // A publish whose ack timed out is retried with the same message id: the
+  // stream's duplicate window makes it land once.
+  const publish = async (data: Uint8Array, msgID: string): Promise<PubAck> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await js.publish(n.logSubject, data, { msgID, timeout: 30_000 });
+      } catch (err) {
+        if (attempt >= 5) throw err;
+      }
+    }
+  };
   const started = Date.now();
   for (let k = 0; k < entries; k++) {
     let cmds: Command[];
@@ -82,8 +93,8 @@ async function prefill(url: string, entries: number, fileBytes: number): Promise
     for (const effect of apply(state, entry)) {
       if (effect.type === "reply" && !effect.reply.ok) throw new Error(`prefill entry ${k + 1}: ${JSON.stringify(effect.reply)}`);
     }
-    inFlight.push(js.publish(n.logSubject, encodeEntry(entry)));
-    if (inFlight.length >= 2000) await Promise.all(inFlight.splice(0));
+    inFlight.push(publish(encodeEntry(entry), `prefill-${k}`));
+    if (inFlight.length >= 500) await Promise.all(inFlight.splice(0));
     if (k > 0 && k % 200_000 === 0) console.log(`  prefill: ${k} entries, ${Math.round(k / ((Date.now() - started) / 1000))} entries/s`);
   }
   await Promise.all(inFlight);

@@ -72,14 +72,23 @@ export class SnapshotBucket {
     private readonly opts: Required<Omit<SnapshotBucketOptions, "logger">> & { logger: Logger },
   ) {}
 
-  static async open(nc: NatsConnection, opts: SnapshotBucketOptions): Promise<SnapshotBucket> {
+  /** Opens the bucket, creating it if missing; retries for up to `readyTimeoutMs` (default 30 s) while JetStream is not ready. */
+  static async open(nc: NatsConnection, opts: SnapshotBucketOptions & { readyTimeoutMs?: number }): Promise<SnapshotBucket> {
     const objm = new Objm(nc);
-    let store: ObjectStore;
-    try {
-      store = await objm.create(opts.bucket, { storage: StorageType.File, replicas: opts.replicas });
-    } catch {
-      // Another node created it at the same moment: open theirs.
-      store = await objm.open(opts.bucket);
+    const deadline = Date.now() + (opts.readyTimeoutMs ?? 30_000);
+    let store: ObjectStore | undefined;
+    for (let attempt = 0; store === undefined; attempt++) {
+      try {
+        store = await objm.create(opts.bucket, { storage: StorageType.File, replicas: opts.replicas });
+      } catch (err) {
+        // Another node may have created it at the same moment: open theirs.
+        store = await objm.open(opts.bucket).catch(() => undefined);
+        if (store === undefined && (nc.isClosed() || Date.now() >= deadline)) throw err;
+        if (store === undefined) {
+          (opts.logger ?? silentLogger).warn({ err: (err as Error).message, attempt }, "JetStream not ready for the snapshot bucket; retrying");
+          await new Promise((r) => setTimeout(r, Math.min(250 * 2 ** Math.min(attempt, 3), 2000)));
+        }
+      }
     }
     return new SnapshotBucket(store, {
       bucket: opts.bucket,
