@@ -41,6 +41,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 export class Compactor {
   private running = false;
+  /** Bumped by every start(): a loop from an earlier term, still asleep, ends instead of running beside the new one. */
+  private generation = 0;
   private loop: Promise<void> | undefined;
   /** Names of snapshots this process read back whole and found intact. */
   private readonly verified = new Set<string>();
@@ -58,7 +60,7 @@ export class Compactor {
   start(): void {
     if (this.running || this.opts.snapshotEveryEntries <= 0) return;
     this.running = true;
-    this.loop = this.run();
+    this.loop = this.run(++this.generation);
   }
 
   /** Stops after the step in progress; does not wait for an upload to finish. */
@@ -72,8 +74,8 @@ export class Compactor {
     await this.loop;
   }
 
-  private async run(): Promise<void> {
-    while (this.running) {
+  private async run(generation: number): Promise<void> {
+    while (this.running && this.generation === generation) {
       try {
         await this.step();
       } catch (err) {
