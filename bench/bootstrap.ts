@@ -160,13 +160,17 @@ async function main(): Promise<void> {
     for (let i = 0; i < 8; i++) clients.push(await connect({ servers: nats.url, name: `w${i}` }));
     const deadline = Date.now() + workloadSeconds * 1000;
     let ops = 0;
+    const latencies: number[] = [];
+    const mark = n1.lineCount;
     const sampler = setInterval(() => {
       void extent().then((x) => console.log(`  workload: stream ${x.messages} entries, ${mb(x.bytes)}, first ${x.firstSeq}, snapshot ${x.snapshot?.seq ?? "-"}`));
     }, 5000);
     await Promise.all(
       clients.map(async (client, i) => {
         while (Date.now() < deadline) {
+          const t0 = performance.now();
           await client.release(await client.acquire(`bench-${i}`));
+          latencies.push(performance.now() - t0);
           ops++;
         }
       }),
@@ -175,6 +179,13 @@ async function main(): Promise<void> {
     await sleep(3000); // let the compactor finish its round
     e = await extent();
     console.log(`after ${workloadSeconds} s of workload (${ops} acquire/release): sequences ${e.firstSeq}..${e.lastSeq}, ${e.messages} entries, ${mb(e.bytes)}`);
+    latencies.sort((a, b) => a - b);
+    const at = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!.toFixed(1);
+    const uploads = n1
+      .tail(n1.lineCount - mark)
+      .split("\n")
+      .filter((l) => l.includes('"snapshot stored and verified"')).length;
+    console.log(`  acquire+release latency while the leader stored ${uploads} snapshots of the files: p50 ${at(0.5)} ms, p99 ${at(0.99)} ms, max ${at(1)} ms`);
 
     const before = (await clusterStatus(nc, "dlm")).lastSeq ?? 0;
     const n2Started = Date.now();

@@ -14,7 +14,7 @@ import { connect } from "@nats-io/transport-node";
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import type { Logger } from "../log/logger";
 import { isWrongLastSequence, LogPurgedError, LogStream, type Follower } from "../log/logStream";
-import { fileRangeReader, SnapshotBucket, type FileRangeReader } from "../log/snapshotBucket";
+import { fileRangeReader, SnapshotBucket, type FileRangeReader, type StoredSnapshotInfo } from "../log/snapshotBucket";
 import { FileStore } from "../storage/fileStore";
 import { IncomingFiles } from "../storage/incomingFiles";
 import { SNAPSHOT_FORMAT, SnapshotCorruptError, type SnapshotHeader } from "../storage/snapshotFormat";
@@ -274,7 +274,23 @@ export class DlmNode implements CoordinatorHost {
    */
   private async loadStoredSnapshot(firstSeq: number): Promise<void> {
     const started = Date.now();
-    const candidates = (await this.snapshots.list(this.log.logId)).filter((s) => s.meta.seq + 1 >= firstSeq && s.meta.seq > this.applied);
+    const failed = new Set<string>();
+    let candidates: StoredSnapshotInfo[] = [];
+    // A snapshot can also vanish while it downloads (the leader stored two
+    // newer ones and deleted it): list again, a few times, before giving up.
+    for (let round = 1; round <= 3; round++) {
+      candidates = (await this.snapshots.list(this.log.logId)).filter((s) => s.meta.seq + 1 >= firstSeq && s.meta.seq > this.applied);
+      const loaded = await this.loadFirstGood(candidates.filter((s) => !failed.has(s.name)), failed, started);
+      if (loaded) return;
+    }
+    throw new Error(
+      `the log starts at ${firstSeq} and no stored snapshot that verifies covers entries up to ${firstSeq - 1} ` +
+        `(candidates: ${candidates.map((s) => s.name).join(", ") || "none"}): this node cannot catch up`,
+    );
+  }
+
+  /** Loads the first of `candidates` (newest first) that verifies; records the names of those that do not. */
+  private async loadFirstGood(candidates: StoredSnapshotInfo[], failed: Set<string>, started: number): Promise<boolean> {
     for (const snap of candidates) {
       const withFiles = snap.meta.seq > this.files.appliedSeq;
       const incoming = withFiles ? new IncomingFiles(this.opts.dataDir) : undefined;
@@ -285,6 +301,7 @@ export class DlmNode implements CoordinatorHost {
         incoming?.discard();
         if (!(err instanceof SnapshotCorruptError)) throw err;
         this.logger.warn({ snapshot: snap.name, err: err.message }, "skipping a stored snapshot that does not verify");
+        failed.add(snap.name);
         continue;
       }
       if (incoming) {
@@ -299,12 +316,9 @@ export class DlmNode implements CoordinatorHost {
         { seq: header.seq, sizeBytes: snap.meta.sizeBytes, withFiles, loadMs: Date.now() - started },
         "loaded a stored snapshot",
       );
-      return;
+      return true;
     }
-    throw new Error(
-      `the log starts at ${firstSeq} and no stored snapshot that verifies covers entries up to ${firstSeq - 1} ` +
-        `(candidates: ${candidates.map((s) => s.name).join(", ") || "none"}): this node cannot catch up`,
-    );
+    return false;
   }
 
   /** The state and files at the applied sequence, for the compactor (see CompactorHost). */
