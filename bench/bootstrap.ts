@@ -161,6 +161,7 @@ async function main(): Promise<void> {
     const deadline = Date.now() + workloadSeconds * 1000;
     let ops = 0;
     const latencies: number[] = [];
+    const slow: Array<{ at: number; ms: number }> = [];
     const mark = n1.lineCount;
     const sampler = setInterval(() => {
       void extent().then((x) => console.log(`  workload: stream ${x.messages} entries, ${mb(x.bytes)}, first ${x.firstSeq}, snapshot ${x.snapshot?.seq ?? "-"}`));
@@ -170,7 +171,9 @@ async function main(): Promise<void> {
         while (Date.now() < deadline) {
           const t0 = performance.now();
           await client.release(await client.acquire(`bench-${i}`));
-          latencies.push(performance.now() - t0);
+          const ms = performance.now() - t0;
+          latencies.push(ms);
+          if (ms > 500) slow.push({ at: Date.now(), ms });
           ops++;
         }
       }),
@@ -186,6 +189,10 @@ async function main(): Promise<void> {
       .split("\n")
       .filter((l) => l.includes('"snapshot stored and verified"')).length;
     console.log(`  acquire+release latency while the leader stored ${uploads} snapshots of the files: p50 ${at(0.5)} ms, p99 ${at(0.99)} ms, max ${at(1)} ms`);
+    if (process.env.DLM_BENCH_DEBUG === "1") {
+      for (const l of n1.tail(n1.lineCount - mark).split("\n")) if (/snapshot stored|log compacted/.test(l)) console.log(`  ${l.slice(0, 260)}`);
+      for (const x of slow) console.log(`  slow cycle ended at ${x.at}: ${x.ms.toFixed(0)} ms`);
+    }
 
     const before = (await clusterStatus(nc, "dlm")).lastSeq ?? 0;
     const n2Started = Date.now();

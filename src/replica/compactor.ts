@@ -1,7 +1,7 @@
 /**
  * The leader's background job that keeps the log bounded: on a schedule of
  * entries and bytes it stores a snapshot (state + files at one sequence) in
- * the snapshot bucket, verifies it by reading it back, deletes snapshots
+ * the snapshot bucket, checks it is stored whole, deletes snapshots
  * beyond the number kept, and purges the log below the point every live
  * node has applied and the oldest kept verified snapshot covers, minus a
  * margin (replica/compactionPolicy.ts).
@@ -44,7 +44,7 @@ export class Compactor {
   /** Bumped by every start(): a loop from an earlier term, still asleep, ends instead of running beside the new one. */
   private generation = 0;
   private loop: Promise<void> | undefined;
-  /** Names of snapshots this process read back whole and found intact. */
+  /** Names of snapshots this process found stored whole. */
   private readonly verified = new Set<string>();
 
   constructor(
@@ -117,16 +117,16 @@ export class Compactor {
     const { header, readRange } = this.host.captureSnapshot();
     const meta = await this.bucket.write(header, readRange);
     const uploadMs = Date.now() - started;
-    // Count it only once read back whole: size, digest, header.
+    // Count it only once it is listed and stored whole (size, every chunk).
     const [info] = (await this.bucket.list(this.log.logId)).filter((s) => s.meta.seq === header.seq && s.meta.sha256 === meta.sha256);
     if (!info) throw new Error(`snapshot ${header.seq} is not listed after writing it`);
-    await this.bucket.read(info);
+    await this.bucket.checkStored(info);
     this.verified.add(info.name);
     this.logger.info({ seq: header.seq, sizeBytes: meta.sizeBytes, uploadMs, totalMs: Date.now() - started }, "snapshot stored and verified");
   }
 
   /**
-   * The newest `keepSnapshots` snapshots that read back intact; corrupt ones
+   * The newest `keepSnapshots` snapshots that are stored whole; broken ones
    * are deleted (nobody can use them), older ones beyond the count too.
    */
   private async keepVerified(newestFirst: StoredSnapshotInfo[]): Promise<StoredSnapshotInfo[]> {
@@ -135,7 +135,7 @@ export class Compactor {
       if (good.length >= Math.max(1, this.opts.keepSnapshots)) break;
       if (!this.verified.has(snap.name)) {
         try {
-          await this.bucket.read(snap);
+          await this.bucket.checkStored(snap);
           this.verified.add(snap.name);
         } catch (err) {
           if (!(err instanceof SnapshotCorruptError)) throw err;

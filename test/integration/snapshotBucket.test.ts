@@ -94,7 +94,9 @@ test("a missing chunk, no chunks at all, or metadata with another digest are all
     const { bucket, snap } = await writeOne();
     const seqs = await chunkSeqs(bucket, snap);
     expect(seqs.length).toBeGreaterThan(3);
+    await expect(bucket.checkStored(snap)).resolves.toBeUndefined();
     await jsm.streams.deleteMessage(bucket.streamName, seqs[1]!);
+    await expect(bucket.checkStored(snap)).rejects.toThrow(/chunks stored/);
     await expect(bucket.read(snap)).rejects.toBeInstanceOf(SnapshotCorruptError);
   }
   {
