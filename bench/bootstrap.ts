@@ -27,7 +27,7 @@ import * as path from "path";
 import { connect as natsConnect } from "@nats-io/transport-node";
 import { jetstream, type PubAck } from "@nats-io/jetstream";
 import { connect, type DlmClient } from "../src/client";
-import { clusterStatus } from "../src/cli/statusCommand";
+import { addNewestSnapshot, clusterStatus } from "../src/cli/statusCommand";
 import { encodeEntry } from "../src/coordinator/entries";
 import { startNatsServer } from "../src/local/natsServer";
 import { spawnManaged, type ManagedProcess } from "../src/local/processes";
@@ -139,6 +139,7 @@ async function main(): Promise<void> {
   };
   const extent = async () => {
     const s = await clusterStatus(nc, "dlm");
+    await addNewestSnapshot(nc, "dlm", s);
     return s.log!;
   };
   try {

@@ -15,7 +15,7 @@ import * as os from "os";
 import * as path from "path";
 import { connect as natsConnect } from "@nats-io/transport-node";
 import { connect, type DlmClient } from "../src/client";
-import { clusterStatus } from "../src/cli/statusCommand";
+import { addNewestSnapshot, clusterStatus } from "../src/cli/statusCommand";
 import { startNatsServer } from "../src/local/natsServer";
 import { spawnManaged, type ManagedProcess } from "../src/local/processes";
 import { FILE_COUNT, fileName } from "../src/protocol/files";
@@ -104,6 +104,7 @@ async function main(): Promise<void> {
     let maxBytes = 0;
     const report = async () => {
       const s = await clusterStatus(nc, "dlm");
+      await addNewestSnapshot(nc, "dlm", s);
       const log = s.log;
       if (!log) return;
       maxEntries = Math.max(maxEntries, log.messages);

@@ -37,12 +37,14 @@ const decoder = new TextDecoder();
 
 /** The log stream's extent and size, and the newest stored snapshot of it. */
 export interface LogStatus {
+  /** The log's id (stream metadata): snapshots and data directories belong to one log. */
+  logId: string;
   firstSeq: number;
   lastSeq: number;
   messages: number;
   bytes: number;
-  /** Newest complete stored snapshot of this log, or null if none. */
-  snapshot: { seq: number; sizeBytes: number; ageMs: number; count: number } | null;
+  /** Newest complete stored snapshot of this log, null if none; absent unless looked up (newestSnapshot). */
+  snapshot?: { seq: number; sizeBytes: number; ageMs: number; count: number } | null;
 }
 
 export interface ClusterStatus {
@@ -98,29 +100,45 @@ export async function clusterStatus(nc: NatsConnection, prefix: string, expectNo
       .catch((err: Error) => ({ ok: false, code: -1, error: "UNAVAILABLE", message: err.message }) as Reply),
   ]);
   const lastSeq = streamInfo ? streamInfo.state.last_seq : null;
-  const log = streamInfo ? await logStatus(nc, names.snapshotBucket, streamInfo) : null;
+  const log = streamInfo ? logStatus(streamInfo) : null;
   if (leader.ok && leader.view) return { lastSeq, log, leader: leader.view, nodes };
   return { lastSeq, log, leader: null, leaderError: leader.message, nodes };
 }
 
-/** The stream's numbers and the newest stored snapshot of this log (by the log id in the stream's metadata). */
-async function logStatus(nc: NatsConnection, bucket: string, info: StreamInfo): Promise<LogStatus> {
+function logStatus(info: StreamInfo): LogStatus {
+  const s = info.state;
   const logId = info.config.metadata?.[LOG_ID_METADATA_KEY] ?? `created:${info.created}`;
-  let snapshot: LogStatus["snapshot"] = null;
+  return { logId, firstSeq: s.first_seq, lastSeq: s.last_seq, messages: s.messages, bytes: s.bytes };
+}
+
+/**
+ * Adds the newest stored snapshot of the log to `status.log`. Separate from
+ * clusterStatus(), which tests poll: listing the bucket costs a consumer.
+ */
+export async function addNewestSnapshot(nc: NatsConnection, prefix: string, status: ClusterStatus): Promise<void> {
+  const log = status.log;
+  if (!log) return;
+  log.snapshot = null;
   try {
-    const store = await new Objm(nc).open(bucket);
+    const store = await new Objm(nc).open(subjectNames(prefix).snapshotBucket);
     const metas = (await store.list())
       .filter((o) => !o.deleted)
       .map((o) => ({ meta: metaFromRecord(o.metadata), mtime: Date.parse(o.mtime) }))
-      .filter((o) => o.meta?.logId === logId)
+      .filter((o) => o.meta?.logId === log.logId)
       .sort((a, b) => b.meta!.seq - a.meta!.seq);
     const newest = metas[0];
-    if (newest) snapshot = { seq: newest.meta!.seq, sizeBytes: newest.meta!.sizeBytes, ageMs: Math.max(0, Date.now() - newest.mtime), count: metas.length };
+    if (newest) log.snapshot = { seq: newest.meta!.seq, sizeBytes: newest.meta!.sizeBytes, ageMs: Math.max(0, Date.now() - newest.mtime), count: metas.length };
   } catch {
     // No bucket yet (no snapshot was ever stored), or it cannot be read: none to show.
   }
-  const s = info.state;
-  return { firstSeq: s.first_seq, lastSeq: s.last_seq, messages: s.messages, bytes: s.bytes, snapshot };
+}
+
+/** The newest snapshot's line, when it was looked up. */
+function snapshotLine(log: LogStatus | null | undefined): string[] {
+  if (!log || log.snapshot === undefined) return [];
+  const snap = log.snapshot;
+  if (snap === null) return ["snapshot: none stored"];
+  return [`snapshot: seq ${snap.seq}, ${Math.round(snap.ageMs / 1000)} s old, ${snap.sizeBytes} bytes (${snap.count} stored)`];
 }
 
 export function formatStatus(status: ClusterStatus): string {
@@ -131,9 +149,7 @@ export function formatStatus(status: ClusterStatus): string {
     status.log
       ? `log: last sequence ${status.log.lastSeq}, first ${status.log.firstSeq}, ${status.log.messages} entries, ${status.log.bytes} bytes`
       : `log: last sequence ${status.lastSeq ?? "unknown"}`,
-    status.log?.snapshot
-      ? `snapshot: seq ${status.log.snapshot.seq}, ${Math.round(status.log.snapshot.ageMs / 1000)} s old, ${status.log.snapshot.sizeBytes} bytes (${status.log.snapshot.count} stored)`
-      : "snapshot: none stored",
+    ...snapshotLine(status.log),
     "",
     "nodes:",
   );
@@ -163,6 +179,7 @@ export async function runStatus(argv: string[]): Promise<void> {
   const nc = await connect({ servers: splitList(str(flags, "nats")), name: "dlm-status" });
   try {
     const status = await clusterStatus(nc, str(flags, "prefix"));
+    await addNewestSnapshot(nc, str(flags, "prefix"), status);
     process.stdout.write((flags.json ? JSON.stringify(status, null, 2) : formatStatus(status)) + "\n");
     if (!status.leader) process.exitCode = 3;
   } finally {
