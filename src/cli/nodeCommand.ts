@@ -28,6 +28,16 @@ export const nodeSpec: CommandSpec = {
     { name: "metrics-port", kind: "int", default: 0, help: "serve /metrics, /healthz and /readyz over HTTP on this port (0: off)" },
     { name: "metrics-host", kind: "string", default: "127.0.0.1", help: "address the metrics port listens on (0.0.0.0 to let other hosts scrape)" },
     { name: "ready-max-lag", kind: "int", default: NODE_READY_MAX_LAG_ENTRIES, help: "/readyz fails on a follower more than this many log entries behind" },
+    {
+      name: "compact-every-entries",
+      kind: "int",
+      default: NODE_DEFAULTS.compaction.snapshotEveryEntries,
+      help: "leader stores a snapshot in JetStream after N entries and compacts the log (0: never)",
+    },
+    { name: "compact-every-bytes", kind: "int", default: NODE_DEFAULTS.compaction.snapshotEveryBytes, help: "… or after about N bytes of log" },
+    { name: "keep-snapshots", kind: "int", default: NODE_DEFAULTS.compaction.keepSnapshots, help: "stored snapshots kept; the log is kept back to the oldest" },
+    { name: "retain-entries", kind: "int", default: NODE_DEFAULTS.compaction.retainEntries, help: "entries kept below the compaction point (margin)" },
+    { name: "compact-check-ms", kind: "int", default: NODE_DEFAULTS.compaction.checkIntervalMs, help: "how often the leader checks whether to snapshot and compact" },
     { name: "log-level", kind: "string", default: "info", help: "trace|debug|info|warn|error" },
     { name: "pretty", kind: "bool", help: "human-readable logs instead of JSON lines" },
   ],
@@ -70,6 +80,14 @@ export async function runNode(argv: string[]): Promise<void> {
       int(flags, "metrics-port") === 0
         ? undefined
         : { host: str(flags, "metrics-host"), port: int(flags, "metrics-port"), readyMaxLagEntries: int(flags, "ready-max-lag") },
+    compaction: {
+      ...NODE_DEFAULTS.compaction,
+      snapshotEveryEntries: int(flags, "compact-every-entries"),
+      snapshotEveryBytes: int(flags, "compact-every-bytes"),
+      keepSnapshots: Math.max(1, int(flags, "keep-snapshots")),
+      retainEntries: int(flags, "retain-entries"),
+      checkIntervalMs: Math.max(100, int(flags, "compact-check-ms")),
+    },
     logger: asLogger(logger),
   }).catch((err: unknown) => {
     throw isConnectFailure(err) ? explainConnectError(err, nats) : err;

@@ -4,7 +4,10 @@
  * create state).
  */
 import { createInbox, type NatsConnection } from "@nats-io/nats-core";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { jetstreamManager, type StreamInfo } from "@nats-io/jetstream";
+import { Objm } from "@nats-io/obj";
+import { LOG_ID_METADATA_KEY } from "../log/logStream";
+import { metaFromRecord } from "../storage/snapshotFormat";
 import type { Reply, StatusView } from "../protocol/messages";
 import { names as subjectNames, DEFAULT_PREFIX } from "../protocol/subjects";
 import type { NodeInfo } from "../replica/node";
@@ -47,8 +50,22 @@ export const readSpec: CommandSpec = {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
+/** The log stream's extent and size, and the newest stored snapshot of it. */
+export interface LogStatus {
+  /** The log's id (stream metadata): snapshots and data directories belong to one log. */
+  logId: string;
+  firstSeq: number;
+  lastSeq: number;
+  messages: number;
+  bytes: number;
+  /** Newest complete stored snapshot of this log, null if none; absent unless looked up (newestSnapshot). */
+  snapshot?: { seq: number; sizeBytes: number; ageMs: number; count: number } | null;
+}
+
 export interface ClusterStatus {
   lastSeq: number | null;
+  /** null when the stream could not be read. */
+  log?: LogStatus | null;
   leader: StatusView | null;
   leaderError?: string;
   nodes: NodeInfo[];
@@ -98,19 +115,56 @@ async function gatherNodes(nc: NatsConnection, subject: string, waitMs: number, 
  */
 export async function clusterStatus(nc: NatsConnection, prefix: string, expectNodes?: number | string[], waitMs?: number): Promise<ClusterStatus> {
   const names = subjectNames(prefix);
-  const [nodes, lastSeq, leader] = await Promise.all([
+  const [nodes, streamInfo, leader] = await Promise.all([
     gatherNodes(nc, names.nodesInfoSubject, waitMs ?? (expectNodes === undefined ? 500 : 10_000), expectNodes),
     jetstreamManager(nc)
       .then((jsm) => jsm.streams.info(names.streamName))
-      .then((info) => info.state.last_seq)
       .catch(() => null),
     nc
       .request(names.requestSubject, encoder.encode(JSON.stringify({ op: "status" })), { timeout: 2000 })
       .then((msg) => JSON.parse(decoder.decode(msg.data)) as Reply)
       .catch((err: Error) => ({ ok: false, code: -1, error: "UNAVAILABLE", message: err.message }) as Reply),
   ]);
-  if (leader.ok && leader.view) return { lastSeq, leader: leader.view, nodes };
-  return { lastSeq, leader: null, leaderError: leader.message, nodes };
+  const lastSeq = streamInfo ? streamInfo.state.last_seq : null;
+  const log = streamInfo ? logStatus(streamInfo) : null;
+  if (leader.ok && leader.view) return { lastSeq, log, leader: leader.view, nodes };
+  return { lastSeq, log, leader: null, leaderError: leader.message, nodes };
+}
+
+function logStatus(info: StreamInfo): LogStatus {
+  const s = info.state;
+  const logId = info.config.metadata?.[LOG_ID_METADATA_KEY] ?? `created:${info.created}`;
+  return { logId, firstSeq: s.first_seq, lastSeq: s.last_seq, messages: s.messages, bytes: s.bytes };
+}
+
+/**
+ * Adds the newest stored snapshot of the log to `status.log`. Separate from
+ * clusterStatus(), which tests poll: listing the bucket costs a consumer.
+ */
+export async function addNewestSnapshot(nc: NatsConnection, prefix: string, status: ClusterStatus): Promise<void> {
+  const log = status.log;
+  if (!log) return;
+  log.snapshot = null;
+  try {
+    const store = await new Objm(nc).open(subjectNames(prefix).snapshotBucket);
+    const metas = (await store.list())
+      .filter((o) => !o.deleted)
+      .map((o) => ({ meta: metaFromRecord(o.metadata), mtime: Date.parse(o.mtime) }))
+      .filter((o) => o.meta?.logId === log.logId)
+      .sort((a, b) => b.meta!.seq - a.meta!.seq);
+    const newest = metas[0];
+    if (newest) log.snapshot = { seq: newest.meta!.seq, sizeBytes: newest.meta!.sizeBytes, ageMs: Math.max(0, Date.now() - newest.mtime), count: metas.length };
+  } catch {
+    // No bucket yet (no snapshot was ever stored), or it cannot be read: none to show.
+  }
+}
+
+/** The newest snapshot's line, when it was looked up. */
+function snapshotLine(log: LogStatus | null | undefined): string[] {
+  if (!log || log.snapshot === undefined) return [];
+  const snap = log.snapshot;
+  if (snap === null) return ["snapshot: none stored"];
+  return [`snapshot: seq ${snap.seq}, ${Math.round(snap.ageMs / 1000)} s old, ${snap.sizeBytes} bytes (${snap.count} stored)`];
 }
 
 export function formatStatus(status: ClusterStatus): string {
@@ -118,7 +172,10 @@ export function formatStatus(status: ClusterStatus): string {
   const view = status.leader;
   lines.push(
     view ? `leader: ${view.leader} (epoch ${view.epoch})` : `leader: none answering (${status.leaderError ?? "unknown"})`,
-    `log: last sequence ${status.lastSeq ?? "unknown"}`,
+    status.log
+      ? `log: last sequence ${status.log.lastSeq}, first ${status.log.firstSeq}, ${status.log.messages} entries, ${status.log.bytes} bytes`
+      : `log: last sequence ${status.lastSeq ?? "unknown"}`,
+    ...snapshotLine(status.log),
     "",
     "nodes:",
   );
@@ -171,6 +228,7 @@ export async function runStatus(argv: string[]): Promise<void> {
     const answered = new Set(status.nodes.map((n) => n.nodeId));
     status.missing = [...wanted].filter((id) => !answered.has(id)).sort().map((nodeId) => ({ nodeId, lastSeenAt: known.get(nodeId) ?? null }));
     writeKnownNodes(memoryFile, prefix, servers, known);
+    await addNewestSnapshot(nc, prefix, status);
     process.stdout.write((flags.json ? JSON.stringify(status, null, 2) : formatStatus(status)) + "\n");
     if (!status.leader) process.exitCode = EXIT_NO_LEADER;
     else if (status.missing.length > 0) process.exitCode = EXIT_NODE_MISSING;

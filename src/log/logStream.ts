@@ -10,9 +10,16 @@
  *   repeats, across NATS reconnects and server restarts.
  *
  * The stream is created with no limits (no max msgs/bytes/age), so it never
- * drops entries, and with deny_delete/deny_purge so a stray admin command
- * cannot punch holes in it. A follower that nevertheless meets a hole fails
- * loudly instead of skipping it.
+ * drops entries on its own, and with deny_delete so a stray admin command
+ * cannot punch holes in it. The only way entries leave is `purgeBelow(seq)`:
+ * the compactor drops a prefix that snapshots cover (replica/compactor.ts).
+ * A reader that asks for entries below the stream's first sequence gets
+ * LogPurgedError (the node then starts from a snapshot); a follower that
+ * meets a hole in the middle fails loudly instead of skipping it.
+ *
+ * Streams created before compaction existed have deny_purge set, which the
+ * server does not let an update clear: on those `canPurge` is false and the
+ * log is never compacted.
  */
 import { randomUUID } from "crypto";
 import type { NatsConnection } from "@nats-io/nats-core";
@@ -124,7 +131,30 @@ export class LogConfigError extends Error {
 
 /** The log lost entries or has a hole where a follower expected one: an invariant break. */
 export class LogGapError extends Error {
-  override readonly name = "LogGapError";
+  override readonly name: string = "LogGapError";
+}
+
+/**
+ * The entries a reader asked for were compacted away: the stream now starts
+ * at `firstSeq`. Not a broken invariant: the reader must start from a
+ * snapshot at or past `firstSeq - 1`.
+ */
+export class LogPurgedError extends LogGapError {
+  override readonly name = "LogPurgedError";
+  constructor(
+    readonly wantedSeq: number,
+    readonly firstSeq: number,
+  ) {
+    super(`the log starts at ${firstSeq}; entries from ${wantedSeq} were compacted away`);
+  }
+}
+
+/** The stream's extent and size. */
+export interface LogExtent {
+  firstSeq: number;
+  lastSeq: number;
+  messages: number;
+  bytes: number;
 }
 
 const nanos = (ms: number): number => ms * 1_000_000;
@@ -156,6 +186,8 @@ export class LogStream {
    * id was built from a different log.
    */
   readonly logId: string;
+  /** False for a stream created with deny_purge (before compaction existed): it is never compacted. */
+  readonly canPurge: boolean;
 
   private readonly nc: NatsConnection;
   private readonly js: JetStreamClient;
@@ -178,6 +210,7 @@ export class LogStream {
     this.log = opts.logger ?? silentLogger;
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 5000;
     this.logId = info.config.metadata?.[LOG_ID_METADATA_KEY] ?? `created:${info.created}`;
+    this.canPurge = info.config.deny_purge !== true;
   }
 
   /**
@@ -209,7 +242,7 @@ export class LogStream {
       duplicate_window: nanos(opts.duplicateWindowMs ?? 120_000),
       allow_direct: true,
       deny_delete: true,
-      deny_purge: true,
+      deny_purge: false,
       metadata: { [LOG_ID_METADATA_KEY]: randomUUID() },
     };
 
@@ -326,6 +359,23 @@ export class LogStream {
     return (await this.info()).state.first_seq;
   }
 
+  async extent(): Promise<LogExtent> {
+    const state = (await this.info()).state;
+    return { firstSeq: state.first_seq, lastSeq: state.last_seq, messages: state.messages, bytes: state.bytes };
+  }
+
+  /**
+   * Drops every entry below `keepFromSeq` (the compaction). The caller must
+   * know that snapshots cover them; see replica/compactionPolicy.ts.
+   * Returns how many entries went.
+   */
+  async purgeBelow(keepFromSeq: number): Promise<number> {
+    if (!Number.isSafeInteger(keepFromSeq) || keepFromSeq < 1) throw new RangeError(`purgeBelow: bad sequence ${keepFromSeq}`);
+    if (!this.canPurge) throw new LogConfigError(`stream ${this.streamName} denies purges (created before compaction existed)`);
+    const response = await this.jsm.streams.purge(this.streamName, { seq: keepFromSeq });
+    return response.purged;
+  }
+
   /**
    * Hands entries fromSeq..toSeq to `onEntry` in order (each after the
    * previous resolved), through one ordered consumer pulling in batches.
@@ -338,9 +388,7 @@ export class LogStream {
     if (toSeq < fromSeq) return;
     const state = (await this.info()).state;
     if (toSeq > state.last_seq) throw new RangeError(`read: toSeq ${toSeq} is past the log's last sequence ${state.last_seq}`);
-    if (state.first_seq > fromSeq) {
-      throw new LogGapError(`read: the log starts at ${state.first_seq}; entries from ${fromSeq} are gone`);
-    }
+    if (state.first_seq > fromSeq) throw new LogPurgedError(fromSeq, state.first_seq);
     await this.follow(fromSeq, onEntry, { ...opts, until: toSeq }).done;
   }
 
@@ -507,9 +555,7 @@ class LogFollower implements Follower {
     } catch {
       // unknown; rely on the repeat count
     }
-    if (first !== undefined && first > at) {
-      throw new LogGapError(`the log starts at ${first}; entry ${at} is gone`);
-    }
+    if (first !== undefined && first > at) throw new LogPurgedError(at, first);
     if (count >= 3) {
       throw new LogGapError(`the log has a hole: entries ${at}..${to - 1} are missing`);
     }

@@ -41,6 +41,16 @@ export function dlmPermissions(prefix?: string): DlmPermissions {
   const n = subjectNames(prefix);
   const stream = n.streamName;
   const kvStream = `KV_${n.leaderBucket}`;
+  // The object store that holds state snapshots is a stream of its own.
+  const snapshotStream = `OBJ_${n.snapshotBucket}`;
+  const readStreamApi = (s: string): string[] => [
+    `$JS.API.STREAM.INFO.${s}`,
+    `$JS.API.STREAM.MSG.GET.${s}`,
+    `$JS.API.CONSUMER.*.${s}`,
+    `$JS.API.CONSUMER.*.${s}.>`,
+    `$JS.API.DIRECT.GET.${s}`,
+    `$JS.API.DIRECT.GET.${s}.>`,
+  ];
   return {
     node: {
       publish: {
@@ -49,7 +59,7 @@ export function dlmPermissions(prefix?: string): DlmPermissions {
           // info, message get, consumers (ordered consumers pull with
           // CONSUMER.MSG.NEXT), direct get of the KV key.
           "$JS.API.INFO",
-          ...[stream, kvStream].flatMap((s) => [
+          ...[stream, kvStream, snapshotStream].flatMap((s) => [
             `$JS.API.STREAM.*.${s}`,
             `$JS.API.STREAM.MSG.GET.${s}`,
             `$JS.API.CONSUMER.*.${s}`,
@@ -60,6 +70,7 @@ export function dlmPermissions(prefix?: string): DlmPermissions {
           ]),
           n.logSubject,
           `$KV.${n.leaderBucket}.>`,
+          `$O.${n.snapshotBucket}.>`,
           n.notifySubject(">"),
           n.nodesInfoSubject,
         ],
@@ -72,7 +83,8 @@ export function dlmPermissions(prefix?: string): DlmPermissions {
       subscribe: { allow: [n.notifySubject(`${namespace}.>`), `_INBOX_${namespace}.>`] },
     }),
     operator: {
-      publish: { allow: [n.requestSubject, n.nodesInfoSubject, "$JS.API.INFO", `$JS.API.STREAM.INFO.${stream}`] },
+      // dlm status reads the stream's info and lists the stored snapshots.
+      publish: { allow: [n.requestSubject, n.nodesInfoSubject, "$JS.API.INFO", `$JS.API.STREAM.INFO.${stream}`, ...readStreamApi(snapshotStream)] },
       subscribe: { allow: ["_INBOX.>"] },
     },
   };

@@ -18,6 +18,8 @@ export interface Names {
   /** KV bucket holding the leader lease, and the key in it. */
   leaderBucket: string;
   leaderKey: string;
+  /** Object store holding the state snapshots that compaction relies on. */
+  snapshotBucket: string;
 }
 
 export function names(prefix: string = DEFAULT_PREFIX): Names {
@@ -34,5 +36,6 @@ export function names(prefix: string = DEFAULT_PREFIX): Names {
     logSubject: `${prefix}.log`,
     leaderBucket: `${prefix}_leader`,
     leaderKey: "leader",
+    snapshotBucket: `${prefix}_snapshots`,
   };
 }

@@ -13,8 +13,11 @@
 import { connect } from "@nats-io/transport-node";
 import type { ConnectionOptions, NatsConnection, Subscription } from "@nats-io/nats-core";
 import type { Logger } from "../log/logger";
-import { isWrongLastSequence, LogStream, type Follower } from "../log/logStream";
+import { isWrongLastSequence, LogPurgedError, LogStream, type Follower } from "../log/logStream";
+import { fileRangeReader, SnapshotBucket, type FileRangeReader, type StoredSnapshotInfo } from "../log/snapshotBucket";
 import { FileStore } from "../storage/fileStore";
+import { IncomingFiles } from "../storage/incomingFiles";
+import { SNAPSHOT_FORMAT, SnapshotCorruptError, type SnapshotHeader } from "../storage/snapshotFormat";
 import type { Limits } from "../protocol/limits";
 import { names as subjectNames, type Names } from "../protocol/subjects";
 import { apply, createState, restore, snapshot, type Effect, type LogEntry, type State } from "../state";
@@ -28,6 +31,7 @@ import { NodeMetrics } from "../metrics/nodeMetrics";
 import { readiness, type Readiness } from "../metrics/readiness";
 import { LeaderLease } from "./leaderLease";
 import { version } from "../version";
+import { Compactor, type CompactorOptions } from "./compactor";
 
 export interface NodeOptions {
   nodeId: string;
@@ -55,6 +59,8 @@ export interface NodeOptions {
   snapshotEveryEntries: number;
   /** How often a stats line is logged (0: never). */
   statsIntervalMs: number;
+  /** Snapshots in the JetStream bucket and log compaction (run by the leader). */
+  compaction: CompactorOptions;
   coordinator: CoordinatorOptions;
   /** Serve /metrics, /healthz and /readyz over HTTP; absent: no HTTP port. */
   metrics?: NodeMetricsOptions;
@@ -85,6 +91,14 @@ export const NODE_DEFAULTS = {
   snapshotEveryEntries: 5000,
   statsIntervalMs: 30_000,
   coordinator: DEFAULT_COORDINATOR_OPTIONS,
+  compaction: {
+    snapshotEveryEntries: 50_000,
+    snapshotEveryBytes: 64 * 1024 * 1024,
+    keepSnapshots: 2,
+    retainEntries: 10_000,
+    checkIntervalMs: 5000,
+    gatherMs: 500,
+  } satisfies CompactorOptions,
 };
 
 export type Role = "starting" | "follower" | "candidate" | "leader" | "stopped";
@@ -130,6 +144,7 @@ export class DlmNode implements CoordinatorHost {
     const { state } = await this.log.info();
     return { lastSeq: state.last_seq, messages: state.messages, bytes: state.bytes };
   });
+  private readonly compactor: Compactor;
 
   private constructor(
     readonly opts: NodeOptions,
@@ -137,11 +152,13 @@ export class DlmNode implements CoordinatorHost {
     readonly log: LogStream,
     private readonly files: FileStore,
     private readonly lease: LeaderLease,
+    private readonly snapshots: SnapshotBucket,
   ) {
     this.names = subjectNames(opts.prefix);
     this.limits = opts.limits;
     this.logger = opts.logger;
     this.current = createState(opts.limits);
+    this.compactor = new Compactor(this, nc, log, snapshots, this.names.nodesInfoSubject, opts.compaction, opts.logger);
   }
 
   get nodeId(): string {
@@ -169,7 +186,8 @@ export class DlmNode implements CoordinatorHost {
         nodeId: opts.nodeId,
         logger: opts.logger,
       });
-      node = new DlmNode(opts, nc, log, files, lease);
+      const snapshots = await SnapshotBucket.open(nc, { bucket: names.snapshotBucket, replicas: opts.replicas, logger: opts.logger });
+      node = new DlmNode(opts, nc, log, files, lease, snapshots);
       // Served from before recovery, so a long replay shows as alive but
       // not ready instead of as a dead process.
       await node.serveMetrics();
@@ -306,13 +324,103 @@ export class DlmNode implements CoordinatorHost {
     }
     const started = Date.now();
     this.restoreSnapshot(checkpoint.seq, lastSeq);
-    const fromSnapshotSeq = this.applied;
-    await this.log.read(this.applied + 1, lastSeq, this.applyFromLog);
+    let fromSnapshotSeq = this.applied;
+    let fromStoredSnapshot = false;
+    // The log may have been compacted past this node (it was down, or is
+    // new), before or during the replay: then start from a stored snapshot
+    // and read the rest. Each round moves forward; a few are plenty.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.log.read(this.applied + 1, await this.log.lastSeq(), this.applyFromLog);
+        break;
+      } catch (err) {
+        if (!(err instanceof LogPurgedError) || attempt >= 5) throw err;
+        await this.loadStoredSnapshot(err.firstSeq);
+        fromSnapshotSeq = this.applied;
+        fromStoredSnapshot = true;
+      }
+    }
     this.files.flush();
     this.logger.info(
-      { appliedSeq: this.applied, checkpointSeq: checkpoint.seq, fromSnapshotSeq, replayMs: Date.now() - started, epoch: this.current.epoch },
+      {
+        appliedSeq: this.applied,
+        checkpointSeq: checkpoint.seq,
+        fromSnapshotSeq,
+        fromStoredSnapshot,
+        replayMs: Date.now() - started,
+        epoch: this.current.epoch,
+      },
       "recovered state from the log",
     );
+  }
+
+  /**
+   * Starts over from the newest stored snapshot that reads back intact and
+   * leaves no hole before the log (its sequence is at least firstSeq - 1).
+   * Corrupt or partial ones are skipped. The files are replaced only when
+   * the snapshot is past what they reflect; otherwise the state alone is
+   * taken and the replay skips file writes up to the checkpoint, as usual.
+   */
+  private async loadStoredSnapshot(firstSeq: number): Promise<void> {
+    const started = Date.now();
+    const failed = new Set<string>();
+    let candidates: StoredSnapshotInfo[] = [];
+    // A snapshot can also vanish while it downloads (the leader stored two
+    // newer ones and deleted it): list again, a few times, before giving up.
+    for (let round = 1; round <= 3; round++) {
+      candidates = (await this.snapshots.list(this.log.logId)).filter((s) => s.meta.seq + 1 >= firstSeq && s.meta.seq > this.applied);
+      const loaded = await this.loadFirstGood(candidates.filter((s) => !failed.has(s.name)), failed, started);
+      if (loaded) return;
+    }
+    throw new Error(
+      `the log starts at ${firstSeq} and no stored snapshot that verifies covers entries up to ${firstSeq - 1} ` +
+        `(candidates: ${candidates.map((s) => s.name).join(", ") || "none"}): this node cannot catch up`,
+    );
+  }
+
+  /** Loads the first of `candidates` (newest first) that verifies; records the names of those that do not. */
+  private async loadFirstGood(candidates: StoredSnapshotInfo[], failed: Set<string>, started: number): Promise<boolean> {
+    for (const snap of candidates) {
+      const withFiles = snap.meta.seq > this.files.appliedSeq;
+      const incoming = withFiles ? new IncomingFiles(this.opts.dataDir) : undefined;
+      let header: SnapshotHeader;
+      try {
+        header = await this.snapshots.read(snap, incoming);
+      } catch (err) {
+        incoming?.discard();
+        if (!(err instanceof SnapshotCorruptError)) throw err;
+        this.logger.warn({ snapshot: snap.name, err: err.message }, "skipping a stored snapshot that does not verify");
+        failed.add(snap.name);
+        continue;
+      }
+      if (incoming) {
+        incoming.finish();
+        this.files.installFiles(incoming, this.log.logId, header.seq, header.lengths);
+        incoming.discard();
+      }
+      this.current = restore(header.state);
+      this.applied = header.seq;
+      this.saveSnapshot();
+      this.logger.info(
+        { seq: header.seq, sizeBytes: snap.meta.sizeBytes, withFiles, loadMs: Date.now() - started },
+        "loaded a stored snapshot",
+      );
+      return true;
+    }
+    return false;
+  }
+
+  /** The state and files at the applied sequence, for the compactor (see CompactorHost). */
+  captureSnapshot(): { header: SnapshotHeader; readRange: FileRangeReader } {
+    const lengths = this.files.lengths();
+    assert(this.files.appliedSeq === this.applied, () => `files reflect ${this.files.appliedSeq}, state ${this.applied}`);
+    for (let i = 0; i < lengths.length; i++) {
+      assert(lengths[i] === this.current.fileLengths[i], () => `file_${i} is ${lengths[i]} bytes, the state says ${this.current.fileLengths[i]}`);
+    }
+    return {
+      header: { format: SNAPSHOT_FORMAT, logId: this.log.logId, seq: this.applied, lengths, state: snapshot(this.current) },
+      readRange: fileRangeReader((i) => this.files.pathOf(i)),
+    };
   }
 
   /**
@@ -382,11 +490,33 @@ export class DlmNode implements CoordinatorHost {
       this.applyFromLog,
       {
         onError: (err) => {
-          if (this.follower === follower) this.fatal(err);
+          if (this.follower !== follower) return;
+          if (err instanceof LogPurgedError) void this.serialize(() => this.resync(err.firstSeq));
+          else this.fatal(err);
         },
       },
     );
     this.follower = follower;
+  }
+
+  /**
+   * A follower fell behind the compacted log (it was too slow to answer the
+   * compactor, or paused): start again from a stored snapshot, in process,
+   * then follow on. Never skips entries silently.
+   */
+  private async resync(firstSeq: number): Promise<void> {
+    if (this.role !== "follower") return;
+    this.role = "starting";
+    this.logger.warn({ appliedSeq: this.applied, firstSeq }, "the log was compacted past this follower; loading a stored snapshot");
+    try {
+      await this.follower?.stop();
+      this.follower = undefined;
+      this.files.flush();
+      await this.loadStoredSnapshot(firstSeq);
+      this.startFollowing();
+    } catch (err) {
+      this.fatal(err);
+    }
   }
 
   private async campaign(first = false): Promise<void> {
@@ -445,6 +575,7 @@ export class DlmNode implements CoordinatorHost {
       this.coordinator = new Coordinator(this, this.opts.coordinator);
       this.coordinator.start();
       this.role = "leader";
+      this.compactor.start();
       this.metrics.recordTakeover();
       this.logger.info(
         { epoch: this.current.epoch, appliedSeq: this.applied, takeoverMs: Date.now() - started, holders: this.current.locks.size },
@@ -480,6 +611,7 @@ export class DlmNode implements CoordinatorHost {
     const coordinator = this.coordinator;
     this.coordinator = undefined;
     this.role = "candidate";
+    this.compactor.stop();
     await coordinator?.stop(reason);
     if (releaseLease) await this.lease.release().catch(() => undefined);
     if (this.role === "candidate") this.startFollowing();
@@ -496,6 +628,7 @@ export class DlmNode implements CoordinatorHost {
     const wasLeading = this.role === "leader" || this.role === "candidate";
     for (const timer of [this.leaseTimer, this.campaignTimer, this.checkpointTimer, this.statsTimer]) if (timer) clearInterval(timer);
     this.role = "stopped";
+    this.compactor.stop();
     await this.coordinator?.stop("node is shutting down");
     this.coordinator = undefined;
     await this.follower?.stop();

@@ -377,6 +377,48 @@ export class FileStore {
     this.id = logId;
   }
 
+  /** The path of file `index` (readers of a file's prefix open it themselves). */
+  pathOf(index: number): string {
+    this.checkIndex(index);
+    return path.join(this.dataDir, FILES_DIR, fileName(index));
+  }
+
+  /**
+   * Replaces every file with the verified, fsynced copy staged at
+   * `incoming.pathOf(i)` (a snapshot's files at log sequence `seq`), then
+   * writes the checkpoint. Safe against a crash at any step: until the new
+   * checkpoint is on disk the old one rules, and its lengths are a prefix
+   * of the new files (the files of one log only ever grow, and `seq` is past
+   * the old checkpoint), so open() cuts the new files back to exactly the
+   * old state.
+   */
+  installFiles(incoming: { pathOf(index: number): string }, logId: string, seq: number, lengths: readonly number[]): void {
+    this.checkOpen();
+    assert(seq > this.seq, () => `installFiles: snapshot ${seq} is not past the files' ${this.seq}`);
+    assert(this.id === null || this.id === logId, () => `installFiles: snapshot of log ${logId}, files of ${String(this.id)}`);
+    assert(lengths.length === FILE_COUNT, "installFiles: need 100 lengths");
+    for (let i = 0; i < FILE_COUNT; i++) {
+      const size = fs.statSync(incoming.pathOf(i)).size;
+      assert(size === lengths[i], () => `installFiles: staged ${fileName(i)} has ${size} bytes, the snapshot ${String(lengths[i])}`);
+      assert((lengths[i] as number) >= (this.applied[i] as number), () => `installFiles: ${fileName(i)} would shrink below the checkpoint`);
+    }
+    this.flush();
+    const filesDir = path.join(this.dataDir, FILES_DIR);
+    for (let i = 0; i < FILE_COUNT; i++) fs.renameSync(incoming.pathOf(i), path.join(filesDir, fileName(i)));
+    fsyncDir(filesDir);
+    for (let i = 0; i < FILE_COUNT; i++) {
+      fs.closeSync(this.fds[i] as number);
+      this.fds[i] = fs.openSync(path.join(filesDir, fileName(i)), fs.constants.O_RDWR);
+      this.current[i] = lengths[i] as number;
+    }
+    this.dirty.clear();
+    this.applied = [...lengths];
+    this.seq = seq;
+    this.id = logId;
+    this.writeCheckpoint({ version: CHECKPOINT_VERSION, logId, seq, lengths: [...lengths] });
+    this.log.info({ seq, logId }, "installed the files of a snapshot");
+  }
+
   /** Flushes and closes the files. Further calls throw. */
   close(): void {
     if (this.closed) return;

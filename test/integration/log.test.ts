@@ -2,7 +2,7 @@ import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { startNats, startNatsCluster, type TestNats, type TestNatsCluster } from "../kit/nats";
-import { isWrongLastSequence, LogGapError, LogStream, WrongLastSequenceError, type Follower } from "../../src/log/logStream";
+import { isWrongLastSequence, LogGapError, LogPurgedError, LogStream, WrongLastSequenceError, type Follower } from "../../src/log/logStream";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -177,6 +177,32 @@ describe("LogStream", () => {
     expect(seen).toEqual([1, 2]);
     await expect(log.read(4, 5, () => undefined)).resolves.toBeUndefined();
     await expect(log.read(1, 5, () => undefined)).rejects.toThrow(/hole: entries 3\.\.3/);
+  });
+
+  test("after a purge, reading or following from below the first sequence says so instead of skipping", async () => {
+    const log = await openLog();
+    expect(log.canPurge).toBe(true);
+    for (let i = 0; i < 10; i++) await log.append(enc(`e${i + 1}`), i);
+    expect(await log.purgeBelow(6)).toBe(5);
+    expect(await log.extent()).toMatchObject({ firstSeq: 6, lastSeq: 10, messages: 5 });
+    await expect(log.read(3, 10, () => undefined)).rejects.toBeInstanceOf(LogPurgedError);
+    const f = log.follow(4, () => undefined, { onError: () => undefined });
+    await expect(f.done).rejects.toMatchObject({ name: "LogPurgedError", wantedSeq: 4, firstSeq: 6 });
+    const seen: number[] = [];
+    await log.read(6, 10, (seq) => void seen.push(seq));
+    expect(seen).toEqual([6, 7, 8, 9, 10]);
+    // Appends go on from the tail as before.
+    expect(await log.append(enc("e11"), 10)).toBe(11);
+  });
+
+  test("a stream created before compaction (deny_purge) is never purged", async () => {
+    n++;
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name: `LOG_${n}`, subjects: [`dlm.test${n}.log`], deny_purge: true });
+    const log = await LogStream.open(nc, { streamName: `LOG_${n}`, subject: `dlm.test${n}.log`, replicas: 1 });
+    expect(log.canPurge).toBe(false);
+    await log.append(enc("e1"), 0);
+    await expect(log.purgeBelow(2)).rejects.toThrow(/denies purges/);
   });
 
   test("the log id is stable across reopen and differs for a recreated stream", async () => {

@@ -3,6 +3,7 @@ import * as os from "os";
 import * as path from "path";
 import { FileStore } from "../../src/storage/fileStore";
 import { FILE_COUNT } from "../../src/protocol/files";
+import { IncomingFiles } from "../../src/storage/incomingFiles";
 
 const enc = (s: string) => Buffer.from(s, "utf8");
 
@@ -196,5 +197,53 @@ describe("FileStore", () => {
     const t = openStore();
     expect(t.checkpoint).toMatchObject({ logId: "new", seq: 1 });
     expect(t.read(7).toString()).toBe("fresh");
+  });
+
+  describe("installing a snapshot's files", () => {
+    /** A store at seq 5 with "old" in file_3, and a staged snapshot at seq 9 with "old" + "new" in file_3 and "x" in file_8. */
+    const prepare = () => {
+      const s = openStore();
+      s.setLogId("log-1");
+      s.append(3, enc("old"));
+      s.markApplied(5);
+      s.flush();
+      const incoming = new IncomingFiles(dir);
+      incoming.write(3, enc("old"));
+      incoming.write(3, enc("new"));
+      incoming.write(8, enc("x"));
+      const lengths = incoming.finish();
+      return { s, incoming, lengths };
+    };
+
+    test("replaces the files and the checkpoint, and survives a reopen", () => {
+      const { s, incoming, lengths } = prepare();
+      s.installFiles(incoming, "log-1", 9, lengths);
+      expect(s.appliedSeq).toBe(9);
+      expect(s.read(3).toString()).toBe("oldnew");
+      s.append(3, enc("!"));
+      s.markApplied(10);
+      s.close();
+      const again = openStore();
+      expect(again.checkpoint).toMatchObject({ logId: "log-1", seq: 10 });
+      expect(again.read(3).toString()).toBe("oldnew!");
+      expect(again.read(8).toString()).toBe("x");
+    });
+
+    test("a crash after the files moved but before the checkpoint leaves the old state", () => {
+      const { s, incoming } = prepare();
+      // What installFiles does first, without the checkpoint that ends it.
+      for (let i = 0; i < FILE_COUNT; i++) fs.renameSync(incoming.pathOf(i), path.join(dir, "files", `file_${i}`));
+      s.abort();
+      const again = openStore();
+      expect(again.checkpoint).toMatchObject({ logId: "log-1", seq: 5 });
+      expect(again.read(3).toString()).toBe("old");
+      expect(again.read(8).length).toBe(0);
+    });
+
+    test("refuses a snapshot that is not past the files or of another log", () => {
+      const { s, incoming, lengths } = prepare();
+      expect(() => s.installFiles(incoming, "log-1", 5, lengths)).toThrow(/not past/);
+      expect(() => s.installFiles(incoming, "log-2", 9, lengths)).toThrow(/log-2/);
+    });
   });
 });
