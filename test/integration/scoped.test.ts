@@ -159,6 +159,23 @@ describe("tryAcquire with waitMs", () => {
     await got!.release();
   });
 
+  test("when the server's WAIT_TIMEOUT never arrives, the client gives up on its own and still resolves null", async () => {
+    const lease = await holder.acquire("try.lost");
+    // The wait's end is lost both ways: no waitEnded notification, and no
+    // answer to the acquire's polls (attempts after the first).
+    const faults = new FaultInjector();
+    faults.add({ action: { kind: "dropNotification", event: "waitEnded" } });
+    faults.add({ op: "acquire", attempt: [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20], action: { kind: "dropReply" } });
+    const blind = await cluster.client({ faults, requestTimeoutMs: 300 });
+    const started = Date.now();
+    expect(await blind.tryAcquire("try.lost", { waitMs: 200 })).toBeNull();
+    // Not before the server's deadline plus the client's backstop (5 s).
+    expect(Date.now() - started).toBeGreaterThanOrEqual(5000);
+    expect(faults.events.some((e) => e.event === "waitEnded" && e.action === "dropNotification")).toBe(true);
+    expect(await lockView("try.lost")).toEqual({ holder: lease.token, waiting: 0 });
+    await lease.release();
+  });
+
   test("without waitMs it does not wait; a bad waitMs is a clear error", async () => {
     const lease = await holder.acquire("try.wait");
     expect(await other.tryAcquire("try.wait")).toBeNull();
