@@ -353,7 +353,10 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
    * - `fn` resolved: release the lease, committing what `fn` appended, and
    *   resolve with `fn`'s result. If the release fails (the lease was lost
    *   while `fn` ran: LockExpiredError …) `withLock` rejects with that error
-   *   and nothing of the section was committed.
+   *   and nothing of the section was committed. If the release got no
+   *   answer (TimeoutError, UnavailableError), it rejects with that error:
+   *   the section may or may not have been committed, as the error says,
+   *   and the grant is abandoned so that it does not outlive the call.
    * - `fn` threw (or rejected): abandon the grant, so nothing `fn` appended
    *   reaches the files, and reject with `fn`'s own error, unchanged. A
    *   failure of the abandon itself does not replace it: it is logged (warn,
