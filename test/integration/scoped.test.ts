@@ -72,6 +72,32 @@ describe("withLock", () => {
     expect(cluster.fileOn(0, 12).length).toBe(0);
   });
 
+  test("when the abandon after a throw gets no answer, fn's error still surfaces, the failure is logged, and the lease runs out uncommitted", async () => {
+    const faults = new FaultInjector();
+    faults.add({ op: "abandon", action: { kind: "dropRequest" } });
+    const warnings: string[] = [];
+    const logger = { debug() {}, info() {}, error() {}, warn: (_o: object, msg?: string) => void warnings.push(msg ?? "") };
+    const client = await cluster.client({ faults, logger, requestTimeoutMs: 300, maxAttempts: 2 });
+    const boom = new Error("section failed");
+    let token = 0;
+    await expect(
+      client.withLock("global", async (lease) => {
+        token = lease.token;
+        await client.append("file_17", "must not land\n");
+        throw boom;
+      }),
+    ).rejects.toBe(boom);
+    expect(warnings).toContain("dlm client: abandoning after a failed section failed; the lease will run out");
+    // The client no longer renews it: it is reported lost at once...
+    expect(client.leases).toEqual([]);
+    // ...and the server ends the grant within the 3 s lease, discarding the section.
+    const other = await cluster.client();
+    const next = await other.acquire("global", { signal: AbortSignal.timeout(10_000) });
+    expect(next.token).toBeGreaterThan(token);
+    await next.release();
+    expect((await other.read("file_17")).length).toBe(0);
+  });
+
   test("rejects with the lease's error when the lease was lost while fn ran, and commits nothing", async () => {
     // Every renew is lost on the way: the 3 s lease runs out during fn.
     const faults = new FaultInjector();
