@@ -2,6 +2,14 @@
  * `dlm client`: an interactive prompt over the client library, for people
  * poking at a cluster. Reads commands line by line (a terminal or a pipe),
  * runs them one at a time, and prints one result line each.
+ *
+ * Ctrl-C while a command runs aborts it: a waiting acquire is cancelled on
+ * the server (it leaves the queue at once instead of holding it until the
+ * session times out) and the prompt stays usable. Ctrl-C at an idle prompt,
+ * or a second one while the first is still being handled, leaves like
+ * `quit`: held leases end without a commit and the session says goodbye.
+ * In a terminal readline turns Ctrl-C into its "SIGINT" event; with a pipe
+ * on stdin the process gets the real signal; both go to the same handler.
  */
 import * as readline from "readline";
 import { connect, inboxPrefixFor, isDlmError, type DlmClient, type Lease } from "../client";
@@ -14,13 +22,17 @@ export const clientSpec: CommandSpec = {
   usage: "dlm client [flags]",
   summary:
     "An interactive client. Commands:\n" +
-    "  acquire [LOCK] [LEASE_MS]   wait for LOCK (default global) and hold it; the lease is renewed in the background\n" +
-    "  try [LOCK]                  acquire only if free\n" +
+    "  acquire [LOCK] [LEASE_MS]   wait for LOCK (default global) and hold it; the lease is renewed in the background;\n" +
+    "                              Ctrl-C cancels the wait on the server\n" +
+    "  try [LOCK] [WAIT_MS]        acquire if granted within WAIT_MS (default 0: only if free now)\n" +
     "  append FILE TEXT            stage TEXT (plus a newline) for FILE under the global lock\n" +
     "  release [LOCK]              commit the staged appends and pass the lock on\n" +
+    "  abandon [LOCK]              end the grant without committing: the staged appends are dropped\n" +
+    "  commit FILE TEXT            one critical section: acquire global, append TEXT, release\n" +
+    "  leases                      the leases this prompt holds\n" +
     "  read FILE                   print FILE's committed content\n" +
     "  status                      show locks, queues and the leader\n" +
-    "  help, quit",
+    "  help, quit (or Ctrl-C at an idle prompt)",
   flags: [
     ...NATS_FLAGS,
     { name: "namespace", kind: "string", help: "client namespace: session ids <namespace>.<id>, notifications and inbox scoped to it (least privilege)" },
@@ -59,38 +71,110 @@ export async function runClient(argv: string[]): Promise<void> {
   const prompt = () => {
     if (process.stdin.isTTY) rl.prompt();
   };
+  // The command running now, if any, and whether Ctrl-C already asked it to stop.
+  let running: AbortController | undefined;
+  let leaving = false;
+  const leave = (): void => {
+    leaving = true;
+    rl.close();
+  };
+  const onInterrupt = (): void => {
+    if (running && !running.signal.aborted) {
+      running.abort();
+      return;
+    }
+    if (!leaving) out("(Ctrl-C: leaving)");
+    leave();
+  };
+  rl.on("SIGINT", onInterrupt);
+  process.on("SIGINT", onInterrupt);
   rl.setPrompt("dlm> ");
   prompt();
-  for await (const line of rl) {
-    const words = line.trim().split(/\s+/).filter(Boolean);
-    if (words.length === 0) {
+  try {
+    for await (const line of rl) {
+      const words = line.trim().split(/\s+/).filter(Boolean);
+      if (words.length === 0) {
+        prompt();
+        continue;
+      }
+      if (words[0] === "quit" || words[0] === "exit") break;
+      running = new AbortController();
+      try {
+        out(await execute(client, words, running.signal, out));
+      } catch (err) {
+        out(isDlmError(err) ? `error ${err.codeName} (code ${err.code}): ${err.message}` : `error: ${(err as Error).message}`);
+      } finally {
+        running = undefined;
+      }
+      if (leaving) break;
       prompt();
-      continue;
     }
-    if (words[0] === "quit" || words[0] === "exit") break;
-    try {
-      out(await execute(client, words));
-    } catch (err) {
-      out(isDlmError(err) ? `error ${err.codeName} (code ${err.code}): ${err.message}` : `error: ${(err as Error).message}`);
-    }
-    prompt();
+  } finally {
+    process.off("SIGINT", onInterrupt);
+    rl.close();
   }
-  rl.close();
   out(String((await client.close()) ?? "Disconnected!"));
   await nc.close();
 }
 
-async function execute(client: DlmClient, words: string[]): Promise<string> {
+/** How long an acquire may take before the prompt says it is waiting. */
+const WAITING_NOTICE_MS = 250;
+
+/** A non-negative integer argument, or undefined when absent; anything else is an error the prompt prints. */
+function msArg(raw: string | undefined, what: string): number | undefined {
+  if (raw === undefined) return undefined;
+  if (!/^\d+$/.test(raw)) throw new Error(`${what} must be a non-negative integer (milliseconds), got ${JSON.stringify(raw)}`);
+  return Number(raw);
+}
+
+async function execute(client: DlmClient, words: string[], signal: AbortSignal, say: (line: string) => void): Promise<string> {
   const [command, ...args] = words;
   switch (command) {
     case "acquire": {
-      const leaseMs = args[1] === undefined ? undefined : Number(args[1]);
-      const lease = await client.acquire(args[0] ?? "global", leaseMs === undefined ? {} : { leaseMs });
-      return `granted ${lease.lock}, fencing token ${lease.token}, lease ${lease.leaseMs} ms`;
+      const lock = args[0] ?? "global";
+      const leaseMs = msArg(args[1], "LEASE_MS");
+      const notice = setTimeout(() => say(`waiting for ${lock} (Ctrl-C cancels the wait)`), WAITING_NOTICE_MS);
+      try {
+        const lease = await client.acquire(lock, { signal, ...(leaseMs === undefined ? {} : { leaseMs }) });
+        return `granted ${lease.lock}, fencing token ${lease.token}, lease ${lease.leaseMs} ms`;
+      } catch (err) {
+        if (signal.aborted && isDlmError(err, "CANCELLED")) return `cancelled: no longer waiting for ${lock}`;
+        throw err;
+      } finally {
+        clearTimeout(notice);
+      }
     }
     case "try": {
-      const lease = await client.tryAcquire(args[0] ?? "global");
-      return lease ? `granted ${lease.lock}, fencing token ${lease.token}` : `${args[0] ?? "global"} is held by someone else`;
+      const lock = args[0] ?? "global";
+      const waitMs = msArg(args[1], "WAIT_MS") ?? 0;
+      const lease = await client.tryAcquire(lock, { waitMs, signal });
+      return lease
+        ? `granted ${lease.lock}, fencing token ${lease.token}`
+        : `${lock} is held by someone else${waitMs > 0 ? ` (not granted within ${waitMs} ms)` : ""}`;
+    }
+    case "abandon": {
+      const lock = args[0] ?? "global";
+      const lease = client.leaseFor(lock);
+      if (!lease) return `this prompt holds no lease on ${lock}`;
+      const discarded = await lease.abandon();
+      return `abandoned ${lock}; discarded ${discarded.appends} appends (${discarded.bytes} bytes)`;
+    }
+    case "commit": {
+      if (args.length < 2) return "usage: commit FILE TEXT";
+      const text = `${args.slice(1).join(" ")}\n`;
+      const token = await client.withLock(
+        "global",
+        async (lease) => {
+          await client.append(args[0], text);
+          return lease.token;
+        },
+        { signal },
+      );
+      return `committed 1 append to ${args[0]} under fencing token ${token}`;
+    }
+    case "leases": {
+      const held = client.leases;
+      return held.length === 0 ? "no leases held" : held.map((l) => `${l.lock}: fencing token ${l.token}, lease ${l.leaseMs} ms, ${l.state}`).join("\n");
     }
     case "append": {
       if (args.length < 2) return "usage: append FILE TEXT";

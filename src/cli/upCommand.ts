@@ -8,6 +8,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { connect } from "@nats-io/transport-node";
 import { startNatsCluster, startNatsServer } from "../local/natsServer";
+import { emptyDirectoryExcept, lockDirectory } from "../local/dirLock";
 import { freePort } from "../local/ports";
 import { killAllTrackedChildren, spawnManaged, type ManagedProcess } from "../local/processes";
 import { DEFAULT_PREFIX } from "../protocol/subjects";
@@ -55,7 +56,10 @@ export async function runUp(argv: string[]): Promise<void> {
   if (natsCount !== 1 && natsCount !== 3) throw new UsageError("--nats must be 1 or 3");
   if (nodeCount < 1 || nodeCount > 9) throw new UsageError("--nodes must be 1 to 9");
   const dir = path.resolve(str(flags, "dir"));
-  if (flags.fresh) fs.rmSync(dir, { recursive: true, force: true });
+  // Claim the directory before anything is started or deleted: a second
+  // `dlm up` on a live directory must fail without touching it (exit 6).
+  const dirLock = lockDirectory(dir);
+  if (flags.fresh) emptyDirectoryExcept(dir, path.basename(dirLock.path));
   const logsDir = path.join(dir, "logs");
   fs.mkdirSync(logsDir, { recursive: true });
   const prefix = str(flags, "prefix");
@@ -151,6 +155,7 @@ export async function runUp(argv: string[]): Promise<void> {
     say("stopping: dlm nodes first (leader hands over), then NATS");
     await Promise.all(nodes.map((n) => (n.running ? n.stop(5000) : Promise.resolve())));
     await stopNats();
+    dirLock.release();
     say("stopped");
   };
 
@@ -173,9 +178,11 @@ export async function runUp(argv: string[]): Promise<void> {
       await stopAll();
       return;
     }
+    // npx finds the dlm command both in a project that installed the
+    // package and in a checkout of this repository.
     say("ready. Try, in another terminal:");
-    say(`  node dist/src/cli/main.js status --server ${urls[0]}${auth.hint}`);
-    say(`  node dist/src/cli/main.js client --server ${urls[0]}${auth.hint}`);
+    say(`  npx dlm status --server ${urls[0]}${auth.hint}`);
+    say(`  npx dlm client --server ${urls[0]}${auth.hint}`);
     say("Ctrl-C stops everything.");
   } catch (err) {
     await nc.close().catch(() => undefined);

@@ -159,6 +159,12 @@ const MAX_KNOWN_TOKENS = 1024;
 const MAX_LATE_GRANT_ROUNDS = 3;
 /** Shortest interval between polls of a queued acquire. */
 const MIN_POLL_MS = 20;
+/**
+ * How long after its waitMs a tryAcquire waits for the server's answer
+ * before it cancels the wait itself (at least 2 * requestTimeoutMs): covers
+ * a lost WAIT_TIMEOUT and a leader failover in the middle of the wait.
+ */
+const TRY_BACKSTOP_MS = 5000;
 
 /** A grant that had already ended when the client learned of it (internal). */
 class LateGrant extends Error {
@@ -311,13 +317,99 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     return this.runAcquire(session, pending, build, signal, pollMs);
   }
 
-  /** Acquire only if free right now: the lease, or null if the lock is held. */
-  async tryAcquire(lock: string = DEFAULT_LOCK, opts: Omit<AcquireOptions, "waitMs"> = {}): Promise<Lease | null> {
+  /**
+   * Acquire `lock` if it is granted within `opts.waitMs` (default 0: only
+   * if it is free right now). Resolves to the lease, or to `null` when the
+   * lock was not granted in time: the ordinary "someone else has it" case
+   * is not an exception. The server ends the wait at `waitMs` and the
+   * waiter leaves the queue. Should that answer be lost, the client gives
+   * up `TRY_BACKSTOP_MS` (or 2 * requestTimeoutMs, whichever is larger)
+   * later on its own, cancels the wait on the server, hands back a grant
+   * that raced the cancel, and resolves `null` as well. Other failures
+   * (UNAVAILABLE, SESSION_EXPIRED, CANCELLED by `opts.signal` …) reject as
+   * for `acquire`.
+   */
+  async tryAcquire(lock: string = DEFAULT_LOCK, opts: AcquireOptions = {}): Promise<Lease | null> {
+    const waitMs = opts.waitMs ?? 0;
+    if (typeof waitMs !== "number" || !Number.isFinite(waitMs) || waitMs < 0) {
+      throw new BadRequestError(`invalid waitMs: ${String(waitMs)}`);
+    }
+    const backstopMs = waitMs + Math.max(TRY_BACKSTOP_MS, 2 * this.options.requestTimeoutMs);
+    const backstop = AbortSignal.timeout(backstopMs);
+    const signal = opts.signal ? AbortSignal.any([opts.signal, backstop]) : backstop;
     try {
-      return await this.acquire(lock, { ...opts, waitMs: 0 });
+      return await this.acquire(lock, { ...opts, waitMs, signal });
     } catch (e) {
       if (isDlmError(e, "WAIT_TIMEOUT")) return null;
+      if (isDlmError(e, "CANCELLED") && backstop.aborted && !opts.signal?.aborted) return null;
       throw e;
+    }
+  }
+
+  /**
+   * Run `fn` while holding `lock`, as one critical section: acquire (with
+   * `opts`, as `acquire`), call `fn(lease)`, then
+   *
+   * - `fn` resolved: release the lease, committing what `fn` appended, and
+   *   resolve with `fn`'s result. If the release fails (the lease was lost
+   *   while `fn` ran: LockExpiredError …) `withLock` rejects with that error
+   *   and nothing of the section was committed. If the release got no
+   *   answer (TimeoutError, UnavailableError), it rejects with that error:
+   *   the section may or may not have been committed, as the error says,
+   *   and the grant is abandoned so that it does not outlive the call.
+   * - `fn` threw (or rejected): abandon the grant, so nothing `fn` appended
+   *   reaches the files, and reject with `fn`'s own error, unchanged. A
+   *   failure of the abandon itself does not replace it: it is logged (warn,
+   *   "dlm client: abandoning after a failed section failed"), the client
+   *   stops renewing the lease and the server ends the grant when the lease
+   *   runs out, which discards the section just the same.
+   *
+   * `lease.signal` aborts if the lease is lost while `fn` runs: pass it to
+   * the work `fn` does so that it stops early; what it appended after that
+   * is refused by the server anyway.
+   */
+  async withLock<T>(lock: string, fn: (lease: Lease) => T | PromiseLike<T>, opts: AcquireOptions = {}): Promise<T> {
+    if (typeof fn !== "function") throw new BadRequestError("withLock needs a function to run under the lock");
+    const lease = await this.acquire(lock, opts);
+    let result: T;
+    try {
+      result = await fn(lease);
+    } catch (e) {
+      await this.endUncommitted(lease);
+      throw e;
+    }
+    try {
+      await this.release(lease);
+    } catch (e) {
+      // The release's outcome may be unknown (TIMEOUT): do not leave a
+      // lease behind that the client renews for ever.
+      await this.endUncommitted(lease);
+      throw e;
+    }
+    return result;
+  }
+
+  /**
+   * End `lease`'s grant without committing if it is still held, and never
+   * reject: what leaving an `await using` scope and a failed `withLock` do.
+   * If the abandon cannot be confirmed, the lease is dropped locally (no
+   * more renewals, reported lost with the abandon's error): the server ends
+   * the grant when its lease runs out, which discards the section too.
+   */
+  async endUncommitted(lease: Lease): Promise<void> {
+    let rec = this.records.get(lease);
+    if (!rec) return;
+    // A release or abandon in flight decides first.
+    const inFlight = rec.releasing ?? rec.abandoning;
+    if (inFlight) await inFlight.then(() => undefined, () => undefined);
+    rec = this.records.get(lease);
+    if (!rec || this.closed || lease.state !== "held") return;
+    try {
+      await this.abandon(lease);
+    } catch (e) {
+      this.log.warn({ lock: lease.lock, token: lease.token, err: describe(e) }, "dlm client: abandoning after a failed section failed; the lease will run out");
+      const left = this.records.get(lease);
+      if (left) this.loseLease(left, isDlmError(e) ? e : new InternalError(`abandon failed: ${describe(e)}`, { cause: e }));
     }
   }
 

@@ -16,32 +16,45 @@
  * await client.close();
  * ```
  */
-export { connect, init, DlmClient, natsConnectionOptions } from "./client";
-export type { AcquireOptions, AppendOptions, AppendResult, Committed, SessionInfo } from "./client";
+//
+// This is the package's only entry point ("exports" in package.json): what
+// a user of the library needs, and nothing of the node, the CLI or the
+// client's internal helpers (retry, transport mapping, option resolution),
+// so that those can change without breaking anyone. test/unit/public-api
+// lists it; a change here is a change of the public API.
+
+export { connect, init, DlmClient } from "./client";
+export type { AcquireOptions, AppendOptions, AppendResult, Committed, Discarded, SessionInfo } from "./client";
 export { Lease } from "./lease";
-export type { LeaseState, LeaseOwner } from "./lease";
-export * from "./errors";
-export { FaultInjector, mulberry32 } from "./faults";
-export type { FaultAction, FaultEvent, FaultInjectorOptions, FaultPlan, FaultRule } from "./faults";
+export type { LeaseState } from "./lease";
 export {
-  NatsTransport,
-  TransportError,
-  TransportTimeoutError,
-  TransportUnavailableError,
-  NoRespondersError,
-  DisconnectedError,
-  TransportClosedError,
-  TransportPermissionError,
-  mapNatsError,
-  classifyNatsError,
-} from "./transport";
-export type { NatsErrorKind, Transport, TransportSubscription } from "./transport";
-export { Backoff, retry } from "./retry";
-export type { RetryPolicy, AttemptOutcome, RetryHooks } from "./retry";
-export { DEFAULTS, inboxPrefixFor, NATS_PASS_THROUGH_KEYS, resolveOptions, silentLogger } from "./options";
-export type { BackoffOptions, ClientOptions, Logger, NatsPassThroughOptions, ResolvedOptions } from "./options";
-export { ErrorCodes, ErrorDescriptions } from "../protocol/errors";
+  DlmError,
+  FileNotFoundError,
+  BadRequestError,
+  UnknownOpError,
+  TooLargeError,
+  NotHolderError,
+  LockExpiredError,
+  SessionExpiredError,
+  AlreadyHeldError,
+  WaitTimeoutError,
+  CancelledError,
+  LimitExceededError,
+  NotLeaderError,
+  TimeoutError,
+  UnavailableError,
+  StaleRequestError,
+  InternalError,
+  ClosedError,
+  isDlmError,
+} from "./errors";
+export type { DlmErrorOptions } from "./errors";
+export { FaultInjector } from "./faults";
+export type { FaultAction, FaultEvent, FaultInjectorOptions, FaultPlan, FaultRule } from "./faults";
+export type { Transport, TransportSubscription } from "./transport";
+export { inboxPrefixFor } from "./options";
+export type { BackoffOptions, ClientOptions, Logger, NatsPassThroughOptions } from "./options";
+export { ErrorCodes } from "../protocol/errors";
 export type { ErrorName, ErrorCode } from "../protocol/errors";
 export { DEFAULT_LOCK } from "../protocol/messages";
-export type { LeaseInfo, Notification, StatusView, Op } from "../protocol/messages";
-export { DEFAULT_PREFIX } from "../protocol/subjects";
+export type { LeaseInfo, StatusView, Op } from "../protocol/messages";

@@ -19,10 +19,25 @@
  * asking the server, so staged appends of a lost lease are never committed.
  *
  * `signal` does not abort on a normal `release()`.
+ *
+ * A lease is `AsyncDisposable`: `await using lease = await client.acquire(name)`
+ * ends the grant when the scope is left. Leaving the scope without
+ * `release()` *abandons* the grant (nothing staged under it is committed),
+ * because a scope can be left by an exception half-way through a critical
+ * section, and committing half a section is exactly what dlm promises never
+ * to do. Call `release()` as the scope's last statement to commit.
  */
 import { EventEmitter } from "node:events";
 import type { LeaseInfo } from "../protocol/messages";
 import type { DlmError } from "./errors";
+
+// Node 20.4 and later define Symbol.asyncDispose; older Node 20 releases do
+// not. Defining it the way Node itself does (a registered symbol) makes
+// `await using` work there too, with TypeScript's helpers and with a later
+// native implementation alike.
+if (typeof (Symbol as { asyncDispose?: symbol }).asyncDispose !== "symbol") {
+  Object.defineProperty(Symbol, "asyncDispose", { value: Symbol.for("nodejs.asyncDispose") });
+}
 
 export interface Committed {
   appends: number;
@@ -46,9 +61,11 @@ export interface LeaseOwner {
   release(lease: Lease): Promise<Committed>;
   abandon(lease: Lease): Promise<Discarded>;
   renew(lease: Lease): Promise<Lease>;
+  /** End the grant without committing if it is still held; never rejects (see `Lease[Symbol.asyncDispose]`). */
+  endUncommitted(lease: Lease): Promise<void>;
 }
 
-export class Lease extends EventEmitter {
+export class Lease extends EventEmitter implements AsyncDisposable {
   readonly lock: string;
   /** The fencing token: strictly increasing across the cluster's life. */
   readonly token: number;
@@ -116,6 +133,19 @@ export class Lease extends EventEmitter {
   /** Renew now (the client also renews in the background). */
   renew(): Promise<Lease> {
     return this.owner.renew(this);
+  }
+
+  /**
+   * What leaving an `await using` scope does: if the lease is still held
+   * (not released, not lost), abandon it, so that nothing staged under it
+   * is committed. It never throws: a disposer that threw would replace the
+   * error that left the scope. If the abandon gets no answer, the client
+   * stops renewing the lease and the server ends the grant when the lease
+   * runs out; either way the section is not committed. After a `release()`
+   * it does nothing.
+   */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.owner.endUncommitted(this);
   }
 
   override on(event: "lost", listener: (error: DlmError, lease: Lease) => void): this;

@@ -23,7 +23,8 @@
  *
  * And every node holds the same bytes in every file.
  */
-import { FaultInjector, isDlmError, mulberry32, type DlmClient, type FaultRule, type Lease } from "../../src/client";
+import { FaultInjector, isDlmError, type DlmClient, type FaultRule, type Lease } from "../../src/client";
+import { mulberry32 } from "../../src/client/faults";
 import { startDlmCluster, type DlmTestCluster } from "../kit/dlmCluster";
 
 const DURATION_MS = Number(process.env.DLM_CHAOS_MS ?? 30_000);

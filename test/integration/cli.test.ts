@@ -4,6 +4,7 @@
  * interactive `client` fed through a pipe, and `--help` everywhere.
  */
 import { spawn } from "child_process";
+import * as fs from "fs";
 import { cliMain, repoRoot } from "../kit/dlmNode";
 import { get } from "../kit/metrics";
 import { startDlmCluster, type DlmTestCluster } from "../kit/dlmCluster";
@@ -113,9 +114,26 @@ describe("dlm up without --demo", () => {
     const metricsUrls = [...stdout.matchAll(/n\d (http:\/\/127\.0\.0\.1:\d+)\/metrics/g)].map((m) => m[1]);
     expect(metricsUrls).toHaveLength(2);
     for (const url of metricsUrls) expect((await get(url, "/healthz")).status).toBe(200);
+    // The hints work from an installed package.
+    expect(stdout).toMatch(/^ {2}npx dlm status --server nats:\/\/127\.0\.0\.1:\d+$/m);
+    expect(stdout).toMatch(/^ {2}npx dlm client --server nats:\/\/127\.0\.0\.1:\d+$/m);
+    // A second dlm up on the same directory fails at once (exit 6) and
+    // touches nothing: no second nats-server, the config and the lock as they were.
+    const conf = `${dir}/nats/s1/nats-server.conf`;
+    const before = { conf: fs.readFileSync(conf, "utf8"), mtimeMs: fs.statSync(conf).mtimeMs, lock: fs.readFileSync(`${dir}/dlm-up.pid`, "utf8") };
+    expect(before.lock).toBe(`${child.pid}\n`);
+    const second = await dlm(["up", "--port", "0", "--dir", dir, "--fresh"], undefined, 20_000);
+    expect(second.code).toBe(6);
+    expect(second.stderr).toMatch(new RegExp(`dlm: .*${dir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} is in use by another dlm up \\(pid ${child.pid}\\); nothing was started or changed`));
+    expect(second.stdout).toBe("");
+    expect({ conf: fs.readFileSync(conf, "utf8"), mtimeMs: fs.statSync(conf).mtimeMs, lock: fs.readFileSync(`${dir}/dlm-up.pid`, "utf8") }).toEqual(before);
+    // The first deployment is untouched and still serving.
+    for (const url of metricsUrls) expect((await get(url, "/healthz")).status).toBe(200);
     child.kill("SIGINT");
     const code = await exited;
     if (code !== 0) throw new Error(`dlm up exited ${String(code)} after SIGINT:\n${stdout}\nstderr:\n${stderr}`);
+    // A clean stop gives the directory back.
+    expect(fs.existsSync(`${dir}/dlm-up.pid`)).toBe(false);
     expect(stdout).toMatch(/stopping: dlm nodes first \(leader hands over\), then NATS\nstopped\n$/);
     for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
     // The nodes stopped cleanly (SIGTERM from dlm up), not by being killed.

@@ -18,9 +18,10 @@ import { makeTempDir, removeTempDir } from "./tmp";
  * The one place tests get NATS from.
  *
  * Every call gets fresh storage and random ports. With a reachable Docker
- * engine the servers run in containers (testcontainers); otherwise they are
- * local nats-server processes (src/local/natsServer.ts). DLM_TEST_NATS=binary
- * or DLM_TEST_NATS=docker forces one.
+ * engine that has (or can pull) the NATS image, the servers run in
+ * containers (testcontainers); otherwise they are local nats-server
+ * processes (src/local/natsServer.ts). DLM_TEST_NATS=binary or
+ * DLM_TEST_NATS=docker forces one.
  */
 
 export type NatsBackend = "binary" | "docker";
@@ -95,6 +96,11 @@ function backendFor(opts: StartNatsOptions): Promise<NatsBackend> {
 
 let backendChoice: Promise<NatsBackend> | undefined;
 
+/** The image of the Docker backend (DLM_TEST_NATS_IMAGE overrides). */
+const NATS_IMAGE = process.env.DLM_TEST_NATS_IMAGE ?? "nats:2.10";
+/** How long the automatic choice lets a missing image take to pull before it runs the binary instead. */
+const IMAGE_PULL_TIMEOUT_MS = 120_000;
+
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const t = new Promise<never>((_, reject) => {
@@ -126,11 +132,29 @@ export function natsBackend(): Promise<NatsBackend> {
       if (forced === "binary" || forced === "docker") return forced;
       if (forced) throw new Error(`DLM_TEST_NATS must be "binary" or "docker", got "${forced}"`);
       if (!dockerHinted()) return "binary";
+      let client: Awaited<ReturnType<typeof import("testcontainers").getContainerRuntimeClient>>;
+      let ImageName: typeof import("testcontainers").ImageName;
       try {
-        const { getContainerRuntimeClient } = await import("testcontainers");
-        await withTimeout(getContainerRuntimeClient(), 5000, "looking for a container runtime");
-        return "docker";
+        const tc = await import("testcontainers");
+        ImageName = tc.ImageName;
+        client = await withTimeout(tc.getContainerRuntimeClient(), 5000, "looking for a container runtime");
       } catch {
+        return "binary";
+      }
+      // An engine that answers is not enough: without the image (no registry
+      // in reach, a typo in DLM_TEST_NATS_IMAGE) every test would fail on its
+      // first container. Pull it once here, and run the binary if that fails.
+      const image = ImageName.fromString(NATS_IMAGE);
+      try {
+        if (!(await withTimeout(client.image.exists(image), 10_000, `looking for image ${NATS_IMAGE}`))) {
+          await withTimeout(client.image.pull(image), IMAGE_PULL_TIMEOUT_MS, `pulling image ${NATS_IMAGE}`);
+        }
+        return "docker";
+      } catch (e) {
+        process.stderr.write(
+          `dlm test kit: a container engine answers but image ${NATS_IMAGE} is not available (${e instanceof Error ? e.message : String(e)}); ` +
+            `using the nats-server binary (DLM_TEST_NATS=docker forces containers)\n`,
+        );
         return "binary";
       }
     })();
@@ -230,13 +254,13 @@ async function startBinaryNatsCluster(size: number, opts: StartNatsOptions): Pro
 // ---------------------------------------------------------------------------
 // Docker backend (testcontainers). Not exercised on machines without Docker.
 //
-// GenericContainer rather than @testcontainers/nats' NatsContainer: that one
-// always adds `--user test --pass test`, and dlm nodes and tests connect with
+// GenericContainer rather than @testcontainers/nats' NatsContainer (not a
+// dependency): that one always adds `--user test --pass test`, and dlm nodes and tests connect with
 // plain URLs. The official image's entrypoint is nats-server, so the command
 // is just its arguments. Host ports are bound explicitly so URLs survive a
 // container stop/start.
 
-const NATS_IMAGE = process.env.DLM_TEST_NATS_IMAGE ?? "nats:2.10";
+
 const CONF_IN_CONTAINER = "/etc/dlm/nats.conf";
 
 interface DockerServer extends TestNatsServer {

@@ -35,7 +35,8 @@ import { spawn, type ChildProcess } from "child_process";
 import * as path from "path";
 import * as readline from "readline";
 import { connect as natsConnect } from "@nats-io/transport-node";
-import { connect, isDlmError, NatsTransport, type DlmClient, type Lease, type Transport, type TransportSubscription } from "../../src/client";
+import { connect, isDlmError, type DlmClient, type Lease, type Transport, type TransportSubscription } from "../../src/client";
+import { NatsTransport } from "../../src/client/transport";
 
 const decoder = new TextDecoder();
 

@@ -3,7 +3,9 @@
  * subscribes to and sends with a namespace, which options reach NATS, and
  * that the server accepts namespaced session ids.
  */
-import { connect, natsConnectionOptions, resolveOptions, type ClientOptions, type Transport } from "../../src/client";
+import { connect, type ClientOptions, type Transport } from "../../src/client";
+import { natsConnectionOptions } from "../../src/client/client";
+import { resolveOptions } from "../../src/client/options";
 import { DEFAULT_LIMITS } from "../../src/protocol/limits";
 import { parseRequest } from "../../src/protocol/validate";
 
