@@ -86,10 +86,28 @@ describe("dlm up --demo", () => {
   });
 });
 
+/**
+ * A `dlm up` a test started and has not seen exit. A failed assertion must
+ * not leave that deployment running (jest would never exit): a first SIGINT
+ * asks for a clean stop, a second one makes dlm up kill every child at once.
+ */
+let runningUp: import("child_process").ChildProcess | undefined;
+afterEach(async () => {
+  const child = runningUp;
+  runningUp = undefined;
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.kill("SIGINT");
+  const timer = setTimeout(() => child.kill("SIGINT"), 15_000);
+  await exited;
+  clearTimeout(timer);
+}, 30_000);
+
 describe("dlm up without --demo", () => {
   test("runs until SIGINT (Ctrl-C), then stops the nodes and NATS and exits 0, leaving no process behind", async () => {
     const dir = makeTempDir("dlm-up-int-");
     const child = spawn(process.execPath, [cliMain, "up", "--port", "0", "--nodes", "2", "--dir", dir], { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
+    runningUp = child;
     let stdout = "";
     let stderr = "";
     let exitCode: number | null | undefined;
@@ -149,6 +167,7 @@ describe("dlm up interrupted while starting", () => {
   test("SIGINT before it is ready still ends in a clean stop with no process left behind", async () => {
     const dir = makeTempDir("dlm-up-early-");
     const child = spawn(process.execPath, [cliMain, "up", "--port", "0", "--nodes", "2", "--dir", dir], { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
+    runningUp = child;
     let stdout = "";
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
