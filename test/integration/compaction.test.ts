@@ -22,6 +22,8 @@ import type { DlmClient } from "../../src/client";
 import { addNewestSnapshot, clusterStatus, formatStatus } from "../../src/cli/statusCommand";
 import { sleep, startDlmCluster, type DlmTestCluster } from "../kit/dlmCluster";
 import { corruptSnapshot, logExtent, storedSnapshots } from "../kit/compaction";
+import type { LogExtent } from "../../src/log/logStream";
+import type { StoredSnapshotInfo } from "../../src/log/snapshotBucket";
 import { JOURNAL_INDEX, Journal, journalTokens } from "../kit/journal";
 import { checkEverything as checkAll, type RecoveryOptions } from "../kit/recovery";
 import { scenarioWithTails } from "../kit/scenario";
@@ -40,6 +42,9 @@ let c: DlmTestCluster;
 const journal = new Journal();
 const scenario = scenarioWithTails(() => c);
 const checkEverything = () => checkAll(c, journal, recovery);
+
+/** Workloads still running: a failed scenario's is stopped before the next one starts. */
+const running = new Set<{ stop: () => Promise<number> }>();
 
 /** Journal sections plus appends to file_7 from a second client, until stopped. */
 function workload(tag: string): { stop: () => Promise<number> } {
@@ -60,14 +65,17 @@ function workload(tag: string): { stop: () => Promise<number> } {
       }
     }
   })();
-  return {
+  const handle = {
     stop: async () => {
+      running.delete(handle);
       stopped = true;
       await loop;
       await Promise.all(clients.map((cl) => cl.close()));
       return count;
     },
   };
+  running.add(handle);
+  return handle;
 }
 
 /** Waits until the log's first sequence is past `seq` (compactions happened). */
@@ -82,6 +90,26 @@ async function compactedPast(seq: number, timeoutMs = 40_000): Promise<number> {
     `the log to be compacted past ${seq}`,
   );
   return first;
+}
+
+/**
+ * With the workload stopped, waits until the compactor has nothing left to
+ * do: no snapshot is due, and the log starts exactly at the oldest kept
+ * snapshot minus the margin (as far as the rule allows, no further).
+ */
+async function settled(): Promise<{ extent: LogExtent; kept: StoredSnapshotInfo[] }> {
+  let extent = await logExtent(c.nc);
+  let kept: StoredSnapshotInfo[] = [];
+  await until(
+    async () => {
+      extent = await logExtent(c.nc);
+      kept = (await storedSnapshots(c.nc)).slice(0, KEEP);
+      return kept.length === KEEP && extent.lastSeq - kept[0]!.meta.seq < EVERY && extent.firstSeq === kept[KEEP - 1]!.meta.seq + 1 - RETAIN;
+    },
+    30_000,
+    "the compactor to settle: no snapshot due, the log starting at the oldest kept snapshot minus the margin",
+  );
+  return { extent, kept };
 }
 
 /** A follower's index (any node but the leader). */
@@ -112,6 +140,10 @@ beforeAll(async () => {
   await c.waitForLeader(30_000);
 }, 90_000);
 
+afterEach(async () => {
+  await Promise.all([...running].map((w) => w.stop().catch(() => undefined)));
+});
+
 afterAll(async () => {
   await c?.close();
 });
@@ -119,17 +151,17 @@ afterAll(async () => {
 describe("the bounded log", () => {
   scenario("a steady workload compacts the log many times and keeps it bounded", async () => {
     const w = workload("steady");
-    const first = await compactedPast(4 * EVERY);
-    const extent = await logExtent(c.nc);
+    await compactedPast(10 * EVERY);
     await w.stop();
-    // The retained tail: the oldest kept snapshot, the margin, and what the
-    // workload wrote while one check ran (generous; the bound, not a speed).
-    expect(extent.messages).toBeLessThan(KEEP * EVERY + RETAIN + 3 * EVERY);
-    expect(first).toBeGreaterThan(1);
+    // How far compaction lags while a workload runs depends on this
+    // machine's load, so the test checks where it settles, not a size
+    // taken mid-run.
+    const { extent } = await settled();
+    expect(extent.firstSeq).toBeGreaterThan(1);
+    // Bounded by the schedule, not by history.
+    expect(extent.messages).toBeLessThan(extent.lastSeq / 2);
     const snaps = await storedSnapshots(c.nc);
-    expect(snaps.length).toBeGreaterThanOrEqual(1);
     expect(snaps.length).toBeLessThanOrEqual(KEEP + 1);
-    expect(snaps[snaps.length - 1]!.meta.seq + 1).toBeGreaterThanOrEqual(extent.firstSeq);
     await checkEverything();
     // dlm status shows the stream's extent and the newest snapshot.
     const status = await clusterStatus(c.nc, "dlm", 3);
@@ -175,7 +207,9 @@ describe("the bounded log", () => {
     const w = workload("frozen");
     await sleep(300);
     await node.pause();
-    await compactedPast((await logExtent(c.nc)).lastSeq);
+    // Past what the frozen follower may already hold in its socket buffer
+    // (a pull request of up to 128 entries was open when it froze).
+    await compactedPast((await logExtent(c.nc)).lastSeq + 300);
     const mark = node.lineCount;
     node.resume();
     await node.waitForLine(/"the log was compacted past this follower; loading a stored snapshot"/, 30_000, mark);
@@ -202,11 +236,13 @@ describe("the bounded log", () => {
     const w = workload("d");
     await until(async () => (await storedSnapshots(c.nc)).length >= 2, 30_000, "two stored snapshots");
     await w.stop();
-    const [newest, older] = await storedSnapshots(c.nc);
+    const {
+      extent,
+      kept: [newest, older],
+    } = await settled();
     await corruptSnapshot(c.nc, newest!);
-    const first = (await logExtent(c.nc)).firstSeq;
-    expect(older!.meta.seq + 1).toBeGreaterThanOrEqual(first);
-    expect(first).toBeGreaterThan(1);
+    expect(older!.meta.seq + 1).toBeGreaterThanOrEqual(extent.firstSeq);
+    expect(extent.firstSeq).toBeGreaterThan(1);
 
     const i = await aFollower();
     const node = c.nodes[i]!;
