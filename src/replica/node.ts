@@ -32,6 +32,10 @@ import { readiness, type Readiness } from "../metrics/readiness";
 import { LeaderLease, type LeaseWrite } from "./leaderLease";
 import { version } from "../version";
 import { Compactor, type CompactorOptions } from "./compactor";
+import { retryWithin } from "../util/retry";
+
+/** How long one JetStream call on the start-up path is retried before the node gives up starting. */
+const STARTUP_RETRY_MS = 60_000;
 
 export interface NodeOptions {
   nodeId: string;
@@ -59,6 +63,12 @@ export interface NodeOptions {
    * before anyone can take over (docs/design.md §6).
    */
   leaderTimeoutMs: number;
+  /**
+   * Timeout of one JetStream request on the log (an append's ack, stream
+   * info): short, so a leader whose stream lost its leader steps down and a
+   * take-over retries within about a second instead of waiting 5 s each.
+   */
+  logTimeoutMs: number;
   /** How often a follower tries to take the lease when it has not seen it expire. */
   campaignIntervalMs: number;
   /** How often applied state is made durable in the data directory. */
@@ -95,6 +105,7 @@ export const NODE_DEFAULTS = {
   leaderTtlMs: 2000,
   leaderRenewMs: 150,
   leaderTimeoutMs: 600,
+  logTimeoutMs: 1000,
   campaignIntervalMs: 100,
   checkpointIntervalMs: 200,
   snapshotEveryEntries: 5000,
@@ -192,7 +203,13 @@ export class DlmNode implements CoordinatorHost {
     });
     let node: DlmNode | undefined;
     try {
-      const log = await LogStream.open(nc, { streamName: names.streamName, subject: names.logSubject, replicas: opts.replicas, logger: opts.logger });
+      const log = await LogStream.open(nc, {
+        streamName: names.streamName,
+        subject: names.logSubject,
+        replicas: opts.replicas,
+        requestTimeoutMs: opts.logTimeoutMs,
+        logger: opts.logger,
+      });
       const lease = await LeaderLease.open(nc, {
         bucket: names.leaderBucket,
         key: names.leaderKey,
@@ -343,7 +360,7 @@ export class DlmNode implements CoordinatorHost {
           "move it away or start this node with an empty --data directory",
       );
     }
-    const lastSeq = await this.log.lastSeq();
+    const lastSeq = await this.retryStartup("reading the log's tail", () => this.log.lastSeq());
     if (lastSeq < checkpoint.seq) {
       throw new InvariantError(`the log ends at ${lastSeq} but this node's files reflect entry ${checkpoint.seq}: the log lost entries`);
     }
@@ -356,7 +373,8 @@ export class DlmNode implements CoordinatorHost {
     // and read the rest. Each round moves forward; a few are plenty.
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.log.read(this.applied + 1, await this.log.lastSeq(), this.applyFromLog);
+        // A retry resumes after the last entry applied.
+        await this.retryStartup("replaying the log", async () => this.log.read(this.applied + 1, await this.log.lastSeq(), this.applyFromLog));
         break;
       } catch (err) {
         if (!(err instanceof LogPurgedError) || attempt >= 5) throw err;
@@ -393,7 +411,7 @@ export class DlmNode implements CoordinatorHost {
     // A snapshot can also vanish while it downloads (the leader stored two
     // newer ones and deleted it): list again, a few times, before giving up.
     for (let round = 1; round <= 3; round++) {
-      candidates = (await this.snapshots.list(this.log.logId)).filter((s) => s.meta.seq + 1 >= firstSeq && s.meta.seq > this.applied);
+      candidates = (await this.retryStartup("listing stored snapshots", () => this.snapshots.list(this.log.logId))).filter((s) => s.meta.seq + 1 >= firstSeq && s.meta.seq > this.applied);
       const loaded = await this.loadFirstGood(candidates.filter((s) => !failed.has(s.name)), failed, started);
       if (loaded) return;
     }
@@ -433,6 +451,16 @@ export class DlmNode implements CoordinatorHost {
       return true;
     }
     return false;
+  }
+
+  /** Retries a JetStream call of the start-up path within STARTUP_RETRY_MS; a purged log is not retried (the caller handles it). */
+  private retryStartup<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    return retryWithin(what, fn, {
+      withinMs: STARTUP_RETRY_MS,
+      logger: this.logger,
+      isFinal: (err) => err instanceof LogPurgedError,
+      abandoned: () => this.nc.isClosed(),
+    });
   }
 
   /** The state and files at the applied sequence, for the compactor (see CompactorHost). */
