@@ -54,6 +54,7 @@ const spec: CommandSpec = {
     { name: "nats", kind: "int", default: 1, help: "nats-servers: 1, or 3 for a cluster" },
     { name: "leader-ttl-ms", kind: "int", default: NODE_DEFAULTS.leaderTtlMs, help: "leader lease (KV key TTL)" },
     { name: "leader-renew-ms", kind: "int", default: NODE_DEFAULTS.leaderRenewMs, help: "leader lease refresh interval" },
+    { name: "leader-timeout-ms", kind: "int", default: NODE_DEFAULTS.leaderTimeoutMs, help: "followers take over after this long without a lease refresh" },
     { name: "keep", kind: "bool", help: "keep the temporary directory (logs, data)" },
     ...LOCAL_AUTH_FLAGS,
   ],
@@ -114,6 +115,7 @@ async function main(): Promise<void> {
   const natsCount = intFlag(flags, "nats", (n) => n === 1 || n === 3);
   const leaderTtlMs = intFlag(flags, "leader-ttl-ms", (n) => n >= 100);
   const leaderRenewMs = intFlag(flags, "leader-renew-ms", (n) => n > 0 && n * 2 <= leaderTtlMs);
+  const leaderTimeoutMs = intFlag(flags, "leader-timeout-ms", (n) => n >= leaderRenewMs * 3 && n <= leaderTtlMs);
   const keep = flags.keep === true;
   const auth = localServerAuth(flags);
 
@@ -152,6 +154,7 @@ async function main(): Promise<void> {
     for (let i = 1; i <= NODES; i++) {
       const args = [mainJs, "node", "--nats", urls.join(","), "--id", `n${i}`, "--data", path.join(dir, `n${i}`)];
       args.push("--replicas", String(natsCount), "--leader-ttl-ms", String(leaderTtlMs), "--leader-renew-ms", String(leaderRenewMs));
+      args.push("--leader-timeout-ms", String(leaderTimeoutMs));
       nodes.push(spawnManaged(process.execPath, args, { name: `n${i}`, logFile: path.join(dir, `n${i}.log`), env: auth.env }));
     }
     const nodeById = (id: string) => nodes[Number(id.slice(1)) - 1];
@@ -171,8 +174,8 @@ async function main(): Promise<void> {
       `dlm failover: ${NODES} dlm nodes, ${natsCount} nats-server${natsCount > 1 ? "s (R3 log and leader bucket)" : ""} (sync_interval: always), ${runs} runs, ${os.cpus().length} cores`,
     );
     console.log(
-      `leader lease: TTL ${leaderTtlMs} ms, renewed every ${leaderRenewMs} ms; follower campaigns every ${NODE_DEFAULTS.campaignIntervalMs} ms ` +
-        `and polls the key every ${Math.max(50, Math.floor(leaderTtlMs / 4))} ms`,
+      `leader lease: TTL ${leaderTtlMs} ms, renewed every ${leaderRenewMs} ms; followers take over after ${leaderTimeoutMs} ms without a renewal ` +
+        `(checked every ${NODE_DEFAULTS.campaignIntervalMs} ms) and poll the key every ${Math.max(50, Math.floor(leaderTtlMs / 4))} ms`,
     );
     console.log(
       `clients: request timeout ${DEFAULTS.requestTimeoutMs} ms, backoff ${DEFAULTS.backoff.initialMs}..${DEFAULTS.backoff.maxMs} ms x${DEFAULTS.backoff.multiplier}; holder lease ${HOLDER_LEASE_MS} ms`,

@@ -24,6 +24,13 @@ export const nodeSpec: CommandSpec = {
     ...LIMIT_FLAGS,
     { name: "leader-ttl-ms", kind: "int", default: NODE_DEFAULTS.leaderTtlMs, help: "leader lease (KV key TTL)" },
     { name: "leader-renew-ms", kind: "int", default: NODE_DEFAULTS.leaderRenewMs, help: "leader lease refresh interval" },
+    {
+      name: "leader-timeout-ms",
+      kind: "int",
+      default: NODE_DEFAULTS.leaderTimeoutMs,
+      help: "a follower takes over when the leader has not refreshed its lease for this long (failure detection)",
+    },
+    { name: "log-timeout-ms", kind: "int", default: NODE_DEFAULTS.logTimeoutMs, help: "timeout of one JetStream request on the log (append ack, stream info)" },
     { name: "snapshot-every", kind: "int", default: NODE_DEFAULTS.snapshotEveryEntries, help: "write a state snapshot every N applied entries" },
     { name: "metrics-port", kind: "int", default: 0, help: "serve /metrics, /healthz and /readyz over HTTP on this port (0: off)" },
     { name: "metrics-host", kind: "string", default: "127.0.0.1", help: "address the metrics port listens on (0.0.0.0 to let other hosts scrape)" },
@@ -62,6 +69,12 @@ export async function runNode(argv: string[]): Promise<void> {
   const leaderTtlMs = int(flags, "leader-ttl-ms");
   const leaderRenewMs = int(flags, "leader-renew-ms");
   if (leaderRenewMs * 2 > leaderTtlMs) throw new Error("--leader-renew-ms must be at most half of --leader-ttl-ms");
+  const leaderTimeoutMs = int(flags, "leader-timeout-ms");
+  // Three refreshes may be late before followers take over, and the TTL is
+  // only the backstop for a key nobody saw written.
+  if (leaderRenewMs * 3 > leaderTimeoutMs || leaderTimeoutMs > leaderTtlMs) {
+    throw new Error("--leader-timeout-ms must be at least 3 x --leader-renew-ms and at most --leader-ttl-ms");
+  }
   if (int(flags, "metrics-port") > 65_535) throw new UsageError("--metrics-port must be a TCP port (at most 65535)");
   const node = await DlmNode.start({
     ...NODE_DEFAULTS,
@@ -75,6 +88,8 @@ export async function runNode(argv: string[]): Promise<void> {
     coordinator: coordinatorOptionsOf(limitSettings),
     leaderTtlMs,
     leaderRenewMs,
+    leaderTimeoutMs,
+    logTimeoutMs: Math.max(100, int(flags, "log-timeout-ms")),
     snapshotEveryEntries: Math.max(1, int(flags, "snapshot-every")),
     metrics:
       int(flags, "metrics-port") === 0

@@ -109,8 +109,9 @@ export class Coordinator {
 
   start(): void {
     const { nc, names } = this.host;
+    // Not a queue group: see Names.requestSubject. A second subscriber is
+    // always a leader that is no longer fresh, and it answers NOT_LEADER.
     this.subscription = nc.subscribe(names.requestSubject, {
-      queue: names.queueGroup,
       callback: (err, msg) => {
         if (err) {
           this.host.logger.warn({ err: err.message }, "request subscription error");

@@ -5,9 +5,12 @@
 export const DEFAULT_PREFIX = "dlm";
 
 export interface Names {
-  /** Requests to the leader; only the leader subscribes (queue group `queueGroup`). */
+  /**
+   * Requests to the leader; only a node that leads subscribes. No queue
+   * group: while a frozen or cut-off old leader still holds a subscription,
+   * the new leader gets every request too instead of half of them.
+   */
   requestSubject: string;
-  queueGroup: string;
   /** Grant and lease-lost notifications for one client. */
   notifySubject(client: string): string;
   /** Every node answers here with its own view (role, applied sequence); used by `dlm status`. */
@@ -29,7 +32,6 @@ export function names(prefix: string = DEFAULT_PREFIX): Names {
   const upper = prefix.toUpperCase().replace(/-/g, "_");
   return {
     requestSubject: `${prefix}.req`,
-    queueGroup: `${prefix}-leader`,
     notifySubject: (client: string) => `${prefix}.notify.${client}`,
     nodesInfoSubject: `${prefix}.nodes.info`,
     streamName: `${upper}_LOG`,

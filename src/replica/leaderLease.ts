@@ -49,6 +49,21 @@ export interface LeaseHolder {
 export interface LeaseWatchOptions {
   /** Poll period that catches silent TTL expiry; 0 disables polling. Default ttlMs / 4. */
   pollMs?: number;
+  /**
+   * Called for every write of the key seen (watch or poll), repeats
+   * included, so a follower can tell a leader that keeps renewing from one
+   * that stopped, without waiting for the TTL.
+   */
+  onWrite?: (write: LeaseWrite) => void;
+  /** How long the first watch request keeps being retried while JetStream does not answer. Default 30 s. */
+  readyTimeoutMs?: number;
+}
+
+/** One write of the leader key: who wrote it, at which revision, and when (the server's clock). */
+export interface LeaseWrite {
+  nodeId: string;
+  revision: number;
+  writtenAt: number;
 }
 
 interface LeaseValue {
@@ -94,6 +109,8 @@ export class LeaderLease {
   private mine: { value: LeaseValue; bytes: Uint8Array; revision: number } | undefined;
   /** Our value whose write outcome is unknown (timed out); release() still cleans it up. */
   private unsure: LeaseValue | undefined;
+  /** The write the last successful current() found, for watch()'s onWrite. */
+  private lastPolled: LeaseWrite | undefined;
 
   private constructor(kv: KV, ttlMs: number, opts: LeaderLeaseOptions) {
     this.kv = kv;
@@ -212,11 +229,35 @@ export class LeaderLease {
     }
   }
 
+  /**
+   * Takes the key over from a holder that stopped renewing it: rewrites it
+   * at the revision last seen, so this fails (false) if the holder renewed
+   * since. The deposed holder's next renewal fails the same way, and the
+   * log's compare-and-swap fences its appends either way.
+   */
+  async takeOver(revision: number): Promise<boolean> {
+    if (this.mine) return this.renew();
+    const value: LeaseValue = { nodeId: this.nodeId, acquiredAt: Date.now(), term: randomUUID() };
+    const bytes = new TextEncoder().encode(JSON.stringify(value));
+    try {
+      const written = await this.withTimeout(this.kv.update(this.key, bytes, revision, this.opTimeoutMs), "update");
+      this.mine = { value, bytes, revision: written };
+      this.unsure = undefined;
+      this.log.info({ nodeId: this.nodeId, revision: written, previousRevision: revision }, "leader lease taken over from a silent leader");
+      return true;
+    } catch (err) {
+      if (isWrongSeq(err)) return false; // the holder renewed, or someone else was faster
+      this.log.warn({ err: errInfo(err) }, "leader lease take-over failed");
+      return this.adoptIfOurs(value, bytes);
+    }
+  }
+
   /** Who holds the lease now (null if nobody; the key expired or was released). */
   async current(): Promise<LeaseHolder | null> {
     const entry = await this.withTimeout(this.kv.get(this.key), "get");
     if (!entry || entry.operation !== "PUT") return null;
     const v = parseValue(entry);
+    this.lastPolled = { nodeId: v.nodeId, revision: entry.revision, writtenAt: entry.created.getTime() };
     return v.acquiredAt !== undefined
       ? { nodeId: v.nodeId, revision: entry.revision, acquiredAt: v.acquiredAt }
       : { nodeId: v.nodeId, revision: entry.revision };
@@ -242,11 +283,39 @@ export class LeaderLease {
       }
     };
 
-    const iter = await this.kv.watch({ key: this.key });
+    const wrote = (write: LeaseWrite) => {
+      if (stopped || !opts.onWrite) return;
+      try {
+        opts.onWrite(write);
+      } catch (err) {
+        this.log.error({ err: errInfo(err) }, "leader watch callback threw");
+      }
+    };
+    // A JetStream request may time out now and then in a degraded cluster
+    // (one server of three down): retry within a bound instead of failing
+    // the node's start-up.
+    const deadline = Date.now() + (opts.readyTimeoutMs ?? 30_000);
+    let iter: Awaited<ReturnType<KV["watch"]>>;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        iter = await this.kv.watch({ key: this.key });
+        break;
+      } catch (err) {
+        if (Date.now() >= deadline) throw err;
+        this.log.warn({ err: errInfo(err), attempt }, "leader watch could not start; retrying");
+        await sleep(Math.min(100 * 2 ** Math.min(attempt, 4), 1000));
+      }
+    }
     void (async () => {
       try {
         for await (const e of iter) {
-          report(e.operation === "PUT" ? parseValue(e).nodeId : null);
+          if (e.operation === "PUT") {
+            const nodeId = parseValue(e).nodeId;
+            wrote({ nodeId, revision: e.revision, writtenAt: e.created.getTime() });
+            report(nodeId);
+          } else {
+            report(null);
+          }
         }
       } catch (err) {
         if (!stopped) this.log.warn({ err: errInfo(err) }, "leader watch ended");
@@ -261,7 +330,10 @@ export class LeaderLease {
         if (polling || stopped) return;
         polling = true;
         this.current()
-          .then((h) => report(h ? h.nodeId : null))
+          .then((h) => {
+            if (h && this.lastPolled && this.lastPolled.revision === h.revision) wrote(this.lastPolled);
+            report(h ? h.nodeId : null);
+          })
           .catch(() => undefined) // unreachable: nothing learned
           .finally(() => {
             polling = false;

@@ -29,9 +29,13 @@ import { MetricsServer } from "../metrics/httpServer";
 import { LogTailProbe } from "../metrics/logTailProbe";
 import { NodeMetrics } from "../metrics/nodeMetrics";
 import { readiness, type Readiness } from "../metrics/readiness";
-import { LeaderLease } from "./leaderLease";
+import { LeaderLease, type LeaseWrite } from "./leaderLease";
 import { version } from "../version";
 import { Compactor, type CompactorOptions } from "./compactor";
+import { retryWithin } from "../util/retry";
+
+/** How long one JetStream call on the start-up path is retried before the node gives up starting. */
+const STARTUP_RETRY_MS = 60_000;
 
 export interface NodeOptions {
   nodeId: string;
@@ -51,6 +55,20 @@ export interface NodeOptions {
   leaderTtlMs: number;
   /** How often the leader refreshes its key; well inside the TTL. */
   leaderRenewMs: number;
+  /**
+   * A follower that has seen no new write of the leader key for this long
+   * takes the key over by revision instead of waiting for the TTL: the
+   * failure detector. The leader serves reads only while its last renewal
+   * was sent less than `leaderTimeoutMs - leaderRenewMs` ago, so it stops
+   * before anyone can take over (docs/design.md §6).
+   */
+  leaderTimeoutMs: number;
+  /**
+   * Timeout of one JetStream request on the log (an append's ack, stream
+   * info): short, so a leader whose stream lost its leader steps down and a
+   * take-over retries within about a second instead of waiting 5 s each.
+   */
+  logTimeoutMs: number;
   /** How often a follower tries to take the lease when it has not seen it expire. */
   campaignIntervalMs: number;
   /** How often applied state is made durable in the data directory. */
@@ -85,8 +103,10 @@ const METRICS_SERVER_LIMITS = { maxConnections: 32, requestTimeoutMs: 10_000 };
 
 export const NODE_DEFAULTS = {
   leaderTtlMs: 2000,
-  leaderRenewMs: 500,
-  campaignIntervalMs: 250,
+  leaderRenewMs: 150,
+  leaderTimeoutMs: 600,
+  logTimeoutMs: 1000,
+  campaignIntervalMs: 100,
   checkpointIntervalMs: 200,
   snapshotEveryEntries: 5000,
   statsIntervalMs: 30_000,
@@ -134,7 +154,13 @@ export class DlmNode implements CoordinatorHost {
   private statsTimer: NodeJS.Timeout | undefined;
   private stopWatch: (() => void) | undefined;
   private infoSub: Subscription | undefined;
+  /** When the last renewal that succeeded was *sent* (the safe side of when the key was written). */
   private lastLeaseOkAt = 0;
+  private renewing = false;
+  /** The newest write of the leader key seen, and when this node first saw it (its own clock). */
+  private lastKeyWrite: (LeaseWrite & { seenAt: number }) | undefined;
+  /** Whether the last observation says the key is gone (released or expired). */
+  private keyGone = false;
   private transition: Promise<void> = Promise.resolve();
   private snapshotSeq = 0;
   private campaigning = false;
@@ -177,7 +203,13 @@ export class DlmNode implements CoordinatorHost {
     });
     let node: DlmNode | undefined;
     try {
-      const log = await LogStream.open(nc, { streamName: names.streamName, subject: names.logSubject, replicas: opts.replicas, logger: opts.logger });
+      const log = await LogStream.open(nc, {
+        streamName: names.streamName,
+        subject: names.logSubject,
+        replicas: opts.replicas,
+        requestTimeoutMs: opts.logTimeoutMs,
+        logger: opts.logger,
+      });
       const lease = await LeaderLease.open(nc, {
         bucket: names.leaderBucket,
         key: names.leaderKey,
@@ -215,7 +247,17 @@ export class DlmNode implements CoordinatorHost {
   }
 
   leaseFresh(): boolean {
-    return this.role === "leader" && Date.now() - this.lastLeaseOkAt < this.opts.leaderTtlMs - this.opts.leaderRenewMs;
+    return this.role === "leader" && Date.now() - this.lastLeaseOkAt < this.freshWindowMs();
+  }
+
+  /**
+   * How long after sending a renewal that succeeded the leader trusts its
+   * own state. A follower takes over only after it saw no new key write for
+   * `leaderTimeoutMs`, and it saw this write after it was sent, so the
+   * window closes a renew interval before anyone else can lead.
+   */
+  private freshWindowMs(): number {
+    return Math.min(this.opts.leaderTtlMs, this.opts.leaderTimeoutMs) - this.opts.leaderRenewMs;
   }
 
   async info(): Promise<NodeInfo> {
@@ -318,7 +360,7 @@ export class DlmNode implements CoordinatorHost {
           "move it away or start this node with an empty --data directory",
       );
     }
-    const lastSeq = await this.log.lastSeq();
+    const lastSeq = await this.retryStartup("reading the log's tail", () => this.log.lastSeq());
     if (lastSeq < checkpoint.seq) {
       throw new InvariantError(`the log ends at ${lastSeq} but this node's files reflect entry ${checkpoint.seq}: the log lost entries`);
     }
@@ -331,7 +373,8 @@ export class DlmNode implements CoordinatorHost {
     // and read the rest. Each round moves forward; a few are plenty.
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.log.read(this.applied + 1, await this.log.lastSeq(), this.applyFromLog);
+        // A retry resumes after the last entry applied.
+        await this.retryStartup("replaying the log", async () => this.log.read(this.applied + 1, await this.log.lastSeq(), this.applyFromLog));
         break;
       } catch (err) {
         if (!(err instanceof LogPurgedError) || attempt >= 5) throw err;
@@ -368,7 +411,7 @@ export class DlmNode implements CoordinatorHost {
     // A snapshot can also vanish while it downloads (the leader stored two
     // newer ones and deleted it): list again, a few times, before giving up.
     for (let round = 1; round <= 3; round++) {
-      candidates = (await this.snapshots.list(this.log.logId)).filter((s) => s.meta.seq + 1 >= firstSeq && s.meta.seq > this.applied);
+      candidates = (await this.retryStartup("listing stored snapshots", () => this.snapshots.list(this.log.logId))).filter((s) => s.meta.seq + 1 >= firstSeq && s.meta.seq > this.applied);
       const loaded = await this.loadFirstGood(candidates.filter((s) => !failed.has(s.name)), failed, started);
       if (loaded) return;
     }
@@ -408,6 +451,16 @@ export class DlmNode implements CoordinatorHost {
       return true;
     }
     return false;
+  }
+
+  /** Retries a JetStream call of the start-up path within STARTUP_RETRY_MS; a purged log is not retried (the caller handles it). */
+  private retryStartup<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    return retryWithin(what, fn, {
+      withinMs: STARTUP_RETRY_MS,
+      logger: this.logger,
+      isFinal: (err) => err instanceof LogPurgedError,
+      abandoned: () => this.nc.isClosed(),
+    });
   }
 
   /** The state and files at the applied sequence, for the compactor (see CompactorHost). */
@@ -457,9 +510,13 @@ export class DlmNode implements CoordinatorHost {
       this.statsTimer = setInterval(() => void this.info().then((info) => this.logger.info({ ...info }, "stats")), this.opts.statsIntervalMs);
       this.statsTimer.unref();
     }
-    this.stopWatch = await this.lease.watch((leader) => {
-      if (leader === null) void this.campaign();
-    });
+    this.stopWatch = await this.lease.watch(
+      (leader) => {
+        this.keyGone = leader === null;
+        if (leader === null) void this.campaign();
+      },
+      { onWrite: (write) => this.sawKeyWrite(write) },
+    );
     this.startFollowing();
     this.campaignTimer = setInterval(() => void this.campaign(), this.opts.campaignIntervalMs);
     void this.campaign(true);
@@ -519,13 +576,33 @@ export class DlmNode implements CoordinatorHost {
     }
   }
 
+  private sawKeyWrite(write: LeaseWrite): void {
+    if (this.lastKeyWrite && write.revision <= this.lastKeyWrite.revision) return;
+    this.lastKeyWrite = { ...write, seenAt: Date.now() };
+    this.keyGone = false;
+  }
+
+  /**
+   * Tries to lead when the key is gone, or when its holder has not
+   * rewritten it for `leaderTimeoutMs` (a dead, frozen or cut-off leader):
+   * then by revision, so a leader that did renew meanwhile keeps it.
+   */
   private async campaign(first = false): Promise<void> {
     if (this.role !== "follower" || this.campaigning) return;
+    const seen = this.lastKeyWrite;
+    const silent = seen !== undefined && Date.now() - seen.seenAt >= this.opts.leaderTimeoutMs;
+    if (!first && seen !== undefined && !this.keyGone && !silent) return;
     this.campaigning = true;
     try {
-      const won = (first && (await this.lease.adoptPrevious())) || (await this.lease.tryAcquire());
+      // The last proof that the previous leadership was alive, taken before
+      // this node writes the key itself.
+      const prevAliveAt = seen?.writtenAt;
+      const sentAt = Date.now();
+      const won =
+        (first && (await this.lease.adoptPrevious())) ||
+        (silent && !this.keyGone ? await this.lease.takeOver(seen.revision) : await this.lease.tryAcquire());
       if (!won) return;
-      await this.serialize(() => this.becomeLeader());
+      await this.serialize(() => this.becomeLeader(prevAliveAt, sentAt));
     } catch (err) {
       this.logger.warn({ err: (err as Error).message }, "campaign failed");
     } finally {
@@ -540,11 +617,11 @@ export class DlmNode implements CoordinatorHost {
     return next;
   }
 
-  private async becomeLeader(): Promise<void> {
+  private async becomeLeader(prevAliveAt: number | undefined, leaseSentAt: number): Promise<void> {
     if (this.role !== "follower") return;
     const started = Date.now();
     this.role = "candidate";
-    this.lastLeaseOkAt = started;
+    this.lastLeaseOkAt = leaseSentAt;
     this.leaseTimer = setInterval(() => void this.renewLease(), this.opts.leaderRenewMs);
     try {
       await this.follower?.stop();
@@ -560,7 +637,9 @@ export class DlmNode implements CoordinatorHost {
           t: Date.now(),
           node: this.nodeId,
           epoch,
-          cmds: [{ type: "leader", node: this.nodeId, epoch, limits: this.limits, version: version() }],
+          cmds: [
+            { type: "leader", node: this.nodeId, epoch, limits: this.limits, version: version(), ...(prevAliveAt === undefined ? {} : { prevAliveAt }) },
+          ],
         };
         try {
           const seq = await this.log.append(encodeEntry(entry), this.applied);
@@ -589,12 +668,27 @@ export class DlmNode implements CoordinatorHost {
 
   private async renewLease(): Promise<void> {
     if (this.role !== "leader" && this.role !== "candidate") return;
-    const ok = await this.lease.renew().catch(() => false);
-    if (ok) {
-      this.lastLeaseOkAt = Date.now();
+    if (!this.leaseFresh() && this.role === "leader") {
+      // The renewal in flight hangs (NATS slow or cut off): a follower may
+      // take over any moment now, so stop taking requests at once.
+      this.stepDown("leader lease is not fresh");
       return;
     }
-    this.stepDown("leader lease could not be renewed");
+    // One renewal at a time: two would race on the revision and the loser
+    // would step a healthy leader down.
+    if (this.renewing) return;
+    this.renewing = true;
+    const sentAt = Date.now();
+    try {
+      const ok = await this.lease.renew().catch(() => false);
+      if (ok) {
+        this.lastLeaseOkAt = Math.max(this.lastLeaseOkAt, sentAt);
+        return;
+      }
+      this.stepDown("leader lease could not be renewed");
+    } finally {
+      this.renewing = false;
+    }
   }
 
   stepDown(reason: string): void {

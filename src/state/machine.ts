@@ -13,7 +13,7 @@
 import { DEFAULT_LIMITS, type Limits } from "../protocol/limits";
 import { DEFAULT_LOCK, type LeaseInfo, type Reply } from "../protocol/messages";
 import { FILE_COUNT } from "../protocol/files";
-import { assert, unreachable } from "../util/assert";
+import { assert, InvariantError, unreachable } from "../util/assert";
 import { errorReply, okReply } from "../protocol/replies";
 import type { ClientCommand, Command, Effect, EndReason, Grant, LockState, LogEntry, Session, State } from "./types";
 
@@ -42,6 +42,13 @@ export function apply(state: State, entry: LogEntry): Effect[] {
     // so an entry from another epoch means the log itself is inconsistent.
     assert(entry.epoch === state.epoch, () => `entry from epoch ${entry.epoch} while epoch ${state.epoch} leads`);
   }
+  if (leaderCommand) {
+    // Before `now` moves: the extension at a takeover is measured from the
+    // log's last entry (the old leadership was alive then) to this one.
+    becomeLeader(state, leaderCommand, entry.t);
+    state.now = Math.max(state.now, entry.t);
+    return [];
+  }
   state.now = Math.max(state.now, entry.t);
   const effects: Effect[] = [];
   for (const command of entry.cmds) applyCommand(state, command, effects);
@@ -69,23 +76,41 @@ function applyCommand(state: State, command: Command, fx: Effect[]): void {
       return;
     }
     case "leader":
-      return becomeLeader(state, command.node, command.epoch, command.limits, command.version);
+      // apply() takes a leader command itself (it is alone in its entry).
+      throw new InvariantError("a leader command reached applyCommand");
     default:
       return unreachable(command, "command");
   }
 }
 
-function becomeLeader(state: State, node: string, epoch: number, limits: Limits, version: string | undefined): void {
+/**
+ * Bounded extension. The old leader may have died just before renewing a
+ * holder's lease, and while nobody led the holder could not renew; so every
+ * current holder's deadline moves by the time the cluster provably had no
+ * leader: from the later of the log's last entry and the last write of the
+ * leader key the new leader saw (`prevAliveAt`), to this entry's time. It
+ * is never a fresh lease: however many takeovers happen, a holder that
+ * stopped renewing keeps its grant at most its lease plus the leaderless
+ * time since its last renewal (plus, per takeover, the gap between the old
+ * leader's last key write and its death: one renew interval). The times
+ * come from different nodes' clocks; leases assume those clocks agree to
+ * well within a lease (docs/design.md §6). A takeover time behind the proof
+ * of life (skew) extends nothing.
+ */
+function becomeLeader(state: State, command: Extract<Command, { type: "leader" }>, takeoverAt: number): void {
+  const { node, epoch, limits, version, prevAliveAt } = command;
   assert(epoch > state.epoch, () => `leader epoch ${epoch} does not advance past ${state.epoch}`);
   state.epoch = epoch;
   state.leader = node;
   state.leaderVersion = version ?? null;
   state.limits = { ...limits };
-  // Grace period: the old leader may have died just before renewing a
-  // holder's lease; every current holder gets a fresh lease from now.
+  const aliveAt = Math.max(state.now, prevAliveAt ?? -Infinity);
+  const leaderlessMs = Math.max(0, takeoverAt - aliveAt);
+  if (leaderlessMs === 0) return;
   for (const lock of state.locks.values()) {
     const grant = lock.holder;
-    if (grant) grant.expiresAt = Math.max(grant.expiresAt, state.now + grant.leaseMs);
+    // Never more than a fresh lease from the takeover either.
+    if (grant) grant.expiresAt = Math.max(grant.expiresAt, Math.min(grant.expiresAt + leaderlessMs, takeoverAt + grant.leaseMs));
   }
 }
 

@@ -50,8 +50,14 @@ export type Command =
   | { type: "expireLease"; lock: string; token: number }
   | { type: "expireWait"; client: string; seq: number }
   | { type: "expireSession"; client: string }
-  /** `version`: the new leader's dlm version (absent in entries written before versions were logged). */
-  | { type: "leader"; node: string; epoch: number; limits: Limits; version?: string };
+  /**
+   * `version`: the new leader's dlm version (absent in entries written before versions were logged).
+   * `prevAliveAt`: the latest time the new leader saw proof that the previous
+   * leadership was alive (a write of the leader key), by the writer's clock;
+   * absent when it saw none. Holders' leases are extended only by the time
+   * from the later of this and the log's last entry to this entry.
+   */
+  | { type: "leader"; node: string; epoch: number; limits: Limits; version?: string; prevAliveAt?: number };
 
 export type ClientCommand = Extract<Command, { client: string; seq: number; ack: number }>;
 

@@ -24,7 +24,18 @@ interface Model {
   expectedFiles: string[];
   /** Tokens whose grant ended without commit: their staged appends must never appear. */
   discarded: Set<number>;
+  /** Per token, when its lease last started (grant or renewal, by the log's time) and its length. */
+  renewedAt: Map<number, { at: number; leaseMs: number }>;
+  /**
+   * Every takeover so far: when the previous leader really stopped (`diedAt`)
+   * and when the new one took over (`at`). The leader entry carries a proof
+   * of life at most one renew interval before `diedAt`.
+   */
+  takeovers: Array<{ diedAt: number; at: number }>;
 }
+
+/** How often the simulated leaders write their key: the slack of each takeover's proof of life. */
+const RENEW_MS = 150;
 
 function run(seed: number, steps: number): void {
   const rand = mulberry32(seed);
@@ -39,6 +50,8 @@ function run(seed: number, steps: number): void {
     tokens: [],
     expectedFiles: new Array(100).fill(""),
     discarded: new Set(),
+    renewedAt: new Map(),
+    takeovers: [],
   };
   const clients = ["client-aaaa", "client-bbbb", "client-cccc", "client-dddd", "client-eeee"];
   const nextSeq = new Map<string, number>();
@@ -52,7 +65,7 @@ function run(seed: number, steps: number): void {
     log.push(JSON.parse(JSON.stringify(entry)) as LogEntry);
     const effects = apply(state, entry);
     allEffects.push(effects);
-    observe(model, effects, cmds);
+    observe(model, effects, cmds, state.now);
     checkInvariants(state, model);
   };
 
@@ -96,8 +109,19 @@ function run(seed: number, steps: number): void {
   for (let step = 0; step < steps; step++) {
     now += Math.floor(rand() * 900);
     const roll = rand();
-    if (roll < 0.03) {
-      appendEntry([{ type: "leader", node: pick(["n1", "n2", "n3"]), epoch: ++epoch, limits: LIMITS }], epoch);
+    if (roll < 0.06) {
+      // A takeover: the leader died some time after the log's last entry,
+      // nobody led for a while (sometimes long, sometimes in bursts of quick
+      // takeovers), and the new leader saw its key written shortly before it
+      // died, or (a cluster restarted) saw nothing and relies on the log.
+      const lastEntryAt = log[log.length - 1].t;
+      const diedAt = lastEntryAt + Math.floor(rand() * (now - lastEntryAt + 1));
+      now += pick([0, 50, 400, 3000, 12_000]);
+      const sawKey = rand() < 0.85;
+      const prevAliveAt = sawKey ? diedAt - Math.floor(rand() * RENEW_MS) : undefined;
+      const takeoverAt = sawKey ? now : Math.max(now, lastEntryAt);
+      model.takeovers.push({ diedAt: sawKey ? diedAt : lastEntryAt, at: takeoverAt });
+      appendEntry([{ type: "leader", node: pick(["n1", "n2", "n3"]), epoch: ++epoch, limits: LIMITS, ...(sawKey ? { prevAliveAt } : {}) }], epoch);
       continue;
     }
     const cmds: Command[] = [];
@@ -138,7 +162,7 @@ function run(seed: number, steps: number): void {
   for (let f = 0; f < 100; f++) expect(Buffer.byteLength(model.files[f])).toBe(state.fileLengths[f]);
 }
 
-function observe(model: Model, effects: Effect[], cmds: Command[]): void {
+function observe(model: Model, effects: Effect[], cmds: Command[], now: number): void {
   const appendsByKey = new Map<string, Command>();
   for (const cmd of cmds) if (cmd.type === "append") appendsByKey.set(`${cmd.client}/${cmd.seq}`, cmd);
   let fileAppendRun: Array<{ file: number; data: Buffer }> = [];
@@ -212,6 +236,12 @@ function observe(model: Model, effects: Effect[], cmds: Command[]): void {
       model.discarded.add(effect.notification.token);
       model.staged.delete(effect.notification.token);
     }
+    if (effect.type === "reply" && effect.reply.ok && effect.reply.lease && (effect.reply.status === "granted" || effect.reply.message === "Renewed")) {
+      // A cached answer repeated to a duplicate carries its old deadline and
+      // starts nothing: only a lease that starts now counts as a renewal.
+      const lease = effect.reply.lease;
+      if (lease.expiresAt === now + lease.leaseMs) model.renewedAt.set(lease.token, { at: now, leaseMs: lease.leaseMs });
+    }
     if (effect.type === "reply" && effect.final && effect.reply.ok && effect.reply.status === "granted" && effect.reply.lease) {
       const lease = effect.reply.lease;
       // Tokens strictly increase, grant after grant.
@@ -267,6 +297,22 @@ function checkInvariants(state: State, model: Model): void {
     check(session.replies.size <= state.limits.maxCachedReplies + state.limits.maxQueueLength, `session.replies.size <= state.limits.maxCachedReplies + state.limits.maxQueueLength`);
   }
   check(state.nextToken > maxToken, `state.nextToken > maxToken`);
+  // Bounded extension: a holder's deadline is at most its last renewal plus
+  // its lease plus the time nobody led since then (each takeover counted
+  // from the old leader's death, plus one renew interval of proof slack),
+  // however many takeovers there were. A fresh lease per takeover breaks it.
+  for (const lock of state.locks.values()) {
+    const grant = lock.holder;
+    if (!grant) continue;
+    const renewed = model.renewedAt.get(grant.token);
+    check(renewed !== undefined, `holder ${grant.token} was seen granted`);
+    let leaderlessMs = 0;
+    for (const t of model.takeovers) if (t.at > renewed!.at) leaderlessMs += Math.max(0, t.at - Math.max(t.diedAt, renewed!.at)) + RENEW_MS;
+    check(
+      grant.expiresAt <= renewed!.at + renewed!.leaseMs + leaderlessMs,
+      `grant ${grant.token} expires at ${grant.expiresAt}, past renewal ${renewed!.at} + lease ${renewed!.leaseMs} + leaderless ${leaderlessMs}`,
+    );
+  }
   check(state.nextToken - 1 === (model.tokens[model.tokens.length - 1] ?? 0), `every token issued was seen as a grant`);
 }
 
