@@ -420,17 +420,22 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     }
     const payload = bytes.toString("base64");
     try {
-      const reply = await this.logged(rec.session, (seq, ack) => ({
-        op: "append",
-        client: rec.session.id,
-        seq,
-        ack,
-        file,
-        data: payload,
-        token: lease.token,
-      }));
-      // The lease was declared lost while this append was in flight: its
-      // section will never commit, so the append did not succeed.
+      // The lease's signal stops the retries: once the lease is declared
+      // lost, its section can never commit, so the append has failed.
+      const reply = await this.logged(
+        rec.session,
+        (seq, ack) => ({
+          op: "append",
+          client: rec.session.id,
+          seq,
+          ack,
+          file,
+          data: payload,
+          token: lease.token,
+        }),
+        { signal: AbortSignal.any([this.closeController.signal, lease.signal]) },
+      );
+      // The loss was declared as the reply arrived.
       if (lease.lost && lease.lostReason) throw lease.lostReason;
       return { staged: reply.staged ?? { appends: 0, bytes: 0 } };
     } catch (e) {
