@@ -50,6 +50,7 @@ export interface SectionWorkersOptions {
 interface WorkerState {
   client: DlmClient;
   sections: number;
+  next: number;
 }
 
 export class SectionWorkers {
@@ -60,12 +61,12 @@ export class SectionWorkers {
   private readonly acked: Array<{ token: number; sentAt: number; op: string }> = [];
   private readonly workers: WorkerState[];
   private stopped = false;
-  private readonly loops: Array<Promise<void>>;
+  private loops: Array<Promise<void>>;
   private readonly opts: Required<SectionWorkersOptions>;
 
   constructor(clients: DlmClient[], opts: SectionWorkersOptions = {}) {
     this.opts = { lines: 2, leaseMs: 0, acquireWaitMs: 15_000, pauseMs: 0, tag: "w", ...opts };
-    this.workers = clients.map((client) => ({ client, sections: 0 }));
+    this.workers = clients.map((client) => ({ client, sections: 0, next: 0 }));
     this.loops = this.workers.map((w, i) => this.loop(w, i));
   }
 
@@ -79,6 +80,13 @@ export class SectionWorkers {
     return this.sections.filter((s) => s.outcome === "committed" && s.endedAt >= since && (!workers || workers.includes(s.worker))).length;
   }
 
+  /** Starts the loops again after stop(); what was recorded is kept. */
+  resume(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.loops = this.workers.map((w, i) => this.loop(w, i));
+  }
+
   /** Stops the loops after their current section; resolves when all have finished. */
   async stop(): Promise<void> {
     this.stopped = true;
@@ -90,9 +98,9 @@ export class SectionWorkers {
   }
 
   private async loop(w: WorkerState, index: number): Promise<void> {
-    let n = 0;
-    while (!this.stopped) {
-      await this.section(w, index, n++);
+    while (!this.stopped && !w.client.closed) {
+      // Section numbers go on across stop()/resume().
+      await this.section(w, index, w.next++);
       if (this.opts.pauseMs > 0) await sleep(this.opts.pauseMs);
     }
   }
@@ -106,7 +114,6 @@ export class SectionWorkers {
       });
     } catch (e) {
       this.count(`acquire:${codeOf(e)}`);
-      if (codeOf(e) === "CLOSED") this.stopped = true;
       await sleep(100);
       return;
     }
