@@ -260,6 +260,7 @@ async function main(): Promise<void> {
       while (!stopFaults && performance.now() - started < runMs - faultEveryMs) {
         const fault = pick(rand, schedule);
         const t = performance.now();
+        console.log(`  ${((t - started) / 60_000).toFixed(1).padStart(4)} min  fault: ${fault.name}`);
         try {
           await fault.run(c, rand);
         } catch (e) {
