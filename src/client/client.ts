@@ -146,6 +146,11 @@ interface CallOptions {
   signal?: AbortSignal;
   policy?: Partial<RetryPolicy>;
   onSend?: (sentAt: number) => void;
+  /**
+   * Once aborted, no further attempt is sent (the one in flight may still
+   * be answered); the call rejects with its reason instead of retrying.
+   */
+  noRetryAfter?: AbortSignal;
 }
 
 interface LeaseRecord {
@@ -420,8 +425,9 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     }
     const payload = bytes.toString("base64");
     try {
-      // The lease's signal stops the retries: once the lease is declared
-      // lost, its section can never commit, so the append has failed.
+      // Once the lease is declared lost its section can never commit: the
+      // attempt in flight may still bring the server's answer (its refusal
+      // at the token check), but no retry is sent for it.
       const reply = await this.logged(
         rec.session,
         (seq, ack) => ({
@@ -433,7 +439,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
           data: payload,
           token: lease.token,
         }),
-        { signal: AbortSignal.any([this.closeController.signal, lease.signal]) },
+        { noRetryAfter: lease.signal },
       );
       // The loss was declared as the reply arrived.
       if (lease.lost && lease.lostReason) throw lease.lostReason;
@@ -1247,6 +1253,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     return retry<Answer>(
       policy,
       async (attempt) => {
+        if (attempt > 1 && opts.noRetryAfter?.aborted) throw opts.noRetryAfter.reason;
         const req = build();
         op = req.op;
         seq = "seq" in req ? req.seq : undefined;
