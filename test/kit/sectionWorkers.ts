@@ -161,64 +161,7 @@ export class SectionWorkers {
    * Returns a list of violations (empty when everything holds).
    */
   check(journalText: string): string[] {
-    const problems: string[] = [];
-    const byToken = new Map<number, WorkerSection>();
-    for (const s of this.sections) {
-      if (byToken.has(s.token)) problems.push(`token ${s.token} was granted to two sections`);
-      byToken.set(s.token, s);
-    }
-    // Split the file into runs of one token each.
-    const runs: Array<{ token: number; text: string }> = [];
-    for (const line of journalText.split(/(?<=\n)/)) {
-      if (!line) continue;
-      const m = / t=(\d+) /.exec(line);
-      if (!m) {
-        problems.push(`journal line without a token: ${JSON.stringify(line)}`);
-        continue;
-      }
-      const token = Number(m[1]);
-      const last = runs[runs.length - 1];
-      if (last && last.token === token) last.text += line;
-      else runs.push({ token, text: line });
-    }
-    const tokens = journalTokens(journalText);
-    for (let i = 1; i < tokens.length; i++) {
-      if (tokens[i]! <= tokens[i - 1]!) problems.push(`journal tokens not increasing: ${tokens[i - 1]} then ${tokens[i]}`);
-    }
-    const present = new Set<number>();
-    for (const run of runs) {
-      present.add(run.token);
-      const s = byToken.get(run.token);
-      if (!s) {
-        problems.push(`journal holds token ${run.token}, which no worker was granted`);
-        continue;
-      }
-      if (s.outcome === "refused" || s.outcome === "abandoned") problems.push(`journal holds ${s.outcome} section t=${s.token}`);
-      else if (run.text !== s.text) problems.push(`section t=${s.token} (${s.outcome}) is torn or changed: ${JSON.stringify(run.text)} != ${JSON.stringify(s.text)}`);
-    }
-    for (const s of this.sections) {
-      if (s.outcome === "committed" && !present.has(s.token)) problems.push(`committed section t=${s.token} is missing from the journal`);
-    }
-    // The fence: an acknowledged operation under token t sent after a
-    // greater token had been seen granted means two holders at the resource.
-    const grants = [...this.grantSeenAt.entries()].sort((a, b) => a[1] - b[1]);
-    // maxBefore[i]: the greatest token among the first i grants seen.
-    const maxBefore = [0];
-    for (const [token] of grants) maxBefore.push(Math.max(maxBefore[maxBefore.length - 1]!, token));
-    for (const op of this.acked) {
-      let lo = 0;
-      let hi = grants.length;
-      while (lo < hi) {
-        const mid = (lo + hi) >> 1;
-        if (grants[mid]![1] < op.sentAt) lo = mid + 1;
-        else hi = mid;
-      }
-      const greatest = maxBefore[lo]!;
-      if (greatest > op.token) {
-        problems.push(`${op.op} under token ${op.token} was acknowledged although token ${greatest} had been granted before it was sent`);
-      }
-    }
-    return problems;
+    return checkSections(journalText, this.sections, this.grantSeenAt, this.acked);
   }
 
   /** One line for logs: sections by outcome and errors by kind. */
@@ -231,4 +174,75 @@ export class SectionWorkers {
 
 function codeOf(e: unknown): string {
   return isDlmError(e) ? e.codeName : e instanceof Error ? e.name : String(e);
+}
+
+/**
+ * The checks behind SectionWorkers.check, on plain data: `sections` with
+ * their outcomes, when each token was first seen granted, and when each
+ * acknowledged append or release was sent (all performance.now()).
+ */
+export function checkSections(
+  journalText: string,
+  sections: readonly WorkerSection[],
+  grantSeenAt: ReadonlyMap<number, number>,
+  acked: ReadonlyArray<{ token: number; sentAt: number; op: string }>,
+): string[] {
+  const problems: string[] = [];
+  const byToken = new Map<number, WorkerSection>();
+  for (const s of sections) {
+    if (byToken.has(s.token)) problems.push(`token ${s.token} was granted to two sections`);
+    byToken.set(s.token, s);
+  }
+  // Split the file into runs of one token each.
+  const runs: Array<{ token: number; text: string }> = [];
+  for (const line of journalText.split(/(?<=\n)/)) {
+    if (!line) continue;
+    const m = / t=(\d+) /.exec(line);
+    if (!m) {
+      problems.push(`journal line without a token: ${JSON.stringify(line)}`);
+      continue;
+    }
+    const token = Number(m[1]);
+    const last = runs[runs.length - 1];
+    if (last && last.token === token) last.text += line;
+    else runs.push({ token, text: line });
+  }
+  const tokens = journalTokens(journalText);
+  for (let i = 1; i < tokens.length; i++) {
+    if (tokens[i]! <= tokens[i - 1]!) problems.push(`journal tokens not increasing: ${tokens[i - 1]} then ${tokens[i]}`);
+  }
+  const present = new Set<number>();
+  for (const run of runs) {
+    present.add(run.token);
+    const s = byToken.get(run.token);
+    if (!s) {
+      problems.push(`journal holds token ${run.token}, which no worker was granted`);
+      continue;
+    }
+    if (s.outcome === "refused" || s.outcome === "abandoned") problems.push(`journal holds ${s.outcome} section t=${s.token}`);
+    else if (run.text !== s.text) problems.push(`section t=${s.token} (${s.outcome}) is torn or changed: ${JSON.stringify(run.text)} != ${JSON.stringify(s.text)}`);
+  }
+  for (const s of sections) {
+    if (s.outcome === "committed" && !present.has(s.token)) problems.push(`committed section t=${s.token} is missing from the journal`);
+  }
+  // The fence: an acknowledged operation under token t sent after a
+  // greater token had been seen granted means two holders at the resource.
+  const grants = [...grantSeenAt.entries()].sort((a, b) => a[1] - b[1]);
+  // maxBefore[i]: the greatest token among the first i grants seen.
+  const maxBefore = [0];
+  for (const [token] of grants) maxBefore.push(Math.max(maxBefore[maxBefore.length - 1]!, token));
+  for (const op of acked) {
+    let lo = 0;
+    let hi = grants.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (grants[mid]![1] < op.sentAt) lo = mid + 1;
+      else hi = mid;
+    }
+    const greatest = maxBefore[lo]!;
+    if (greatest > op.token) {
+      problems.push(`${op.op} under token ${op.token} was acknowledged although token ${greatest} had been granted before it was sent`);
+    }
+  }
+  return problems;
 }
