@@ -175,17 +175,6 @@ const MAX_LATE_GRANT_ROUNDS = 3;
 /** Shortest interval between polls of a queued acquire. */
 const MIN_POLL_MS = 20;
 
-/**
- * A grant the client declared lost by its own clock and is ending on the
- * server with `abandon` (internal). `done` settles (never rejects) once the
- * server has answered or the attempt was given up; `ended` says which.
- */
-interface GivenUpGrant {
-  session: Session;
-  token: number;
-  done: Promise<boolean>;
-}
-
 /** A grant that had already ended when the client learned of it (internal). */
 class LateGrant extends Error {
   constructor(readonly error: DlmError) {
@@ -209,8 +198,12 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
   private current: Session | undefined;
   private generation = 0;
   private readonly records = new Map<Lease, LeaseRecord>();
-  /** Per lock: the grant being ended on the server after a local loss (see giveUp). */
-  private readonly givenUp = new Map<string, GivenUpGrant>();
+  /**
+   * Per lock: the abandon of a grant this client declared lost by its own
+   * clock (see giveUp). Resolves, never rejects, once the server answered
+   * (true: the grant is over) or the attempt was given up (false).
+   */
+  private readonly givenUp = new Map<string, Promise<boolean>>();
   /** Per lock: the latest lease lost and not yet followed by a new grant, so later calls say why. */
   private readonly lastLost = new Map<string, Lease>();
 
@@ -1127,13 +1120,12 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
    */
   private giveUp(session: Session, lease: Lease): void {
     if (this.closed || session.expired) return;
-    const entry: GivenUpGrant = { session, token: lease.token, done: Promise.resolve(false) };
-    entry.done = this.abandonOnServer(session, lease.lock, lease.token).then((ended) => {
-      if (ended && this.givenUp.get(lease.lock) === entry) this.givenUp.delete(lease.lock);
+    const done: Promise<boolean> = this.abandonOnServer(session, lease.lock, lease.token).then((ended) => {
+      if (ended && this.givenUp.get(lease.lock) === done) this.givenUp.delete(lease.lock);
       return ended;
     });
     this.givenUp.delete(lease.lock);
-    this.givenUp.set(lease.lock, entry);
+    this.givenUp.set(lease.lock, done);
     if (this.givenUp.size > MAX_KNOWN_TOKENS) this.givenUp.delete(this.givenUp.keys().next().value!);
   }
 
@@ -1152,10 +1144,10 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
 
   /** Waits (within the caller's signal) for a lost grant on `lock` to be ended on the server. */
   private async settleGivenUp(lock: string, signal: AbortSignal | undefined): Promise<void> {
-    const entry = this.givenUp.get(lock);
-    if (!entry) return;
+    const done = this.givenUp.get(lock);
+    if (!done) return;
     try {
-      await raceSignal(entry.done, signal);
+      await raceSignal(done, signal);
     } catch {
       if (signal?.aborted) throw this.cancelledBy(signal, lock);
     }
