@@ -45,8 +45,10 @@
  *   `abandon` (nothing commits) in the background, and an acquire of the
  *   same lock waits for that first; if it is still refused ALREADY_HELD by
  *   that grant, the abandon is sent again and the acquire retried. An
- *   append whose reply arrives after its lease was declared lost rejects
- *   with the loss reason. Later calls on a lost lease (or, for append and
+ *   append in flight when its lease is declared lost sends no further
+ *   attempt, and rejects (with the server's refusal if the attempt in
+ *   flight brings one, else with the loss reason, also if the server's
+ *   answer was ok). Later calls on a lost lease (or, for append and
  *   release without a lease, on the last lost lease of the lock) reject
  *   with LOCK_EXPIRED (SESSION_EXPIRED / CLOSED when that ended it).
  * - `close()` does not release (commit) held leases: goodbye ends them
