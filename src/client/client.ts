@@ -40,6 +40,17 @@
  *   that session is lost, its waiting acquires reject with
  *   SessionExpiredError, "sessionExpired" is emitted and a fresh session
  *   (new nanoid, seq from 1) is started at once for later operations.
+ * - A lease lost by the local deadline (no renew confirmed within leaseMs)
+ *   may still be counted by the server: the client ends it there with
+ *   `abandon` (nothing commits) in the background, and an acquire of the
+ *   same lock waits for that first; if it is still refused ALREADY_HELD by
+ *   that grant, the abandon is sent again and the acquire retried. An
+ *   append in flight when its lease is declared lost sends no further
+ *   attempt, and rejects (with the server's refusal if the attempt in
+ *   flight brings one, else with the loss reason, also if the server's
+ *   answer was ok). Later calls on a lost lease (or, for append and
+ *   release without a lease, on the last lost lease of the lock) reject
+ *   with LOCK_EXPIRED (SESSION_EXPIRED / CLOSED when that ended it).
  * - `close()` does not release (commit) held leases: goodbye ends them
  *   without committing, and they are reported lost with ClosedError. Release
  *   first if you want your appends.
@@ -65,6 +76,7 @@ import {
 } from "../protocol/messages";
 import { names, type Names } from "../protocol/subjects";
 import {
+  AlreadyHeldError,
   BadRequestError,
   CancelledError,
   ClosedError,
@@ -136,6 +148,11 @@ interface CallOptions {
   signal?: AbortSignal;
   policy?: Partial<RetryPolicy>;
   onSend?: (sentAt: number) => void;
+  /**
+   * Once aborted, no further attempt is sent (the one in flight may still
+   * be answered); the call rejects with its reason instead of retrying.
+   */
+  noRetryAfter?: AbortSignal;
 }
 
 interface LeaseRecord {
@@ -189,6 +206,14 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
   private current: Session | undefined;
   private generation = 0;
   private readonly records = new Map<Lease, LeaseRecord>();
+  /**
+   * Per lock: the abandon of a grant this client declared lost by its own
+   * clock (see giveUp). Resolves, never rejects, once the server answered
+   * (true: the grant is over) or the attempt was given up (false).
+   */
+  private readonly givenUp = new Map<string, Promise<boolean>>();
+  /** Per lock: the latest lease lost and not yet followed by a new grant, so later calls say why. */
+  private readonly lastLost = new Map<string, Lease>();
 
   /**
    * Lower-level constructor: `connect()` is the usual way in. The client
@@ -273,6 +298,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       }
     }
     for (let round = 1; ; round++) {
+      await this.settleGivenUp(lock, opts.signal);
       try {
         return await this.acquireOnce(lock, opts);
       } catch (e) {
@@ -282,6 +308,9 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
           this.log.warn({ lock, round }, "dlm client: a grant ran out before it was seen; acquiring again");
           continue;
         }
+        // The server still counts a grant this client gave up (its abandon
+        // did not get through yet): end it again, then ask again.
+        if (e instanceof AlreadyHeldError && round < MAX_LATE_GRANT_ROUNDS && this.regiveUp(lock, e)) continue;
         throw e instanceof LateGrant ? e.error : e;
       }
     }
@@ -469,6 +498,8 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       typeof data === "string" ? Buffer.from(data, "utf8") : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     const lease = opts.lease ?? this.leaseFor(DEFAULT_LOCK);
     if (!lease) {
+      const lost = this.lastLost.get(DEFAULT_LOCK);
+      if (lost?.lostReason) throw lost.lostReason;
       throw new NotHolderError(`append needs a held lease on "${DEFAULT_LOCK}" (the lock that guards the files): acquire it first`);
     }
     if (lease.lock !== DEFAULT_LOCK) {
@@ -481,15 +512,24 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     }
     const payload = bytes.toString("base64");
     try {
-      const reply = await this.logged(rec.session, (seq, ack) => ({
-        op: "append",
-        client: rec.session.id,
-        seq,
-        ack,
-        file,
-        data: payload,
-        token: lease.token,
-      }));
+      // Once the lease is declared lost its section can never commit: the
+      // attempt in flight may still bring the server's answer (its refusal
+      // at the token check), but no retry is sent for it.
+      const reply = await this.logged(
+        rec.session,
+        (seq, ack) => ({
+          op: "append",
+          client: rec.session.id,
+          seq,
+          ack,
+          file,
+          data: payload,
+          token: lease.token,
+        }),
+        { noRetryAfter: lease.signal },
+      );
+      // The loss was declared as the reply arrived.
+      if (lease.lost && lease.lostReason) throw lease.lostReason;
       return { staged: reply.staged ?? { appends: 0, bytes: 0 } };
     } catch (e) {
       this.loseIfEnded(rec, e);
@@ -955,6 +995,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       abandoning: undefined,
     };
     this.records.set(lease, rec);
+    this.lastLost.delete(lease.lock);
     this.log.debug({ lock: lease.lock, token: lease.token, leaseMs: lease.leaseMs }, "dlm client: granted");
     this.scheduleRenew(rec);
     this.scheduleDeadline(rec);
@@ -973,7 +1014,11 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     }
     const lock = leaseOrLock ?? DEFAULT_LOCK;
     const lease = this.leaseFor(lock);
-    if (!lease) throw new NotHolderError(`cannot ${what}: this client holds no lease on ${lock}`);
+    if (!lease) {
+      const lost = this.lastLost.get(lock);
+      if (lost?.lostReason) throw lost.lostReason;
+      throw new NotHolderError(`cannot ${what}: this client holds no lease on ${lock}`);
+    }
     return this.records.get(lease)!;
   }
 
@@ -1057,6 +1102,9 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
           `the lease on ${lease.lock} (token ${lease.token}) ran out: no renew was confirmed within ${lease.leaseMs}ms (measured locally)`,
         ),
       );
+      // The server may still count the grant (its clock is on the late
+      // side of ours, or it never heard the renewals): end it there too.
+      this.giveUp(rec.session, lease);
     }, Math.max(0, due));
     rec.deadlineTimer.unref?.();
   }
@@ -1140,13 +1188,76 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     this.records.delete(rec.lease);
   }
 
-  private loseLease(rec: LeaseRecord, error: DlmError): void {
+  private loseLease(rec: LeaseRecord, cause: DlmError): void {
     this.dropRecord(rec);
     const lease = rec.lease;
+    // To the holder, a grant that ended under it has expired: NOT_HOLDER
+    // from the server says the same thing less helpfully.
+    const error =
+      cause.codeName === "NOT_HOLDER"
+        ? new LockExpiredError(`the grant on ${lease.lock} (token ${lease.token}) has ended: ${cause.message}`, { cause })
+        : cause;
     const onListenerError = (e: unknown): void => this.log.error({ err: describe(e) }, "dlm client: a lease 'lost' listener threw");
     if (!lease._markLost(error, onListenerError)) return;
+    this.lastLost.delete(lease.lock);
+    this.lastLost.set(lease.lock, lease);
+    if (this.lastLost.size > MAX_KNOWN_TOKENS) this.lastLost.delete(this.lastLost.keys().next().value!);
     this.log.warn({ lock: lease.lock, token: lease.token, error: error.codeName }, "dlm client: lease lost");
     this.safeEmit("leaseLost", lease, error);
+  }
+
+  /**
+   * End on the server a grant this client has declared lost by its own
+   * clock, without committing (`abandon`), in the background. Until that is
+   * answered, an acquire of the same lock waits for it (settleGivenUp), so
+   * it is not refused ALREADY_HELD by the grant it gave up.
+   */
+  private giveUp(session: Session, lease: Lease): void {
+    if (this.closed || session.expired) return;
+    const done: Promise<boolean> = this.abandonOnServer(session, lease.lock, lease.token).then((ended) => {
+      if (ended && this.givenUp.get(lease.lock) === done) this.givenUp.delete(lease.lock);
+      return ended;
+    });
+    this.givenUp.delete(lease.lock);
+    this.givenUp.set(lease.lock, done);
+    if (this.givenUp.size > MAX_KNOWN_TOKENS) this.givenUp.delete(this.givenUp.keys().next().value!);
+  }
+
+  /** True when the grant is over on the server (abandoned now, or ended before). */
+  private async abandonOnServer(session: Session, lock: string, token: number): Promise<boolean> {
+    try {
+      const reply = await this.logged(session, (seq, ack) => ({ op: "abandon", client: session.id, seq, ack, lock, token }));
+      this.log.info({ lock, token, discarded: reply.discarded }, "dlm client: a lease lost locally was ended on the server");
+      return true;
+    } catch (e) {
+      if (isDlmError(e) && LEASE_ENDING.has(e.codeName)) return true;
+      this.log.warn({ lock, token, err: describe(e) }, "dlm client: could not end a lost lease on the server; the next acquire of the lock tries again");
+      return false;
+    }
+  }
+
+  /** Waits (within the caller's signal) for a lost grant on `lock` to be ended on the server. */
+  private async settleGivenUp(lock: string, signal: AbortSignal | undefined): Promise<void> {
+    const done = this.givenUp.get(lock);
+    if (!done) return;
+    try {
+      await raceSignal(done, signal);
+    } catch {
+      if (signal?.aborted) throw this.cancelledBy(signal, lock);
+    }
+  }
+
+  /**
+   * An acquire was refused ALREADY_HELD by a grant this client declared lost
+   * (its abandon has not got through): abandon it again. False when the
+   * refusal is about something else (a lease the caller still holds).
+   */
+  private regiveUp(lock: string, e: AlreadyHeldError): boolean {
+    const lost = this.lastLost.get(lock);
+    const session = this.current;
+    if (!lost || !session || e.lease?.token !== lost.token || lost.clientId !== session.id) return false;
+    this.giveUp(session, lost);
+    return true;
   }
 
   private safeEmit(event: string, ...args: unknown[]): void {
@@ -1228,6 +1339,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     return retry<Answer>(
       policy,
       async (attempt) => {
+        if (attempt > 1 && opts.noRetryAfter?.aborted) throw opts.noRetryAfter.reason;
         const req = build();
         op = req.op;
         seq = "seq" in req ? req.seq : undefined;

@@ -15,8 +15,13 @@
  * on the safe side), or when the client is closed while holding it. Then
  * `signal` aborts (its reason is the error), `lost` becomes true, `lostReason`
  * holds the error, and "lost" is emitted once. A lost lease is never used
- * again: `release()` and appends under it reject with `lostReason` without
- * asking the server, so staged appends of a lost lease are never committed.
+ * again: `release()` and appends under it reject with `lostReason`
+ * (LockExpiredError unless the session expired or the client closed)
+ * without asking the server, so staged appends of a lost lease are never
+ * committed, and an append still in flight when the loss is declared
+ * rejects too. A lease lost by the local clock is also ended on the server
+ * (`abandon`), so the lock moves on and this client can acquire it again.
+ * (The server's NOT_HOLDER for a lease's token is reported as LOCK_EXPIRED.)
  *
  * `signal` does not abort on a normal `release()`.
  *

@@ -28,6 +28,14 @@ export interface NatsServerOptions {
   clusterName?: string;
   /** Route URLs of the peers, e.g. "nats-route://127.0.0.1:6222". */
   routes?: string[];
+  /**
+   * The route address this server gossips to its peers (`cluster.advertise`).
+   * Peers connect to a gossiped address only once, without retries (NATS's
+   * default `connect_retries: 0` for discovered routes).
+   */
+  clusterAdvertise?: string;
+  /** `cluster.no_advertise`: clients are not told the other servers' client URLs. */
+  noAdvertise?: boolean;
   /** server_name (default "nats-<port>"); must be unique within a cluster. */
   serverName?: string;
   /** `sync_interval: always` in the jetstream block (default true): fsync every write. */
@@ -196,7 +204,7 @@ export interface NatsConfigSpec {
   storeDir: string;
   syncAlways: boolean;
   pingMax?: number;
-  cluster?: { name: string; host: string; port: number; routes: string[] };
+  cluster?: { name: string; host: string; port: number; routes: string[]; advertise?: string; noAdvertise?: boolean };
   authorization?: NatsAuthorizationConfig;
   tls?: NatsTlsConfig;
   extraConfig?: string;
@@ -231,7 +239,10 @@ export function renderNatsConfig(spec: NatsConfigSpec): string {
   if (spec.extraConfig) lines.push(spec.extraConfig.trimEnd());
   if (spec.cluster) {
     const c = spec.cluster;
-    lines.push("cluster {", `  name: ${q(c.name)}`, `  listen: ${q(`${c.host}:${c.port}`)}`, "  routes: [");
+    lines.push("cluster {", `  name: ${q(c.name)}`, `  listen: ${q(`${c.host}:${c.port}`)}`);
+    if (c.advertise !== undefined) lines.push(`  advertise: ${q(c.advertise)}`);
+    if (c.noAdvertise) lines.push("  no_advertise: true");
+    lines.push("  routes: [");
     for (const r of c.routes) lines.push(`    ${q(r)}`);
     lines.push("  ]", "}");
   }
@@ -384,6 +395,8 @@ class NatsServerProcessImpl implements NatsServerProcess {
             host: HOST,
             port: this.clusterPort!,
             routes: this.opts.routes ?? [],
+            advertise: this.opts.clusterAdvertise,
+            noAdvertise: this.opts.noAdvertise,
           }
         : undefined,
     });
@@ -631,7 +644,23 @@ export interface NatsClusterOptions {
   authorization?: NatsAuthorizationConfig;
   /** Client TLS, the same on every server. */
   tls?: NatsTlsConfig;
+  /** `cluster.no_advertise` on every server: clients only use the URLs they were given. */
+  noAdvertise?: boolean;
+  /**
+   * Where server `from` dials server `to` (default: `to`'s route URL as
+   * given). A test puts each route through a TCP proxy it can cut. With it,
+   * every server gossips an address nobody listens on, so no server learns
+   * a peer's real route port and every route stays where this put it.
+   */
+  routeUrl?: (from: number, to: number, url: string) => string | Promise<string>;
 }
+
+/**
+ * Gossiped instead of a server's own route address when routes are
+ * redirected: port 1 on loopback refuses at once, and a gossiped route is
+ * tried only once.
+ */
+const UNREACHABLE_ROUTE = `${HOST}:1`;
 
 export interface NatsClusterProcesses {
   servers: NatsServerProcess[];
@@ -662,6 +691,14 @@ export async function startNatsCluster(opts: NatsClusterOptions): Promise<NatsCl
   // A one-server "cluster" is a plain server: nats-server refuses clustered
   // JetStream without routes.
   const single = opts.size === 1;
+  const routes: string[][] = [];
+  for (let i = 0; i < opts.size; i++) {
+    const mine: string[] = [];
+    for (let j = 0; j < opts.size; j++) {
+      if (j !== i) mine.push(opts.routeUrl ? await opts.routeUrl(i, j, routeOf(clusterPorts[j]!)) : routeOf(clusterPorts[j]!));
+    }
+    routes.push(mine);
+  }
 
   const results = await Promise.allSettled(
     names.map((name, i) =>
@@ -672,7 +709,9 @@ export async function startNatsCluster(opts: NatsClusterOptions): Promise<NatsCl
         port: opts.ports?.[i],
         clusterName: single ? undefined : (opts.clusterName ?? "dlm"),
         clusterPort: single ? undefined : clusterPorts[i],
-        routes: single ? undefined : clusterPorts.filter((_, j) => j !== i).map(routeOf),
+        routes: single ? undefined : routes[i],
+        clusterAdvertise: single || !opts.routeUrl ? undefined : UNREACHABLE_ROUTE,
+        noAdvertise: opts.noAdvertise,
         syncAlways: opts.syncAlways,
         binary,
         echo: opts.echo,

@@ -41,7 +41,7 @@ export const ErrorDescriptions: Record<ErrorName, string> = {
   NOT_HOLDER:
     "The fencing token is not the lock's current one (the lock was released or passed on, or was never held under that token). Nothing was changed.",
   LOCK_EXPIRED:
-    "The grant under this token ended because its lease ran out; its staged appends were discarded. Acquire again.",
+    "The grant under this token ended (its lease ran out, or its holder gave it up with abandon, or the client library declared it lost because no renewal was confirmed in time); its staged appends were discarded. Acquire again: the client library has already ended the grant on the server.",
   SESSION_EXPIRED:
     "The client's session is unknown or was expired after going silent; its grants ended and its waits were cancelled. Connect again.",
   ALREADY_HELD:

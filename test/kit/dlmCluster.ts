@@ -19,6 +19,7 @@ import { clusterStatus } from "../../src/cli/statusCommand";
 import { startDlmNode } from "./dlmNode";
 import { startNats, startNatsCluster, type TestNatsServer } from "./nats";
 import { ProxyGroup } from "./proxy";
+import type { RouteLinks } from "./routes";
 import { freePort } from "../../src/local/ports";
 import { makeTempDir, removeTempDir } from "./tmp";
 
@@ -33,6 +34,14 @@ export interface DlmClusterOptions {
   natsPingMax?: number;
   /** Each node reaches NATS through TCP proxies of its own (see `links`), so one node can be cut off. */
   proxied?: boolean;
+  /** Node i connects to nats-server i (mod the count) only, so a test knows which server each node is on. */
+  pinNodes?: boolean;
+  /**
+   * Three nats-servers only: every route between them goes through a TCP
+   * proxy (see `routes`), so a server can be put in the minority while its
+   * clients stay connected to it.
+   */
+  routeProxies?: boolean;
   /** Each node serves /metrics, /healthz and /readyz on a free port (see `metricsUrls`). */
   metrics?: { readyMaxLag?: number };
   /** nats-server client authentication and permissions (see test/kit/nats.ts). */
@@ -59,12 +68,22 @@ export interface DlmTestCluster {
   readonly dataDirs: string[];
   /** With `proxied`: node i's links to NATS, to cut() and heal(); empty otherwise. */
   readonly links: ProxyGroup[];
+  /** With `routeProxies`: the links between the nats-servers. */
+  readonly routes: RouteLinks | undefined;
+  /** nats-server i's index for node i (with `pinNodes`), else undefined. */
+  serverOf(nodeIndex: number): number | undefined;
   /** With `metrics`: node i's http://127.0.0.1:port; empty otherwise. */
   readonly metricsUrls: string[];
   /** A raw NATS connection for tests that speak the wire protocol. */
   readonly nc: NatsConnection;
   /** A client library instance, closed by close(). */
   client(opts?: ClientOptions): Promise<DlmClient>;
+  /**
+   * A client whose NATS connection goes through proxies of its own (to the
+   * servers at `servers`, default all), to cut or block; it ignores the
+   * cluster's gossip so it stays behind them. Closed by close().
+   */
+  proxiedClient(opts?: ClientOptions, servers?: number[]): Promise<{ client: DlmClient; link: ProxyGroup }>;
   /** The node id that answers status as leader, waiting up to timeoutMs for one. */
   waitForLeader(timeoutMs?: number, notId?: string): Promise<{ id: string; epoch: number; node: ManagedProcess }>;
   nodeInfos(): Promise<NodeInfo[]>;
@@ -88,7 +107,11 @@ export async function startDlmCluster(opts: DlmClusterOptions): Promise<DlmTestC
   const natsCount = opts.nats ?? 1;
   const security = { authorization: opts.natsAuthorization, tls: opts.natsTls };
   const single = natsCount === 1 ? await startNats({ pingMax: opts.natsPingMax, extraConfig: opts.natsExtraConfig, ...security }) : undefined;
-  const cluster = natsCount === 3 ? await startNatsCluster(3, security) : undefined;
+  // Behind proxies, nobody may learn the servers' real addresses from the
+  // servers themselves, or a proxied link would quietly go around its proxy.
+  const noAdvertise = opts.proxied || opts.routeProxies ? true : undefined;
+  if (opts.routeProxies && natsCount !== 3) throw new Error("routeProxies needs three nats-servers");
+  const cluster = natsCount === 3 ? await startNatsCluster(3, { ...security, routeProxies: opts.routeProxies, noAdvertise }) : undefined;
   const urls = single ? single.urls : cluster!.urls;
   const natsServers = single ? [single] : cluster!.servers;
   const root = makeTempDir("dlm-cluster-");
@@ -99,7 +122,8 @@ export async function startDlmCluster(opts: DlmClusterOptions): Promise<DlmTestC
   for (let i = 1; i <= opts.nodes; i++) {
     const dataDir = path.join(root, `n${i}`);
     dataDirs.push(dataDir);
-    if (opts.proxied) links.push(await ProxyGroup.forUrls(urls));
+    const nodeUrls = opts.pinNodes ? [urls[(i - 1) % urls.length]!] : urls;
+    if (opts.proxied) links.push(await ProxyGroup.forUrls(nodeUrls));
     const metricsArgs: string[] = [];
     if (opts.metrics) {
       const port = await freePort();
@@ -109,7 +133,7 @@ export async function startDlmCluster(opts: DlmClusterOptions): Promise<DlmTestC
     }
     nodes.push(
       startDlmNode({
-        natsUrls: opts.proxied ? links[i - 1].urls : urls,
+        natsUrls: opts.proxied ? links[i - 1].urls : nodeUrls,
         dataDir,
         nodeId: `n${i}`,
         natsArgs: opts.nodeNatsArgs,
@@ -132,6 +156,7 @@ export async function startDlmCluster(opts: DlmClusterOptions): Promise<DlmTestC
   }
   const nc = await natsConnect({ ...opts.natsOptions, servers: urls, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
   const clients: DlmClient[] = [];
+  const clientLinks: ProxyGroup[] = [];
   const subjects = names();
 
   const rawRequest = async (body: string | Uint8Array | object, timeoutMs = 5000): Promise<Reply> => {
@@ -146,12 +171,29 @@ export async function startDlmCluster(opts: DlmClusterOptions): Promise<DlmTestC
     nodes,
     dataDirs,
     links,
+    routes: cluster?.routes,
+    serverOf(nodeIndex: number) {
+      return opts.pinNodes ? nodeIndex % urls.length : undefined;
+    },
     metricsUrls,
     nc,
     async client(clientOpts: ClientOptions = {}) {
       const client = await connect({ ...opts.natsOptions, servers: urls, unavailableTimeoutMs: 60_000, ...clientOpts });
       clients.push(client);
       return client;
+    },
+    async proxiedClient(clientOpts: ClientOptions = {}, servers?: number[]) {
+      const link = await ProxyGroup.forUrls(servers ? servers.map((s) => urls[s]!) : urls);
+      clientLinks.push(link);
+      const client = await connect({
+        ...opts.natsOptions,
+        unavailableTimeoutMs: 60_000,
+        ignoreClusterUpdates: true,
+        ...clientOpts,
+        servers: link.urls,
+      });
+      clients.push(client);
+      return { client, link };
     },
     async waitForLeader(timeoutMs = 30_000, notId?: string) {
       const deadline = Date.now() + timeoutMs;
@@ -214,7 +256,7 @@ export async function startDlmCluster(opts: DlmClusterOptions): Promise<DlmTestC
       await Promise.all(clients.map((c) => c.close().catch(() => undefined)));
       await Promise.all(nodes.map((n) => (n.running ? n.kill("SIGKILL") : Promise.resolve())));
       await nc.close().catch(() => undefined);
-      await Promise.all(links.map((l) => l.close()));
+      await Promise.all([...links, ...clientLinks].map((l) => l.close()));
       await single?.close();
       await cluster?.close();
       await removeTempDir(root);

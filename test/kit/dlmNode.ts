@@ -1,8 +1,12 @@
 import * as path from "path";
 import { ManagedProcess, spawnManaged } from "../../src/local/processes";
 
-/** The repository root (this file is test/kit/dlmNode.ts, run from source by ts-jest). */
-export const repoRoot = path.resolve(__dirname, "../..");
+/**
+ * The repository root: this file is test/kit/dlmNode.ts, run from source by
+ * ts-jest, or dist/test/kit/dlmNode.js when a bench program (the soak) uses
+ * the kit compiled.
+ */
+export const repoRoot = path.basename(path.resolve(__dirname, "../..")) === "dist" ? path.resolve(__dirname, "../../..") : path.resolve(__dirname, "../..");
 
 /** The compiled CLI entry point the node processes run. */
 export const cliMain = path.join(repoRoot, "dist", "src", "cli", "main.js");

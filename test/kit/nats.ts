@@ -12,6 +12,7 @@ import {
   waitForTcp,
 } from "../../src/local/natsServer";
 import { freePort } from "../../src/local/ports";
+import { RouteLinks } from "./routes";
 import { makeTempDir, removeTempDir } from "./tmp";
 
 /**
@@ -58,6 +59,8 @@ export interface TestNatsCluster {
   readonly backend: NatsBackend;
   readonly servers: TestNatsServer[];
   readonly urls: string[];
+  /** With `routeProxies`: the proxied routes between the servers, to cut and heal. */
+  readonly routes: RouteLinks | undefined;
   /** Every running server reports JetStream ready. */
   waitJetStreamReady(timeoutMs?: number): Promise<void>;
   /** Stops every server and removes all storage. Idempotent. */
@@ -83,11 +86,19 @@ export interface StartNatsOptions {
   tls?: NatsTlsConfig;
   /** Configuration appended verbatim (operator mode from ./jwt.ts). Binary backend only. */
   extraConfig?: string;
+  /** Cluster: every route between servers goes through a TCP proxy (`routes`). Binary backend only. */
+  routeProxies?: boolean;
+  /**
+   * Cluster: `no_advertise`, so clients never learn the servers' real
+   * addresses and a client given proxy URLs stays behind its proxies.
+   * Binary backend only.
+   */
+  noAdvertise?: boolean;
 }
 
 /** Security settings need files and config the Docker path does not provide. */
 function backendFor(opts: StartNatsOptions): Promise<NatsBackend> {
-  if (opts.authorization || opts.tls || opts.extraConfig) return Promise.resolve("binary");
+  if (opts.authorization || opts.tls || opts.extraConfig || opts.routeProxies || opts.noAdvertise) return Promise.resolve("binary");
   return opts.backend ? Promise.resolve(opts.backend) : natsBackend();
 }
 
@@ -223,6 +234,7 @@ async function startBinaryNats(opts: StartNatsOptions): Promise<TestNats> {
 
 async function startBinaryNatsCluster(size: number, opts: StartNatsOptions): Promise<TestNatsCluster> {
   const dir = makeTempDir("dlm-natsc-");
+  const routes = opts.routeProxies ? new RouteLinks() : undefined;
   let cluster: Awaited<ReturnType<typeof startBinaryCluster>>;
   try {
     cluster = await startBinaryCluster({
@@ -232,20 +244,25 @@ async function startBinaryNatsCluster(size: number, opts: StartNatsOptions): Pro
       echo: opts.echo ?? echoDefault(),
       authorization: opts.authorization,
       tls: opts.tls,
+      noAdvertise: opts.noAdvertise,
+      routeUrl: routes ? (from, to, url) => routes.route(from, to, url) : undefined,
     });
   } catch (e) {
+    await routes?.close();
     await removeTempDir(dir);
     throw e;
   }
   const close = once(async () => {
     for (const s of cluster.servers) if (s.paused) s.resume();
     await cluster.stop();
+    await routes?.close();
     await removeTempDir(dir);
   });
   return {
     backend: "binary",
     servers: cluster.servers.map(wrapProcess),
     urls: cluster.urls,
+    routes,
     waitJetStreamReady: (timeoutMs?: number) => cluster.waitJetStreamReady(timeoutMs),
     close,
   };
@@ -392,7 +409,7 @@ async function startDockerNatsCluster(size: number, opts: StartNatsOptions): Pro
     await cleanup();
     throw e;
   }
-  return { backend: "docker", servers, urls: servers.map((s) => s.url), waitJetStreamReady, close: once(cleanup) };
+  return { backend: "docker", servers, urls: servers.map((s) => s.url), routes: undefined, waitJetStreamReady, close: once(cleanup) };
 }
 
 // ---------------------------------------------------------------------------

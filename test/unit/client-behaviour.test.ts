@@ -207,7 +207,8 @@ class FakeServer implements Transport {
       case "acquire": {
         const name = req.lock as string;
         const l = this.lock(name);
-        if (l.holder?.client === s.id || l.queue.some((w) => w.client === s.id)) return fail("ALREADY_HELD");
+        if (l.holder?.client === s.id) return fail("ALREADY_HELD", "ALREADY_HELD", { lease: this.info(name, l.holder) });
+        if (l.queue.some((w) => w.client === s.id)) return fail("ALREADY_HELD");
         const leaseMs = (req.leaseMs as number | undefined) ?? this.defaultLeaseMs;
         if (!l.holder) return ok("Granted", { status: "granted", lease: this.info(name, this.grant(name, s.id, leaseMs)) });
         if (req.waitMs === 0) return fail("WAIT_TIMEOUT");
@@ -231,6 +232,7 @@ class FakeServer implements Transport {
         const h = this.holderCheck(s, req.lock, req.token);
         if ("ok" in h) return h;
         const bytes = h.staged.reduce((n, { data }) => n + data.length, 0);
+        this.ended.add(h.token);
         this.lock(req.lock).holder = null;
         this.grantNext(req.lock);
         return ok("Abandoned", { discarded: { appends: h.staged.length, bytes } });
@@ -544,6 +546,70 @@ describe("DlmClient against a fake leader", () => {
     expect(elapsed).toBeGreaterThanOrEqual(145);
     expect(elapsed).toBeLessThan(400);
     expect(server.ops("renew").length).toBeGreaterThan(0);
+  });
+
+  test("a lease lost by the local deadline is abandoned on the server; later calls say LOCK_EXPIRED; the next acquire is granted", async () => {
+    const server = new FakeServer();
+    const faults = new FaultInjector({ rules: [{ op: "renew", action: { kind: "dropReply" } }] });
+    const c = await mk(server, { faults, requestTimeoutMs: 30 });
+    const lease = await c.acquire("global", { leaseMs: 150 });
+    await c.append("file_5", "never committed");
+    await new Promise<DlmError>((resolve) => lease.on("lost", resolve));
+    // The server renewed the grant (only the replies were lost): the client ends it.
+    await waitFor(() => server.lock("global").holder === null);
+    const abandons = server.ops("abandon", c.clientId);
+    expect(abandons).toHaveLength(1);
+    expect(abandons[0]).toMatchObject({ lock: "global", token: lease.token });
+    await expect(c.append("file_5", "x")).rejects.toBeInstanceOf(LockExpiredError);
+    await expect(c.release()).rejects.toBeInstanceOf(LockExpiredError);
+    await expect(lease.release()).rejects.toBeInstanceOf(LockExpiredError);
+    faults.clear();
+    const next = await c.acquire("global", { leaseMs: 10_000 });
+    expect(next.token).toBeGreaterThan(lease.token);
+    expect(await next.release()).toEqual({ appends: 0, bytes: 0 });
+    expect(server.files.get("file_5")).toBeUndefined();
+    expect(server.ops("release")).toHaveLength(1);
+  });
+
+  test("an append in flight when the lease is declared lost fails with LOCK_EXPIRED and never commits", async () => {
+    const server = new FakeServer();
+    const faults = new FaultInjector({
+      rules: [
+        { op: "renew", action: { kind: "dropReply" } },
+        { op: "append", action: { kind: "dropReply" } },
+      ],
+    });
+    // Without an answer the append would retry for 3 x 400 ms and end in
+    // TimeoutError; the loss at 150 ms ends it at once.
+    const c = await mk(server, { faults, requestTimeoutMs: 400 });
+    const lease = await c.acquire("global", { leaseMs: 150 });
+    const append = c.append("file_6", "in flight");
+    await expect(append).rejects.toBeInstanceOf(LockExpiredError);
+    expect(lease.lost).toBe(true);
+    expect(server.ops("append")).toHaveLength(1); // the server did stage it...
+    await waitFor(() => server.lock("global").holder === null);
+    expect(server.ops("abandon")).toHaveLength(1); // ...and then dropped it
+    expect(server.files.get("file_6")).toBeUndefined();
+  });
+
+  test("an abandon that did not get through is sent again when the next acquire is refused ALREADY_HELD by that grant", async () => {
+    const server = new FakeServer();
+    const faults = new FaultInjector({
+      rules: [
+        { op: "renew", action: { kind: "dropReply" } },
+        { op: "abandon", action: { kind: "dropRequest" }, times: 3 },
+      ],
+    });
+    const c = await mk(server, { faults, requestTimeoutMs: 30 });
+    const lease = await c.acquire("g2", { leaseMs: 150 });
+    await new Promise<DlmError>((resolve) => lease.on("lost", resolve));
+    expect(server.lock("g2").holder?.token).toBe(lease.token); // the server still counts it
+    const next = await c.acquire("g2", { leaseMs: 10_000 });
+    expect(next.token).toBeGreaterThan(lease.token);
+    const acquires = server.ops("acquire", c.clientId).map((r) => r.seq);
+    expect(new Set(acquires).size).toBe(3); // the first grant, one refused ALREADY_HELD, the one granted
+    expect(server.ops("abandon")).toHaveLength(1); // the three dropped attempts never reached it
+    await next.release();
   });
 
   test("background renewals keep a lease alive past leaseMs", async () => {

@@ -76,3 +76,35 @@ test("forwards both ways; cut() drops and refuses, stall() holds, heal() forward
   await until(() => second.received() === "again held");
   second.socket.destroy();
 });
+
+test("block() holds one direction while the other flows; delay() adds latency in order; heal() clears both", async () => {
+  const c = await connect();
+  // Echo: what goes up comes back down. Held on the way back: the echo
+  // server gets the bytes (toTarget flows) but the client sees nothing.
+  proxy.block("toClient");
+  expect(proxy.blocked).toEqual(["toClient"]);
+  c.socket.write("up");
+  await new Promise((r) => setTimeout(r, 200));
+  expect(c.received()).toBe("");
+  proxy.heal();
+  await until(() => c.received() === "up");
+
+  // Held on the way up: nothing reaches the echo server, so nothing returns.
+  proxy.block("toTarget");
+  c.socket.write("-held");
+  await new Promise((r) => setTimeout(r, 200));
+  expect(c.received()).toBe("up");
+  proxy.heal();
+  await until(() => c.received() === "up-held");
+
+  // 150 ms each way: the echo takes at least 300 ms, and bytes keep their order.
+  proxy.delay(150);
+  const sent = Date.now();
+  c.socket.write("-a");
+  c.socket.write("-b");
+  await until(() => c.received() === "up-held-a-b", 3000);
+  expect(Date.now() - sent).toBeGreaterThanOrEqual(290);
+  proxy.heal();
+  expect(proxy.delayMs).toEqual({ toTarget: 0, toClient: 0 });
+  c.socket.destroy();
+});
