@@ -23,11 +23,11 @@ import type { Logger } from "../log/logger";
 import { isWrongLastSequence, type LogStream } from "../log/logStream";
 import { fileIndex } from "../protocol/files";
 import { MAX_REQUEST_BYTES, type Limits } from "../protocol/limits";
-import type { LoggedRequest, Notification, Reply } from "../protocol/messages";
+import type { LoggedRequest, Notification, Reply, WireAppend } from "../protocol/messages";
 import type { Names } from "../protocol/subjects";
 import { parseRequest } from "../protocol/validate";
 import { classify, dueCommands, errorReply, okReply, statusView } from "../state";
-import type { Command, Effect, LogEntry, State } from "../state";
+import type { Command, Effect, LogEntry, SectionAppend, State } from "../state";
 import { assert } from "../util/assert";
 import { encodeEntry } from "./entries";
 import type { NodeMetrics, RequestOp } from "../metrics/nodeMetrics";
@@ -391,7 +391,27 @@ function toCommand(request: LoggedRequest, limits: Limits): Command {
         waitMs: request.waitMs ?? null,
       };
     case "release":
-      return { type: "release", client, seq, ack, lock: request.lock, token: request.token };
+      return {
+        type: "release",
+        client,
+        seq,
+        ack,
+        lock: request.lock,
+        token: request.token,
+        ...(request.staged !== undefined ? { staged: request.staged } : {}),
+        ...(request.appends ? { appends: request.appends.map(toSectionAppend) } : {}),
+      };
+    case "commit":
+      return {
+        type: "commit",
+        client,
+        seq,
+        ack,
+        lock: request.lock,
+        leaseMs: request.leaseMs ?? limits.defaultLeaseMs,
+        waitMs: request.waitMs ?? null,
+        appends: request.appends.map(toSectionAppend),
+      };
     case "append": {
       const file = fileIndex(request.file);
       assert(file !== undefined, "validated file name has no index");
@@ -402,4 +422,10 @@ function toCommand(request: LoggedRequest, limits: Limits): Command {
     case "cancel":
       return { type: "cancel", client, seq, ack, target: request.target };
   }
+}
+
+function toSectionAppend(append: WireAppend): SectionAppend {
+  const file = fileIndex(append.file);
+  assert(file !== undefined, "validated file name has no index");
+  return { file, data: append.data };
 }

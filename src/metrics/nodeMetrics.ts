@@ -27,7 +27,7 @@ export const ROLES = ["starting", "follower", "candidate", "leader", "stopped"] 
  * request that failed validation (its op is unknown or not trusted), or
  * "unparsed" for one refused before parsing (the node stopped leading).
  */
-export const REQUEST_OPS = ["hello", "goodbye", "acquire", "release", "append", "renew", "cancel", "ping", "status", "read", "invalid", "unparsed"] as const;
+export const REQUEST_OPS = ["hello", "goodbye", "acquire", "release", "append", "renew", "cancel", "commit", "ping", "status", "read", "invalid", "unparsed"] as const;
 export type RequestOp = (typeof REQUEST_OPS)[number];
 
 /** The `outcome` label: "ok", "queued" (an acquire now waiting in the queue) or the error's name. */
