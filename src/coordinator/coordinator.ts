@@ -5,13 +5,15 @@
  * 1. Serves the request subject (queue group, so only a leader answers):
  *    validates each request, answers duplicates from the replicated session
  *    table, and turns new requests into commands.
- * 2. Group commit: commands wait in a queue while one log append is in
- *    flight, then all of them go out in the next entry. Each append carries
- *    the expected last sequence, so an entry lands only if nobody else wrote
- *    since this leader's last one.
- * 3. After JetStream acknowledges an entry, applies it through the node
- *    (state machine and files) and only then carries out the effects:
- *    replies to the waiting request messages, notifications to clients.
+ * 2. Group commit, pipelined: commands wait in a queue and go out in the
+ *    next entry; up to `maxEntriesInFlight` entries are appended at once,
+ *    entry N+k with expected last sequence N+k-1, so an entry lands only
+ *    right after this leader's previous one and nobody else can write in
+ *    between.
+ * 3. After JetStream acknowledges an entry, and after every earlier entry
+ *    was applied, applies it through the node (state machine and files)
+ *    and only then carries out the effects: replies to the waiting request
+ *    messages, notifications to clients.
  * 4. Runs the clocks: lease and wait deadlines from the state, session
  *    liveness from what it heard, each expiry logged as a command.
  *
@@ -60,6 +62,11 @@ export interface CoordinatorOptions {
   tickMs: number;
   /** Attempts for one append whose outcome is unknown (timeout), deduplicated by message id. */
   appendAttempts: number;
+  /**
+   * Log entries appended but not yet acknowledged at once (pipelining). 1
+   * is the old behaviour: the next entry waits for the previous ack.
+   */
+  maxEntriesInFlight: number;
   /** Requests waiting for the next entry; past this, new requests get LIMIT_EXCEEDED (back-pressure). */
   maxQueuedCommands: number;
   /** Largest request parsed, in bytes; larger ones are TOO_LARGE without parsing. */
@@ -73,6 +80,7 @@ export const DEFAULT_COORDINATOR_OPTIONS: CoordinatorOptions = {
   maxBatchCommands: 512,
   tickMs: 50,
   appendAttempts: 3,
+  maxEntriesInFlight: 8,
   maxQueuedCommands: 10_000,
   maxRequestBytes: MAX_REQUEST_BYTES,
   statusMaxLocks: 100,
@@ -98,6 +106,14 @@ export class Coordinator {
   private readonly lastHeard = new Map<string, number>();
   private lastSweepAt = 0;
   private flushing: Promise<void> | undefined;
+  /**
+   * Entries appended to the log and not yet applied, oldest first. Entry i
+   * was appended with expected last sequence appliedSeq() + i, so each can
+   * land only right behind the one before it.
+   */
+  private readonly inFlight: Array<{ entry: LogEntry; commands: Command[]; seq: Promise<number | undefined> }> = [];
+  /** Set once an append failed: this coordinator appends nothing more. */
+  private appendFailed = false;
   private stopped = false;
   /** When each request message arrived and what it asked, for the latency histogram at its reply. */
   private readonly arrivals = new WeakMap<Msg, { op: RequestOp; startedMs: number }>();
@@ -127,8 +143,8 @@ export class Coordinator {
   }
 
   /**
-   * Stops serving: no new requests are taken, the append in flight settles
-   * (its entry is applied and answered if it landed), and everything still
+   * Stops serving: no new requests are taken, the appends in flight settle
+   * (their entries are applied and answered in order while they landed), and everything still
    * queued is refused with NOT_LEADER, so no client is told a success that
    * is not in the log.
    */
@@ -268,22 +284,49 @@ export class Coordinator {
     }
   }
 
-  /** Group commit: one entry in flight; whatever arrives meanwhile rides in the next. */
+  /**
+   * Group commit, pipelined: up to maxEntriesInFlight entries are appended
+   * at once, and whatever arrives while the pipeline is full rides in the
+   * next entry. Acknowledgements are taken strictly in log order: an entry
+   * is applied, and its requests answered, only after every earlier one was.
+   *
+   * If an append fails, this leader stops at that entry: nothing after it is
+   * applied or answered here, even if it landed (an entry behind a refused
+   * one can land after another leader's entries; the state machine treats an
+   * entry from a deposed epoch as void, and one from this epoch is decided
+   * at apply time like any other, so either way the log stays consistent
+   * and its clients learn the outcome by retrying with the same seq).
+   */
   private async flushLoop(): Promise<void> {
     // Let requests that arrived in the same tick of the event loop join.
     await new Promise<void>((resolve) => setImmediate(resolve));
-    while (this.queue.length > 0 && !this.stopped) {
-      const commands = this.queue.splice(0, this.opts.maxBatchCommands);
-      const entry: LogEntry = { v: 1, t: Date.now(), node: this.host.nodeId, epoch: this.host.state().epoch, cmds: commands };
-      const seq = await this.appendEntry(entry);
-      if (seq === undefined) return;
-      const effects = this.host.applyEntry(seq, entry);
-      this.carryOut(effects, commands);
+    // Once stopped, no new entry goes out, but those already out are still
+    // applied and answered in order if they landed (see stop()).
+    while (!this.appendFailed) {
+      while (this.queue.length > 0 && this.inFlight.length < this.opts.maxEntriesInFlight && !this.stopped) {
+        const commands = this.queue.splice(0, this.opts.maxBatchCommands);
+        const entry: LogEntry = { v: 1, t: Date.now(), node: this.host.nodeId, epoch: this.host.state().epoch, cmds: commands };
+        const expected = this.host.appliedSeq() + this.inFlight.length;
+        this.inFlight.push({ entry, commands, seq: this.appendEntry(entry, expected) });
+      }
+      const head = this.inFlight[0];
+      if (!head) return;
+      const seq = await head.seq;
+      if (seq === undefined) break;
+      this.inFlight.shift();
+      const effects = this.host.applyEntry(seq, head.entry);
+      this.carryOut(effects, head.commands);
+      // Let requests that arrived meanwhile join the next entry rather than
+      // each going out alone while the pipeline has room.
+      if (this.queue.length > 0 && this.inFlight.length > 0) await new Promise<void>((resolve) => setImmediate(resolve));
     }
+    // An append failed: wait for the appends still out (they never reject),
+    // so stop() returns only when nothing of this leader is in the air.
+    const rest = this.inFlight.splice(0);
+    await Promise.all(rest.map((f) => f.seq));
   }
 
-  private async appendEntry(entry: LogEntry): Promise<number | undefined> {
-    const expected = this.host.appliedSeq();
+  private async appendEntry(entry: LogEntry, expected: number): Promise<number | undefined> {
     const bytes = encodeEntry(entry);
     // The message id makes a retry after a lost ack idempotent: JetStream
     // answers a duplicate with the original sequence instead of a second entry.
@@ -296,12 +339,15 @@ export class Coordinator {
         this.host.metrics.recordAppend(entry.cmds.length, Date.now() - started);
         return seq;
       } catch (err) {
+        if (this.appendFailed) return undefined;
         if (isWrongLastSequence(err)) {
+          this.appendFailed = true;
           this.host.logger.warn({ expected }, "log tail moved: another leader appended; stepping down");
           this.host.stepDown("another leader appended to the log");
           return undefined;
         }
         if (attempt >= this.opts.appendAttempts || this.stopped) {
+          this.appendFailed = true;
           this.host.logger.error({ err: (err as Error).message, attempt }, "log append failed; stepping down");
           this.host.stepDown(`log append failed: ${(err as Error).message}`);
           return undefined;

@@ -38,8 +38,14 @@ export function apply(state: State, entry: LogEntry): Effect[] {
   if (leaderCommand) {
     assert(entry.cmds.length === 1, "a leader command must be alone in its entry");
   } else {
-    // Only the current leader can append (compare-and-swap on the log tail),
-    // so an entry from another epoch means the log itself is inconsistent.
+    // A leader keeps several entries in flight, each appended behind the one
+    // before it. When one is refused because a new leader wrote first, a
+    // later one can still land behind the new leader's entries. Its leader
+    // never applied or answered it (it stops at the first refusal), so it is
+    // void: it changes nothing, on every node alike.
+    if (entry.epoch < state.epoch) return [];
+    // Only a leader entry can start an epoch, so a later one means the log
+    // itself is inconsistent.
     assert(entry.epoch === state.epoch, () => `entry from epoch ${entry.epoch} while epoch ${state.epoch} leads`);
   }
   state.now = Math.max(state.now, entry.t);
