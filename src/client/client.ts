@@ -9,6 +9,8 @@
  * const lease = await client.acquire();           // lock "global", FIFO
  * await client.append("file_3", "hello\n");       // staged under the lease
  * const { appends, bytes } = await lease.release(); // committed atomically
+ * // Or all in one request, when the data is at hand:
+ * const { token } = await client.commit([{ file: "file_3", data: "hello\n" }]);
  * await client.close();
  * ```
  *
@@ -32,10 +34,23 @@
  *   longer tracked: its seq is acknowledged. If an acquire the client gave up
  *   on is granted later anyway, the grant notification finds no waiter and
  *   the client releases that grant at once (an "orphan").
+ * - `append` stages the bytes in the client and sends nothing: the release
+ *   carries the section and names how many appends were logged before it,
+ *   so a section costs one request and no log entry of its own. A section
+ *   larger than what one request may carry spills its earlier appends as
+ *   logged `append` requests (awaited by the append that overflowed); the
+ *   release then names their count, and the server refuses it with
+ *   SECTION_MISMATCH (nothing committed) if it staged another number.
  * - `append` without a held `global` lease throws NotHolderError locally and
- *   sends nothing; file names outside file_0 … file_99 throw
+ *   sends nothing; under a lease known to be lost it throws the loss
+ *   (LockExpiredError...) at once; file names outside file_0 … file_99 throw
  *   FileNotFoundError locally; appends larger than the server's
- *   maxAppendBytes (from hello) throw TooLargeError locally.
+ *   maxAppendBytes, or growing the section past maxSectionBytes (both from
+ *   hello), throw TooLargeError locally.
+ * - `commit(appends)` is the one-request fenced commit: it waits for the lock
+ *   in FIFO order and, once granted, appends and releases in the same log
+ *   entry. Like acquire it resolves on the grant notification and polls
+ *   with the same seq; its answer carries the token it ran under.
  * - SESSION_EXPIRED from any request (other than goodbye): every lease of
  *   that session is lost, its waiting acquires reject with
  *   SessionExpiredError, "sessionExpired" is emitted and a fresh session
@@ -61,6 +76,7 @@ import {
   type Reply,
   type Request,
   type StatusView,
+  type WireAppend,
 } from "../protocol/messages";
 import { names, type Names } from "../protocol/subjects";
 import {
@@ -112,6 +128,29 @@ export interface AppendResult {
   staged: { appends: number; bytes: number };
 }
 
+/** One append of a one-request commit. */
+export interface CommitAppend {
+  /** `file_0` … `file_99`. */
+  file: string;
+  data: string | Uint8Array;
+}
+
+export interface CommitOptions {
+  /** The lock to commit under; default (and, with appends, the only choice) "global", the lock that guards the files. */
+  lock?: string;
+  /** Give up waiting after this long (server-side, WaitTimeoutError); 0 = only if free now. Default: wait until granted. */
+  waitMs?: number;
+  /** Lease of the grant the commit runs under (it ends in the same log entry); rarely worth setting. */
+  leaseMs?: number;
+}
+
+export interface CommitResult {
+  lock: string;
+  /** The fencing token the section was committed under. */
+  token: number;
+  committed: Committed;
+}
+
 export type { Committed, SessionInfo };
 
 /** One answered request. */
@@ -137,6 +176,33 @@ interface LeaseRecord {
   renewTimer: NodeJS.Timeout | undefined;
   deadlineTimer: NodeJS.Timeout | undefined;
   releasing: Promise<Committed> | undefined;
+  section: LocalSection;
+  /** The last append() on this lease; each waits for the one before, so the section keeps the callers' order. */
+  appending: Promise<unknown>;
+}
+
+/**
+ * The part of a critical section the server has not logged yet: appends
+ * staged in the client, sent with the release. `spilled` counts those
+ * already logged on their own (a section too big for one request); the
+ * release names that count.
+ */
+interface LocalSection {
+  inline: WireAppend[];
+  inlineBytes: number;
+  /** Size of `inline` as it travels in the release request (base64 and JSON). */
+  inlineWireBytes: number;
+  spilled: number;
+  spilledBytes: number;
+}
+
+/** Room a release or commit request needs besides its appends (op, ids, seq, ack, lock, token, staged). */
+const RELEASE_FIELDS_WIRE_BYTES = 256;
+/** Room one append needs inside the `appends` array besides its base64 data. */
+const APPEND_ITEM_WIRE_BYTES = 40;
+
+function wireBytesOf(size: number): number {
+  return Math.ceil(size / 3) * 4 + APPEND_ITEM_WIRE_BYTES;
 }
 
 const encoder = new TextEncoder();
@@ -155,6 +221,10 @@ class LateGrant extends Error {
   constructor(readonly error: DlmError) {
     super(`the grant ended before the client saw it: ${error.message}`);
   }
+}
+
+function toBytes(data: string | Uint8Array): Buffer {
+  return typeof data === "string" ? Buffer.from(data, "utf8") : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
 }
 
 function describe(e: unknown): string {
@@ -337,15 +407,16 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
 
   /**
    * Stage an append to `file` under the held `global` lease (or `opts.lease`).
-   * The bytes reach the file when the lease is released.
+   * The bytes reach the file when the lease is released, together with the
+   * rest of the section. The append itself usually sends nothing: the
+   * release carries the section (see the notes at the top of this file).
    */
   async append(file: string, data: string | Uint8Array, opts: AppendOptions = {}): Promise<AppendResult> {
     this.checkOpen();
     if (fileIndex(file) === undefined) {
       throw new FileNotFoundError(`${JSON.stringify(file)} is not one of file_0 … file_99`);
     }
-    const bytes =
-      typeof data === "string" ? Buffer.from(data, "utf8") : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    const bytes = toBytes(data);
     const lease = opts.lease ?? this.leaseFor(DEFAULT_LOCK);
     if (!lease) {
       throw new NotHolderError(`append needs a held lease on "${DEFAULT_LOCK}" (the lock that guards the files): acquire it first`);
@@ -358,20 +429,186 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     if (max !== undefined && bytes.length > max) {
       throw new TooLargeError(`append of ${bytes.length} bytes is larger than the server's limit of ${max}`);
     }
+    if (rec.lease.state !== "held") {
+      throw new NotHolderError(`cannot append: the lease on ${lease.lock} (token ${lease.token}) is being released`);
+    }
     const payload = bytes.toString("base64");
+    const run = rec.appending.then(() => this.stage(rec, file, payload, bytes.length));
+    rec.appending = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Adds one append to the lease's local section, spilling the earlier ones first if it would not fit one request. */
+  private async stage(rec: LeaseRecord, file: string, data: string, size: number): Promise<AppendResult> {
+    // A lease lost while an earlier append spilled is never written to again.
+    if (rec.lease.lost && rec.lease.lostReason) throw rec.lease.lostReason;
+    const section = rec.section;
+    const info = rec.session.info;
+    const maxSection = info?.maxSectionBytes;
+    if (maxSection !== undefined && section.spilledBytes + section.inlineBytes + size > maxSection) {
+      throw new TooLargeError(`the critical section would grow to ${section.spilledBytes + section.inlineBytes + size} bytes, over the server's limit of ${maxSection}`);
+    }
+    section.inline.push({ file, data });
+    section.inlineBytes += size;
+    section.inlineWireBytes += wireBytesOf(size);
+    // A server that does not take appends inside the release gets each one
+    // logged at once; otherwise only what no longer fits one request spills.
+    if (maxSection === undefined) {
+      await this.spill(rec, 0);
+    } else if (section.inlineWireBytes + RELEASE_FIELDS_WIRE_BYTES > this.requestBudget(rec.session)) {
+      await this.spill(rec, 1);
+    }
+    return { staged: { appends: section.spilled + section.inline.length, bytes: section.spilledBytes + section.inlineBytes } };
+  }
+
+  /**
+   * The most bytes a release or commit request may carry: what one append of
+   * the server's maxAppendBytes takes on the wire, which the server's
+   * maxRequestBytes is configured to admit.
+   */
+  private requestBudget(session: Session): number {
+    const maxAppend = session.info?.maxAppendBytes ?? DEFAULT_LIMITS.maxAppendBytes;
+    return Math.ceil(maxAppend / 3) * 4 + 512;
+  }
+
+  /**
+   * Logs the oldest staged appends on their own, one request each, until
+   * `keep` are left. On a failure the append that failed stays staged; if
+   * its outcome is unknown (TIMEOUT), the count the release names may not
+   * match the server's, which then refuses the release (SECTION_MISMATCH)
+   * rather than commit a section the client did not mean.
+   */
+  private async spill(rec: LeaseRecord, keep: number): Promise<void> {
+    const section = rec.section;
+    const { lease, session } = rec;
+    while (section.inline.length > keep) {
+      const next = section.inline[0];
+      try {
+        await this.logged(session, (seq, ack) => ({ op: "append", client: session.id, seq, ack, file: next.file, data: next.data, token: lease.token }));
+      } catch (e) {
+        this.loseIfEnded(rec, e);
+        throw e;
+      }
+      const size = Buffer.byteLength(next.data, "base64");
+      section.inline.shift();
+      section.inlineBytes -= size;
+      section.inlineWireBytes -= wireBytesOf(size);
+      section.spilled++;
+      section.spilledBytes += size;
+    }
+  }
+
+  /**
+   * The one-request fenced commit: waits for `opts.lock` (default "global")
+   * in FIFO order, and once granted appends `appends` and releases, in one
+   * log entry. Resolves with the token the section ran under. At most once
+   * like every request: a retry, a duplicate or a failover never commits it
+   * twice. Rejects like acquire (WaitTimeoutError, SessionExpiredError,
+   * ClosedError...) and with FileNotFoundError / TooLargeError locally for
+   * bad appends; on TimeoutError the commit may still happen once later.
+   *
+   * A section larger than one request (or a server without the one-request
+   * commit) runs as acquire, append…, release instead: still atomic, three
+   * or more requests.
+   */
+  async commit(appends: CommitAppend[], opts: CommitOptions = {}): Promise<CommitResult> {
+    this.checkOpen();
+    const lock = opts.lock ?? DEFAULT_LOCK;
+    if (typeof lock !== "string" || !LOCK_NAME.test(lock)) throw new BadRequestError(`invalid lock name ${JSON.stringify(lock)}`);
+    if (!Array.isArray(appends)) throw new BadRequestError("commit takes an array of { file, data }");
+    if (appends.length > 0 && lock !== DEFAULT_LOCK) {
+      throw new BadRequestError(`files are guarded by lock "${DEFAULT_LOCK}", not by "${lock}"`);
+    }
+    for (const [field, value] of [
+      ["leaseMs", opts.leaseMs],
+      ["waitMs", opts.waitMs],
+    ] as const) {
+      if (value !== undefined && (typeof value !== "number" || !Number.isFinite(value) || value < 0)) {
+        throw new BadRequestError(`invalid ${field}: ${String(value)}`);
+      }
+    }
+    const session = await this.ensureSession();
+    const info = session.info;
+    const wire: WireAppend[] = [];
+    let bytes = 0;
+    let wireBytes = RELEASE_FIELDS_WIRE_BYTES;
+    for (const a of appends) {
+      if (fileIndex(a.file) === undefined) throw new FileNotFoundError(`${JSON.stringify(a.file)} is not one of file_0 … file_99`);
+      const data = toBytes(a.data);
+      if (info && data.length > info.maxAppendBytes) {
+        throw new TooLargeError(`append of ${data.length} bytes is larger than the server's limit of ${info.maxAppendBytes}`);
+      }
+      bytes += data.length;
+      wireBytes += wireBytesOf(data.length);
+      wire.push({ file: a.file, data: data.toString("base64") });
+    }
+    if (info?.maxSectionBytes !== undefined && bytes > info.maxSectionBytes) {
+      throw new TooLargeError(`a section of ${bytes} bytes is larger than the server's limit of ${info.maxSectionBytes}`);
+    }
+    if (info?.maxSectionBytes === undefined || wireBytes > this.requestBudget(session)) {
+      return this.commitInSteps(lock, appends, opts);
+    }
+    const seq = session.seqs.issue();
+    const pending = new PendingAcquire(seq, lock);
+    session.pending.set(seq, pending);
+    const build = (): LoggedRequest => ({
+      op: "commit",
+      client: session.id,
+      seq,
+      ack: session.seqs.ack(),
+      lock,
+      appends: wire,
+      ...(opts.leaseMs !== undefined ? { leaseMs: opts.leaseMs } : {}),
+      ...(opts.waitMs !== undefined ? { waitMs: opts.waitMs } : {}),
+    });
+    const stop = new AbortController();
+    const onClose = (): void => stop.abort(this.closeController.signal.reason);
+    this.closeController.signal.addEventListener("abort", onClose, { once: true });
+    const loop = this.acquireLoop(session, pending, build, stop.signal, this.options.requestTimeoutMs).catch((e: unknown) => {
+      if (!stop.signal.aborted) pending.fail(e instanceof Error ? e : new InternalError(String(e)));
+    });
+    let abandoned = false;
     try {
-      const reply = await this.logged(rec.session, (seq, ack) => ({
-        op: "append",
-        client: rec.session.id,
-        seq,
-        ack,
-        file,
-        data: payload,
-        token: lease.token,
-      }));
-      return { staged: reply.staged ?? { appends: 0, bytes: 0 } };
+      const grant = await raceSignal(pending.promise, stop.signal);
+      session.knownTokens.add(grant.info.token);
+      return { lock, token: grant.info.token, committed: { appends: wire.length, bytes } };
     } catch (e) {
-      this.loseIfEnded(rec, e);
+      if (this.closed) throw new ClosedError(`the client was closed while committing under ${lock}`, { cause: e });
+      if (isDlmError(e, "TIMEOUT") || isDlmError(e, "UNAVAILABLE")) {
+        // It may still wait in the queue: cancel it in the background so it
+        // does not commit long after the caller was told it timed out.
+        abandoned = true;
+        void this.abandonCommit(session, pending).finally(() => this.forgetAcquire(session, pending));
+      }
+      throw e;
+    } finally {
+      stop.abort();
+      this.closeController.signal.removeEventListener("abort", onClose);
+      await loop;
+      if (!abandoned) this.forgetAcquire(session, pending);
+    }
+  }
+
+  /** Best effort: cancel a commit the client gave up on, if it is still waiting. */
+  private async abandonCommit(session: Session, pending: PendingAcquire): Promise<void> {
+    try {
+      await this.logged(session, (cseq, ack) => ({ op: "cancel", client: session.id, seq: cseq, ack, target: pending.seq }));
+    } catch (e) {
+      this.log.warn({ err: describe(e), seq: pending.seq }, "dlm client: cancelling an abandoned commit failed; it may still commit once");
+    }
+  }
+
+  /** A commit too large for one request: the same section as acquire, append…, release. */
+  private async commitInSteps(lock: string, appends: CommitAppend[], opts: CommitOptions): Promise<CommitResult> {
+    const lease = await this.acquire(lock, { ...(opts.leaseMs !== undefined ? { leaseMs: opts.leaseMs } : {}), ...(opts.waitMs !== undefined ? { waitMs: opts.waitMs } : {}) });
+    try {
+      for (const a of appends) await this.append(a.file, a.data, { lease });
+      const committed = await this.release(lease);
+      return { lock, token: lease.token, committed };
+    } catch (e) {
+      // The section cannot commit whole: let the grant go without it.
+      const rec = this.records.get(lease);
+      if (rec && lease.state === "held") await this.doRelease(rec, true).catch(() => undefined);
       throw e;
     }
   }
@@ -829,7 +1066,9 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       confirmedAt,
       renewTimer: undefined,
       deadlineTimer: undefined,
-      releasing: undefined,
+        releasing: undefined,
+      section: { inline: [], inlineBytes: 0, inlineWireBytes: 0, spilled: 0, spilledBytes: 0 },
+      appending: Promise.resolve(),
     };
     this.records.set(lease, rec);
     this.log.debug({ lock: lease.lock, token: lease.token, leaseMs: lease.leaseMs }, "dlm client: granted");
@@ -938,12 +1177,21 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     rec.deadlineTimer.unref?.();
   }
 
-  private async doRelease(rec: LeaseRecord): Promise<Committed> {
+  /**
+   * Releases a grant: commits its section (the staged appends named by
+   * count, then those still in the client, sent with the release), or with
+   * `discard` ends it without committing anything.
+   */
+  private async doRelease(rec: LeaseRecord, discard = false): Promise<Committed> {
     const { lease, session } = rec;
     lease._setState("releasing");
     if (rec.renewTimer) clearTimeout(rec.renewTimer);
     rec.renewTimer = undefined;
     try {
+      // Appends still spilling belong to the section: wait for them.
+      await rec.appending;
+      if (lease.lost && lease.lostReason) throw lease.lostReason;
+      const section = rec.section;
       const reply = await this.logged(session, (seq, ack) => ({
         op: "release",
         client: session.id,
@@ -951,6 +1199,8 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
         ack,
         lock: lease.lock,
         token: lease.token,
+        ...(discard ? { discard: true } : session.info?.maxSectionBytes === undefined ? {} : { staged: section.spilled }),
+        ...(!discard && section.inline.length > 0 ? { appends: section.inline } : {}),
       }));
       this.dropRecord(rec);
       lease._setState("released");
@@ -1138,7 +1388,9 @@ export async function connect(options: ClientOptions = {}): Promise<DlmClient> {
     transport = new NatsTransport(options.nc, false);
   } else {
     try {
-      const nc = await natsConnect({ servers: resolved.servers, ...(resolved.name ? { name: resolved.name } : {}) });
+      // Timeouts become the client's own typed errors, so the async stack
+      // trace nats.js would build for every request is pure cost.
+      const nc = await natsConnect({ servers: resolved.servers, noAsyncTraces: true, ...(resolved.name ? { name: resolved.name } : {}) });
       transport = new NatsTransport(nc, true);
     } catch (e) {
       throw new UnavailableError(`cannot connect to NATS at ${String(resolved.servers)}: ${describe(e)}`, { cause: e });

@@ -446,6 +446,7 @@ function toCommand(request: LoggedRequest, limits: Limits): Command {
         token: request.token,
         ...(request.staged !== undefined ? { staged: request.staged } : {}),
         ...(request.appends ? { appends: request.appends.map(toSectionAppend) } : {}),
+        ...(request.discard ? { discard: true } : {}),
       };
     case "commit":
       return {

@@ -60,6 +60,8 @@ export interface ReleaseRequest extends SessionFields {
   staged?: number;
   /** The rest of the section (only under `global`), committed after the staged appends. */
   appends?: WireAppend[];
+  /** End the grant without committing anything (the section is given up). */
+  discard?: boolean;
 }
 /**
  * The one-request fenced commit: waits for `lock` in FIFO order like an

@@ -81,6 +81,7 @@ function parseOrThrow(bytes: Uint8Array, limits: Limits, maxRequestBytes: number
         token: token(raw),
         ...optionalInt(raw, "staged", 0, Number.MAX_SAFE_INTEGER),
         ...(appends.length > 0 ? { appends } : {}),
+        ...(discardFlag(raw, appends.length) ? { discard: true } : {}),
       };
     }
     case "commit": {
@@ -139,6 +140,14 @@ function sectionAppends(raw: Record<string, unknown>, lock: string, maxAppendByt
     const fields = item as Record<string, unknown>;
     return { file: fileName(fields), data: base64(fields, maxAppendBytes) };
   });
+}
+
+/** The optional `discard` flag of a release; a release that discards carries no appends. */
+function discardFlag(raw: Record<string, unknown>, appends: number): boolean {
+  if (raw.discard === undefined || raw.discard === false) return false;
+  if (raw.discard !== true) throw new Invalid("BAD_REQUEST", "field 'discard' must be a boolean");
+  if (appends > 0) throw new Invalid("BAD_REQUEST", "a release that discards its section carries no appends");
+  return true;
 }
 
 function session(raw: Record<string, unknown>): { client: string; seq: number; ack: number } {

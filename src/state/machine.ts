@@ -169,6 +169,7 @@ function execute(state: State, session: Session, cmd: ClientCommand, fx: Effect[
       return acquire(state, session, cmd.seq, cmd.lock, cmd.leaseMs, cmd.waitMs, cmd.appends, fx);
     }
     case "release":
+      if (cmd.discard) return discard(state, session, cmd.lock, cmd.token, fx);
       return release(state, session, cmd.lock, cmd.token, cmd.staged, cmd.appends ?? [], fx);
     case "append":
       return append(state, session, cmd.token, cmd.file, cmd.data);
@@ -271,6 +272,14 @@ function release(
   const committed = commitSection(state, grant, inline, fx);
   endGrant(state, session, name, grant, "released", fx);
   return okReply("Released", { committed });
+}
+
+/** Ends a grant without committing its section (the client gave the section up). */
+function discard(state: State, session: Session, name: string, token: number, fx: Effect[]): Reply {
+  const grant = currentGrant(state, session, name, token);
+  if (!isGrant(grant)) return grant;
+  endGrant(state, session, name, grant, "released", fx);
+  return okReply("Released", { committed: { appends: 0, bytes: 0 } });
 }
 
 /** TOO_LARGE if `appends` would not fit a section that already has `stagedBytes`; undefined when they fit. */

@@ -40,6 +40,8 @@ export type Command =
       staged?: number;
       /** The rest of the section, sent with the release and committed after the staged appends. */
       appends?: SectionAppend[];
+      /** End the grant without committing: the staged appends are dropped. */
+      discard?: boolean;
     }
   /**
    * The one-request fenced commit: wait for the lock in FIFO order like an

@@ -112,6 +112,7 @@ function run(seed: number, steps: number): void {
       const r = rand();
       const staged = r < 0.6 ? seen : r < 0.8 ? seen + pick([-1, 1, 2]) : undefined;
       const inline = known.lock === "global" && rand() < 0.6 ? randomSection() : [];
+      const discard = rand() < 0.1;
       cmd = {
         type: "release",
         client,
@@ -120,7 +121,8 @@ function run(seed: number, steps: number): void {
         lock: known.lock,
         token,
         ...(staged !== undefined && staged >= 0 ? { staged } : {}),
-        ...(inline.length > 0 ? { appends: inline } : {}),
+        ...(inline.length > 0 && !discard ? { appends: inline } : {}),
+        ...(discard ? { discard } : {}),
       };
     }
     else if (roll < 0.88) cmd = { type: "renew", client, seq, ack, lock: known.lock, token, leaseMs: pick([1000, 3000]) };
@@ -203,7 +205,7 @@ function observe(model: Model, effects: Effect[], cmds: Command[]): void {
       continue;
     }
     const cmd = effect.type === "reply" ? model.sentByKey.get(`${effect.client}/${effect.seq}`) : undefined;
-    if (effect.type === "reply" && cmd?.type === "release" && cmd.staged !== undefined && effect.final) {
+    if (effect.type === "reply" && cmd?.type === "release" && cmd.staged !== undefined && !cmd.discard && effect.final) {
       // A release that names the wrong number of staged appends is refused,
       // one that names the right number is not.
       const holder = model.staged.get(cmd.token) ?? [];
@@ -217,7 +219,9 @@ function observe(model: Model, effects: Effect[], cmds: Command[]): void {
       expect(model.committedTokens.has(token)).toBe(false);
       model.committedTokens.add(token);
       expect(model.discarded.has(token)).toBe(false);
-      const section = cmd.type === "release" ? [...(model.staged.get(token) ?? []), ...(cmd.appends ?? [])] : cmd.appends;
+      // A discarding release commits nothing, whatever was staged.
+      const section =
+        cmd.type === "commit" ? cmd.appends : cmd.discard ? [] : [...(model.staged.get(token) ?? []), ...(cmd.appends ?? [])];
       expect(effect.reply.committed.appends).toBe(section.length);
       const taken = unmatched.splice(unmatched.length - section.length, section.length);
       expect(taken.map(({ file, data }) => ({ file, data }))).toEqual(section);
