@@ -452,8 +452,9 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     section.inlineBytes += size;
     section.inlineWireBytes += wireBytesOf(size);
     // A server that does not take appends inside the release gets each one
-    // logged at once; otherwise only what no longer fits one request spills.
-    if (maxSection === undefined) {
+    // logged at once (and so does a client that asked for it); otherwise
+    // only what no longer fits one request spills.
+    if (maxSection === undefined || this.options.logEachAppend) {
       await this.spill(rec, 0);
     } else if (section.inlineWireBytes + RELEASE_FIELDS_WIRE_BYTES > this.requestBudget(rec.session)) {
       await this.spill(rec, 1);
