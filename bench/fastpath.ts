@@ -24,7 +24,10 @@
  * process used (percent of one core), which says what bounds the number.
  * Prints tables; asserts nothing.
  *
- *   npm run bench -- [--quick] [--seconds 5] [--nats 1,3] [--keep]
+ *   npm run bench -- [--quick] [--seconds 5] [--nats 1,3] [--entries-in-flight N] [--keep]
+ *
+ * --quick: 2 s per workload, 1 nats-server only. --entries-in-flight passes
+ * --max-entries-in-flight to the nodes (1 turns pipelining off), to compare.
  */
 import * as fs from "fs";
 import * as os from "os";
@@ -213,7 +216,7 @@ async function waitSettled(nc: NatsConnection, timeoutMs: number): Promise<void>
   }
 }
 
-async function runTopology(natsCount: number, seconds: number, dir: string, keep: boolean): Promise<void> {
+async function runTopology(natsCount: number, seconds: number, dir: string, keep: boolean, nodeArgs: string[]): Promise<void> {
   const cleanups: Array<() => Promise<unknown>> = [];
   const base = path.join(dir, `nats${natsCount}`);
   try {
@@ -234,7 +237,7 @@ async function runTopology(natsCount: number, seconds: number, dir: string, keep
     const nodes: ManagedProcess[] = [];
     cleanups.push(() => Promise.all(nodes.map((n) => n.stop())));
     for (let i = 1; i <= NODES; i++) {
-      const args = [mainJs, "node", "--nats", urls.join(","), "--id", `n${i}`, "--data", path.join(base, `n${i}`), "--replicas", String(natsCount), "--log-level", "warn"];
+      const args = [mainJs, "node", "--nats", urls.join(","), "--id", `n${i}`, "--data", path.join(base, `n${i}`), "--replicas", String(natsCount), "--log-level", "warn", ...nodeArgs];
       nodes.push(spawnManaged(process.execPath, args, { name: `n${i}`, logFile: path.join(base, `n${i}.log`) }));
     }
     const nc = await natsConnect({ servers: urls, maxReconnectAttempts: -1, noAsyncTraces: true });
@@ -323,11 +326,14 @@ async function main(): Promise<void> {
   const seconds = Number(flag("seconds", quick ? "2" : "5"));
   const topologies = flag("nats", quick ? "1" : "1,3").split(",").map(Number);
   const keep = process.argv.includes("--keep");
+  const inFlight = flag("entries-in-flight", "");
+  const nodeArgs = inFlight ? ["--max-entries-in-flight", inFlight] : [];
   if (!(seconds > 0) || topologies.some((n) => n !== 1 && n !== 3)) throw new Error("usage: bench [--quick] [--seconds N] [--nats 1,3] [--keep]");
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dlm-bench-fastpath-"));
   console.log(`dlm bench: ${new Date().toISOString()}, node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"})`);
   try {
-    for (const n of topologies) await runTopology(n, seconds, dir, keep);
+    if (inFlight) console.log(`nodes run with --max-entries-in-flight ${inFlight}`);
+    for (const n of topologies) await runTopology(n, seconds, dir, keep, nodeArgs);
   } finally {
     if (keep) console.log(`\ndata and logs kept in ${dir}`);
     else fs.rmSync(dir, { recursive: true, force: true });

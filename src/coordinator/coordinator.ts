@@ -286,8 +286,8 @@ export class Coordinator {
 
   /**
    * Group commit, pipelined: up to maxEntriesInFlight entries are appended
-   * at once, and whatever arrives while the pipeline is full rides in the
-   * next entry. Acknowledgements are taken strictly in log order: an entry
+   * at once, each one only when it is at least as large as the entry sent
+   * before it, and whatever arrives meanwhile rides in the next entry. Acknowledgements are taken strictly in log order: an entry
    * is applied, and its requests answered, only after every earlier one was.
    *
    * If an append fails, this leader stops at that entry: nothing after it is
@@ -304,6 +304,12 @@ export class Coordinator {
     // applied and answered in order if they landed (see stop()).
     while (!this.appendFailed) {
       while (this.queue.length > 0 && this.inFlight.length < this.opts.maxEntriesInFlight && !this.stopped) {
+        // With the log fsyncing every message, each entry costs one disk
+        // write whatever its size: an entry sent early only helps if it is
+        // no smaller than the one before it, else pipelining would trade
+        // one big batch for many small ones and lower throughput.
+        const last = this.inFlight[this.inFlight.length - 1];
+        if (last && this.queue.length < Math.min(last.commands.length, this.opts.maxBatchCommands)) break;
         const commands = this.queue.splice(0, this.opts.maxBatchCommands);
         const entry: LogEntry = { v: 1, t: Date.now(), node: this.host.nodeId, epoch: this.host.state().epoch, cmds: commands };
         const expected = this.host.appliedSeq() + this.inFlight.length;
