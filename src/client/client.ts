@@ -448,16 +448,28 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     if (maxSection !== undefined && section.spilledBytes + section.inlineBytes + size > maxSection) {
       throw new TooLargeError(`the critical section would grow to ${section.spilledBytes + section.inlineBytes + size} bytes, over the server's limit of ${maxSection}`);
     }
-    section.inline.push({ file, data });
+    const item: WireAppend = { file, data };
+    section.inline.push(item);
     section.inlineBytes += size;
     section.inlineWireBytes += wireBytesOf(size);
     // A server that does not take appends inside the release gets each one
     // logged at once (and so does a client that asked for it); otherwise
     // only what no longer fits one request spills.
-    if (maxSection === undefined || this.options.logEachAppend) {
-      await this.spill(rec, 0);
-    } else if (section.inlineWireBytes + RELEASE_FIELDS_WIRE_BYTES > this.requestBudget(rec.session)) {
-      await this.spill(rec, 1);
+    const keep = maxSection === undefined || this.options.logEachAppend ? 0 : 1;
+    if (keep === 0 || section.inlineWireBytes + RELEASE_FIELDS_WIRE_BYTES > this.requestBudget(rec.session)) {
+      try {
+        await this.spill(rec, keep);
+      } catch (e) {
+        // This append failed, so it is not part of the section. (If its own
+        // request's outcome is unknown and it did land, the release's count
+        // no longer matches the server's and the release is refused.)
+        if (section.inline[section.inline.length - 1] === item) {
+          section.inline.pop();
+          section.inlineBytes -= size;
+          section.inlineWireBytes -= wireBytesOf(size);
+        }
+        throw e;
+      }
     }
     return { staged: { appends: section.spilled + section.inline.length, bytes: section.spilledBytes + section.inlineBytes } };
   }
