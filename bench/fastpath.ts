@@ -28,6 +28,10 @@
  *
  * --quick: 2 s per workload, 1 nats-server only. --entries-in-flight passes
  * --max-entries-in-flight to the nodes (1 turns pipelining off), to compare.
+ * --node-main PATH runs the nodes from another build's dist/src/cli/main.js
+ * (e.g. the previous release, for a before/after in the same conditions;
+ * this client then logs each append, and commit() falls back to acquire,
+ * append, release, exactly as against an old server).
  */
 import * as fs from "fs";
 import * as os from "os";
@@ -233,7 +237,7 @@ async function runTopology(natsCount: number, seconds: number, dir: string, keep
       urls = cluster.urls;
       for (const s of cluster.servers) natsPids.push(() => s.pid);
     }
-    const mainJs = path.join(__dirname, "../src/cli/main.js");
+    const mainJs = flag("node-main", "") || path.join(__dirname, "../src/cli/main.js");
     const nodes: ManagedProcess[] = [];
     cleanups.push(() => Promise.all(nodes.map((n) => n.stop())));
     for (let i = 1; i <= NODES; i++) {
@@ -333,6 +337,7 @@ async function main(): Promise<void> {
   console.log(`dlm bench: ${new Date().toISOString()}, node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"})`);
   try {
     if (inFlight) console.log(`nodes run with --max-entries-in-flight ${inFlight}`);
+    if (flag("node-main", "")) console.log(`nodes run from ${flag("node-main", "")}`);
     for (const n of topologies) await runTopology(n, seconds, dir, keep, nodeArgs);
   } finally {
     if (keep) console.log(`\ndata and logs kept in ${dir}`);
