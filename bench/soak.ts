@@ -32,7 +32,8 @@
  *   npm run soak -- [--minutes 30] [--seed N] [--fault-every-s 20]
  *   (DLM_SOAK_MINUTES, DLM_SOAK_SEED also work)
  */
-import { FaultInjector, mulberry32, type DlmClient, type FaultRule } from "../src/client";
+import { FaultInjector, type DlmClient, type FaultRule } from "../src/client";
+import { mulberry32 } from "../src/client/faults";
 import { helpText, int, parseArgs, UsageError, type CommandSpec } from "../src/cli/args";
 import { sleep, startDlmCluster, type DlmTestCluster } from "../test/kit/dlmCluster";
 import { JOURNAL_INDEX } from "../test/kit/journal";

@@ -23,6 +23,8 @@ export interface LeaderBounds {
   maxQueuedCommands: number;
   /** Most commands in one log entry. */
   maxBatchCommands: number;
+  /** Log entries the leader has appended and not yet seen acknowledged (pipelining). */
+  maxEntriesInFlight: number;
   /** Locks listed in a status answer (the rest are counted), so the answer fits in one NATS message. */
   statusMaxLocks: number;
   /** Waiters listed per lock in a status answer (the rest are counted). */
@@ -55,6 +57,7 @@ const OPTIONS: LimitOption[] = [
   { key: "maxRequestBytes", help: "largest request the leader reads", min: 1024 },
   { key: "maxQueuedCommands", help: "requests waiting for the next log entry before LIMIT_EXCEEDED", min: 1 },
   { key: "maxBatchCommands", help: "most commands in one log entry", min: 1 },
+  { key: "maxEntriesInFlight", help: "log entries the leader appends before the first is acknowledged (pipelining)", min: 1 },
   { key: "statusMaxLocks", help: "locks listed in a status answer", min: 0 },
   { key: "statusMaxWaiters", help: "waiters listed per lock in a status answer", min: 0 },
 ];
@@ -63,6 +66,7 @@ export const DEFAULT_LEADER_BOUNDS: LeaderBounds = {
   maxRequestBytes: MAX_REQUEST_BYTES,
   maxQueuedCommands: DEFAULT_COORDINATOR_OPTIONS.maxQueuedCommands,
   maxBatchCommands: DEFAULT_COORDINATOR_OPTIONS.maxBatchCommands,
+  maxEntriesInFlight: DEFAULT_COORDINATOR_OPTIONS.maxEntriesInFlight,
   statusMaxLocks: DEFAULT_COORDINATOR_OPTIONS.statusMaxLocks,
   statusMaxWaiters: DEFAULT_COORDINATOR_OPTIONS.statusMaxWaiters,
 };
@@ -163,6 +167,7 @@ export function coordinatorOptionsOf(s: LimitSettings): CoordinatorOptions {
     maxRequestBytes: s.maxRequestBytes,
     maxQueuedCommands: s.maxQueuedCommands,
     maxBatchCommands: s.maxBatchCommands,
+    maxEntriesInFlight: s.maxEntriesInFlight,
     statusMaxLocks: s.statusMaxLocks,
     statusMaxWaiters: s.statusMaxWaiters,
   };

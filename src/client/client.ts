@@ -9,6 +9,8 @@
  * const lease = await client.acquire();           // lock "global", FIFO
  * await client.append("file_3", "hello\n");       // staged under the lease
  * const { appends, bytes } = await lease.release(); // committed atomically
+ * // Or all in one request, when the data is at hand:
+ * const { token } = await client.commit([{ file: "file_3", data: "hello\n" }]);
  * await client.close();
  * ```
  *
@@ -32,10 +34,23 @@
  *   longer tracked: its seq is acknowledged. If an acquire the client gave up
  *   on is granted later anyway, the grant notification finds no waiter and
  *   the client releases that grant at once (an "orphan").
+ * - `append` stages the bytes in the client and sends nothing: the release
+ *   carries the section and names how many appends were logged before it,
+ *   so a section costs one request and no log entry of its own. A section
+ *   larger than what one request may carry spills its earlier appends as
+ *   logged `append` requests (awaited by the append that overflowed); the
+ *   release then names their count, and the server refuses it with
+ *   SECTION_MISMATCH (nothing committed) if it staged another number.
  * - `append` without a held `global` lease throws NotHolderError locally and
- *   sends nothing; file names outside file_0 … file_99 throw
+ *   sends nothing; under a lease known to be lost it throws the loss
+ *   (LockExpiredError...) at once; file names outside file_0 … file_99 throw
  *   FileNotFoundError locally; appends larger than the server's
- *   maxAppendBytes (from hello) throw TooLargeError locally.
+ *   maxAppendBytes, or growing the section past maxSectionBytes (both from
+ *   hello), throw TooLargeError locally.
+ * - `commit(appends)` is the one-request fenced commit: it waits for the lock
+ *   in FIFO order and, once granted, appends and releases in the same log
+ *   entry. Like acquire it resolves on the grant notification and polls
+ *   with the same seq; its answer carries the token it ran under.
  * - SESSION_EXPIRED from any request (other than goodbye): every lease of
  *   that session is lost, its waiting acquires reject with
  *   SessionExpiredError, "sessionExpired" is emitted and a fresh session
@@ -73,6 +88,7 @@ import {
   type Reply,
   type Request,
   type StatusView,
+  type WireAppend,
 } from "../protocol/messages";
 import { names, type Names } from "../protocol/subjects";
 import {
@@ -133,6 +149,29 @@ export interface AppendResult {
   staged: { appends: number; bytes: number };
 }
 
+/** One append of a one-request commit. */
+export interface CommitAppend {
+  /** `file_0` … `file_99`. */
+  file: string;
+  data: string | Uint8Array;
+}
+
+export interface CommitOptions {
+  /** The lock to commit under; default (and, with appends, the only choice) "global", the lock that guards the files. */
+  lock?: string;
+  /** Give up waiting after this long (server-side, WaitTimeoutError); 0 = only if free now. Default: wait until granted. */
+  waitMs?: number;
+  /** Lease of the grant the commit runs under (it ends in the same log entry); rarely worth setting. */
+  leaseMs?: number;
+}
+
+export interface CommitResult {
+  lock: string;
+  /** The fencing token the section was committed under. */
+  token: number;
+  committed: Committed;
+}
+
 export type { Committed, Discarded, SessionInfo };
 
 /** One answered request. */
@@ -164,6 +203,33 @@ interface LeaseRecord {
   deadlineTimer: NodeJS.Timeout | undefined;
   releasing: Promise<Committed> | undefined;
   abandoning: Promise<Discarded> | undefined;
+  section: LocalSection;
+  /** The last append() on this lease; each waits for the one before, so the section keeps the callers' order. */
+  appending: Promise<unknown>;
+}
+
+/**
+ * The part of a critical section the server has not logged yet: appends
+ * staged in the client, sent with the release. `spilled` counts those
+ * already logged on their own (a section too big for one request); the
+ * release names that count.
+ */
+interface LocalSection {
+  inline: WireAppend[];
+  inlineBytes: number;
+  /** Size of `inline` as it travels in the release request (base64 and JSON). */
+  inlineWireBytes: number;
+  spilled: number;
+  spilledBytes: number;
+}
+
+/** Room a release or commit request needs besides its appends (op, ids, seq, ack, lock, token, staged). */
+const RELEASE_FIELDS_WIRE_BYTES = 256;
+/** Room one append needs inside the `appends` array besides its base64 data. */
+const APPEND_ITEM_WIRE_BYTES = 40;
+
+function wireBytesOf(size: number): number {
+  return Math.ceil(size / 3) * 4 + APPEND_ITEM_WIRE_BYTES;
 }
 
 const encoder = new TextEncoder();
@@ -188,6 +254,10 @@ class LateGrant extends Error {
   constructor(readonly error: DlmError) {
     super(`the grant ended before the client saw it: ${error.message}`);
   }
+}
+
+function toBytes(data: string | Uint8Array): Buffer {
+  return typeof data === "string" ? Buffer.from(data, "utf8") : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
 }
 
 function describe(e: unknown): string {
@@ -487,15 +557,16 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
 
   /**
    * Stage an append to `file` under the held `global` lease (or `opts.lease`).
-   * The bytes reach the file when the lease is released.
+   * The bytes reach the file when the lease is released, together with the
+   * rest of the section. The append itself usually sends nothing: the
+   * release carries the section (see the notes at the top of this file).
    */
   async append(file: string, data: string | Uint8Array, opts: AppendOptions = {}): Promise<AppendResult> {
     this.checkOpen();
     if (fileIndex(file) === undefined) {
       throw new FileNotFoundError(`${JSON.stringify(file)} is not one of file_0 … file_99`);
     }
-    const bytes =
-      typeof data === "string" ? Buffer.from(data, "utf8") : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    const bytes = toBytes(data);
     const lease = opts.lease ?? this.leaseFor(DEFAULT_LOCK);
     if (!lease) {
       const lost = this.lastLost.get(DEFAULT_LOCK);
@@ -510,29 +581,208 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     if (max !== undefined && bytes.length > max) {
       throw new TooLargeError(`append of ${bytes.length} bytes is larger than the server's limit of ${max}`);
     }
+    if (rec.lease.state !== "held") {
+      throw new NotHolderError(`cannot append: the lease on ${lease.lock} (token ${lease.token}) is being released`);
+    }
     const payload = bytes.toString("base64");
-    try {
-      // Once the lease is declared lost its section can never commit: the
-      // attempt in flight may still bring the server's answer (its refusal
-      // at the token check), but no retry is sent for it.
-      const reply = await this.logged(
-        rec.session,
-        (seq, ack) => ({
-          op: "append",
-          client: rec.session.id,
-          seq,
-          ack,
-          file,
-          data: payload,
-          token: lease.token,
-        }),
-        { noRetryAfter: lease.signal },
-      );
-      // The loss was declared as the reply arrived.
+    const run = rec.appending.then(() => this.stage(rec, file, payload, bytes.length));
+    rec.appending = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Adds one append to the lease's local section, spilling the earlier ones first if it would not fit one request. */
+  private async stage(rec: LeaseRecord, file: string, data: string, size: number): Promise<AppendResult> {
+    // A lease lost while an earlier append spilled is never written to again.
+    if (rec.lease.lost && rec.lease.lostReason) throw rec.lease.lostReason;
+    const section = rec.section;
+    const info = rec.session.info;
+    const maxSection = info?.maxSectionBytes;
+    if (maxSection !== undefined && section.spilledBytes + section.inlineBytes + size > maxSection) {
+      throw new TooLargeError(`the critical section would grow to ${section.spilledBytes + section.inlineBytes + size} bytes, over the server's limit of ${maxSection}`);
+    }
+    const item: WireAppend = { file, data };
+    section.inline.push(item);
+    section.inlineBytes += size;
+    section.inlineWireBytes += wireBytesOf(size);
+    // A server that does not take appends inside the release gets each one
+    // logged at once (and so does a client that asked for it); otherwise
+    // only what no longer fits one request spills.
+    const keep = maxSection === undefined || this.options.logEachAppend ? 0 : 1;
+    if (keep === 0 || section.inlineWireBytes + RELEASE_FIELDS_WIRE_BYTES > this.requestBudget(rec.session)) {
+      try {
+        await this.spill(rec, keep);
+      } catch (e) {
+        // This append failed, so it is not part of the section. (If its own
+        // request's outcome is unknown and it did land, the release's count
+        // no longer matches the server's and the release is refused.)
+        if (section.inline[section.inline.length - 1] === item) {
+          section.inline.pop();
+          section.inlineBytes -= size;
+          section.inlineWireBytes -= wireBytesOf(size);
+        }
+        throw e;
+      }
+    }
+    return { staged: { appends: section.spilled + section.inline.length, bytes: section.spilledBytes + section.inlineBytes } };
+  }
+
+  /**
+   * The most bytes a release or commit request may carry: what one append of
+   * the server's maxAppendBytes takes on the wire, which the server's
+   * maxRequestBytes is configured to admit.
+   */
+  private requestBudget(session: Session): number {
+    const maxAppend = session.info?.maxAppendBytes ?? DEFAULT_LIMITS.maxAppendBytes;
+    return Math.ceil(maxAppend / 3) * 4 + 512;
+  }
+
+  /**
+   * Logs the oldest staged appends on their own, one request each, until
+   * `keep` are left. On a failure the append that failed stays staged; if
+   * its outcome is unknown (TIMEOUT), the count the release names may not
+   * match the server's, which then refuses the release (SECTION_MISMATCH)
+   * rather than commit a section the client did not mean.
+   */
+  private async spill(rec: LeaseRecord, keep: number): Promise<void> {
+    const section = rec.section;
+    const { lease, session } = rec;
+    while (section.inline.length > keep) {
+      const next = section.inline[0];
+      try {
+        // Once the lease is declared lost its section can never commit: the
+        // attempt in flight may still bring the server's answer (its refusal
+        // at the token check), but no retry is sent for it.
+        await this.logged(
+          session,
+          (seq, ack) => ({ op: "append", client: session.id, seq, ack, file: next.file, data: next.data, token: lease.token }),
+          { noRetryAfter: lease.signal },
+        );
+      } catch (e) {
+        this.loseIfEnded(rec, e);
+        throw e;
+      }
+      // The loss was declared as the reply arrived: the append that
+      // overflowed must not report success for a section that never commits.
       if (lease.lost && lease.lostReason) throw lease.lostReason;
-      return { staged: reply.staged ?? { appends: 0, bytes: 0 } };
+      const size = Buffer.byteLength(next.data, "base64");
+      section.inline.shift();
+      section.inlineBytes -= size;
+      section.inlineWireBytes -= wireBytesOf(size);
+      section.spilled++;
+      section.spilledBytes += size;
+    }
+  }
+
+  /**
+   * The one-request fenced commit: waits for `opts.lock` (default "global")
+   * in FIFO order, and once granted appends `appends` and releases, in one
+   * log entry. Resolves with the token the section ran under. At most once
+   * like every request: a retry, a duplicate or a failover never commits it
+   * twice. Rejects like acquire (WaitTimeoutError, SessionExpiredError,
+   * ClosedError...) and with FileNotFoundError / TooLargeError locally for
+   * bad appends; on TimeoutError the commit may still happen once later.
+   *
+   * A section larger than one request (or a server without the one-request
+   * commit) runs as acquire, append…, release instead: still atomic, three
+   * or more requests.
+   */
+  async commit(appends: CommitAppend[], opts: CommitOptions = {}): Promise<CommitResult> {
+    this.checkOpen();
+    const lock = opts.lock ?? DEFAULT_LOCK;
+    if (typeof lock !== "string" || !LOCK_NAME.test(lock)) throw new BadRequestError(`invalid lock name ${JSON.stringify(lock)}`);
+    if (!Array.isArray(appends)) throw new BadRequestError("commit takes an array of { file, data }");
+    if (appends.length > 0 && lock !== DEFAULT_LOCK) {
+      throw new BadRequestError(`files are guarded by lock "${DEFAULT_LOCK}", not by "${lock}"`);
+    }
+    for (const [field, value] of [
+      ["leaseMs", opts.leaseMs],
+      ["waitMs", opts.waitMs],
+    ] as const) {
+      if (value !== undefined && (typeof value !== "number" || !Number.isFinite(value) || value < 0)) {
+        throw new BadRequestError(`invalid ${field}: ${String(value)}`);
+      }
+    }
+    const session = await this.ensureSession();
+    const info = session.info;
+    const wire: WireAppend[] = [];
+    let bytes = 0;
+    let wireBytes = RELEASE_FIELDS_WIRE_BYTES;
+    for (const a of appends) {
+      if (fileIndex(a.file) === undefined) throw new FileNotFoundError(`${JSON.stringify(a.file)} is not one of file_0 … file_99`);
+      const data = toBytes(a.data);
+      if (info && data.length > info.maxAppendBytes) {
+        throw new TooLargeError(`append of ${data.length} bytes is larger than the server's limit of ${info.maxAppendBytes}`);
+      }
+      bytes += data.length;
+      wireBytes += wireBytesOf(data.length);
+      wire.push({ file: a.file, data: data.toString("base64") });
+    }
+    if (info?.maxSectionBytes !== undefined && bytes > info.maxSectionBytes) {
+      throw new TooLargeError(`a section of ${bytes} bytes is larger than the server's limit of ${info.maxSectionBytes}`);
+    }
+    if (info?.maxSectionBytes === undefined || wireBytes > this.requestBudget(session)) {
+      return this.commitInSteps(lock, appends, opts);
+    }
+    const seq = session.seqs.issue();
+    const pending = new PendingAcquire(seq, lock);
+    session.pending.set(seq, pending);
+    const build = (): LoggedRequest => ({
+      op: "commit",
+      client: session.id,
+      seq,
+      ack: session.seqs.ack(),
+      lock,
+      appends: wire,
+      ...(opts.leaseMs !== undefined ? { leaseMs: opts.leaseMs } : {}),
+      ...(opts.waitMs !== undefined ? { waitMs: opts.waitMs } : {}),
+    });
+    const stop = new AbortController();
+    const onClose = (): void => stop.abort(this.closeController.signal.reason);
+    this.closeController.signal.addEventListener("abort", onClose, { once: true });
+    const loop = this.acquireLoop(session, pending, build, stop.signal, this.options.requestTimeoutMs).catch((e: unknown) => {
+      if (!stop.signal.aborted) pending.fail(e instanceof Error ? e : new InternalError(String(e)));
+    });
+    let abandoned = false;
+    try {
+      const grant = await raceSignal(pending.promise, stop.signal);
+      session.knownTokens.add(grant.info.token);
+      return { lock, token: grant.info.token, committed: { appends: wire.length, bytes } };
     } catch (e) {
-      this.loseIfEnded(rec, e);
+      if (this.closed) throw new ClosedError(`the client was closed while committing under ${lock}`, { cause: e });
+      if (isDlmError(e, "TIMEOUT") || isDlmError(e, "UNAVAILABLE")) {
+        // It may still wait in the queue: cancel it in the background so it
+        // does not commit long after the caller was told it timed out.
+        abandoned = true;
+        void this.abandonCommit(session, pending).finally(() => this.forgetAcquire(session, pending));
+      }
+      throw e;
+    } finally {
+      stop.abort();
+      this.closeController.signal.removeEventListener("abort", onClose);
+      await loop;
+      if (!abandoned) this.forgetAcquire(session, pending);
+    }
+  }
+
+  /** Best effort: cancel a commit the client gave up on, if it is still waiting. */
+  private async abandonCommit(session: Session, pending: PendingAcquire): Promise<void> {
+    try {
+      await this.logged(session, (cseq, ack) => ({ op: "cancel", client: session.id, seq: cseq, ack, target: pending.seq }));
+    } catch (e) {
+      this.log.warn({ err: describe(e), seq: pending.seq }, "dlm client: cancelling an abandoned commit failed; it may still commit once");
+    }
+  }
+
+  /** A commit too large for one request: the same section as acquire, append…, release. */
+  private async commitInSteps(lock: string, appends: CommitAppend[], opts: CommitOptions): Promise<CommitResult> {
+    const lease = await this.acquire(lock, { ...(opts.leaseMs !== undefined ? { leaseMs: opts.leaseMs } : {}), ...(opts.waitMs !== undefined ? { waitMs: opts.waitMs } : {}) });
+    try {
+      for (const a of appends) await this.append(a.file, a.data, { lease });
+      const committed = await this.release(lease);
+      return { lock, token: lease.token, committed };
+    } catch (e) {
+      // The section cannot commit whole: let the grant go without it.
+      await this.endUncommitted(lease);
       throw e;
     }
   }
@@ -993,6 +1243,8 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       deadlineTimer: undefined,
       releasing: undefined,
       abandoning: undefined,
+      section: { inline: [], inlineBytes: 0, inlineWireBytes: 0, spilled: 0, spilledBytes: 0 },
+      appending: Promise.resolve(),
     };
     this.records.set(lease, rec);
     this.lastLost.delete(lease.lock);
@@ -1109,12 +1361,20 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     rec.deadlineTimer.unref?.();
   }
 
+  /**
+   * Releases a grant: commits its section (the staged appends named by
+   * count, then those still in the client, sent with the release).
+   */
   private async doRelease(rec: LeaseRecord): Promise<Committed> {
     const { lease, session } = rec;
     lease._setState("releasing");
     if (rec.renewTimer) clearTimeout(rec.renewTimer);
     rec.renewTimer = undefined;
     try {
+      // Appends still spilling belong to the section: wait for them.
+      await rec.appending;
+      if (lease.lost && lease.lostReason) throw lease.lostReason;
+      const section = rec.section;
       const reply = await this.logged(session, (seq, ack) => ({
         op: "release",
         client: session.id,
@@ -1122,6 +1382,8 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
         ack,
         lock: lease.lock,
         token: lease.token,
+        ...(session.info?.maxSectionBytes === undefined ? {} : { staged: section.spilled }),
+        ...(section.inline.length > 0 ? { appends: section.inline } : {}),
       }));
       this.dropRecord(rec);
       lease._setState("released");
@@ -1142,12 +1404,21 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     }
   }
 
+  /**
+   * Ends a grant without committing: the server drops what it staged (the
+   * spilled appends), and the client drops the rest of the section, which
+   * it never sent. An append still spilling is waited for first, so the
+   * count of what was discarded is whole.
+   */
   private async doAbandon(rec: LeaseRecord): Promise<Discarded> {
     const { lease, session } = rec;
     lease._setState("releasing");
     if (rec.renewTimer) clearTimeout(rec.renewTimer);
     rec.renewTimer = undefined;
     try {
+      await rec.appending;
+      if (lease.lost) return { appends: 0, bytes: 0 };
+      const local = { appends: rec.section.inline.length, bytes: rec.section.inlineBytes };
       const reply = await this.logged(session, (seq, ack) => ({
         op: "abandon",
         client: session.id,
@@ -1158,8 +1429,12 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       }));
       this.dropRecord(rec);
       lease._setState("released");
-      this.log.debug({ lock: lease.lock, token: lease.token, discarded: reply.discarded }, "dlm client: abandoned");
-      return reply.discarded ?? { appends: 0, bytes: 0 };
+      const discarded = {
+        appends: (reply.discarded?.appends ?? 0) + local.appends,
+        bytes: (reply.discarded?.bytes ?? 0) + local.bytes,
+      };
+      this.log.debug({ lock: lease.lock, token: lease.token, discarded }, "dlm client: abandoned");
+      return discarded;
     } catch (e) {
       if (lease.state === "releasing") {
         if (isDlmError(e) && LEASE_ENDING.has(e.codeName)) {
@@ -1402,7 +1677,9 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
 /**
  * The options for the NATS connection `connect()` opens itself: the
  * pass-through ones as given, the namespace's inbox prefix unless one is
- * set, and the client's name.
+ * set, and the client's name. Timeouts become the client's own typed
+ * errors, so the async stack trace nats.js would build for every request
+ * is pure cost (`noAsyncTraces`).
  */
 export function natsConnectionOptions(options: ClientOptions, resolved: ResolvedOptions): ConnectionOptions {
   const nats: ConnectionOptions = {};
@@ -1410,7 +1687,7 @@ export function natsConnectionOptions(options: ClientOptions, resolved: Resolved
     if (options[key] !== undefined) (nats as Record<string, unknown>)[key] = options[key];
   }
   if (nats.inboxPrefix === undefined && resolved.namespace !== undefined) nats.inboxPrefix = inboxPrefixFor(resolved.namespace);
-  return { ...nats, servers: resolved.servers, ...(resolved.name ? { name: resolved.name } : {}) };
+  return { ...nats, servers: resolved.servers, noAsyncTraces: true, ...(resolved.name ? { name: resolved.name } : {}) };
 }
 
 /**

@@ -148,6 +148,19 @@ export class ClosedError extends DlmError {
   }
 }
 
+/**
+ * The release named a different number of separately logged appends than
+ * the server staged under the grant: the section cannot commit as the
+ * client meant it, so nothing was committed. Let the lease go (close, or
+ * let it expire) and run the section again under a new grant.
+ */
+export class SectionMismatchError extends DlmError {
+  constructor(message?: string, options?: DlmErrorOptions) {
+    super("SECTION_MISMATCH", message, options);
+    this.name = "SectionMismatchError";
+  }
+}
+
 export type DlmErrorClass = new (message?: string, options?: DlmErrorOptions) => DlmError;
 
 /** One class per protocol error name; the compiler checks the table is complete. */
@@ -169,6 +182,7 @@ export const ErrorClasses: Readonly<Record<ErrorName, DlmErrorClass>> = Object.f
   STALE_REQUEST: StaleRequestError,
   INTERNAL: InternalError,
   CLOSED: ClosedError,
+  SECTION_MISMATCH: SectionMismatchError,
 });
 
 /** Build the typed error for a name (used for local checks and notifications). */

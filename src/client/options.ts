@@ -143,6 +143,13 @@ export interface ClientOptions extends NatsPassThroughOptions {
   name?: string;
   /** Bound on the goodbye sent by `close()`. Default 2 * requestTimeoutMs. */
   closeTimeoutMs?: number;
+  /**
+   * Send every `append` to the server when it is made (one request and one
+   * log entry each) instead of staging it in the client until the release.
+   * Slower, but an append under a grant that ended is refused at the append
+   * (LOCK_EXPIRED) rather than at the release. Default false.
+   */
+  logEachAppend?: boolean;
 }
 
 export interface ResolvedOptions {
@@ -160,6 +167,7 @@ export interface ResolvedOptions {
   faults: FaultInjector | undefined;
   name: string | undefined;
   closeTimeoutMs: number;
+  logEachAppend: boolean;
 }
 
 export const DEFAULTS = Object.freeze({
@@ -222,6 +230,7 @@ export function resolveOptions(opts: ClientOptions = {}): ResolvedOptions {
     faults: opts.faults,
     name: opts.name,
     closeTimeoutMs: positive("closeTimeoutMs", opts.closeTimeoutMs, 2 * requestTimeoutMs),
+    logEachAppend: opts.logEachAppend === true,
   };
 }
 

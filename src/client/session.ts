@@ -18,6 +18,12 @@ export interface SessionInfo {
   sessionTimeoutMs: number;
   defaultLeaseMs: number;
   maxAppendBytes: number;
+  /**
+   * Largest critical section. Servers that send it also take a section's
+   * appends inside the release and the one-request `commit`; with a server
+   * that does not, every append is logged on its own, as before.
+   */
+  maxSectionBytes?: number;
 }
 
 export class SeqTracker {

@@ -2,16 +2,19 @@
  * The leader's loop. It exists only while its node leads, and does four
  * things:
  *
- * 1. Serves the request subject (queue group, so only a leader answers):
+ * 1. Serves the request subject (not a queue group: see
+ *    Names.requestSubject; a leader that is not fresh answers NOT_LEADER):
  *    validates each request, answers duplicates from the replicated session
  *    table, and turns new requests into commands.
- * 2. Group commit: commands wait in a queue while one log append is in
- *    flight, then all of them go out in the next entry. Each append carries
- *    the expected last sequence, so an entry lands only if nobody else wrote
- *    since this leader's last one.
- * 3. After JetStream acknowledges an entry, applies it through the node
- *    (state machine and files) and only then carries out the effects:
- *    replies to the waiting request messages, notifications to clients.
+ * 2. Group commit, pipelined: commands wait in a queue and go out in the
+ *    next entry; up to `maxEntriesInFlight` entries are appended at once,
+ *    entry N+k with expected last sequence N+k-1, so an entry lands only
+ *    right after this leader's previous one and nobody else can write in
+ *    between.
+ * 3. After JetStream acknowledges an entry, and after every earlier entry
+ *    was applied, applies it through the node (state machine and files)
+ *    and only then carries out the effects: replies to the waiting request
+ *    messages, notifications to clients.
  * 4. Runs the clocks: lease and wait deadlines from the state, session
  *    liveness from what it heard, each expiry logged as a command.
  *
@@ -23,11 +26,11 @@ import type { Logger } from "../log/logger";
 import { isWrongLastSequence, type LogStream } from "../log/logStream";
 import { fileIndex } from "../protocol/files";
 import { MAX_REQUEST_BYTES, type Limits } from "../protocol/limits";
-import type { LoggedRequest, Notification, Reply } from "../protocol/messages";
+import type { LoggedRequest, Notification, Reply, WireAppend } from "../protocol/messages";
 import type { Names } from "../protocol/subjects";
 import { parseRequest } from "../protocol/validate";
 import { classify, dueCommands, errorReply, okReply, statusView } from "../state";
-import type { Command, Effect, LogEntry, State } from "../state";
+import type { Command, Effect, LogEntry, SectionAppend, State } from "../state";
 import { assert } from "../util/assert";
 import { encodeEntry } from "./entries";
 import type { NodeMetrics, RequestOp } from "../metrics/nodeMetrics";
@@ -60,6 +63,11 @@ export interface CoordinatorOptions {
   tickMs: number;
   /** Attempts for one append whose outcome is unknown (timeout), deduplicated by message id. */
   appendAttempts: number;
+  /**
+   * Log entries appended but not yet acknowledged at once (pipelining). 1
+   * is the old behaviour: the next entry waits for the previous ack.
+   */
+  maxEntriesInFlight: number;
   /** Requests waiting for the next entry; past this, new requests get LIMIT_EXCEEDED (back-pressure). */
   maxQueuedCommands: number;
   /** Largest request parsed, in bytes; larger ones are TOO_LARGE without parsing. */
@@ -73,6 +81,7 @@ export const DEFAULT_COORDINATOR_OPTIONS: CoordinatorOptions = {
   maxBatchCommands: 512,
   tickMs: 50,
   appendAttempts: 3,
+  maxEntriesInFlight: 8,
   maxQueuedCommands: 10_000,
   maxRequestBytes: MAX_REQUEST_BYTES,
   statusMaxLocks: 100,
@@ -98,6 +107,14 @@ export class Coordinator {
   private readonly lastHeard = new Map<string, number>();
   private lastSweepAt = 0;
   private flushing: Promise<void> | undefined;
+  /**
+   * Entries appended to the log and not yet applied, oldest first. Entry i
+   * was appended with expected last sequence appliedSeq() + i, so each can
+   * land only right behind the one before it.
+   */
+  private readonly inFlight: Array<{ entry: LogEntry; commands: Command[]; seq: Promise<number | undefined> }> = [];
+  /** Set once an append failed: this coordinator appends nothing more. */
+  private appendFailed = false;
   private stopped = false;
   /** When each request message arrived and what it asked, for the latency histogram at its reply. */
   private readonly arrivals = new WeakMap<Msg, { op: RequestOp; startedMs: number }>();
@@ -128,8 +145,8 @@ export class Coordinator {
   }
 
   /**
-   * Stops serving: no new requests are taken, the append in flight settles
-   * (its entry is applied and answered if it landed), and everything still
+   * Stops serving: no new requests are taken, the appends in flight settle
+   * (their entries are applied and answered in order while they landed), and everything still
    * queued is refused with NOT_LEADER, so no client is told a success that
    * is not in the log.
    */
@@ -269,22 +286,55 @@ export class Coordinator {
     }
   }
 
-  /** Group commit: one entry in flight; whatever arrives meanwhile rides in the next. */
+  /**
+   * Group commit, pipelined: up to maxEntriesInFlight entries are appended
+   * at once, each one only when it is at least as large as the entry sent
+   * before it, and whatever arrives meanwhile rides in the next entry. Acknowledgements are taken strictly in log order: an entry
+   * is applied, and its requests answered, only after every earlier one was.
+   *
+   * If an append fails, this leader stops at that entry: nothing after it is
+   * applied or answered here, even if it landed (an entry behind a refused
+   * one can land after another leader's entries; the state machine treats an
+   * entry from a deposed epoch as void, and one from this epoch is decided
+   * at apply time like any other, so either way the log stays consistent
+   * and its clients learn the outcome by retrying with the same seq).
+   */
   private async flushLoop(): Promise<void> {
     // Let requests that arrived in the same tick of the event loop join.
     await new Promise<void>((resolve) => setImmediate(resolve));
-    while (this.queue.length > 0 && !this.stopped) {
-      const commands = this.queue.splice(0, this.opts.maxBatchCommands);
-      const entry: LogEntry = { v: 1, t: Date.now(), node: this.host.nodeId, epoch: this.host.state().epoch, cmds: commands };
-      const seq = await this.appendEntry(entry);
-      if (seq === undefined) return;
-      const effects = this.host.applyEntry(seq, entry);
-      this.carryOut(effects, commands);
+    // Once stopped, no new entry goes out, but those already out are still
+    // applied and answered in order if they landed (see stop()).
+    while (!this.appendFailed) {
+      while (this.queue.length > 0 && this.inFlight.length < this.opts.maxEntriesInFlight && !this.stopped) {
+        // With the log fsyncing every message, each entry costs one disk
+        // write whatever its size: an entry sent early only helps if it is
+        // no smaller than the one before it, else pipelining would trade
+        // one big batch for many small ones and lower throughput.
+        const last = this.inFlight[this.inFlight.length - 1];
+        if (last && this.queue.length < Math.min(last.commands.length, this.opts.maxBatchCommands)) break;
+        const commands = this.queue.splice(0, this.opts.maxBatchCommands);
+        const entry: LogEntry = { v: 1, t: Date.now(), node: this.host.nodeId, epoch: this.host.state().epoch, cmds: commands };
+        const expected = this.host.appliedSeq() + this.inFlight.length;
+        this.inFlight.push({ entry, commands, seq: this.appendEntry(entry, expected) });
+      }
+      const head = this.inFlight[0];
+      if (!head) return;
+      const seq = await head.seq;
+      if (seq === undefined) break;
+      this.inFlight.shift();
+      const effects = this.host.applyEntry(seq, head.entry);
+      this.carryOut(effects, head.commands);
+      // Let requests that arrived meanwhile join the next entry rather than
+      // each going out alone while the pipeline has room.
+      if (this.queue.length > 0 && this.inFlight.length > 0) await new Promise<void>((resolve) => setImmediate(resolve));
     }
+    // An append failed: wait for the appends still out (they never reject),
+    // so stop() returns only when nothing of this leader is in the air.
+    const rest = this.inFlight.splice(0);
+    await Promise.all(rest.map((f) => f.seq));
   }
 
-  private async appendEntry(entry: LogEntry): Promise<number | undefined> {
-    const expected = this.host.appliedSeq();
+  private async appendEntry(entry: LogEntry, expected: number): Promise<number | undefined> {
     const bytes = encodeEntry(entry);
     // The message id makes a retry after a lost ack idempotent: JetStream
     // answers a duplicate with the original sequence instead of a second entry.
@@ -297,12 +347,15 @@ export class Coordinator {
         this.host.metrics.recordAppend(entry.cmds.length, Date.now() - started);
         return seq;
       } catch (err) {
+        if (this.appendFailed) return undefined;
         if (isWrongLastSequence(err)) {
+          this.appendFailed = true;
           this.host.logger.warn({ expected }, "log tail moved: another leader appended; stepping down");
           this.host.stepDown("another leader appended to the log");
           return undefined;
         }
         if (attempt >= this.opts.appendAttempts || this.stopped) {
+          this.appendFailed = true;
           this.host.logger.error({ err: (err as Error).message, attempt }, "log append failed; stepping down");
           this.host.stepDown(`log append failed: ${(err as Error).message}`);
           return undefined;
@@ -392,8 +445,29 @@ function toCommand(request: LoggedRequest, limits: Limits): Command {
         waitMs: request.waitMs ?? null,
       };
     case "release":
+      return {
+        type: "release",
+        client,
+        seq,
+        ack,
+        lock: request.lock,
+        token: request.token,
+        ...(request.staged !== undefined ? { staged: request.staged } : {}),
+        ...(request.appends ? { appends: request.appends.map(toSectionAppend) } : {}),
+      };
     case "abandon":
       return { type: request.op, client, seq, ack, lock: request.lock, token: request.token };
+    case "commit":
+      return {
+        type: "commit",
+        client,
+        seq,
+        ack,
+        lock: request.lock,
+        leaseMs: request.leaseMs ?? limits.defaultLeaseMs,
+        waitMs: request.waitMs ?? null,
+        appends: request.appends.map(toSectionAppend),
+      };
     case "append": {
       const file = fileIndex(request.file);
       assert(file !== undefined, "validated file name has no index");
@@ -404,4 +478,10 @@ function toCommand(request: LoggedRequest, limits: Limits): Command {
     case "cancel":
       return { type: "cancel", client, seq, ack, target: request.target };
   }
+}
+
+function toSectionAppend(append: WireAppend): SectionAppend {
+  const file = fileIndex(append.file);
+  assert(file !== undefined, "validated file name has no index");
+  return { file, data: append.data };
 }

@@ -25,6 +25,7 @@ export const ErrorCodes = {
   STALE_REQUEST: 15,
   INTERNAL: 16,
   CLOSED: 17,
+  SECTION_MISMATCH: 18,
 } as const;
 
 export type ErrorName = Exclude<keyof typeof ErrorCodes, "OK">;
@@ -60,6 +61,8 @@ export const ErrorDescriptions: Record<ErrorName, string> = {
     "The request's sequence number is at or below what the client already acknowledged; it is an old duplicate and was ignored.",
   INTERNAL: "The server hit an unexpected condition. Nothing was changed. Please report it with the node's log.",
   CLOSED: "Client side: the client was closed while the operation was outstanding.",
+  SECTION_MISMATCH:
+    "The release names a different number of separately logged appends than the grant staged (one was lost or its outcome is unknown). Nothing was committed and the grant is unchanged.",
 };
 
 export function isErrorName(name: string): name is ErrorName {

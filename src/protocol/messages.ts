@@ -13,7 +13,7 @@ import type { ErrorName } from "./errors";
 export const DEFAULT_LOCK = "global";
 
 /** Operations that go through the log (state changes, at-most-once). */
-export const LOGGED_OPS = ["hello", "goodbye", "acquire", "release", "abandon", "append", "renew", "cancel"] as const;
+export const LOGGED_OPS = ["hello", "goodbye", "acquire", "release", "abandon", "append", "renew", "cancel", "commit"] as const;
 /** Operations served from the leader's applied state, never logged. */
 export const UNLOGGED_OPS = ["ping", "status", "read"] as const;
 export type LoggedOp = (typeof LOGGED_OPS)[number];
@@ -40,10 +40,39 @@ export interface AcquireRequest extends SessionFields {
   /** Give up waiting after this long (server-side, logged); wait forever when absent. */
   waitMs?: number;
 }
+/** One append of a critical section carried inside a release or commit. */
+export interface WireAppend {
+  /** `file_0` … `file_99`. */
+  file: string;
+  /** base64 */
+  data: string;
+}
+
 export interface ReleaseRequest extends SessionFields {
   op: "release";
   lock: string;
   token: number;
+  /**
+   * How many appends were logged on their own (`append` requests) under this
+   * grant. When present the leader refuses the release with
+   * SECTION_MISMATCH unless exactly that many were staged.
+   */
+  staged?: number;
+  /** The rest of the section (only under `global`), committed after the staged appends. */
+  appends?: WireAppend[];
+}
+/**
+ * The one-request fenced commit: waits for `lock` in FIFO order like an
+ * acquire (interim answer "queued"), and when granted appends `appends` and
+ * releases, all in one log entry. The final answer carries the token
+ * (`lease`) and `committed`.
+ */
+export interface CommitRequest extends SessionFields {
+  op: "commit";
+  lock: string;
+  leaseMs?: number;
+  waitMs?: number;
+  appends: WireAppend[];
 }
 /** Ends the grant without committing what was staged under it. */
 export interface AbandonRequest extends SessionFields {
@@ -91,7 +120,8 @@ export type LoggedRequest =
   | AbandonRequest
   | AppendRequest
   | RenewRequest
-  | CancelRequest;
+  | CancelRequest
+  | CommitRequest;
 export type Request = LoggedRequest | PingRequest | StatusRequest | ReadRequest;
 
 /** What a grant looks like on the wire. `expiresAt` is the leader's clock, ms since epoch. */
@@ -110,7 +140,7 @@ export interface OkReply {
   status?: "granted" | "queued";
   lease?: LeaseInfo;
   position?: number;
-  /** release: what the commit wrote. */
+  /** release and commit: what the commit wrote. */
   committed?: { appends: number; bytes: number };
   /** abandon: what was staged and is now dropped. */
   discarded?: { appends: number; bytes: number };
@@ -119,7 +149,7 @@ export interface OkReply {
   /** cancel: whether the target wait was still waiting and is now cancelled. */
   cancelled?: boolean;
   /** hello: the server's settings the client should follow. */
-  session?: { sessionTimeoutMs: number; defaultLeaseMs: number; maxAppendBytes: number };
+  session?: { sessionTimeoutMs: number; defaultLeaseMs: number; maxAppendBytes: number; maxSectionBytes?: number };
   /** hello: the dlm version of the leader that started this session. */
   version?: string;
   /** read */

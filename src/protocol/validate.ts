@@ -7,7 +7,7 @@
 import type { ErrorName } from "./errors";
 import { fileIndex } from "./files";
 import { CLIENT_ID, LOCK_NAME, MAX_REQUEST_BYTES, type Limits } from "./limits";
-import { DEFAULT_LOCK, LOGGED_OPS, UNLOGGED_OPS, type ErrorReply, type Request } from "./messages";
+import { DEFAULT_LOCK, LOGGED_OPS, UNLOGGED_OPS, type ErrorReply, type Request, type WireAppend } from "./messages";
 import { errorReply } from "./replies";
 
 export type Parsed = { ok: true; request: Request } | { ok: false; reply: ErrorReply };
@@ -70,9 +70,33 @@ function parseOrThrow(bytes: Uint8Array, limits: Limits, maxRequestBytes: number
         ...optionalInt(raw, "leaseMs", limits.minLeaseMs, limits.maxLeaseMs),
         ...optionalInt(raw, "waitMs", 0, limits.maxWaitMs),
       };
-    case "release":
+    case "release": {
+      const fields = session(raw);
+      const lock = lockName(raw);
+      const appends = raw.appends === undefined ? [] : sectionAppends(raw, lock, limits.maxAppendBytes);
+      return {
+        op,
+        ...fields,
+        lock,
+        token: token(raw),
+        ...optionalInt(raw, "staged", 0, Number.MAX_SAFE_INTEGER),
+        ...(appends.length > 0 ? { appends } : {}),
+      };
+    }
     case "abandon":
       return { op, ...session(raw), lock: lockName(raw), token: token(raw) };
+    case "commit": {
+      const fields = session(raw);
+      const lock = lockName(raw);
+      return {
+        op,
+        ...fields,
+        lock,
+        ...optionalInt(raw, "leaseMs", limits.minLeaseMs, limits.maxLeaseMs),
+        ...optionalInt(raw, "waitMs", 0, limits.maxWaitMs),
+        appends: sectionAppends(raw, lock, limits.maxAppendBytes),
+      };
+    }
     case "renew":
       return {
         op,
@@ -96,6 +120,27 @@ function parseOrThrow(bytes: Uint8Array, limits: Limits, maxRequestBytes: number
       // KNOWN_OPS and this switch list the same ops; a gap is a programming error.
       throw new Error(`op ${op} is known but not parsed`);
   }
+}
+
+/**
+ * The `appends` of a release or commit: an array of { file, data }. Files
+ * are guarded by the default lock, so appends under any other lock are
+ * refused. The section's total size is checked by the state machine (it
+ * depends on what the grant already staged).
+ */
+function sectionAppends(raw: Record<string, unknown>, lock: string, maxAppendBytes: number): WireAppend[] {
+  const list = raw.appends;
+  if (!Array.isArray(list)) throw new Invalid("BAD_REQUEST", "field 'appends' must be an array of { file, data }");
+  if (list.length > 0 && lock !== DEFAULT_LOCK) {
+    throw new Invalid("BAD_REQUEST", `files are guarded by lock "${DEFAULT_LOCK}"; appends under "${lock.slice(0, 40)}" are refused`);
+  }
+  return list.map((item: unknown, i): WireAppend => {
+    if (typeof item !== "object" || item === null || Array.isArray(item)) {
+      throw new Invalid("BAD_REQUEST", `appends[${i}] must be an object { file, data }`);
+    }
+    const fields = item as Record<string, unknown>;
+    return { file: fileName(fields), data: base64(fields, maxAppendBytes) };
+  });
 }
 
 function session(raw: Record<string, unknown>): { client: string; seq: number; ack: number } {

@@ -3,4 +3,4 @@ export { apply, createState } from "./machine";
 export { classify, dueCommands, statusView, type RequestClass } from "./queries";
 export { restore, snapshot, SNAPSHOT_VERSION, type StateSnapshot } from "./snapshot";
 export { errorReply, okReply } from "../protocol/replies";
-export type { ClientCommand, Command, Effect, Grant, LockState, LogEntry, Session, State, Waiter } from "./types";
+export type { ClientCommand, Command, Effect, Grant, LockState, LogEntry, SectionAppend, Session, State, Waiter } from "./types";

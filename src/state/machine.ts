@@ -15,7 +15,7 @@ import { DEFAULT_LOCK, type LeaseInfo, type Reply } from "../protocol/messages";
 import { FILE_COUNT } from "../protocol/files";
 import { assert, InvariantError, unreachable } from "../util/assert";
 import { errorReply, okReply } from "../protocol/replies";
-import type { ClientCommand, Command, Effect, EndReason, Grant, LockState, LogEntry, Session, State } from "./types";
+import type { ClientCommand, Command, Effect, EndReason, Grant, LockState, LogEntry, SectionAppend, Session, State } from "./types";
 
 export function createState(limits: Limits = DEFAULT_LIMITS): State {
   return {
@@ -38,8 +38,14 @@ export function apply(state: State, entry: LogEntry): Effect[] {
   if (leaderCommand) {
     assert(entry.cmds.length === 1, "a leader command must be alone in its entry");
   } else {
-    // Only the current leader can append (compare-and-swap on the log tail),
-    // so an entry from another epoch means the log itself is inconsistent.
+    // A leader keeps several entries in flight, each appended behind the one
+    // before it. When one is refused because a new leader wrote first, a
+    // later one can still land behind the new leader's entries. Its leader
+    // never applied or answered it (it stops at the first refusal), so it is
+    // void: it changes nothing, on every node alike.
+    if (entry.epoch < state.epoch) return [];
+    // Only a leader entry can start an epoch, so a later one means the log
+    // itself is inconsistent.
     assert(entry.epoch === state.epoch, () => `entry from epoch ${entry.epoch} while epoch ${state.epoch} leads`);
   }
   if (leaderCommand) {
@@ -65,6 +71,7 @@ function applyCommand(state: State, command: Command, fx: Effect[]): void {
     case "append":
     case "renew":
     case "cancel":
+    case "commit":
       return applyClientCommand(state, command, fx);
     case "expireLease":
       return expireLease(state, command.lock, command.token, fx);
@@ -172,6 +179,7 @@ function execute(state: State, session: Session, cmd: ClientCommand, fx: Effect[
           sessionTimeoutMs: state.limits.sessionTimeoutMs,
           defaultLeaseMs: state.limits.defaultLeaseMs,
           maxAppendBytes: state.limits.maxAppendBytes,
+          maxSectionBytes: state.limits.maxSectionBytes,
         },
         ...(state.leaderVersion === null ? {} : { version: state.leaderVersion }),
       });
@@ -179,9 +187,15 @@ function execute(state: State, session: Session, cmd: ClientCommand, fx: Effect[
       endSession(state, session, "goodbye", fx);
       return okReply("Disconnected!");
     case "acquire":
-      return acquire(state, session, cmd.seq, cmd.lock, cmd.leaseMs, cmd.waitMs);
+      return acquire(state, session, cmd.seq, cmd.lock, cmd.leaseMs, cmd.waitMs, undefined, fx);
+    case "commit": {
+      assert(cmd.lock === DEFAULT_LOCK || cmd.appends.length === 0, () => `commit with appends under lock ${cmd.lock}`);
+      const tooLarge = sectionTooLarge(state, 0, cmd.appends);
+      if (tooLarge) return tooLarge;
+      return acquire(state, session, cmd.seq, cmd.lock, cmd.leaseMs, cmd.waitMs, cmd.appends, fx);
+    }
     case "release":
-      return release(state, session, cmd.lock, cmd.token, fx);
+      return release(state, session, cmd.lock, cmd.token, cmd.staged, cmd.appends ?? [], fx);
     case "abandon":
       return abandon(state, session, cmd.lock, cmd.token, fx);
     case "append":
@@ -207,6 +221,9 @@ function acquire(
   name: string,
   leaseMs: number,
   waitMs: number | null,
+  /** Present for a one-request commit: the section to commit once granted. */
+  commit: SectionAppend[] | undefined,
+  fx: Effect[],
 ): Reply | Queued {
   let lock = state.locks.get(name);
   if (!lock) {
@@ -228,7 +245,12 @@ function acquire(
   if (!lock.holder) {
     assert(lock.queue.length === 0, () => `lock ${name} has waiters but no holder`);
     const grant = grantTo(state, lock, session, seq, leaseMs);
-    return grantedReply(name, grant);
+    if (!commit) return grantedReply(name, grant);
+    // Granted at once: the section lands and the grant ends in this same
+    // entry, so the lock is free again when the entry's apply returns.
+    const committed = commitSection(state, grant, commit, fx);
+    endGrant(state, session, name, grant, "released", fx);
+    return committedReply(name, grant, committed);
   }
   if (waitMs === 0) return errorReply("WAIT_TIMEOUT", `${name} is held (try-acquire does not wait)`);
   if (lock.queue.length >= state.limits.maxQueueLength) {
@@ -240,22 +262,41 @@ function acquire(
     leaseMs,
     enqueuedAt: state.now,
     deadline: waitMs === null ? null : state.now + waitMs,
+    ...(commit ? { commit } : {}),
   });
   session.pending.set(seq, name);
   return { queuedAt: lock.queue.length };
 }
 
-function release(state: State, session: Session, name: string, token: number, fx: Effect[]): Reply {
+function release(
+  state: State,
+  session: Session,
+  name: string,
+  token: number,
+  expectedStaged: number | undefined,
+  inline: SectionAppend[],
+  fx: Effect[],
+): Reply {
   const grant = currentGrant(state, session, name, token);
   if (!isGrant(grant)) return grant;
-  // Commit the critical section: every staged append reaches the files now,
-  // together and in order.
-  for (const { file, data } of grant.staged) {
-    const bytes = Buffer.from(data, "base64");
-    state.fileLengths[file] += bytes.length;
-    fx.push({ type: "fileAppend", file, data: bytes });
+  // The release names how many appends were logged on their own before it.
+  // Any other count means one of them was lost or is unknown to the client:
+  // committing would land a section the client did not mean, so nothing
+  // changes and the grant stays as it was.
+  if (expectedStaged !== undefined && expectedStaged !== grant.staged.length) {
+    return errorReply(
+      "SECTION_MISMATCH",
+      `the release names ${expectedStaged} staged appends but the grant under token ${token} staged ${grant.staged.length}; nothing was committed`,
+    );
   }
-  const committed = { appends: grant.staged.length, bytes: grant.stagedBytes };
+  if (inline.length > 0) {
+    assert(name === DEFAULT_LOCK, () => `appends released with lock ${name}, not ${DEFAULT_LOCK}`);
+    const tooLarge = sectionTooLarge(state, grant.stagedBytes, inline);
+    if (tooLarge) return tooLarge;
+  }
+  // Commit the critical section: every staged append, then those sent with
+  // the release, reach the files now, together and in order.
+  const committed = commitSection(state, grant, inline, fx);
   endGrant(state, session, name, grant, "released", fx);
   return okReply("Released", { committed });
 }
@@ -271,6 +312,35 @@ function abandon(state: State, session: Session, name: string, token: number, fx
   const discarded = { appends: grant.staged.length, bytes: grant.stagedBytes };
   endGrant(state, session, name, grant, "abandoned", fx);
   return okReply("Abandoned", { discarded });
+}
+
+/** TOO_LARGE if `appends` would not fit a section that already has `stagedBytes`; undefined when they fit. */
+function sectionTooLarge(state: State, stagedBytes: number, appends: SectionAppend[]): Reply | undefined {
+  let total = stagedBytes;
+  for (const { file, data } of appends) {
+    assert(Number.isInteger(file) && file >= 0 && file < FILE_COUNT, () => `file index ${file} out of range`);
+    const size = Buffer.byteLength(data, "base64");
+    if (size > state.limits.maxAppendBytes) {
+      return errorReply("TOO_LARGE", `append of ${size} bytes exceeds maxAppendBytes ${state.limits.maxAppendBytes}`);
+    }
+    total += size;
+  }
+  if (total > state.limits.maxSectionBytes) {
+    return errorReply("TOO_LARGE", `critical section of ${total} bytes exceeds maxSectionBytes ${state.limits.maxSectionBytes}`);
+  }
+  return undefined;
+}
+
+/** Writes a grant's staged appends and then `inline` to the files (as effects); returns what was written. */
+function commitSection(state: State, grant: Grant, inline: SectionAppend[], fx: Effect[]): { appends: number; bytes: number } {
+  let bytesTotal = 0;
+  for (const { file, data } of [...grant.staged, ...inline]) {
+    const bytes = Buffer.from(data, "base64");
+    state.fileLengths[file] += bytes.length;
+    bytesTotal += bytes.length;
+    fx.push({ type: "fileAppend", file, data: bytes });
+  }
+  return { appends: grant.staged.length + inline.length, bytes: bytesTotal };
 }
 
 function append(state: State, session: Session, token: number, file: number, data: string): Reply {
@@ -361,7 +431,15 @@ function removeWaiter(
 function endGrant(state: State, session: Session, name: string, grant: Grant, reason: EndReason, fx: Effect[]): void {
   const lock = state.locks.get(name);
   assert(lock && lock.holder === grant, () => `ending a grant of ${name} that is not current`);
+  vacate(state, session, lock, grant, reason);
+  grantNext(state, lock, fx);
+}
+
+/** Ends the current grant of `lock` without passing the lock on. */
+function vacate(state: State, session: Session, lock: LockState, grant: Grant, reason: EndReason): void {
+  assert(lock.holder === grant, () => `vacating a grant of ${lock.name} that is not current`);
   lock.holder = null;
+  const name = lock.name;
   session.held.delete(name);
   if (reason !== "sessionExpired") {
     session.ended.set(grant.token, reason);
@@ -369,25 +447,40 @@ function endGrant(state: State, session: Session, name: string, grant: Grant, re
       session.ended.delete(session.ended.keys().next().value as number);
     }
   }
-  grantNext(state, lock, fx);
 }
 
+/**
+ * Grants the lock to the head of its queue. A queued one-request commit
+ * runs whole when its turn comes (grant, section, release), and the lock
+ * passes on at once; that is a loop, not recursion, so a long queue of
+ * commits cannot overflow the stack.
+ */
 function grantNext(state: State, lock: LockState, fx: Effect[]): void {
   assert(lock.holder === null, () => `grantNext on held lock ${lock.name}`);
-  const waiter = lock.queue.shift();
-  if (!waiter) {
-    dropIfIdle(state, lock);
-    return;
+  for (;;) {
+    const waiter = lock.queue.shift();
+    if (!waiter) {
+      dropIfIdle(state, lock);
+      return;
+    }
+    const session = state.sessions.get(waiter.client);
+    // Waits are removed when their session ends, so every waiter is live.
+    assert(session && session.pending.get(waiter.seq) === lock.name, () => `waiter ${waiter.client}/${waiter.seq} is stale`);
+    session.pending.delete(waiter.seq);
+    const grant = grantTo(state, lock, session, waiter.seq, waiter.leaseMs);
+    let answer: Reply;
+    if (waiter.commit) {
+      const committed = commitSection(state, grant, waiter.commit, fx);
+      vacate(state, session, lock, grant, "released");
+      answer = committedReply(lock.name, grant, committed);
+    } else {
+      answer = grantedReply(lock.name, grant);
+    }
+    session.replies.set(waiter.seq, answer);
+    fx.push({ type: "reply", client: session.id, seq: waiter.seq, reply: answer, final: true });
+    fx.push({ type: "notify", client: session.id, notification: { event: "granted", seq: waiter.seq, lease: leaseInfo(lock.name, grant) } });
+    if (!waiter.commit) return;
   }
-  const session = state.sessions.get(waiter.client);
-  // Waits are removed when their session ends, so every waiter is live.
-  assert(session && session.pending.get(waiter.seq) === lock.name, () => `waiter ${waiter.client}/${waiter.seq} is stale`);
-  session.pending.delete(waiter.seq);
-  const grant = grantTo(state, lock, session, waiter.seq, waiter.leaseMs);
-  const answer = grantedReply(lock.name, grant);
-  session.replies.set(waiter.seq, answer);
-  fx.push({ type: "reply", client: session.id, seq: waiter.seq, reply: answer, final: true });
-  fx.push({ type: "notify", client: session.id, notification: { event: "granted", seq: waiter.seq, lease: leaseInfo(lock.name, grant) } });
 }
 
 function grantTo(state: State, lock: LockState, session: Session, seq: number, leaseMs: number): Grant {
@@ -445,6 +538,11 @@ function newSession(id: string, now: number): Session {
 
 function leaseInfo(lock: string, grant: Grant): LeaseInfo {
   return { lock, token: grant.token, leaseMs: grant.leaseMs, expiresAt: grant.expiresAt };
+}
+
+/** A one-request commit's answer: the token it ran under and what it wrote. The grant has already ended. */
+function committedReply(lock: string, grant: Grant, committed: { appends: number; bytes: number }): Reply {
+  return okReply("Committed", { lease: leaseInfo(lock, grant), committed });
 }
 
 function grantedReply(lock: string, grant: Grant): Reply {

@@ -23,9 +23,40 @@ export type Command =
       /** null: wait as long as it takes. 0: try-acquire. */
       waitMs: number | null;
     }
-  | { type: "release"; client: string; seq: number; ack: number; lock: string; token: number }
+  | {
+      type: "release";
+      client: string;
+      seq: number;
+      ack: number;
+      lock: string;
+      token: number;
+      /**
+       * How many appends the client logged on their own under this grant
+       * before the release (absent from older clients: no check). A grant
+       * that staged another number refuses the release with
+       * SECTION_MISMATCH, so a lost or extra logged append can never let a
+       * partial section commit.
+       */
+      staged?: number;
+      /** The rest of the section, sent with the release and committed after the staged appends. */
+      appends?: SectionAppend[];
+    }
   /** Ends the caller's grant without committing its staged appends (the section is discarded). */
   | { type: "abandon"; client: string; seq: number; ack: number; lock: string; token: number }
+  /**
+   * The one-request fenced commit: wait for the lock in FIFO order like an
+   * acquire, then append the section and release, all when it is granted.
+   */
+  | {
+      type: "commit";
+      client: string;
+      seq: number;
+      ack: number;
+      lock: string;
+      leaseMs: number;
+      waitMs: number | null;
+      appends: SectionAppend[];
+    }
   | {
       type: "append";
       client: string;
@@ -58,6 +89,12 @@ export type Command =
    * from the later of this and the log's last entry to this entry.
    */
   | { type: "leader"; node: string; epoch: number; limits: Limits; version?: string; prevAliveAt?: number };
+
+/** One append of a critical section: a file index and base64 data, already validated. */
+export interface SectionAppend {
+  file: number;
+  data: string;
+}
 
 export type ClientCommand = Extract<Command, { client: string; seq: number; ack: number }>;
 
@@ -94,6 +131,8 @@ export interface Waiter {
   enqueuedAt: number;
   /** Absolute time the wait gives up, or null to wait forever. */
   deadline: number | null;
+  /** A queued one-request commit: the section it commits the moment it is granted. */
+  commit?: SectionAppend[];
 }
 
 export interface LockState {

@@ -152,7 +152,8 @@ describe("failover: 3 dlm nodes on 1 NATS server", () => {
   });
 
   scenario("the leader SIGKILLed while the lock is held with staged appends: the release after failover commits exactly them", async () => {
-    const holder = await c.client();
+    // The holder logs each append as it makes it, so the section is staged on the server when the leader dies.
+    const holder = await c.client({ logEachAppend: true });
     const waiter = await c.client();
     const old = await c.waitForLeader();
     const lease = await holder.acquire("global", { leaseMs: LONG_LEASE });

@@ -76,8 +76,9 @@ test("1. packet delay: an append delayed past the lease is refused with LOCK_EXP
   const F = 1;
   const faults = new FaultInjector({ seed: 1 });
   // C1 waits long for answers, so the delayed append is answered, not retried.
-  const c1 = await client("s1-c1", { requestTimeoutMs: 6000, faults });
-  const c2 = await client("s1-c2");
+  // Its appends go to the server one by one (this scenario is about such an append).
+  const c1 = await client("s1-c1", { requestTimeoutMs: 6000, faults, logEachAppend: true });
+  const c2 = await client("s1-c2", { logEachAppend: true });
   const lease1 = await c1.acquire();
   // C1's renewals are lost from now on (else the background renewal would keep the lease alive) ...
   faults.add({ op: "renew", action: { kind: "dropRequest" } });
@@ -212,7 +213,8 @@ test("5. lost request, then lost reply, of one append: applied exactly once: 1AB
   // C1's second distinct append: attempt 1 never arrives; attempt 2 is applied but its reply is lost; attempt 3 is answered from the cache.
   faults.add({ op: "append", nth: 2, attempt: 1, action: { kind: "dropRequest" } });
   faults.add({ op: "append", nth: 2, attempt: 2, action: { kind: "dropReply" } });
-  const c1 = await client("s5-c1", { requestTimeoutMs: 600, faults });
+  // Appends sent one by one: this scenario is about one append request.
+  const c1 = await client("s5-c1", { requestTimeoutMs: 600, faults, logEachAppend: true });
   const c2 = await client("s5-c2");
   const spy = await spyRequests();
   try {
@@ -283,8 +285,9 @@ test("6. client stalls (SIGSTOP) before editing: its append gets LOCK_EXPIRED: B
 
 test("6b. client stalls (busy loop) between its lease check and the send: the server refuses the late append: BBAA", async () => {
   const F = 10;
-  const { p } = await childClient("s6b-c1");
-  const c2 = await client("s6b-c2");
+  // C1's appends go to the server one by one: this scenario is about such an append.
+  const { p } = await childClient("s6b-c1", 1000, true);
+  const c2 = await client("s6b-c2", { logEachAppend: true });
   const g = await p.ok("acquire");
   const c2Acquire = c2.acquire();
   await queued(c2.clientId);
@@ -366,7 +369,8 @@ test("9. server crash with the lock held: C2's append is retried across the cras
   const F = 9;
   const faults = new FaultInjector();
   const c1 = await client("s9-c1");
-  const c2 = await client("s9-c2", { requestTimeoutMs: 3000, faults });
+  // C2's appends go to the server one by one: this scenario is about a retried append.
+  const c2 = await client("s9-c2", { requestTimeoutMs: 3000, faults, logEachAppend: true });
   const lease1 = await c1.acquire();
   await c1.append(`file_${F}`, "A");
   expect(await lease1.release()).toEqual({ appends: 1, bytes: 1 });

@@ -43,7 +43,8 @@ function comparable(view: StatusView): unknown {
 
 test("restart from a snapshot equals a full replay, and the staged section still commits", async () => {
   const client = await cluster.client({ name: "cycler" });
-  const holder = await cluster.client({ name: "holder" });
+  // The holder logs its append as it makes it, so the open section is in the snapshot.
+  const holder = await cluster.client({ name: "holder", logEachAppend: true });
   for (let i = 0; i < 40; i++) {
     const lease = await client.acquire();
     await client.append("file_11", `line ${i}\n`);

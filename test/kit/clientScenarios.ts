@@ -80,10 +80,10 @@ export class ClientScenarios {
   };
 
   /** A connected client in a child process (it can be frozen or SIGKILLed), killed after the scenario. */
-  childClient = async (name: string, requestTimeoutMs = 1000): Promise<{ p: StallClient; clientId: string }> => {
+  childClient = async (name: string, requestTimeoutMs = 1000, logEachAppend = false): Promise<{ p: StallClient; clientId: string }> => {
     const p = await StallClient.start(name);
     this.processes.push(p);
-    const r = await p.ok("connect", { servers: this.cluster.urls, requestTimeoutMs, name });
+    const r = await p.ok("connect", { servers: this.cluster.urls, requestTimeoutMs, name, logEachAppend });
     return { p, clientId: r.clientId as string };
   };
 

@@ -122,6 +122,7 @@ async function run(c: Command): Promise<object> {
         unavailableTimeoutMs: 60_000,
         ...(typeof c.requestTimeoutMs === "number" ? { requestTimeoutMs: c.requestTimeoutMs } : {}),
         ...(typeof c.name === "string" ? { name: c.name } : {}),
+        ...(c.logEachAppend === true ? { logEachAppend: true } : {}),
       });
       return { clientId: client.clientId };
     }

@@ -67,11 +67,12 @@ test("NATS options pass through; the namespace sets the inbox prefix unless one 
     tls: { caFile: "/ca.pem" },
     maxReconnectAttempts: 3,
     inboxPrefix: "_INBOX_orders",
+    noAsyncTraces: true,
     name: "me",
   });
   const explicit = { ...opts, inboxPrefix: "_INBOX_mine" };
   expect(natsConnectionOptions(explicit, resolveOptions(explicit)).inboxPrefix).toBe("_INBOX_mine");
-  expect(natsConnectionOptions({}, resolveOptions({}))).toEqual({ servers: "nats://127.0.0.1:4222" });
+  expect(natsConnectionOptions({}, resolveOptions({}))).toEqual({ servers: "nats://127.0.0.1:4222", noAsyncTraces: true });
 });
 
 test.each([

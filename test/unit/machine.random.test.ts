@@ -32,6 +32,10 @@ interface Model {
    * of life at most one renew interval before `diedAt`.
    */
   takeovers: Array<{ diedAt: number; at: number }>;
+  /** Every client command sent, by "client/seq" (a duplicate is the very same command). */
+  sentByKey: Map<string, Command>;
+  /** Tokens whose section was committed: a section never commits twice. */
+  committedTokens: Set<number>;
 }
 
 /** How often the simulated leaders write their key: the slack of each takeover's proof of life. */
@@ -52,6 +56,8 @@ function run(seed: number, steps: number): void {
     discarded: new Set(),
     renewedAt: new Map(),
     takeovers: [],
+    sentByKey: new Map(),
+    committedTokens: new Set(),
   };
   const clients = ["client-aaaa", "client-bbbb", "client-cccc", "client-dddd", "client-eeee"];
   const nextSeq = new Map<string, number>();
@@ -63,8 +69,16 @@ function run(seed: number, steps: number): void {
   const appendEntry = (cmds: Command[], entryEpoch = epoch): void => {
     const entry: LogEntry = { v: 1, t: now, node: "n1", epoch: entryEpoch, cmds };
     log.push(JSON.parse(JSON.stringify(entry)) as LogEntry);
+    const before = JSON.stringify(snapshot(state));
     const effects = apply(state, entry);
     allEffects.push(effects);
+    // An entry from a deposed epoch (a stale leader's pipelined entry that
+    // landed behind the new leader's) is void: no effect, no change.
+    if (entryEpoch < epoch) {
+      expect(effects).toEqual([]);
+      expect(JSON.stringify(snapshot(state))).toBe(before);
+      return;
+    }
     observe(model, effects, cmds, state.now);
     checkInvariants(state, model);
   };
@@ -95,16 +109,43 @@ function run(seed: number, steps: number): void {
         leaseMs: pick([500, 2000, 5000]),
         waitMs: pick([null, null, 0, 1500, 4000]),
       };
-    else if (roll < 0.65)
-      cmd = { type: "append", client, seq, ack, token, file: Math.floor(rand() * 3), data: Buffer.from(pick(["A", "BB", "ccc", "dddd4444"])).toString("base64") };
-    else if (roll < 0.76) cmd = { type: "release", client, seq, ack, lock: known.lock, token };
-    else if (roll < 0.8) cmd = { type: "abandon", client, seq, ack, lock: known.lock, token };
+    else if (roll < 0.6)
+      cmd = { type: "append", client, seq, ack, token, file: Math.floor(rand() * 3), data: randomData() };
+    else if (roll < 0.68) {
+      // A one-request commit, sometimes too large for the section limit.
+      const lock = rand() < 0.85 ? "global" : pick(LOCKS);
+      const appends = lock === "global" ? randomSection() : [];
+      cmd = { type: "commit", client, seq, ack, lock, leaseMs: pick([500, 2000]), waitMs: pick([null, null, 0, 1500]), appends };
+    } else if (roll < 0.77) {
+      // A release that names how many appends it expects staged: usually
+      // the count the client saw acknowledged, sometimes a wrong one (a lost
+      // or doubled append), sometimes none (an older client). Under the
+      // files' lock it may carry the rest of the section.
+      const seen = (model.staged.get(token) ?? []).length;
+      const r = rand();
+      const staged = r < 0.6 ? seen : r < 0.8 ? seen + pick([-1, 1, 2]) : undefined;
+      const inline = known.lock === "global" && rand() < 0.6 ? randomSection() : [];
+      cmd = {
+        type: "release",
+        client,
+        seq,
+        ack,
+        lock: known.lock,
+        token,
+        ...(staged !== undefined && staged >= 0 ? { staged } : {}),
+        ...(inline.length > 0 ? { appends: inline } : {}),
+      };
+    } else if (roll < 0.81) cmd = { type: "abandon", client, seq, ack, lock: known.lock, token };
     else if (roll < 0.88) cmd = { type: "renew", client, seq, ack, lock: known.lock, token, leaseMs: pick([1000, 3000]) };
     else if (roll < 0.95) cmd = { type: "cancel", client, seq, ack, target: Math.max(1, seq - 1 - Math.floor(rand() * 3)) };
     else cmd = { type: "goodbye", client, seq, ack };
     sent.push(cmd);
+    model.sentByKey.set(`${client}/${seq}`, cmd);
     return cmd;
   };
+  const randomData = (): string => Buffer.from(pick(["A", "BB", "ccc", "dddd4444", "eeeeeeee55555555"])).toString("base64");
+  const randomSection = (): Array<{ file: number; data: string }> =>
+    Array.from({ length: Math.floor(rand() * 4) }, () => ({ file: Math.floor(rand() * 3), data: randomData() }));
 
   for (let step = 0; step < steps; step++) {
     now += Math.floor(rand() * 900);
@@ -122,6 +163,10 @@ function run(seed: number, steps: number): void {
       const takeoverAt = sawKey ? now : Math.max(now, lastEntryAt);
       model.takeovers.push({ diedAt: sawKey ? diedAt : lastEntryAt, at: takeoverAt });
       appendEntry([{ type: "leader", node: pick(["n1", "n2", "n3"]), epoch: ++epoch, limits: LIMITS, ...(sawKey ? { prevAliveAt } : {}) }], epoch);
+      continue;
+    }
+    if (roll < 0.08 && epoch > 1) {
+      appendEntry([clientCommand(), clientCommand()], epoch - 1);
       continue;
     }
     const cmds: Command[] = [];
@@ -165,50 +210,55 @@ function run(seed: number, steps: number): void {
 function observe(model: Model, effects: Effect[], cmds: Command[], now: number): void {
   const appendsByKey = new Map<string, Command>();
   for (const cmd of cmds) if (cmd.type === "append") appendsByKey.set(`${cmd.client}/${cmd.seq}`, cmd);
-  let fileAppendRun: Array<{ file: number; data: Buffer }> = [];
-  const flushRun = (token: number | null): void => {
-    if (fileAppendRun.length === 0) return;
-    // A run of fileAppend effects is one committed section: it must be exactly
-    // what the holder staged under the token that just released.
-    if (token === null) throw new Error("file appends without a release");
-    const staged = model.staged.get(token) ?? [];
-    expect(fileAppendRun.map((a) => ({ file: a.file, data: a.data.toString("base64") }))).toEqual(staged);
-    expect(model.discarded.has(token)).toBe(false);
-    for (const a of staged) model.expectedFiles[a.file] += Buffer.from(a.data, "base64").toString("latin1");
-    model.staged.delete(token);
-    fileAppendRun = [];
-  };
-  let runClosed = false;
+  // fileAppend effects not yet matched to the reply of the release or
+  // commit that wrote them. A section's appends are always the newest ones
+  // when its reply comes (a release that hands the lock to a queued commit
+  // sees the commit's section and answer inside its own), so each reply
+  // takes exactly its section off the end: sections never interleave.
+  const unmatched: Array<{ file: number; data: string; at: number }> = [];
+  let written = 0;
+  /** Matched sections by the position of their first fileAppend, to rebuild the files in write order. */
+  const sections: Array<{ at: number; section: Array<{ file: number; data: string }> }> = [];
   for (const effect of effects) {
     if (effect.type === "fileAppend") {
-      // Two sections must never interleave: a new run starts only after the
-      // previous one was matched to its release.
-      if (runClosed) throw new Error("file appends of two sections interleave");
       model.files[effect.file] += effect.data.toString("latin1");
-      fileAppendRun.push(effect);
+      unmatched.push({ file: effect.file, data: effect.data.toString("base64"), at: written });
+      written++;
       continue;
     }
-    if (fileAppendRun.length > 0) runClosed = true;
-    if (effect.type === "reply" && effect.reply.ok && effect.reply.committed) {
-      const release = cmds.find((c) => c.type === "release" && c.client === effect.client && c.seq === effect.seq);
-      if (release && release.type === "release" && effect.final) {
-        expect(fileAppendRun.length).toBe(effect.reply.committed.appends);
-        flushRun(release.token);
-        runClosed = false;
-      }
+    const cmd = effect.type === "reply" ? model.sentByKey.get(`${effect.client}/${effect.seq}`) : undefined;
+    if (effect.type === "reply" && cmd?.type === "release" && cmd.staged !== undefined && effect.final) {
+      // A release that names the wrong number of staged appends is refused,
+      // one that names the right number is not.
+      const holder = model.staged.get(cmd.token) ?? [];
+      if (!effect.reply.ok && effect.reply.error === "SECTION_MISMATCH") expect(cmd.staged).not.toBe(holder.length);
+      if (effect.reply.ok) expect(cmd.staged).toBe(holder.length);
+    }
+    if (effect.type === "reply" && effect.final && effect.reply.ok && effect.reply.committed && (cmd?.type === "release" || cmd?.type === "commit")) {
+      const token = cmd.type === "release" ? cmd.token : effect.reply.lease?.token;
+      if (token === undefined) throw new Error(`commit answer without a token: ${JSON.stringify(effect)}`);
+      // A section commits once.
+      expect(model.committedTokens.has(token)).toBe(false);
+      model.committedTokens.add(token);
+      expect(model.discarded.has(token)).toBe(false);
+      const section = cmd.type === "commit" ? cmd.appends : [...(model.staged.get(token) ?? []), ...(cmd.appends ?? [])];
+      expect(effect.reply.committed.appends).toBe(section.length);
+      const taken = unmatched.splice(unmatched.length - section.length, section.length);
+      expect(taken.map(({ file, data }) => ({ file, data }))).toEqual(section);
+      sections.push({ at: taken[0]?.at ?? written, section });
+      model.staged.delete(token);
     }
     if (effect.type === "reply" && effect.final && effect.reply.ok && effect.reply.staged) {
-      const cmd = appendsByKey.get(`${effect.client}/${effect.seq}`);
-      if (cmd && cmd.type === "append") {
-        const list = model.staged.get(cmd.token) ?? [];
-        list.push({ file: cmd.file, data: cmd.data });
-        model.staged.set(cmd.token, list);
+      const append = appendsByKey.get(`${effect.client}/${effect.seq}`);
+      if (append && append.type === "append") {
+        const list = model.staged.get(append.token) ?? [];
+        list.push({ file: append.file, data: append.data });
+        model.staged.set(append.token, list);
         expect(list.length).toBe(effect.reply.staged.appends);
       }
     }
     if (effect.type === "reply" && effect.reply.ok && effect.reply.status === "queued" && effect.reply.position) {
-      const cmd = cmds.find((c) => c.type === "acquire" && c.client === effect.client && c.seq === effect.seq);
-      if (cmd && cmd.type === "acquire") {
+      if (cmd && (cmd.type === "acquire" || cmd.type === "commit")) {
         const key = `${effect.client}/${effect.seq}`;
         const queue = model.queues.get(cmd.lock) ?? [];
         if (!queue.includes(key)) queue.push(key);
@@ -242,9 +292,10 @@ function observe(model: Model, effects: Effect[], cmds: Command[], now: number):
       const lease = effect.reply.lease;
       if (lease.expiresAt === now + lease.leaseMs) model.renewedAt.set(lease.token, { at: now, leaseMs: lease.leaseMs });
     }
-    if (effect.type === "reply" && effect.final && effect.reply.ok && effect.reply.status === "granted" && effect.reply.lease) {
+    const isGrant = effect.type === "reply" && effect.final && effect.reply.ok && effect.reply.lease && (effect.reply.status === "granted" || cmd?.type === "commit");
+    if (effect.type === "reply" && isGrant && effect.reply.ok && effect.reply.lease) {
       const lease = effect.reply.lease;
-      // Tokens strictly increase, grant after grant.
+      // Tokens strictly increase, grant after grant (a commit is a grant too).
       const last = model.tokens[model.tokens.length - 1] ?? 0;
       if (lease.token <= last) throw new Error(`token ${lease.token} after ${last}: ${JSON.stringify(effect)} cmds=${JSON.stringify(cmds)}`);
       model.tokens.push(lease.token);
@@ -257,7 +308,11 @@ function observe(model: Model, effects: Effect[], cmds: Command[], now: number):
       }
     }
   }
-  if (fileAppendRun.length > 0) throw new Error("trailing file appends without a release");
+  if (unmatched.length > 0) throw new Error(`file appends that no committed release or commit accounts for: ${JSON.stringify(unmatched)}`);
+  sections.sort((a, b) => a.at - b.at);
+  for (const { section } of sections) {
+    for (const a of section) model.expectedFiles[a.file] += Buffer.from(a.data, "base64").toString("latin1");
+  }
   // Grants that ended by goodbye are discarded too; they produce no lost
   // notification, so find them through the state at the next release check.
 }

@@ -206,11 +206,95 @@ describe("state machine scenarios", () => {
     expect(h.files[0]).toBe("abc");
   });
 
-  test("an entry from a stale epoch is an invariant break, not something to apply", () => {
+  test("an entry from a deposed epoch is void; one from an epoch nobody started is an invariant break", () => {
     const h = new Harness();
+    h.send("c1-aaaaaaaa", { type: "hello" });
     h.leader("n2");
+    // A stale leader's pipelined entry that landed behind the new leader's.
+    const stale = apply(h.state, {
+      v: 1,
+      t: h.now,
+      node: "n1",
+      epoch: 1,
+      cmds: [{ type: "acquire", client: "c1-aaaaaaaa", seq: 2, ack: 1, lock: "global", leaseMs: 2000, waitMs: null }],
+    });
+    expect(stale).toEqual([]);
+    expect(h.state.locks.size).toBe(0);
     expect(() =>
-      apply(h.state, { v: 1, t: h.now, node: "n1", epoch: 1, cmds: [{ type: "hello", client: "c1-aaaaaaaa", seq: 1, ack: 0 }] }),
+      apply(h.state, { v: 1, t: h.now, node: "n1", epoch: 3, cmds: [{ type: "hello", client: "c1-aaaaaaaa", seq: 3, ack: 0 }] }),
     ).toThrow(/epoch/);
+  });
+
+  test("a release carries the rest of the section and names how many appends were logged alone", () => {
+    const h = new Harness();
+    h.send("c1-aaaaaaaa", { type: "hello" });
+    const t1 = tokenOf(h.send("c1-aaaaaaaa", { type: "acquire", lock: "global", leaseMs: 2000, waitMs: null }));
+    h.send("c1-aaaaaaaa", { type: "append", token: t1, file: 2, data: b64("spilled,") });
+    // One append was logged alone; a release that names none (the spilled
+    // append's ack was lost and the client believes it failed) or two (a
+    // duplicate) commits nothing and keeps the grant.
+    for (const staged of [0, 2]) {
+      expect(h.send("c1-aaaaaaaa", { type: "release", lock: "global", token: t1, staged, appends: [{ file: 2, data: b64("inline") }] })).toMatchObject({
+        ok: false,
+        error: "SECTION_MISMATCH",
+      });
+      expect(h.files[2]).toBe("");
+      expect(h.state.locks.get("global")?.holder?.token).toBe(t1);
+    }
+    expect(
+      h.send("c1-aaaaaaaa", { type: "release", lock: "global", token: t1, staged: 1, appends: [{ file: 2, data: b64("inline") }, { file: 3, data: b64("x") }] }),
+    ).toMatchObject({ ok: true, committed: { appends: 3, bytes: 15 } });
+    expect(h.files[2]).toBe("spilled,inline");
+    expect(h.files[3]).toBe("x");
+    // The section committed once: a second release under the token commits nothing.
+    expect(h.send("c1-aaaaaaaa", { type: "release", lock: "global", token: t1, staged: 0, appends: [{ file: 2, data: b64("again") }] })).toMatchObject({
+      error: "NOT_HOLDER",
+    });
+    expect(h.files[2]).toBe("spilled,inline");
+  });
+
+  test("a release whose inline appends overflow the section is TOO_LARGE and changes nothing", () => {
+    const h = new Harness();
+    h.state.limits = { ...h.state.limits, maxSectionBytes: 4 };
+    h.send("c1-aaaaaaaa", { type: "hello" });
+    const t1 = tokenOf(h.send("c1-aaaaaaaa", { type: "acquire", lock: "global", leaseMs: 2000, waitMs: null }));
+    h.send("c1-aaaaaaaa", { type: "append", token: t1, file: 0, data: b64("abc") });
+    expect(h.send("c1-aaaaaaaa", { type: "release", lock: "global", token: t1, staged: 1, appends: [{ file: 0, data: b64("de") }] })).toMatchObject({
+      error: "TOO_LARGE",
+    });
+    expect(h.files[0]).toBe("");
+    expect(h.state.locks.get("global")?.holder?.token).toBe(t1);
+  });
+
+  test("one-request commit: at once when free, in FIFO order when held, one token each, nothing after a cancel", () => {
+    const h = new Harness();
+    for (const c of ["c1-aaaaaaaa", "c2-bbbbbbbb", "c3-cccccccc", "c4-dddddddd"]) h.send(c, { type: "hello" });
+    const commit = (data: string, waitMs: number | null = null) => ({ type: "commit" as const, lock: "global", leaseMs: 2000, waitMs, appends: [{ file: 5, data: b64(data) }] });
+    const first = h.send("c1-aaaaaaaa", commit("1"));
+    expect(first).toMatchObject({ ok: true, message: "Committed", committed: { appends: 1, bytes: 1 } });
+    expect(h.files[5]).toBe("1");
+    expect(h.state.locks.size).toBe(0);
+    const t2 = tokenOf(h.send("c2-bbbbbbbb", { type: "acquire", lock: "global", leaseMs: 2000, waitMs: null }));
+    expect(t2).toBe(tokenOf(first) + 1);
+    expect(h.send("c3-cccccccc", commit("3"))).toMatchObject({ status: "queued", position: 1 });
+    expect(h.send("c4-dddddddd", commit("4"))).toMatchObject({ status: "queued", position: 2 });
+    expect(h.send("c1-aaaaaaaa", commit("X", 0))).toMatchObject({ error: "WAIT_TIMEOUT" });
+    h.send("c2-bbbbbbbb", { type: "append", token: t2, file: 5, data: b64("2") });
+    // c2's release runs both queued commits in the same entry, in order.
+    const effects = h.entry([{ type: "release", client: "c2-bbbbbbbb", seq: 4, ack: 3, lock: "global", token: t2, staged: 1 }]);
+    h.seqs.set("c2-bbbbbbbb", 4);
+    expect(h.files[5]).toBe("1234");
+    const answers = effects.filter((e) => e.type === "reply" && e.final && e.client !== "c2-bbbbbbbb");
+    expect(answers.map((e) => e.type === "reply" && e.reply.ok && e.reply.lease?.token)).toEqual([t2 + 1, t2 + 2]);
+    expect(h.state.locks.size).toBe(0);
+    // A duplicate of a finished commit gets its cached answer and writes nothing.
+    expect(h.send("c3-cccccccc", commit("3"), 2)).toMatchObject({ ok: true, committed: { appends: 1 } });
+    expect(h.files[5]).toBe("1234");
+    // A cancelled commit never writes.
+    const t5 = tokenOf(h.send("c2-bbbbbbbb", { type: "acquire", lock: "global", leaseMs: 2000, waitMs: null }));
+    h.send("c1-aaaaaaaa", commit("never"));
+    h.send("c1-aaaaaaaa", { type: "cancel", target: 4 });
+    h.send("c2-bbbbbbbb", { type: "release", lock: "global", token: t5 });
+    expect(h.files[5]).toBe("1234");
   });
 });
