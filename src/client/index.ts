@@ -24,7 +24,17 @@
 // lists it; a change here is a change of the public API.
 
 export { connect, init, DlmClient } from "./client";
-export type { AcquireOptions, AppendOptions, AppendResult, Committed, Discarded, SessionInfo } from "./client";
+export type {
+  AcquireOptions,
+  AppendOptions,
+  AppendResult,
+  CommitAppend,
+  CommitOptions,
+  CommitResult,
+  Committed,
+  Discarded,
+  SessionInfo,
+} from "./client";
 export { Lease } from "./lease";
 export type { LeaseState } from "./lease";
 export {
@@ -46,6 +56,7 @@ export {
   StaleRequestError,
   InternalError,
   ClosedError,
+  SectionMismatchError,
   isDlmError,
 } from "./errors";
 export type { DlmErrorOptions } from "./errors";

@@ -26,6 +26,7 @@ describe("the public API", () => {
         "LockExpiredError",
         "NotHolderError",
         "NotLeaderError",
+        "SectionMismatchError",
         "SessionExpiredError",
         "StaleRequestError",
         "TimeoutError",
