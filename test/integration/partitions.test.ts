@@ -202,8 +202,10 @@ scenario("a holder cut off past its lease and healed: its section is discarded, 
 scenario("asymmetric cuts: a holder that hears nothing back, a deaf leader, a one-way route", async () => {
   // (a) The holder's requests reach the server, the replies do not: its
   // renewals keep the grant alive on the server until the client declares
-  // the lease lost by its own clock and abandons it.
-  const { client: holder, link } = await c.proxiedClient();
+  // the lease lost by its own clock and abandons it. Its appends are logged
+  // one by one (logEachAppend), so that one is in flight at the loss: a
+  // locally staged append sends nothing that could be.
+  const { client: holder, link } = await c.proxiedClient({ logEachAppend: true });
   const lease = await holder.acquire("global", { leaseMs: LEASE_MS });
   await holder.append(HOLDER_FILE, `holder t=${lease.token} deafened\n`);
   workers.resume();

@@ -66,6 +66,12 @@ class FakeServer implements Transport {
   sessionTimeoutMs = 15_000;
   defaultLeaseMs = 10_000;
   maxAppendBytes = 64 * 1024;
+  /**
+   * Set: the server takes the section's appends inside the release (the
+   * fast path), so the client stages them locally; unset: an older server,
+   * every append is logged on its own.
+   */
+  maxSectionBytes: number | undefined = undefined;
   readonly sessions = new Map<string, FakeSession>();
   readonly locks = new Map<string, FakeLock>();
   readonly ended = new Set<number>();
@@ -199,7 +205,12 @@ class FakeServer implements Transport {
     switch (req.op) {
       case "hello":
         return ok("Connected!", {
-          session: { sessionTimeoutMs: this.sessionTimeoutMs, defaultLeaseMs: this.defaultLeaseMs, maxAppendBytes: this.maxAppendBytes },
+          session: {
+            sessionTimeoutMs: this.sessionTimeoutMs,
+            defaultLeaseMs: this.defaultLeaseMs,
+            maxAppendBytes: this.maxAppendBytes,
+            ...(this.maxSectionBytes === undefined ? {} : { maxSectionBytes: this.maxSectionBytes }),
+          },
         });
       case "goodbye":
         this.endSession(s.id);
@@ -219,6 +230,10 @@ class FakeServer implements Transport {
       case "release": {
         const h = this.holderCheck(s, req.lock, req.token);
         if ("ok" in h) return h;
+        if (req.staged !== undefined && req.staged !== h.staged.length) return fail("SECTION_MISMATCH");
+        for (const { file, data } of (req.appends ?? []) as Array<{ file: string; data: string }>) {
+          h.staged.push({ file, data: Buffer.from(data, "base64") });
+        }
         let bytes = 0;
         for (const { file, data } of h.staged) {
           this.files.set(file, Buffer.concat([this.files.get(file) ?? Buffer.alloc(0), data]));
@@ -338,6 +353,29 @@ describe("DlmClient against a fake leader", () => {
     // Abandoning again, or a lease already ended, is a no-op: the grant is over.
     expect(await lease.abandon()).toEqual({ appends: 0, bytes: 0 });
     expect(server.ops("abandon")).toHaveLength(1);
+  });
+
+  test("with local staging, abandon drops the client's section and what the server staged; nothing commits", async () => {
+    const server = new FakeServer();
+    server.maxSectionBytes = 1024 * 1024;
+    const c = await mk(server);
+    const other = await mk(server);
+    const lease = await c.acquire();
+    await c.append("file_4", "half a ");
+    await c.append("file_4", "section");
+    expect(server.ops("append")).toHaveLength(0); // staged in the client
+    const next = other.acquire();
+    expect(await lease.abandon()).toEqual({ appends: 2, bytes: 14 });
+    expect(server.ops("abandon")).toHaveLength(1);
+    expect(server.ops("release")).toHaveLength(0);
+    expect((await next).token).toBe(2);
+    expect((await c.read("file_4")).length).toBe(0);
+    // The fast path itself: the section rides with the release.
+    const again = await other.append("file_4", "whole");
+    expect(again.staged).toEqual({ appends: 1, bytes: 5 });
+    expect(await other.release()).toEqual({ appends: 1, bytes: 5 });
+    expect(server.ops("release")[0]).toMatchObject({ staged: 0, appends: [{ file: "file_4" }] });
+    expect((await c.read("file_4")).toString()).toBe("whole");
   });
 
   test("a retry after a lost reply reuses the seq and takes effect once", async () => {
@@ -569,6 +607,30 @@ describe("DlmClient against a fake leader", () => {
     expect(await next.release()).toEqual({ appends: 0, bytes: 0 });
     expect(server.files.get("file_5")).toBeUndefined();
     expect(server.ops("release")).toHaveLength(1);
+  });
+
+  test("with local staging, a lease lost by the local deadline: append and release say LOCK_EXPIRED at once, the grant is abandoned, nothing commits", async () => {
+    const server = new FakeServer();
+    server.maxSectionBytes = 1024 * 1024;
+    const faults = new FaultInjector({ rules: [{ op: "renew", action: { kind: "dropReply" } }] });
+    const c = await mk(server, { faults, requestTimeoutMs: 30 });
+    const lease = await c.acquire("global", { leaseMs: 150 });
+    await c.append("file_7", "staged locally");
+    await new Promise<DlmError>((resolve) => lease.on("lost", resolve));
+    await waitFor(() => server.lock("global").holder === null);
+    expect(server.ops("abandon", c.clientId)).toHaveLength(1);
+    const sent = (): number => server.received.filter((r) => r.op !== "ping").length;
+    const sentBefore = sent();
+    await expect(c.append("file_7", "x")).rejects.toBeInstanceOf(LockExpiredError);
+    await expect(lease.release()).rejects.toBeInstanceOf(LockExpiredError);
+    await expect(c.release()).rejects.toBeInstanceOf(LockExpiredError);
+    expect(sent()).toBe(sentBefore); // refused locally
+    faults.clear();
+    const next = await c.acquire("global", { leaseMs: 10_000 });
+    expect(next.token).toBeGreaterThan(lease.token);
+    expect(await next.release()).toEqual({ appends: 0, bytes: 0 });
+    expect(server.files.get("file_7")).toBeUndefined();
+    expect(server.ops("append")).toHaveLength(0);
   });
 
   test("an append in flight when the lease is declared lost fails with LOCK_EXPIRED and never commits", async () => {
