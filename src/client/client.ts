@@ -621,7 +621,15 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     } catch (e) {
       // The section cannot commit whole: let the grant go without it.
       const rec = this.records.get(lease);
-      if (rec && lease.state === "held") await this.doRelease(rec, true).catch(() => undefined);
+      if (rec && lease.state === "held") {
+        if (rec.session.info?.maxSectionBytes !== undefined) {
+          await this.doRelease(rec, true).catch(() => undefined);
+        } else {
+          // An older server cannot end a grant without committing it: stop
+          // renewing and let the lease run out, which discards the section.
+          this.loseLease(rec, isDlmError(e) ? e : new InternalError(describe(e), { cause: e }));
+        }
+      }
       throw e;
     }
   }
