@@ -146,9 +146,9 @@ export class Coordinator {
 
   /**
    * Stops serving: no new requests are taken, the appends in flight settle
-   * (their entries are applied and answered in order while they landed), and everything still
-   * queued is refused with NOT_LEADER, so no client is told a success that
-   * is not in the log.
+   * (their entries are applied and answered in order while they landed),
+   * and everything still queued is refused with NOT_LEADER, so no client is
+   * told a success that is not in the log.
    */
   async stop(reason: string): Promise<void> {
     if (this.stopped) return;
@@ -289,8 +289,9 @@ export class Coordinator {
   /**
    * Group commit, pipelined: up to maxEntriesInFlight entries are appended
    * at once, each one only when it is at least as large as the entry sent
-   * before it, and whatever arrives meanwhile rides in the next entry. Acknowledgements are taken strictly in log order: an entry
-   * is applied, and its requests answered, only after every earlier one was.
+   * before it, and whatever arrives meanwhile rides in the next entry.
+   * Acknowledgements are taken strictly in log order: an entry is applied,
+   * and its requests answered, only after every earlier one was.
    *
    * If an append fails, this leader stops at that entry: nothing after it is
    * applied or answered here, even if it landed (an entry behind a refused

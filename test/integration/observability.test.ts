@@ -64,7 +64,8 @@ test("metrics move with a workload; /healthz and /readyz follow a cut link and a
 
   // --- scrape during a workload
   const before = await scrape(leaderUrl);
-  const client = await cluster.client({ name: "observer" });
+  // Appends logged one by one, so the append op's metrics move too.
+  const client = await cluster.client({ name: "observer", logEachAppend: true });
   await workload(client, 5);
   const bad = await cluster.rawRequest("not json");
   expect(bad.ok).toBe(false);

@@ -66,12 +66,8 @@ class FakeServer implements Transport {
   sessionTimeoutMs = 15_000;
   defaultLeaseMs = 10_000;
   maxAppendBytes = 64 * 1024;
-  /**
-   * Set: the server takes the section's appends inside the release (the
-   * fast path), so the client stages them locally; unset: an older server,
-   * every append is logged on its own.
-   */
-  maxSectionBytes: number | undefined = undefined;
+  /** Set: the server announces maxSectionBytes and takes a section's appends inside the release (the fast path). */
+  maxSectionBytes: number | undefined;
   readonly sessions = new Map<string, FakeSession>();
   readonly locks = new Map<string, FakeLock>();
   readonly ended = new Set<number>();
@@ -209,7 +205,7 @@ class FakeServer implements Transport {
             sessionTimeoutMs: this.sessionTimeoutMs,
             defaultLeaseMs: this.defaultLeaseMs,
             maxAppendBytes: this.maxAppendBytes,
-            ...(this.maxSectionBytes === undefined ? {} : { maxSectionBytes: this.maxSectionBytes }),
+            ...(this.maxSectionBytes !== undefined ? { maxSectionBytes: this.maxSectionBytes } : {}),
           },
         });
       case "goodbye":
@@ -231,9 +227,7 @@ class FakeServer implements Transport {
         const h = this.holderCheck(s, req.lock, req.token);
         if ("ok" in h) return h;
         if (req.staged !== undefined && req.staged !== h.staged.length) return fail("SECTION_MISMATCH");
-        for (const { file, data } of (req.appends ?? []) as Array<{ file: string; data: string }>) {
-          h.staged.push({ file, data: Buffer.from(data, "base64") });
-        }
+        for (const a of (req.appends ?? []) as Array<{ file: string; data: string }>) h.staged.push({ file: a.file, data: Buffer.from(a.data, "base64") });
         let bytes = 0;
         for (const { file, data } of h.staged) {
           this.files.set(file, Buffer.concat([this.files.get(file) ?? Buffer.alloc(0), data]));
@@ -265,6 +259,20 @@ class FakeServer implements Transport {
         h.leaseMs = req.leaseMs ?? h.leaseMs;
         h.expiresAt = Date.now() + h.leaseMs;
         return ok("Renewed", { lease: this.info(req.lock, h) });
+      }
+      case "commit": {
+        // Only what the tests need: a commit on a free lock.
+        const name = req.lock as string;
+        if (this.lock(name).holder) return fail("WAIT_TIMEOUT");
+        const h = this.grant(name, s.id, this.defaultLeaseMs);
+        let bytes = 0;
+        for (const a of req.appends as Array<{ file: string; data: string }>) {
+          const data = Buffer.from(a.data, "base64");
+          this.files.set(a.file, Buffer.concat([this.files.get(a.file) ?? Buffer.alloc(0), data]));
+          bytes += data.length;
+        }
+        this.lock(name).holder = null;
+        return ok("Committed", { lease: this.info(name, h), committed: { appends: (req.appends as unknown[]).length, bytes } });
       }
       case "cancel": {
         const name = s.waiting.get(req.target);
@@ -312,6 +320,71 @@ async function waitFor(cond: () => boolean, timeoutMs = 2000): Promise<void> {
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ------------------------------------------------------------------ tests
+
+describe("DlmClient fast path: appends ride with the release", () => {
+  test("append sends nothing; the release carries the section and names zero logged appends", async () => {
+    const server = new FakeServer();
+    server.maxSectionBytes = 1024;
+    const c = await mk(server);
+    const lease = await c.acquire();
+    expect(await c.append("file_3", "hello ")).toEqual({ staged: { appends: 1, bytes: 6 } });
+    expect(await c.append("file_4", "world")).toEqual({ staged: { appends: 2, bytes: 11 } });
+    expect(server.ops("append")).toHaveLength(0);
+    // A section past the server's maxSectionBytes is refused locally and not staged.
+    await expect(c.append("file_3", Buffer.alloc(1020))).rejects.toMatchObject({ codeName: "TOO_LARGE" });
+    expect(await lease.release()).toEqual({ appends: 2, bytes: 11 });
+    const [release] = server.ops("release");
+    expect(release).toMatchObject({
+      staged: 0,
+      appends: [
+        { file: "file_3", data: Buffer.from("hello ").toString("base64") },
+        { file: "file_4", data: Buffer.from("world").toString("base64") },
+      ],
+    });
+    expect((await c.read("file_3")).toString()).toBe("hello ");
+  });
+
+  test("a section larger than one request spills its earlier appends and the release names their count", async () => {
+    const server = new FakeServer();
+    server.maxSectionBytes = 64 * 1024;
+    server.maxAppendBytes = 300; // one request carries ~400 bytes of base64 plus fields
+    const c = await mk(server);
+    const lease = await c.acquire();
+    const chunks = ["a", "b", "c", "d"].map((ch) => ch.repeat(200));
+    for (const chunk of chunks) await c.append("file_5", chunk);
+    const spilled = server.ops("append").length;
+    expect(spilled).toBeGreaterThan(0);
+    expect(spilled).toBeLessThan(4);
+    expect(await lease.release()).toEqual({ appends: 4, bytes: 800 });
+    const [release] = server.ops("release");
+    expect(release.staged).toBe(spilled);
+    expect((release.appends as unknown[]).length).toBe(4 - spilled);
+    expect((await c.read("file_5")).toString()).toBe(chunks.join(""));
+  });
+
+  test("logEachAppend logs every append at once, and an append under a lost lease fails without a request", async () => {
+    const server = new FakeServer();
+    server.maxSectionBytes = 1024;
+    const c = await mk(server, { logEachAppend: true });
+    const lease = await c.acquire();
+    await c.append("file_6", "x");
+    expect(server.ops("append")).toHaveLength(1);
+    server.expireLease("global");
+    await waitFor(() => lease.lost);
+    await expect(c.append("file_6", "y", { lease })).rejects.toMatchObject({ codeName: "LOCK_EXPIRED" });
+    expect(server.ops("append")).toHaveLength(1);
+  });
+
+  test("commit sends one request carrying the section and resolves with its token", async () => {
+    const server = new FakeServer();
+    server.maxSectionBytes = 1024;
+    const c = await mk(server);
+    const result = await c.commit([{ file: "file_7", data: "one\n" }]);
+    expect(result).toEqual({ lock: "global", token: 1, committed: { appends: 1, bytes: 4 } });
+    expect(server.ops("commit")).toHaveLength(1);
+    expect(server.ops("commit")[0]).toMatchObject({ lock: "global", appends: [{ file: "file_7", data: Buffer.from("one\n").toString("base64") }] });
+  });
+});
 
 describe("DlmClient against a fake leader", () => {
   test("connect says hello (seq 1, ack 0) and learns the session settings", async () => {
