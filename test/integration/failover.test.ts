@@ -419,7 +419,7 @@ describe("failover: 3 dlm nodes on 1 NATS server", () => {
     await client.close();
 
     // A holder that never renews keeps its lock through an outage longer
-    // than its lease, by the new leader's grace period alone.
+    // than its lease, by the new leader's extension for the time nobody led.
     const token = await holdThroughOutage(c, journal, recovery, { leaderTimeoutMs: 60_000, callTimeoutMs: 30_000 });
 
     const after2 = await c.client();
