@@ -111,6 +111,8 @@ interface Sample {
   newLeader: string;
   releaseMs: number;
   grantMs: number;
+  /** Stream-leader kills: when the log stream had a new leader (the floor of grantMs). */
+  reelectedMs?: number;
 }
 
 /** One measurement: which NATS deployment, how many kills, and what is killed. */
@@ -230,7 +232,7 @@ async function measure(m: Measurement, settings: Settings): Promise<string> {
     );
     console.log(`sample = SIGKILL of ${what} -> the waiting client's acquire resolves (the holder releases right after the kill)`);
     console.log("");
-    console.log("run  killed   new leader  release ok ms  waiter granted ms");
+    console.log(`run  killed   new leader  release ok ms  waiter granted ms${m.victim === "stream-leader" ? "  stream re-elected ms" : ""}`);
 
     const samples: Sample[] = [];
     for (let run = 1; run <= runs; run++) {
@@ -247,6 +249,7 @@ async function measure(m: Measurement, settings: Settings): Promise<string> {
       let killed: string;
       let restart: () => Promise<void>;
       let t0: number;
+      let reelected: Promise<number> | undefined;
       if (m.victim === "leader") {
         const victim = nodeById(leaderId);
         killed = leaderId;
@@ -263,6 +266,14 @@ async function measure(m: Measurement, settings: Settings): Promise<string> {
         killed = serverName;
         t0 = performance.now();
         await server.kill();
+        // The floor for this sample: the stream's own re-election.
+        const start = t0;
+        reelected = until("a new log stream leader", 60_000, async () => {
+          const jsm = await jetstreamManager(nc, { timeout: 500 });
+          const leader = (await jsm.streams.info(names().streamName)).cluster?.leader;
+          return leader && leader !== serverName ? performance.now() - start : undefined;
+        });
+        reelected.catch(() => undefined);
         restart = async () => {
           await server.restart();
           await server.waitJetStreamReady(60_000);
@@ -277,10 +288,12 @@ async function measure(m: Measurement, settings: Settings): Promise<string> {
       if (granted.token <= lease.token) throw new Error(`token did not increase: ${granted.token} after ${lease.token}`);
 
       const view = await until("a leader", 30_000, () => leaderStatus(nc));
-      const sample = { run, killed, newLeader: view.leader ?? "?", releaseMs, grantMs };
+      const reelectedMs = reelected ? await reelected.catch(() => undefined) : undefined;
+      const sample = { run, killed, newLeader: view.leader ?? "?", releaseMs, grantMs, reelectedMs };
       samples.push(sample);
       console.log(
-        `${String(run).padStart(3)}  ${sample.killed.padEnd(7)}  ${sample.newLeader.padEnd(10)}  ${releaseMs.toFixed(0).padStart(12)}  ${grantMs.toFixed(0).padStart(17)}`,
+        `${String(run).padStart(3)}  ${sample.killed.padEnd(7)}  ${sample.newLeader.padEnd(10)}  ${releaseMs.toFixed(0).padStart(12)}  ${grantMs.toFixed(0).padStart(17)}` +
+          (reelectedMs === undefined ? "" : `  ${reelectedMs.toFixed(0).padStart(19)}`),
       );
       await restart();
     }
@@ -288,9 +301,17 @@ async function measure(m: Measurement, settings: Settings): Promise<string> {
 
     const sorted = samples.map((s) => s.grantMs).sort((a, b) => a - b);
     const fmt = (n: number) => `${n.toFixed(0)} ms`;
-    const summary =
+    let summary =
       `${natsCount} nats-server${natsCount > 1 ? "s" : ""}, SIGKILL ${m.victim === "leader" ? "dlm leader" : "log stream's nats-server"} -> waiter granted, ` +
       `${sorted.length} samples: p50 ${fmt(percentile(sorted, 50))}, p99 ${fmt(percentile(sorted, 99))}, max ${fmt(sorted[sorted.length - 1])}`;
+    const withFloor = samples.filter((x) => x.reelectedMs !== undefined);
+    if (withFloor.length > 0) {
+      const floor = withFloor.map((x) => x.reelectedMs!).sort((a, b) => a - b);
+      const over = withFloor.map((x) => x.grantMs - x.reelectedMs!).sort((a, b) => a - b);
+      summary +=
+        `\n  of which the stream's own re-election: p50 ${fmt(percentile(floor, 50))}, max ${fmt(floor[floor.length - 1])}; ` +
+        `granted after re-election: p50 ${fmt(percentile(over, 50))}, max ${fmt(over[over.length - 1])}`;
+    }
     console.log("");
     console.log(summary);
     console.log(`all samples (sorted, ms): ${sorted.map((n) => n.toFixed(0)).join(" ")}`);
