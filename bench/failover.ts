@@ -20,8 +20,12 @@
  * the grant reaching the waiter (notification, or its next poll).
  * Prints every sample, p50, p99 and max. Asserts nothing.
  *
- *   npm run bench:failover -- [--runs 12] [--nats 1|3]
- *                             [--leader-ttl-ms 2000] [--leader-renew-ms 500] [--keep]
+ * With no --nats/--runs/--victim it runs the three measurements that
+ * docs/design.md §12 quotes: 20 leader kills on 1 nats-server, 20 on 3, and
+ * 10 kills of the nats-server that leads the log stream (3 servers).
+ *
+ *   npm run bench:failover -- [--runs 20] [--nats 1|3] [--victim leader|stream-leader]
+ *                             [--leader-ttl-ms 2000] [--leader-renew-ms 150] [--leader-timeout-ms 600] [--keep]
  *                             [--user U --password P | --token T]  (the local nats-server requires them)
  */
 import * as fs from "fs";
@@ -32,7 +36,8 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { connect, type DlmClient } from "../src/client";
 import { DEFAULTS } from "../src/client/options";
 import { clusterStatus } from "../src/cli/statusCommand";
-import { startNatsCluster, startNatsServer } from "../src/local/natsServer";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { startNatsCluster, startNatsServer, type NatsServerProcess } from "../src/local/natsServer";
 import { spawnManaged, type ManagedProcess } from "../src/local/processes";
 import type { Reply, StatusView } from "../src/protocol/messages";
 import { names } from "../src/protocol/subjects";
@@ -50,8 +55,9 @@ const spec: CommandSpec = {
   usage: "npm run bench:failover -- [flags]",
   summary: "Leader SIGKILLs against three local nodes: how long until a waiting client's acquire succeeds.",
   flags: [
-    { name: "runs", kind: "int", default: 12, help: "leader kills" },
-    { name: "nats", kind: "int", default: 1, help: "nats-servers: 1, or 3 for a cluster" },
+    { name: "runs", kind: "int", help: "kills (with --nats or --victim: one measurement only; default 20)" },
+    { name: "nats", kind: "int", help: "nats-servers: 1, or 3 for a cluster (one measurement only)" },
+    { name: "victim", kind: "string", help: "leader (default) or stream-leader: the nats-server leading the log stream (needs --nats 3)" },
     { name: "leader-ttl-ms", kind: "int", default: NODE_DEFAULTS.leaderTtlMs, help: "leader lease (KV key TTL)" },
     { name: "leader-renew-ms", kind: "int", default: NODE_DEFAULTS.leaderRenewMs, help: "leader lease refresh interval" },
     { name: "leader-timeout-ms", kind: "int", default: NODE_DEFAULTS.leaderTimeoutMs, help: "followers take over after this long without a lease refresh" },
@@ -106,19 +112,59 @@ interface Sample {
   newLeader: string;
   releaseMs: number;
   grantMs: number;
+  /** Stream-leader kills: when the log stream had a new leader (the floor of grantMs). */
+  reelectedMs?: number;
+}
+
+/** One measurement: which NATS deployment, how many kills, and what is killed. */
+interface Measurement {
+  natsCount: 1 | 3;
+  runs: number;
+  /** `leader`: the leading dlm node (SIGKILL). `stream-leader`: the nats-server that leads the log stream (SIGKILL). */
+  victim: "leader" | "stream-leader";
+}
+
+interface Settings {
+  leaderTtlMs: number;
+  leaderRenewMs: number;
+  leaderTimeoutMs: number;
+  keep: boolean;
+  auth: ReturnType<typeof localServerAuth>;
 }
 
 async function main(): Promise<void> {
   const { flags, help } = parseArgs(spec, process.argv.slice(2));
   if (help) return void console.log(helpText(spec));
-  const runs = intFlag(flags, "runs", (n) => n >= 1);
-  const natsCount = intFlag(flags, "nats", (n) => n === 1 || n === 3);
   const leaderTtlMs = intFlag(flags, "leader-ttl-ms", (n) => n >= 100);
   const leaderRenewMs = intFlag(flags, "leader-renew-ms", (n) => n > 0 && n * 2 <= leaderTtlMs);
   const leaderTimeoutMs = intFlag(flags, "leader-timeout-ms", (n) => n >= leaderRenewMs * 3 && n <= leaderTtlMs);
-  const keep = flags.keep === true;
-  const auth = localServerAuth(flags);
+  const settings: Settings = { leaderTtlMs, leaderRenewMs, leaderTimeoutMs, keep: flags.keep === true, auth: localServerAuth(flags) };
+  const victim = typeof flags.victim === "string" ? flags.victim : undefined;
+  if (victim !== undefined && victim !== "leader" && victim !== "stream-leader") throw new UsageError(`bad --victim ${victim}`);
+  const only = flags.nats !== undefined || flags.runs !== undefined || victim !== undefined;
+  let plan: Measurement[];
+  if (only) {
+    const natsCount = (flags.nats === undefined ? (victim === "stream-leader" ? 3 : 1) : intFlag(flags, "nats", (n) => n === 1 || n === 3)) as 1 | 3;
+    if (victim === "stream-leader" && natsCount !== 3) throw new UsageError("--victim stream-leader needs --nats 3");
+    const runs = flags.runs === undefined ? (victim === "stream-leader" ? 10 : 20) : intFlag(flags, "runs", (n) => n >= 1);
+    plan = [{ natsCount, runs, victim: victim ?? "leader" }];
+  } else {
+    // The default: everything docs/design.md §12 quotes.
+    plan = [
+      { natsCount: 1, runs: 20, victim: "leader" },
+      { natsCount: 3, runs: 20, victim: "leader" },
+      { natsCount: 3, runs: 10, victim: "stream-leader" },
+    ];
+  }
+  const summaries: string[] = [];
+  for (const m of plan) summaries.push(await measure(m, settings));
+  console.log("");
+  for (const line of summaries) console.log(line);
+}
 
+async function measure(m: Measurement, settings: Settings): Promise<string> {
+  const { natsCount, runs } = m;
+  const { leaderTtlMs, leaderRenewMs, leaderTimeoutMs, keep, auth } = settings;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dlm-bench-failover-"));
   const cleanups: Array<() => Promise<unknown>> = [];
   let cleaning: Promise<void> | undefined;
@@ -136,14 +182,17 @@ async function main(): Promise<void> {
 
   try {
     let urls: string[];
+    let natsServers: NatsServerProcess[];
     if (natsCount === 1) {
       const server = await startNatsServer({ storeDir: path.join(dir, "nats"), logFile: path.join(dir, "nats.log"), syncAlways: true, authorization: auth.server });
       cleanups.push(() => server.stop());
       urls = [server.url];
+      natsServers = [server];
     } else {
       const cluster = await startNatsCluster({ size: 3, baseDir: path.join(dir, "nats"), syncAlways: true, authorization: auth.server });
       cleanups.push(() => cluster.stop());
       urls = cluster.urls;
+      natsServers = cluster.servers;
     }
 
     const mainJs = path.join(__dirname, "../src/cli/main.js");
@@ -170,19 +219,21 @@ async function main(): Promise<void> {
     const waiter = await connect({ ...auth.client, servers: urls, name: "waiter", unavailableTimeoutMs: 60_000 });
     clients.push(waiter);
 
+    const what = m.victim === "leader" ? "the leading dlm node" : "the nats-server that leads the log stream";
+    console.log("");
     console.log(
-      `dlm failover: ${NODES} dlm nodes, ${natsCount} nats-server${natsCount > 1 ? "s (R3 log and leader bucket)" : ""} (sync_interval: always), ${runs} runs, ${os.cpus().length} cores`,
+      `dlm failover: ${NODES} dlm nodes, ${natsCount} nats-server${natsCount > 1 ? "s (R3 log and leader bucket)" : ""} (sync_interval: always), ${runs} runs, SIGKILL ${what}, ${os.cpus().length} cores`,
     );
     console.log(
       `leader lease: TTL ${leaderTtlMs} ms, renewed every ${leaderRenewMs} ms; followers take over after ${leaderTimeoutMs} ms without a renewal ` +
-        `(checked every ${NODE_DEFAULTS.campaignIntervalMs} ms) and poll the key every ${Math.max(50, Math.floor(leaderTtlMs / 4))} ms`,
+        `(checked every ${NODE_DEFAULTS.campaignIntervalMs} ms); log requests time out after ${NODE_DEFAULTS.logTimeoutMs} ms`,
     );
     console.log(
       `clients: request timeout ${DEFAULTS.requestTimeoutMs} ms, backoff ${DEFAULTS.backoff.initialMs}..${DEFAULTS.backoff.maxMs} ms x${DEFAULTS.backoff.multiplier}; holder lease ${HOLDER_LEASE_MS} ms`,
     );
-    console.log("sample = SIGKILL of the leader -> the waiting client's acquire resolves (the holder releases right after the kill)");
+    console.log(`sample = SIGKILL of ${what} -> the waiting client's acquire resolves (the holder releases right after the kill)`);
     console.log("");
-    console.log("run  killed  new leader  release ok ms  waiter granted ms");
+    console.log(`run  killed   new leader  release ok ms  waiter granted ms${m.victim === "stream-leader" ? "  stream re-elected ms" : ""}`);
 
     const samples: Sample[] = [];
     for (let run = 1; run <= runs; run++) {
@@ -196,9 +247,39 @@ async function main(): Promise<void> {
         return global?.holder?.token === lease.token && global.queue.length === 1 ? true : undefined;
       });
 
-      const victim = nodeById(leaderId);
-      const t0 = performance.now();
-      await victim.kill("SIGKILL"); // resolves when the process is gone (a few ms)
+      let killed: string;
+      let restart: () => Promise<void>;
+      let t0: number;
+      let reelected: Promise<number> | undefined;
+      if (m.victim === "leader") {
+        const victim = nodeById(leaderId);
+        killed = leaderId;
+        t0 = performance.now();
+        await victim.kill("SIGKILL"); // resolves when the process is gone (a few ms)
+        restart = () => victim.restart();
+      } else {
+        const serverName = await until("the log stream's leader", 10_000, async () => {
+          const jsm = await jetstreamManager(nc, { timeout: 1000 });
+          return (await jsm.streams.info(names().streamName)).cluster?.leader;
+        });
+        const server = natsServers.find((s) => s.serverName === serverName);
+        if (!server) throw new Error(`the log stream is led by ${serverName}, not one of this bench's servers`);
+        killed = serverName;
+        t0 = performance.now();
+        await server.kill();
+        // The floor for this sample: the stream's own re-election.
+        const start = t0;
+        reelected = until("a new log stream leader", 60_000, async () => {
+          const jsm = await jetstreamManager(nc, { timeout: 500 });
+          const leader = (await jsm.streams.info(names().streamName)).cluster?.leader;
+          return leader && leader !== serverName ? performance.now() - start : undefined;
+        });
+        reelected.catch(() => undefined);
+        restart = async () => {
+          await server.restart();
+          await server.waitJetStreamReady(60_000);
+        };
+      }
       const released = holder.release(lease).then(() => performance.now() - t0);
       released.catch(() => undefined); // awaited below; do not let a failing waiter leave it unhandled
       const granted = await waiting;
@@ -208,22 +289,38 @@ async function main(): Promise<void> {
       if (granted.token <= lease.token) throw new Error(`token did not increase: ${granted.token} after ${lease.token}`);
 
       const view = await until("a leader", 30_000, () => leaderStatus(nc));
-      const sample = { run, killed: leaderId, newLeader: view.leader ?? "?", releaseMs, grantMs };
+      const reelectedMs = reelected ? await reelected.catch(() => undefined) : undefined;
+      const sample = { run, killed, newLeader: view.leader ?? "?", releaseMs, grantMs, reelectedMs };
       samples.push(sample);
       console.log(
-        `${String(run).padStart(3)}  ${sample.killed.padEnd(6)}  ${sample.newLeader.padEnd(10)}  ${releaseMs.toFixed(0).padStart(12)}  ${grantMs.toFixed(0).padStart(17)}`,
+        `${String(run).padStart(3)}  ${sample.killed.padEnd(7)}  ${sample.newLeader.padEnd(10)}  ${releaseMs.toFixed(0).padStart(12)}  ${grantMs.toFixed(0).padStart(17)}` +
+          (reelectedMs === undefined ? "" : `  ${reelectedMs.toFixed(0).padStart(19)}`),
       );
-      await victim.restart();
+      await restart();
     }
     await waitSettled(nc, 60_000);
 
     const sorted = samples.map((s) => s.grantMs).sort((a, b) => a - b);
     const fmt = (n: number) => `${n.toFixed(0)} ms`;
+    let summary =
+      `${natsCount} nats-server${natsCount > 1 ? "s" : ""}, SIGKILL ${m.victim === "leader" ? "dlm leader" : "log stream's nats-server"} -> waiter granted, ` +
+      `${sorted.length} samples: p50 ${fmt(percentile(sorted, 50))}, p99 ${fmt(percentile(sorted, 99))}, max ${fmt(sorted[sorted.length - 1])}`;
+    const withFloor = samples.filter((x) => x.reelectedMs !== undefined);
+    if (withFloor.length > 0) {
+      const floor = withFloor.map((x) => x.reelectedMs!).sort((a, b) => a - b);
+      const over = withFloor.map((x) => x.grantMs - x.reelectedMs!).sort((a, b) => a - b);
+      summary +=
+        `\n  of which the stream's own re-election: p50 ${fmt(percentile(floor, 50))}, max ${fmt(floor[floor.length - 1])}; ` +
+        `granted after re-election: p50 ${fmt(percentile(over, 50))}, max ${fmt(over[over.length - 1])}`;
+    }
     console.log("");
-    console.log(`kill -> waiter granted, ${sorted.length} samples: p50 ${fmt(percentile(sorted, 50))}, p99 ${fmt(percentile(sorted, 99))}, max ${fmt(sorted[sorted.length - 1])}`);
+    console.log(summary);
     console.log(`all samples (sorted, ms): ${sorted.map((n) => n.toFixed(0)).join(" ")}`);
     if (keep) console.log(`data and logs kept in ${dir}`);
+    return summary;
   } finally {
+    process.removeListener("SIGINT", onSignal);
+    process.removeListener("SIGTERM", onSignal);
     await cleanup();
   }
 }

@@ -104,9 +104,9 @@ const METRICS_SERVER_LIMITS = { maxConnections: 32, requestTimeoutMs: 10_000 };
 export const NODE_DEFAULTS = {
   leaderTtlMs: 2000,
   leaderRenewMs: 150,
-  leaderTimeoutMs: 600,
+  leaderTimeoutMs: 500,
   logTimeoutMs: 1000,
-  campaignIntervalMs: 100,
+  campaignIntervalMs: 50,
   checkpointIntervalMs: 200,
   snapshotEveryEntries: 5000,
   statsIntervalMs: 30_000,

@@ -91,7 +91,7 @@ describe("NATS failures: 3 dlm nodes on a 3-server JetStream cluster", () => {
     await client.close();
 
     // A holder that never renews keeps its lock through an outage longer
-    // than its lease, by the new leader's grace period alone.
+    // than its lease, by the new leader's extension for the time nobody led.
     const token = await holdThroughOutage(c, journal, recovery, { leaderTimeoutMs: 90_000, callTimeoutMs: 60_000 });
 
     const again = await c.client();

@@ -31,7 +31,7 @@ async function crashAndRestart(): Promise<{ appliedSeq: number; fromSnapshotSeq:
   return JSON.parse(line) as { appliedSeq: number; fromSnapshotSeq: number };
 }
 
-/** The lock table without lease deadlines, which a new leader's grace period moves. */
+/** The lock table without lease deadlines, which a new leader's extension (for the time nobody led) moves. */
 function comparable(view: StatusView): unknown {
   return {
     locks: view.locks.map((l) => ({ ...l, holder: l.holder && { ...l.holder, expiresAt: 0 } })),

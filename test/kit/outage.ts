@@ -32,9 +32,10 @@ export async function restartEverything(cluster: DlmTestCluster, recovery: Recov
 /**
  * A holder that speaks the wire protocol (it never renews) takes "global"
  * with a 3 s lease and stages 4 journal lines. Then everything is killed for
- * 3.5 s, longer than that lease, and restarted: only the new leader's grace
- * period keeps the holder's lock. After the restart the lock table and every
- * node's files are as before, the lease runs from the takeover, and the
+ * 3.5 s, longer than that lease, and restarted: only the new leader's
+ * extension by the time nobody led keeps the holder's lock. After the
+ * restart the lock table and every node's files are as before, the lease
+ * still runs past the takeover, and the
  * release commits exactly the 4 lines (recorded in `journal`). The holder
  * then says goodbye. Resolves with the holder's token.
  */
@@ -60,8 +61,8 @@ export async function holdThroughOutage(
   expect(fresh.epoch).toBeGreaterThan(viewBefore.epoch);
 
   expectLockTableBack(viewBefore, await status(), { client: holder.id, token: held.token, stagedAppends: 4 });
-  // The grace period is a fresh *holder's lease* (3 s) from the takeover; the
-  // checks below can take longer than that on a restarting cluster, so the
+  // The extension leaves the holder what was left of its 3 s lease when
+  // the cluster went down; the checks below can take longer than that on a restarting cluster, so the
   // holder renews at once, as a real client would after an outage.
   const renewed = await holder.call("renew", { lock: "global", token: held.token, leaseMs: 120_000 });
   expect(renewed).toMatchObject({ ok: true, lease: { token: held.token } });
@@ -76,7 +77,8 @@ export async function holdThroughOutage(
 /**
  * After an outage longer than the holder's lease: lock "global" has the
  * same holder, token, staged appends and queue as before; its lease, which
- * ran out during the outage, runs from the takeover (grace period); the next
+ * ran out during the outage, runs past the takeover (extended by the
+ * time nobody led); the next
  * token and the file lengths are unchanged.
  */
 function expectLockTableBack(before: StatusView, after: StatusView, holder: { client: string; token: number; stagedAppends: number }): void {
@@ -86,7 +88,7 @@ function expectLockTableBack(before: StatusView, after: StatusView, holder: { cl
   expect(is.holder?.token).toBe(holder.token);
   expect(is.holder?.stagedAppends).toBe(holder.stagedAppends);
   expect(is.queue).toEqual(was.queue);
-  // Grace period: the lease elapsed during the outage, yet runs from the takeover.
+  // The lease elapsed during the outage, yet runs past the takeover.
   expect(was.holder!.expiresAt).toBeLessThan(after.now);
   expect(is.holder!.expiresAt).toBeGreaterThan(after.now);
   expect(after.nextToken).toBe(before.nextToken);
