@@ -86,6 +86,15 @@ function isWrongSeq(err: unknown): boolean {
   );
 }
 
+/**
+ * No server took the write: nats.js turns "no responders" on a JetStream
+ * publish into JetStreamNotEnabled, which its package does not export, so
+ * it is recognised by name.
+ */
+function isNotWritten(err: unknown): boolean {
+  return err instanceof Error && err.name === "JetStreamNotEnabled";
+}
+
 function parseValue(entry: KvEntry): Partial<LeaseValue> & { nodeId: string } {
   try {
     const v = entry.json<Partial<LeaseValue>>();
@@ -188,17 +197,32 @@ export class LeaderLease {
    * The caller steps down at the first false.
    */
   async renew(): Promise<boolean> {
+    return (await this.renewOutcome()) === "renewed";
+  }
+
+  /**
+   * renew(), telling a lost lease from a write that surely did not happen:
+   * "notWritten" when no server took the update (the bucket's stream has no
+   * leader for a moment: nats.js reports "jetstream is not enabled"). Then
+   * nobody else can write the key either, and the lease is still ours to
+   * renew again while the caller's freshness window lasts.
+   */
+  async renewOutcome(): Promise<"renewed" | "lost" | "notWritten"> {
     const mine = this.mine;
-    if (!mine) return false;
+    if (!mine) return "lost";
     try {
       const revision = await this.withTimeout(this.kv.update(this.key, mine.bytes, mine.revision, this.opTimeoutMs), "update");
       if (this.mine === mine) this.mine = { ...mine, revision };
-      return this.mine !== undefined;
+      return this.mine !== undefined ? "renewed" : "lost";
     } catch (err) {
+      if (isNotWritten(err)) {
+        this.log.warn({ err: errInfo(err), revision: mine.revision }, "leader lease renew found no stream leader; retrying");
+        return "notWritten";
+      }
       if (this.mine === mine) this.mine = undefined;
       if (!isWrongSeq(err)) this.unsure = mine.value; // the update may have landed
       this.log.warn({ err: errInfo(err), revision: mine.revision }, "leader lease renew failed");
-      return false;
+      return "lost";
     }
   }
 

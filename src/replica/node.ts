@@ -683,11 +683,15 @@ export class DlmNode implements CoordinatorHost {
     this.renewing = true;
     const sentAt = Date.now();
     try {
-      const ok = await this.lease.renew().catch(() => false);
-      if (ok) {
+      const outcome = await this.lease.renewOutcome().catch(() => "lost" as const);
+      if (outcome === "renewed") {
         this.lastLeaseOkAt = Math.max(this.lastLeaseOkAt, sentAt);
         return;
       }
+      // Nobody could write the key (its stream is electing a leader, e.g.
+      // right after a partition between nats-servers healed): keep leading
+      // while the lease is fresh and try again at the next tick.
+      if (outcome === "notWritten") return;
       this.stepDown("leader lease could not be renewed");
     } finally {
       this.renewing = false;

@@ -70,6 +70,29 @@ describe("LeaderLease", () => {
     await restarted.release();
   });
 
+  test("takeOver: a follower takes the key from a silent holder by the revision it saw, never from one that renewed", async () => {
+    const { a, b } = await pair();
+    expect(await a.tryAcquire()).toBe(true);
+    const writes: Array<{ nodeId: string; revision: number; writtenAt: number }> = [];
+    const stop = await b.watch(() => undefined, { onWrite: (w) => writes.push(w), pollMs: 0 });
+    await until(() => writes.length > 0, 5000, "the watch to see a's write");
+    const seen = writes[writes.length - 1];
+    expect(seen).toMatchObject({ nodeId: "node-a", revision: a.revision });
+    expect(Math.abs(seen.writtenAt - Date.now())).toBeLessThan(5000);
+    // a renews after b looked: b's take-over by the old revision must fail.
+    expect(await a.renew()).toBe(true);
+    expect(await b.takeOver(seen.revision)).toBe(false);
+    expect(b.held).toBe(false);
+    // a goes silent: b takes over by a's last revision, well before the TTL, and a is out.
+    await until(() => writes.some((w) => w.revision === a.revision), 5000, "the watch to see a's renewal");
+    expect(await b.takeOver(a.revision!)).toBe(true);
+    expect(b.held).toBe(true);
+    expect(await a.renew()).toBe(false);
+    expect((await a.current())?.nodeId).toBe("node-b");
+    stop();
+    await b.release();
+  });
+
   test("renewing keeps the lease past its TTL", async () => {
     const { a, b } = await pair();
     expect(await a.tryAcquire()).toBe(true);
