@@ -6,7 +6,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { startDlmCluster, type DlmTestCluster } from "../kit/dlmCluster";
-import { runDlm } from "../kit/dlmCli";
+import { runDlm } from "../kit/cli";
 import { RawSession } from "../kit/rawSession";
 import { makeTempDir, removeTempDir } from "../kit/tmp";
 
