@@ -5,34 +5,15 @@
  */
 import { spawn } from "child_process";
 import * as fs from "fs";
+import { runDlm } from "../kit/cli";
 import { cliMain, repoRoot } from "../kit/dlmNode";
 import { get } from "../kit/metrics";
 import { startDlmCluster, type DlmTestCluster } from "../kit/dlmCluster";
 import { makeTempDir, removeTempDir } from "../kit/tmp";
 
-interface RunResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function dlm(args: string[], input?: string, timeoutMs = 90_000): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cliMain, ...args], { cwd: repoRoot, stdio: ["pipe", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`dlm ${args.join(" ")} timed out\nstdout:\n${stdout}\nstderr:\n${stderr}`));
-    }, timeoutMs);
-    child.on("exit", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.end(input ?? "");
-  });
+/** The kit's runner, with this file's argument order (stdin text, then the timeout). */
+function dlm(args: string[], input?: string, timeoutMs?: number) {
+  return runDlm(args, { input, timeoutMs });
 }
 
 describe("help", () => {
