@@ -12,6 +12,7 @@
  */
 import * as fs from "fs";
 import * as path from "path";
+import { processAlive } from "../util/processAlive";
 
 /** The lock file's name inside the directory. */
 export const UP_LOCK_FILE = "dlm-up.pid";
@@ -38,15 +39,6 @@ export interface DirLock {
   readonly path: string;
   /** Removes the lock file if it is still this process's. Idempotent. */
   release(): void;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 function readPid(lockPath: string): number | undefined {

@@ -30,6 +30,7 @@ import * as path from "path";
 import { FILE_COUNT, fileName } from "../protocol/files";
 import { assert, InvariantError } from "../util/assert";
 import { type Logger, silentLogger } from "../log/logger";
+import { processAlive } from "../util/processAlive";
 
 export const CHECKPOINT_VERSION = 1;
 const CHECKPOINT_FILE = "checkpoint.json";
@@ -127,15 +128,6 @@ function unlockDataDir(dataDir: string): void {
     if (Number(fs.readFileSync(lockPath, "utf8").trim()) === process.pid) fs.rmSync(lockPath, { force: true });
   } catch {
     // Already gone: nothing to release.
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 
