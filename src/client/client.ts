@@ -119,7 +119,7 @@ import {
   type Logger,
   type ResolvedOptions,
 } from "./options";
-import { raceSignal, retry, sleep, type RetryPolicy } from "./retry";
+import { allAttemptsTimeoutMs, attemptTimeoutMs, raceSignal, retry, sleep, type RetryPolicy } from "./retry";
 import { PendingAcquire, Session, type GrantResult, type SessionInfo } from "./session";
 import {
   NatsTransport,
@@ -305,7 +305,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       await this.ensureSession();
     } catch (e) {
       if (e instanceof TimeoutError) {
-        const total = (this.options.maxAttempts * this.options.requestTimeoutMs) / 1000;
+        const total = allAttemptsTimeoutMs(this.options) / 1000;
         throw new UnavailableError(
           `no dlm coordinator answered on ${this.names.requestSubject} within ${total}s: is a node running?`,
           { cause: e },
@@ -1602,6 +1602,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
   private async call(session: Session | undefined, build: () => Request, opts: CallOptions = {}): Promise<Answer> {
     const policy: RetryPolicy = {
       requestTimeoutMs: this.options.requestTimeoutMs,
+      firstAttemptTimeoutMs: this.options.firstAttemptTimeoutMs,
       maxAttempts: this.options.maxAttempts,
       backoff: this.options.backoff,
       unavailableTimeoutMs: this.options.unavailableTimeoutMs,
@@ -1611,6 +1612,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     let firstSentAt: number | undefined;
     let op = "request";
     let seq: number | undefined;
+    let waitedMs = 0;
     return retry<Answer>(
       policy,
       async (attempt) => {
@@ -1623,10 +1625,14 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
         if (session && "client" in req) session.lastSentAt = sentAt;
         opts.onSend?.(sentAt);
         let bytes: Uint8Array;
+        const timeoutMs = attemptTimeoutMs(policy, attempt);
         try {
-          bytes = await raceSignal(this.transport.request(subject, encoder.encode(JSON.stringify(req)), policy.requestTimeoutMs), opts.signal);
+          bytes = await raceSignal(this.transport.request(subject, encoder.encode(JSON.stringify(req)), timeoutMs), opts.signal);
         } catch (e) {
-          if (e instanceof TransportTimeoutError) return { kind: "timeout", error: e };
+          if (e instanceof TransportTimeoutError) {
+            waitedMs += timeoutMs;
+            return { kind: "timeout", error: e };
+          }
           if (e instanceof TransportUnavailableError) return { kind: "unavailable", error: e };
           throw this.mapTransportFailure(e, op);
         }
@@ -1645,7 +1651,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
         signal: opts.signal,
         timeoutExhausted: (attempts, last) =>
           new TimeoutError(
-            `dlm ${op}${seq !== undefined ? ` (seq ${seq})` : ""} got no reply after ${attempts} attempt(s) of ${policy.requestTimeoutMs}ms; it may or may not have taken effect`,
+            `dlm ${op}${seq !== undefined ? ` (seq ${seq})` : ""} got no reply after ${attempts} attempt(s) (${waitedMs} ms in all); it may or may not have taken effect`,
             { cause: last },
           ),
         unavailableExhausted: (_elapsed, last) =>

@@ -123,8 +123,19 @@ export interface ClientOptions extends NatsPassThroughOptions {
   prefix?: string;
   /** Session id. Default a fresh nanoid. A session renewed after expiry always gets a fresh nanoid. */
   clientId?: string;
-  /** Timeout of one request attempt. Default 2000. */
+  /**
+   * The longest one request attempt waits for its answer. Default 2000.
+   * Attempts start shorter (`firstAttemptTimeoutMs`) and double up to this.
+   */
   requestTimeoutMs?: number;
+  /**
+   * How long the first attempt of a request waits before it is sent again
+   * (same seq, so it still takes effect at most once). Default 500, at most
+   * `requestTimeoutMs`. Short, because the usual reason for no answer is a
+   * request that reached a leader as it died: the next attempt finds the new
+   * one.
+   */
+  firstAttemptTimeoutMs?: number;
   /** Attempts per request when attempts time out (same seq each time). Default 5. */
   maxAttempts?: number;
   /** Backoff between retries after "no responders" / NOT_LEADER. */
@@ -158,6 +169,7 @@ export interface ResolvedOptions {
   prefix: string;
   clientId: string | undefined;
   requestTimeoutMs: number;
+  firstAttemptTimeoutMs: number;
   maxAttempts: number;
   backoff: BackoffOptions;
   unavailableTimeoutMs: number;
@@ -174,8 +186,12 @@ export const DEFAULTS = Object.freeze({
   servers: "nats://127.0.0.1:4222",
   prefix: DEFAULT_PREFIX,
   requestTimeoutMs: 2000,
+  firstAttemptTimeoutMs: 500,
   maxAttempts: 5,
-  backoff: Object.freeze({ initialMs: 50, maxMs: 1000, multiplier: 2, jitter: 0.2 }) as Readonly<BackoffOptions>,
+  // Capped at 250 ms: while no leader answers, a client looks again at
+  // least four times a second, so it reaches a new leader within a quarter
+  // second of the takeover (the old 1 s cap cost up to a second per failover).
+  backoff: Object.freeze({ initialMs: 25, maxMs: 250, multiplier: 2, jitter: 0.2 }) as Readonly<BackoffOptions>,
   unavailableTimeoutMs: 30_000,
   renewFraction: 1 / 3,
 });
@@ -221,6 +237,7 @@ export function resolveOptions(opts: ClientOptions = {}): ResolvedOptions {
     prefix: opts.prefix ?? DEFAULTS.prefix,
     clientId: opts.clientId,
     requestTimeoutMs,
+    firstAttemptTimeoutMs: Math.min(requestTimeoutMs, positive("firstAttemptTimeoutMs", opts.firstAttemptTimeoutMs, DEFAULTS.firstAttemptTimeoutMs)),
     maxAttempts,
     backoff,
     unavailableTimeoutMs: positive("unavailableTimeoutMs", opts.unavailableTimeoutMs, DEFAULTS.unavailableTimeoutMs, true),

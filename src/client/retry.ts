@@ -1,9 +1,13 @@
 /**
  * The retry policy of one request.
  *
- * - An attempt that times out is retried at once (it already waited
- *   `requestTimeoutMs`), with the same seq, up to `maxAttempts` attempts;
- *   then the request fails with TIMEOUT: it may or may not have taken effect.
+ * - An attempt that times out is retried at once (it already waited its
+ *   timeout), with the same seq, up to `maxAttempts` attempts; then the
+ *   request fails with TIMEOUT: it may or may not have taken effect. The
+ *   first attempt waits `firstAttemptTimeoutMs`, each later one twice as
+ *   long as the one before, up to `requestTimeoutMs`: a request that was
+ *   routed to a leader as it died is sent again after half a second, not
+ *   two, while a slow but live cluster still gets the full timeout.
  * - "No responders", a disconnected NATS connection and NOT_LEADER mean that
  *   nobody could take the request right now. They are retried with
  *   exponential backoff and do not count as attempts, but they are bounded in
@@ -16,7 +20,10 @@
 import type { BackoffOptions } from "./options";
 
 export interface RetryPolicy {
+  /** The longest one attempt waits for its answer. */
   requestTimeoutMs: number;
+  /** How long the first attempt waits; absent: `requestTimeoutMs`. */
+  firstAttemptTimeoutMs?: number;
   maxAttempts: number;
   backoff: BackoffOptions;
   unavailableTimeoutMs: number;
@@ -58,6 +65,19 @@ export interface RetryHooks {
   onRetry?(info: { attempt: number; kind: "timeout" | "unavailable"; delayMs: number; error: unknown }): void;
   now?(): number;
   random?(): number;
+}
+
+/** How long attempt `n` (1-based) waits for its answer under `policy`. */
+export function attemptTimeoutMs(policy: RetryPolicy, n: number): number {
+  const first = Math.min(policy.firstAttemptTimeoutMs ?? policy.requestTimeoutMs, policy.requestTimeoutMs);
+  return Math.min(policy.requestTimeoutMs, first * Math.pow(2, Math.max(0, n - 1)));
+}
+
+/** How long a request waits in all when every one of its attempts times out. */
+export function allAttemptsTimeoutMs(policy: RetryPolicy): number {
+  let total = 0;
+  for (let n = 1; n <= policy.maxAttempts; n++) total += attemptTimeoutMs(policy, n);
+  return total;
 }
 
 /** Run `attempt(1)`, `attempt(2)`, ... under `policy` until one is done. */

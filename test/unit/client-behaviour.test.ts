@@ -492,7 +492,7 @@ describe("DlmClient against a fake leader", () => {
     const lease = await c.acquire();
     const err = await lease.release().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(TimeoutError);
-    expect((err as Error).message).toMatch(/3 attempt\(s\) of 50ms; it may or may not have taken effect/);
+    expect((err as Error).message).toMatch(/3 attempt\(s\) \(150 ms in all\); it may or may not have taken effect/);
     expect(server.ops("release")).toHaveLength(0);
     const seqs = new Set(faults.events.map((e) => e.seq));
     expect(seqs.size).toBe(1);

@@ -1,4 +1,4 @@
-import { Backoff, retry, sleep, raceSignal, type AttemptOutcome, type RetryPolicy } from "../../src/client/retry";
+import { allAttemptsTimeoutMs, attemptTimeoutMs, Backoff, retry, sleep, raceSignal, type AttemptOutcome, type RetryPolicy } from "../../src/client/retry";
 import { SeqTracker } from "../../src/client/session";
 import { resolveOptions, DEFAULTS } from "../../src/client/options";
 import { BadRequestError } from "../../src/client/errors";
@@ -129,10 +129,29 @@ describe("SeqTracker (ack computation)", () => {
   });
 });
 
+describe("attempt timeouts", () => {
+  test("start at firstAttemptTimeoutMs and double up to requestTimeoutMs", () => {
+    const p = policy({ requestTimeoutMs: 2000, firstAttemptTimeoutMs: 500, maxAttempts: 5 });
+    expect([1, 2, 3, 4, 5].map((n) => attemptTimeoutMs(p, n))).toEqual([500, 1000, 2000, 2000, 2000]);
+    expect(allAttemptsTimeoutMs(p)).toBe(7500);
+  });
+
+  test("without a first attempt timeout every attempt waits requestTimeoutMs", () => {
+    const p = policy({ requestTimeoutMs: 300, maxAttempts: 3 });
+    expect([1, 2, 3].map((n) => attemptTimeoutMs(p, n))).toEqual([300, 300, 300]);
+  });
+
+  test("the first attempt never waits longer than requestTimeoutMs", () => {
+    expect(attemptTimeoutMs(policy({ requestTimeoutMs: 100, firstAttemptTimeoutMs: 500 }), 1)).toBe(100);
+    expect(resolveOptions({ requestTimeoutMs: 100 }).firstAttemptTimeoutMs).toBe(100);
+  });
+});
+
 describe("options", () => {
   test("defaults", () => {
     const o = resolveOptions({});
     expect(o.requestTimeoutMs).toBe(2000);
+    expect(o.firstAttemptTimeoutMs).toBe(500);
     expect(o.maxAttempts).toBe(5);
     expect(o.unavailableTimeoutMs).toBe(30_000);
     expect(o.backoff).toEqual({ ...DEFAULTS.backoff });
