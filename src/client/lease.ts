@@ -33,8 +33,9 @@
  * to do. Call `release()` as the scope's last statement to commit.
  */
 import { EventEmitter } from "node:events";
-import type { LeaseInfo } from "../protocol/messages";
 import type { DlmError } from "./errors";
+import type { LockMode } from "./lockShapes";
+import type { LeaseInfo } from "./wireShapes";
 
 // Node 20.4 and later define Symbol.asyncDispose; older Node 20 releases do
 // not. Defining it the way Node itself does (a registered symbol) makes
@@ -76,6 +77,16 @@ export class Lease extends EventEmitter implements AsyncDisposable {
   readonly token: number;
   /** The session the lease was granted to. */
   readonly clientId: string;
+  /**
+   * How the lock is held: "exclusive" (the only holder) or "shared" (a read
+   * grant, held together with other shared grants). Undefined for a permit
+   * of a semaphore, and from a server older than shared locks (exclusive).
+   */
+  readonly mode: LockMode | undefined;
+  /** A semaphore's permit: how many permits this grant holds (undefined for a lock). */
+  readonly permits: number | undefined;
+  /** A semaphore's permit: the semaphore's limit (undefined for a lock). */
+  readonly limit: number | undefined;
   private _leaseMs: number;
   private _expiresAt: number;
   private _state: LeaseState = "held";
@@ -91,6 +102,9 @@ export class Lease extends EventEmitter implements AsyncDisposable {
     this.lock = info.lock;
     this.token = info.token;
     this.clientId = clientId;
+    this.mode = info.mode;
+    this.permits = info.permits;
+    this.limit = info.limit;
     this._leaseMs = info.leaseMs;
     this._expiresAt = info.expiresAt;
   }
@@ -166,7 +180,16 @@ export class Lease extends EventEmitter implements AsyncDisposable {
   }
 
   toJSON(): LeaseInfo & { state: LeaseState } {
-    return { lock: this.lock, token: this.token, leaseMs: this._leaseMs, expiresAt: this._expiresAt, state: this._state };
+    return {
+      lock: this.lock,
+      token: this.token,
+      leaseMs: this._leaseMs,
+      expiresAt: this._expiresAt,
+      ...(this.mode !== undefined ? { mode: this.mode } : {}),
+      ...(this.permits !== undefined ? { permits: this.permits } : {}),
+      ...(this.limit !== undefined ? { limit: this.limit } : {}),
+      state: this._state,
+    };
   }
 
   /** @internal The server renewed the lease. */
