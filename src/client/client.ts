@@ -66,6 +66,12 @@
  *   answer was ok). Later calls on a lost lease (or, for append and
  *   release without a lease, on the last lost lease of the lock) reject
  *   with LOCK_EXPIRED (SESSION_EXPIRED / CLOSED when that ended it).
+ * - Shared grants (`mode: "shared"`), semaphore permits (`limit`,
+ *   `permits`; semaphore.ts) and `acquireAll` (one request for several
+ *   locks, all or none; leaseSet.ts) go through the same acquire path:
+ *   same seq on every retry and poll, cancel on abort or give-up, orphan
+ *   release of a grant nobody waits for (every grant of a set). Each grant
+ *   becomes an ordinary Lease with its own token, renewal and loss.
  * - `close()` does not release (commit) held leases: goodbye ends them
  *   without committing, and they are reported lost with ClosedError. Release
  *   first if you want your appends.

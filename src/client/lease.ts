@@ -25,6 +25,10 @@
  *
  * `signal` does not abort on a normal `release()`.
  *
+ * A shared (read) grant and a semaphore's permit are leases too (`mode`,
+ * `permits`, `limit` say which), with their own token, renewal and loss,
+ * and so is each lock of an `acquireAll` (see leaseSet.ts).
+ *
  * A lease is `AsyncDisposable`: `await using lease = await client.acquire(name)`
  * ends the grant when the scope is left. Leaving the scope without
  * `release()` *abandons* the grant (nothing staged under it is committed),
