@@ -525,6 +525,33 @@ describe("acquireAll", () => {
     expect(server.holders("x")).toEqual([]);
   });
 
+  test("a set found late whose grant of one lock already ran out: the other is abandoned and the set queues again", async () => {
+    const server = new ShapesServer();
+    // The grant notification is lost and the polls' answers come late, so the
+    // set is found with less than half its lease left and is confirmed by renews.
+    const faults = new FaultInjector({
+      rules: [
+        { action: { kind: "dropNotification", event: "granted" } },
+        { op: "acquireAll" as never, attempt: [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], action: { kind: "delayReply", ms: 80 } },
+      ],
+    });
+    const [a, b] = [await mk(server), await mk(server, { faults, requestTimeoutMs: 2000 })];
+    const hx = await a.acquire("x");
+    const pending = b.acquireAll(["x", "y"], { leaseMs: 100 });
+    await waitFor(() => server.waiting("x") === 1);
+    await hx.release();
+    const first = server.holders("x").find((h) => h.client === b.clientId)!;
+    const firstY = server.holders("y").find((h) => h.client === b.clientId)!;
+    server.expire("x", first.token); // ran out before the client saw it
+    const set = await pending;
+    const seqs = [...new Set(server.ops("acquireAll", b.clientId).map((r) => r.seq))];
+    expect(seqs).toHaveLength(2);
+    expect(server.ops("abandon", b.clientId).map((r) => [r.lock, r.token])).toEqual([["y", firstY.token]]);
+    expect(set.leases.map((l) => l.lock)).toEqual(["x", "y"]);
+    expect(set.get("x")!.token).toBeGreaterThan(first.token);
+    await set.release();
+  });
+
   test("await using a set abandons every lease still held", async () => {
     const server = new ShapesServer();
     const a = await mk(server);
