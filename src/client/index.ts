@@ -57,6 +57,7 @@ export {
   InternalError,
   ClosedError,
   SectionMismatchError,
+  LockKindMismatchError,
   isDlmError,
 } from "./errors";
 export type { DlmErrorOptions } from "./errors";

@@ -24,6 +24,7 @@ describe("the public API", () => {
         "Lease",
         "LimitExceededError",
         "LockExpiredError",
+        "LockKindMismatchError",
         "NotHolderError",
         "NotLeaderError",
         "SectionMismatchError",
