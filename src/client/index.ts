@@ -62,6 +62,7 @@ export {
   InternalError,
   ClosedError,
   SectionMismatchError,
+  LockKindMismatchError,
   isDlmError,
 } from "./errors";
 export type { DlmErrorOptions } from "./errors";

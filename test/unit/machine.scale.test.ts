@@ -56,7 +56,7 @@ test("the default limits take 10,000 waiters on one lock, in order, and refuse t
     const effects = entry(state, [{ type: "release", client: id(i), seq: 4, ack: 2, lock: "global", token }]);
     const granted = effects.find((e) => e.type === "notify" && e.notification.event === "granted");
     expect(granted && granted.type === "notify" && granted.client).toBe(id(i + 1));
-    token = state.locks.get("global")!.holder!.token;
+    token = state.locks.get("global")!.holders.values().next().value!.token;
   }
 });
 

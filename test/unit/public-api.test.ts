@@ -26,6 +26,7 @@ describe("the public API", () => {
         "LeaseSet",
         "LimitExceededError",
         "LockExpiredError",
+        "LockKindMismatchError",
         "NotHolderError",
         "NotLeaderError",
         "SectionMismatchError",
