@@ -288,7 +288,8 @@ async function execute(client: DlmClient, words: string[], signal: AbortSignal, 
  */
 function describeLock(l: StatusView["locks"][number]): string {
   type Holder = { client: string; token: number; mode?: LockMode; permits?: number };
-  const view = l as typeof l & { kind?: "lock" | "semaphore"; limit?: number; holders?: Holder[]; holderCount?: number };
+  // A view from an older leader lacks kind, holders and holderCount.
+  const view = l as Partial<typeof l> & Pick<typeof l, "name" | "holder" | "queue" | "queueLength">;
   const waiting = `${view.queueLength ?? view.queue.length} waiting`;
   const holders: Holder[] = view.holders ?? (view.holder ? [view.holder] : []);
   if (holders.length === 0) return `${view.name}: free, ${waiting}`;

@@ -85,7 +85,17 @@ import { connect as natsConnect } from "@nats-io/transport-node";
 import type { ConnectionOptions } from "@nats-io/nats-core";
 import { fileIndex } from "../protocol/files";
 import { DEFAULT_LIMITS, LOCK_NAME } from "../protocol/limits";
-import { DEFAULT_LOCK, type LoggedRequest, type Reply, type Request, type StatusView, type WireAppend } from "../protocol/messages";
+import {
+  DEFAULT_LOCK,
+  type LeaseInfo,
+  type LoggedRequest,
+  type Notification,
+  type OkReply,
+  type Reply,
+  type Request,
+  type StatusView,
+  type WireAppend,
+} from "../protocol/messages";
 import { names, type Names } from "../protocol/subjects";
 import {
   AlreadyHeldError,
@@ -111,7 +121,6 @@ import { LeaseSet } from "./leaseSet";
 import { checkDurations, checkLockName, checkSemaphoreLimit, lockList, shapeFields, type LockMode, type LockSpec, type ShapeFields } from "./lockShapes";
 import { Semaphore } from "./semaphore";
 import { runWhileHolding } from "./whileHolding";
-import { asLogged, type LeaseInfo, type Notification, type OkReply } from "./wireShapes";
 import {
   inboxPrefixFor,
   NATS_PASS_THROUGH_KEYS,
@@ -491,16 +500,15 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     const seq = session.seqs.issue();
     const pending = new PendingAcquire(seq, what);
     session.pending.set(seq, pending);
-    const build = (): LoggedRequest =>
-      asLogged({
-        op: "acquireAll",
-        client: session.id,
-        seq,
-        ack: session.seqs.ack(),
-        locks: list,
-        ...(leaseMs !== undefined ? { leaseMs } : {}),
-        ...(opts.waitMs !== undefined ? { waitMs: opts.waitMs } : {}),
-      });
+    const build = (): LoggedRequest => ({
+      op: "acquireAll",
+      client: session.id,
+      seq,
+      ack: session.seqs.ack(),
+      locks: list,
+      ...(leaseMs !== undefined ? { leaseMs } : {}),
+      ...(opts.waitMs !== undefined ? { waitMs: opts.waitMs } : {}),
+    });
     return this.runAcquire(session, pending, build, opts.signal, this.pollMsFor(session, leaseMs), (grant) => this.adoptLeaseSet(session, grant, list.length));
   }
 
@@ -1113,7 +1121,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     switch (n.event) {
       case "granted": {
         const pending = session.pending.get(n.seq);
-        const all = "leases" in n && n.leases && n.leases.length > 0 ? n.leases : undefined;
+        const all = n.leases && n.leases.length > 0 ? n.leases : undefined;
         if (pending) {
           pending.grant(n.lease, now(), all);
         } else {
@@ -1271,13 +1279,12 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
         pending.queued(answer.sentAt);
         return "queued";
       }
-      const ok = reply as OkReply;
-      if (ok.leases && ok.leases.length > 0) {
-        pending.grant(ok.leases[0]!, now(), ok.leases);
+      if (reply.leases && reply.leases.length > 0) {
+        pending.grant(reply.leases[0]!, now(), reply.leases);
         return "settled";
       }
-      if (ok.lease) {
-        pending.grant(ok.lease, now());
+      if (reply.lease) {
+        pending.grant(reply.lease, now());
         return "settled";
       }
       pending.fail(new InternalError(`unexpected acquire reply: ${JSON.stringify(reply)}`));

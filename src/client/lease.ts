@@ -38,8 +38,7 @@
  */
 import { EventEmitter } from "node:events";
 import type { DlmError } from "./errors";
-import type { LockMode } from "./lockShapes";
-import type { LeaseInfo } from "./wireShapes";
+import type { LeaseInfo, LockMode } from "../protocol/messages";
 
 // Node 20.4 and later define Symbol.asyncDispose; older Node 20 releases do
 // not. Defining it the way Node itself does (a registered symbol) makes

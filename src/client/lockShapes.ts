@@ -10,12 +10,12 @@
  * the server still checks everything (and what depends on the lock's
  * current state, such as a semaphore's limit, only the server can know).
  */
-import { DEFAULT_LOCK } from "../protocol/messages";
+import { DEFAULT_LOCK, type LockMode } from "../protocol/messages";
 import { LOCK_NAME } from "../protocol/limits";
 import { BadRequestError } from "./errors";
 
 /** How a lock is held: by one holder ("exclusive", the default) or by any number of readers at once ("shared"). */
-export type LockMode = "exclusive" | "shared";
+export type { LockMode };
 
 /** One lock of an `acquireAll`: its name and, optionally, the mode to hold it in (default exclusive). */
 export interface LockRequest {

@@ -10,7 +10,7 @@
  * nothing is outstanding. It never goes down, and it is always below the seq
  * of any outstanding request, in particular the one that carries it.
  */
-import type { LeaseInfo } from "./wireShapes";
+import type { LeaseInfo } from "../protocol/messages";
 import type { DlmError } from "./errors";
 import type { TransportSubscription } from "./transport";
 

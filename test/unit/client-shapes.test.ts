@@ -11,7 +11,7 @@
  * NATS.
  */
 import { connect, type DlmClient } from "../../src/client/client";
-import { BadRequestError, CancelledError, LockExpiredError, type DlmError } from "../../src/client/errors";
+import { BadRequestError, CancelledError, LockExpiredError, LockKindMismatchError, type DlmError } from "../../src/client/errors";
 import { FaultInjector } from "../../src/client/faults";
 import type { Lease } from "../../src/client/lease";
 import { LeaseSet } from "../../src/client/leaseSet";
@@ -53,8 +53,13 @@ interface FakeSession {
 const enc = (o: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(o));
 const dec = (b: Uint8Array): any => JSON.parse(new TextDecoder().decode(b));
 const ok = (message: string, extra: Record<string, unknown> = {}): Reply => ({ ok: true, code: 0, message, ...extra });
-const fail = (error: ErrorName, message: string = error, extra: Record<string, unknown> = {}): Reply =>
-  ({ ok: false, code: (ErrorCodes as Record<string, number>)[error] ?? 16, error, message, ...extra }) as Reply;
+const fail = (error: ErrorName, message: string = error, extra: Record<string, unknown> = {}): Reply => ({
+  ok: false,
+  code: ErrorCodes[error],
+  error,
+  message,
+  ...extra,
+});
 
 class ShapesServer implements Transport {
   readonly received: Req[] = [];
@@ -188,7 +193,7 @@ class ShapesServer implements Transport {
       if (l?.holders.some((h) => h.client === client) || l?.queue.some((w) => w.client === client)) return fail("ALREADY_HELD");
       if (l && (l.holders.length > 0 || l.queue.length > 0)) {
         if (l.limit !== (all ? undefined : req.limit)) {
-          return fail("LOCK_KIND_MISMATCH" as ErrorName, l.limit === undefined ? `${e.lock} is a lock` : `${e.lock} is a semaphore with limit ${l.limit}`);
+          return fail("LOCK_KIND_MISMATCH", l.limit === undefined ? `${e.lock} is a lock` : `${e.lock} is a semaphore with limit ${l.limit}`);
         }
       }
     }
@@ -369,10 +374,11 @@ describe("semaphores", () => {
     const [a, b] = [await mk(server), await mk(server)];
     const held = await a.semaphore("pool", 5).acquire();
     const e = (await b.semaphore("pool", 3).acquire().catch((x: unknown) => x)) as DlmError;
-    expect(e.codeName).toBe("LOCK_KIND_MISMATCH");
+    expect(e).toBeInstanceOf(LockKindMismatchError);
+    expect(e.code).toBe(19);
     expect(e.message).toMatch(/semaphore with limit 5/);
     const e2 = (await b.acquire("pool").catch((x: unknown) => x)) as DlmError;
-    expect(e2.codeName).toBe("LOCK_KIND_MISMATCH");
+    expect(e2).toBeInstanceOf(LockKindMismatchError);
     expect(server.holders("pool").map((h) => h.token)).toEqual([held.token]);
     expect(server.waiting("pool")).toBe(0);
   });
@@ -441,7 +447,7 @@ describe("acquireAll", () => {
 
   test("at most once: a lost reply is retried with the same seq and answered from the cache", async () => {
     const server = new ShapesServer();
-    const faults = new FaultInjector({ rules: [{ op: "acquireAll" as never, attempt: 1, action: { kind: "dropReply" } }] });
+    const faults = new FaultInjector({ rules: [{ op: "acquireAll", attempt: 1, action: { kind: "dropReply" } }] });
     const a = await mk(server, { faults });
     const set = await a.acquireAll(["p", "q"]);
     const sent = server.ops("acquireAll", a.clientId);
@@ -532,7 +538,7 @@ describe("acquireAll", () => {
     const faults = new FaultInjector({
       rules: [
         { action: { kind: "dropNotification", event: "granted" } },
-        { op: "acquireAll" as never, attempt: [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], action: { kind: "delayReply", ms: 80 } },
+        { op: "acquireAll", attempt: [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], action: { kind: "delayReply", ms: 80 } },
       ],
     });
     const [a, b] = [await mk(server), await mk(server, { faults, requestTimeoutMs: 2000 })];
