@@ -54,6 +54,8 @@ const OPTIONS: LimitOption[] = [
   { key: "maxLeaseMs", help: "longest lease a client may ask for", min: 1 },
   { key: "maxWaitMs", help: "longest wait an acquire may ask for", min: 0 },
   { key: "sessionTimeoutMs", help: "expire sessions silent this long", min: 100 },
+  { key: "maxLocksPerRequest", help: "locks one acquireAll may name", min: 1 },
+  { key: "maxSemaphoreLimit", help: "largest permit count (limit) a semaphore may be created with", min: 1 },
   { key: "maxRequestBytes", help: "largest request the leader reads", min: 1024 },
   { key: "maxQueuedCommands", help: "requests waiting for the next log entry before LIMIT_EXCEEDED", min: 1 },
   { key: "maxBatchCommands", help: "most commands in one log entry", min: 1 },
@@ -158,6 +160,8 @@ export function limitsOf(s: LimitSettings): Limits {
     maxLeaseMs: s.maxLeaseMs,
     maxWaitMs: s.maxWaitMs,
     sessionTimeoutMs: s.sessionTimeoutMs,
+    maxLocksPerRequest: s.maxLocksPerRequest,
+    maxSemaphoreLimit: s.maxSemaphoreLimit,
   };
 }
 

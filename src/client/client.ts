@@ -66,6 +66,12 @@
  *   answer was ok). Later calls on a lost lease (or, for append and
  *   release without a lease, on the last lost lease of the lock) reject
  *   with LOCK_EXPIRED (SESSION_EXPIRED / CLOSED when that ended it).
+ * - Shared grants (`mode: "shared"`), semaphore permits (`limit`,
+ *   `permits`; semaphore.ts) and `acquireAll` (one request for several
+ *   locks, all or none; leaseSet.ts) go through the same acquire path:
+ *   same seq on every retry and poll, cancel on abort or give-up, orphan
+ *   release of a grant nobody waits for (every grant of a set). Each grant
+ *   becomes an ordinary Lease with its own token, renewal and loss.
  * - `close()` does not release (commit) held leases: goodbye ends them
  *   without committing, and they are reported lost with ClosedError. Release
  *   first if you want your appends.
@@ -111,6 +117,10 @@ import {
 } from "./errors";
 import type { FaultInjector } from "./faults";
 import { Lease, type Committed, type Discarded, type LeaseOwner } from "./lease";
+import { LeaseSet } from "./leaseSet";
+import { checkDurations, checkLockName, checkSemaphoreLimit, lockList, shapeFields, type LockMode, type LockSpec, type ShapeFields } from "./lockShapes";
+import { Semaphore } from "./semaphore";
+import { runWhileHolding } from "./whileHolding";
 import {
   inboxPrefixFor,
   NATS_PASS_THROUGH_KEYS,
@@ -136,6 +146,31 @@ export interface AcquireOptions {
   /** Give up waiting after this long (server-side). 0 = try once. Default: wait until granted. */
   waitMs?: number;
   /** Abort the wait: the client cancels it on the server and rejects with CancelledError. */
+  signal?: AbortSignal;
+  /**
+   * "shared": a read grant, held at the same time as other shared grants
+   * and never with an exclusive one; "exclusive" (default): the only
+   * holder. Not for the files lock "global" (exclusive only), nor together
+   * with `limit`.
+   */
+  mode?: LockMode;
+  /**
+   * Acquire permits of the counting semaphore `lock`, which lets at most
+   * `limit` permits out at once. Every caller must name the same limit
+   * (LockKindMismatchError otherwise). See `client.semaphore(name, limit)`.
+   */
+  limit?: number;
+  /** With `limit`: how many permits this grant takes, 1 … limit (default 1). */
+  permits?: number;
+}
+
+/** Options of `acquireAll`, `tryAcquireAll` and `withLocks` (modes are given per lock). */
+export interface AcquireAllOptions {
+  /** Lease length of every grant of the set; default the client's `defaultLeaseMs`, else the server's. */
+  leaseMs?: number;
+  /** Give up waiting after this long (server-side, WaitTimeoutError). 0 = only if all are free now. Default: wait until granted. */
+  waitMs?: number;
+  /** Abort the wait: the client cancels it on the server (every queue) and rejects with CancelledError. */
   signal?: AbortSignal;
 }
 
@@ -260,6 +295,12 @@ function toBytes(data: string | Uint8Array): Buffer {
   return typeof data === "string" ? Buffer.from(data, "utf8") : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
 }
 
+/** The grants an answer to an acquire or acquireAll carries. */
+function grantsOf(reply: OkReply): LeaseInfo[] {
+  if (reply.leases && reply.leases.length > 0) return reply.leases;
+  return reply.lease ? [reply.lease] : [];
+}
+
 function describe(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
@@ -356,46 +397,41 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
    */
   async acquire(lock: string = DEFAULT_LOCK, opts: AcquireOptions = {}): Promise<Lease> {
     this.checkOpen();
-    if (typeof lock !== "string" || !LOCK_NAME.test(lock)) {
-      throw new BadRequestError(`invalid lock name ${JSON.stringify(lock)}: 1-128 of [A-Za-z0-9_.:-], starting with a letter or digit`);
-    }
-    for (const [field, value] of [
-      ["leaseMs", opts.leaseMs],
-      ["waitMs", opts.waitMs],
-    ] as const) {
-      if (value !== undefined && (typeof value !== "number" || !Number.isFinite(value) || value < 0)) {
-        throw new BadRequestError(`invalid ${field}: ${String(value)}`);
-      }
-    }
+    checkLockName(lock);
+    checkDurations(opts);
+    const shape = shapeFields(lock, opts);
+    return this.inRounds([lock], opts.signal, () => this.acquireOnce(lock, opts, shape));
+  }
+
+  /**
+   * Runs one acquire (of `locks`) until it is granted, in up to
+   * MAX_LATE_GRANT_ROUNDS rounds: waits first for grants of those locks this
+   * client gave up to be ended on the server, and queues again after a
+   * grant that ran out before it was seen, or after an ALREADY_HELD caused
+   * by a given-up grant the server still counts.
+   */
+  private async inRounds<T>(locks: readonly string[], signal: AbortSignal | undefined, once: () => Promise<T>): Promise<T> {
     for (let round = 1; ; round++) {
-      await this.settleGivenUp(lock, opts.signal);
+      for (const lock of locks) await this.settleGivenUp(lock, signal);
       try {
-        return await this.acquireOnce(lock, opts);
+        return await once();
       } catch (e) {
         // The grant ran out before the client learned of it (its notification
         // was lost and the poll found it late): wait in line again.
-        if (e instanceof LateGrant && round < MAX_LATE_GRANT_ROUNDS && !this.closed && !opts.signal?.aborted) {
-          this.log.warn({ lock, round }, "dlm client: a grant ran out before it was seen; acquiring again");
+        if (e instanceof LateGrant && round < MAX_LATE_GRANT_ROUNDS && !this.closed && !signal?.aborted) {
+          this.log.warn({ locks, round }, "dlm client: a grant ran out before it was seen; acquiring again");
           continue;
         }
         // The server still counts a grant this client gave up (its abandon
         // did not get through yet): end it again, then ask again.
-        if (e instanceof AlreadyHeldError && round < MAX_LATE_GRANT_ROUNDS && this.regiveUp(lock, e)) continue;
+        if (e instanceof AlreadyHeldError && round < MAX_LATE_GRANT_ROUNDS && this.regiveUp(e.lease?.lock ?? locks[0]!, e)) continue;
         throw e instanceof LateGrant ? e.error : e;
       }
     }
   }
 
-  private async acquireOnce(lock: string, opts: AcquireOptions): Promise<Lease> {
-    const signal = opts.signal;
-    if (signal?.aborted) throw this.cancelledBy(signal, lock);
-    let session: Session;
-    try {
-      session = await raceSignal(this.ensureSession(), signal);
-    } catch (e) {
-      if (signal?.aborted) throw this.cancelledBy(signal, lock);
-      throw e;
-    }
+  private async acquireOnce(lock: string, opts: AcquireOptions, shape: ShapeFields): Promise<Lease> {
+    const session = await this.sessionFor(lock, opts.signal);
     const leaseMs = opts.leaseMs ?? this.options.defaultLeaseMs;
     const seq = session.seqs.issue();
     const pending = new PendingAcquire(seq, lock);
@@ -408,12 +444,104 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       lock,
       ...(leaseMs !== undefined ? { leaseMs } : {}),
       ...(opts.waitMs !== undefined ? { waitMs: opts.waitMs } : {}),
+      ...shape,
     });
-    // Poll often enough that a grant whose notification was lost is found
-    // with most of its lease left.
+    return this.runAcquire(session, pending, build, opts.signal, this.pollMsFor(session, leaseMs), (grant) => this.adoptLease(session, grant));
+  }
+
+  /** The session to send an acquire on; CancelledError if `signal` aborts first. */
+  private async sessionFor(what: string, signal: AbortSignal | undefined): Promise<Session> {
+    if (signal?.aborted) throw this.cancelledBy(signal, what);
+    try {
+      return await raceSignal(this.ensureSession(), signal);
+    } catch (e) {
+      if (signal?.aborted) throw this.cancelledBy(signal, what);
+      throw e;
+    }
+  }
+
+  /** Poll a queued acquire often enough that a grant whose notification was lost is found with most of its lease left. */
+  private pollMsFor(session: Session, leaseMs: number | undefined): number {
     const expectedLeaseMs = leaseMs ?? session.info?.defaultLeaseMs ?? DEFAULT_LIMITS.defaultLeaseMs;
-    const pollMs = Math.max(MIN_POLL_MS, Math.min(this.options.requestTimeoutMs, expectedLeaseMs / 4));
-    return this.runAcquire(session, pending, build, signal, pollMs);
+    return Math.max(MIN_POLL_MS, Math.min(this.options.requestTimeoutMs, expectedLeaseMs / 4));
+  }
+
+  /**
+   * Acquire several locks at once, all or none: one request joins the
+   * queue of every listed lock in the same log entry, and the server grants
+   * them together when the request is first in line on each and compatible
+   * with every lock's holders. There is no deadlock whatever order callers
+   * list the names in (the oldest waiter is first in all its queues), and
+   * never a partial grant. `locks` are names (held exclusively) or
+   * `{ lock, mode: "shared" }`; semaphores cannot be part of a set.
+   *
+   * Resolves to a `LeaseSet`: one ordinary `Lease` per lock, in the order
+   * given, each renewed and lost on its own (see leaseSet.ts). Rejects like
+   * `acquire` (WaitTimeoutError, CancelledError, AlreadyHeldError if this
+   * client holds or waits for any of the locks, LockKindMismatchError if
+   * one is a semaphore, …); an abort or a timeout cancels the wait on the
+   * server in every queue.
+   */
+  async acquireAll(locks: readonly LockSpec[], opts: AcquireAllOptions = {}): Promise<LeaseSet> {
+    this.checkOpen();
+    const list = lockList(locks);
+    checkDurations(opts);
+    return this.inRounds(
+      list.map((l) => l.lock),
+      opts.signal,
+      () => this.acquireAllOnce(list, opts),
+    );
+  }
+
+  private async acquireAllOnce(list: Array<{ lock: string; mode: LockMode }>, opts: AcquireAllOptions): Promise<LeaseSet> {
+    const what = list.map((l) => l.lock).join(", ");
+    const session = await this.sessionFor(what, opts.signal);
+    const leaseMs = opts.leaseMs ?? this.options.defaultLeaseMs;
+    const seq = session.seqs.issue();
+    const pending = new PendingAcquire(seq, what);
+    session.pending.set(seq, pending);
+    const build = (): LoggedRequest => ({
+      op: "acquireAll",
+      client: session.id,
+      seq,
+      ack: session.seqs.ack(),
+      locks: list,
+      ...(leaseMs !== undefined ? { leaseMs } : {}),
+      ...(opts.waitMs !== undefined ? { waitMs: opts.waitMs } : {}),
+    });
+    return this.runAcquire(session, pending, build, opts.signal, this.pollMsFor(session, leaseMs), (grant) => this.adoptLeaseSet(session, grant, list.length));
+  }
+
+  /**
+   * `acquireAll` if all the locks are granted within `opts.waitMs` (default
+   * 0: only if all are free right now); resolves `null` otherwise, with the
+   * same backstop as `tryAcquire`.
+   */
+  tryAcquireAll(locks: readonly LockSpec[], opts: AcquireAllOptions = {}): Promise<LeaseSet | null> {
+    return this.tryWithin(opts, (o) => this.acquireAll(locks, o));
+  }
+
+  /**
+   * Run `fn` while holding every lock of `locks` (taken with `acquireAll`),
+   * as `withLock` does for one lock: when `fn` resolves, release them all
+   * (committing what `fn` appended under "global", if listed) and resolve
+   * with its result; when `fn` throws, abandon them all and rethrow its
+   * error. `set.signal` aborts if any lease of the set is lost while `fn` runs.
+   */
+  async withLocks<T>(locks: readonly LockSpec[], fn: (set: LeaseSet) => T | PromiseLike<T>, opts: AcquireAllOptions = {}): Promise<T> {
+    if (typeof fn !== "function") throw new BadRequestError("withLocks needs a function to run under the locks");
+    return runWhileHolding(await this.acquireAll(locks, opts), fn);
+  }
+
+  /**
+   * A counting semaphore named `name` that lets at most `limit` permits out
+   * at once; nothing is sent until a permit is acquired (see semaphore.ts).
+   */
+  semaphore(name: string, limit: number): Semaphore {
+    checkLockName(name);
+    checkSemaphoreLimit(limit);
+    shapeFields(name, { limit });
+    return new Semaphore(this, name, limit);
   }
 
   /**
@@ -428,7 +556,12 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
    * (UNAVAILABLE, SESSION_EXPIRED, CANCELLED by `opts.signal` …) reject as
    * for `acquire`.
    */
-  async tryAcquire(lock: string = DEFAULT_LOCK, opts: AcquireOptions = {}): Promise<Lease | null> {
+  tryAcquire(lock: string = DEFAULT_LOCK, opts: AcquireOptions = {}): Promise<Lease | null> {
+    return this.tryWithin(opts, (o) => this.acquire(lock, o));
+  }
+
+  /** `attempt` with waitMs (default 0) and the backstop of tryAcquire; null when not granted in time. */
+  private async tryWithin<O extends { waitMs?: number; signal?: AbortSignal }, T>(opts: O, attempt: (opts: O) => Promise<T>): Promise<T | null> {
     const waitMs = opts.waitMs ?? 0;
     if (typeof waitMs !== "number" || !Number.isFinite(waitMs) || waitMs < 0) {
       throw new BadRequestError(`invalid waitMs: ${String(waitMs)}`);
@@ -437,7 +570,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     const backstop = AbortSignal.timeout(backstopMs);
     const signal = opts.signal ? AbortSignal.any([opts.signal, backstop]) : backstop;
     try {
-      return await this.acquire(lock, { ...opts, waitMs, signal });
+      return await attempt({ ...opts, waitMs, signal });
     } catch (e) {
       if (isDlmError(e, "WAIT_TIMEOUT")) return null;
       if (isDlmError(e, "CANCELLED") && backstop.aborted && !opts.signal?.aborted) return null;
@@ -469,23 +602,9 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
    */
   async withLock<T>(lock: string, fn: (lease: Lease) => T | PromiseLike<T>, opts: AcquireOptions = {}): Promise<T> {
     if (typeof fn !== "function") throw new BadRequestError("withLock needs a function to run under the lock");
-    const lease = await this.acquire(lock, opts);
-    let result: T;
-    try {
-      result = await fn(lease);
-    } catch (e) {
-      await this.endUncommitted(lease);
-      throw e;
-    }
-    try {
-      await this.release(lease);
-    } catch (e) {
-      // The release's outcome may be unknown (TIMEOUT): do not leave a
-      // lease behind that the client renews for ever.
-      await this.endUncommitted(lease);
-      throw e;
-    }
-    return result;
+    // The release's outcome may be unknown (TIMEOUT): runWhileHolding then
+    // abandons, so no lease is left behind that the client renews for ever.
+    return runWhileHolding(await this.acquire(lock, opts), fn);
   }
 
   /**
@@ -1002,10 +1121,11 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     switch (n.event) {
       case "granted": {
         const pending = session.pending.get(n.seq);
+        const all = n.leases && n.leases.length > 0 ? n.leases : undefined;
         if (pending) {
-          pending.grant(n.lease, now());
-        } else if (!session.knownTokens.has(n.lease.token)) {
-          this.releaseOrphan(session, n.lease);
+          pending.grant(n.lease, now(), all);
+        } else {
+          for (const info of all ?? [n.lease]) if (!session.knownTokens.has(info.token)) this.releaseOrphan(session, info);
         }
         return;
       }
@@ -1037,6 +1157,11 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     }
   }
 
+  /** Hands back every grant of an acquire (all of an acquireAll's) that nobody will use. */
+  private releaseGrant(session: Session, grant: GrantResult): void {
+    for (const info of grant.all ?? [grant.info]) this.releaseOrphan(session, info);
+  }
+
   /** A grant nobody waits for (the acquire was given up or cancelled): hand it back. */
   private releaseOrphan(session: Session, info: LeaseInfo): void {
     session.knownTokens.add(info.token);
@@ -1058,13 +1183,19 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     session.seqs.done(pending.seq);
   }
 
-  private async runAcquire(
+  /**
+   * Send an acquire (or acquireAll), wait for its grant (reply, notification
+   * or poll), and turn the grant into what the caller gets with `adopt`.
+   * Handles the user's abort (cancel on the server), close, and giving up.
+   */
+  private async runAcquire<T>(
     session: Session,
     pending: PendingAcquire,
     build: () => LoggedRequest,
     signal: AbortSignal | undefined,
     pollMs: number,
-  ): Promise<Lease> {
+    adopt: (grant: GrantResult) => Promise<T>,
+  ): Promise<T> {
     let cleanupInBackground = false;
     // `stop` ends the send/poll loop: on the user's abort, on close, or once settled.
     const stop = new AbortController();
@@ -1109,10 +1240,10 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       stop.abort();
       if (signal?.aborted) {
         // Granted and aborted at about the same time: honour the abort.
-        this.releaseOrphan(session, grant.info);
+        this.releaseGrant(session, grant);
         throw this.cancelledBy(signal, pending.lock);
       }
-      return await this.adoptLease(session, grant);
+      return await adopt(grant);
     } finally {
       stop.abort();
       signal?.removeEventListener("abort", onUserAbort);
@@ -1148,6 +1279,10 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
         pending.queued(answer.sentAt);
         return "queued";
       }
+      if (reply.leases && reply.leases.length > 0) {
+        pending.grant(reply.leases[0]!, now(), reply.leases);
+        return "settled";
+      }
       if (reply.lease) {
         pending.grant(reply.lease, now());
         return "settled";
@@ -1181,7 +1316,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
         const answer = await this.call(session, build, { signal: this.closeController.signal });
         if (this.onAcquireAnswer(session, pending, answer) === "settled") break;
       }
-      if (pending.state === "granted" && pending.result) this.releaseOrphan(session, pending.result.info);
+      if (pending.state === "granted" && pending.result) this.releaseGrant(session, pending.result);
     } catch (e) {
       this.log.warn({ err: describe(e), seq }, "dlm client: cancelling a wait failed; a late grant will be released");
     }
@@ -1197,13 +1332,35 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       const reply = await this.logged(session, (cseq, ack) => ({ op: "cancel", client: session.id, seq: cseq, ack, target: pending.seq }));
       if (reply.cancelled) return;
       const answer = await this.call(session, build, { signal: this.closeController.signal });
-      if (answer.reply.ok && answer.reply.lease) this.releaseOrphan(session, answer.reply.lease);
+      if (answer.reply.ok) for (const info of grantsOf(answer.reply)) this.releaseOrphan(session, info);
     } catch (e) {
       this.log.warn({ err: describe(e), seq: pending.seq }, "dlm client: abandoning a timed-out acquire failed; a late grant will be released");
     }
   }
 
   // ---------------------------------------------------------------- leases
+
+  /**
+   * Turn an acquireAll's grants into held Leases (each as adoptLease does)
+   * and gather them in a LeaseSet. All or none: if one cannot be adopted
+   * (it ran out before it was seen: LateGrant, so the set queues again),
+   * the others are ended without committing and the error is thrown.
+   */
+  private async adoptLeaseSet(session: Session, grant: GrantResult, expected: number): Promise<LeaseSet> {
+    const infos = grant.all ?? [grant.info];
+    if (infos.length !== expected) {
+      this.releaseGrant(session, grant);
+      throw new InternalError(`acquireAll asked for ${expected} locks and was granted ${infos.length}`);
+    }
+    const adopted = await Promise.allSettled(infos.map((info) => this.adoptLease(session, { info, grantedAfter: grant.grantedAfter })));
+    const leases = adopted.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+    const failed = adopted.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed) {
+      await Promise.all(leases.map((lease) => this.endUncommitted(lease)));
+      throw failed.reason;
+    }
+    return new LeaseSet(leases, (e) => this.log.error({ err: describe(e) }, "dlm client: a lease set 'lost' listener threw"));
+  }
 
   /**
    * Turn a grant into a held Lease with its renew and deadline timers. If

@@ -161,6 +161,17 @@ export class SectionMismatchError extends DlmError {
   }
 }
 
+/**
+ * The lock exists as another kind than the request names: a semaphore with
+ * another limit, a semaphore where a lock was asked for, or the reverse.
+ */
+export class LockKindMismatchError extends DlmError {
+  constructor(message?: string, options?: DlmErrorOptions) {
+    super("LOCK_KIND_MISMATCH", message, options);
+    this.name = "LockKindMismatchError";
+  }
+}
+
 export type DlmErrorClass = new (message?: string, options?: DlmErrorOptions) => DlmError;
 
 /** One class per protocol error name; the compiler checks the table is complete. */
@@ -183,6 +194,7 @@ export const ErrorClasses: Readonly<Record<ErrorName, DlmErrorClass>> = Object.f
   INTERNAL: InternalError,
   CLOSED: ClosedError,
   SECTION_MISMATCH: SectionMismatchError,
+  LOCK_KIND_MISMATCH: LockKindMismatchError,
 });
 
 /** Build the typed error for a name (used for local checks and notifications). */

@@ -26,6 +26,7 @@
 export { connect, init, DlmClient } from "./client";
 export type {
   AcquireOptions,
+  AcquireAllOptions,
   AppendOptions,
   AppendResult,
   CommitAppend,
@@ -37,6 +38,10 @@ export type {
 } from "./client";
 export { Lease } from "./lease";
 export type { LeaseState } from "./lease";
+export { LeaseSet } from "./leaseSet";
+export { Semaphore } from "./semaphore";
+export type { PermitOptions } from "./semaphore";
+export type { LockMode, LockRequest, LockSpec } from "./lockShapes";
 export {
   DlmError,
   FileNotFoundError,
@@ -57,6 +62,7 @@ export {
   InternalError,
   ClosedError,
   SectionMismatchError,
+  LockKindMismatchError,
   isDlmError,
 } from "./errors";
 export type { DlmErrorOptions } from "./errors";

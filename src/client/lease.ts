@@ -25,6 +25,10 @@
  *
  * `signal` does not abort on a normal `release()`.
  *
+ * A shared (read) grant and a semaphore's permit are leases too (`mode`,
+ * `permits`, `limit` say which), with their own token, renewal and loss,
+ * and so is each lock of an `acquireAll` (see leaseSet.ts).
+ *
  * A lease is `AsyncDisposable`: `await using lease = await client.acquire(name)`
  * ends the grant when the scope is left. Leaving the scope without
  * `release()` *abandons* the grant (nothing staged under it is committed),
@@ -33,8 +37,8 @@
  * to do. Call `release()` as the scope's last statement to commit.
  */
 import { EventEmitter } from "node:events";
-import type { LeaseInfo } from "../protocol/messages";
 import type { DlmError } from "./errors";
+import type { LeaseInfo, LockMode } from "../protocol/messages";
 
 // Node 20.4 and later define Symbol.asyncDispose; older Node 20 releases do
 // not. Defining it the way Node itself does (a registered symbol) makes
@@ -76,6 +80,16 @@ export class Lease extends EventEmitter implements AsyncDisposable {
   readonly token: number;
   /** The session the lease was granted to. */
   readonly clientId: string;
+  /**
+   * How the lock is held: "exclusive" (the only holder) or "shared" (a read
+   * grant, held together with other shared grants). Undefined for a permit
+   * of a semaphore, and from a server older than shared locks (exclusive).
+   */
+  readonly mode: LockMode | undefined;
+  /** A semaphore's permit: how many permits this grant holds (undefined for a lock). */
+  readonly permits: number | undefined;
+  /** A semaphore's permit: the semaphore's limit (undefined for a lock). */
+  readonly limit: number | undefined;
   private _leaseMs: number;
   private _expiresAt: number;
   private _state: LeaseState = "held";
@@ -91,6 +105,9 @@ export class Lease extends EventEmitter implements AsyncDisposable {
     this.lock = info.lock;
     this.token = info.token;
     this.clientId = clientId;
+    this.mode = info.mode;
+    this.permits = info.permits;
+    this.limit = info.limit;
     this._leaseMs = info.leaseMs;
     this._expiresAt = info.expiresAt;
   }
@@ -166,7 +183,16 @@ export class Lease extends EventEmitter implements AsyncDisposable {
   }
 
   toJSON(): LeaseInfo & { state: LeaseState } {
-    return { lock: this.lock, token: this.token, leaseMs: this._leaseMs, expiresAt: this._expiresAt, state: this._state };
+    return {
+      lock: this.lock,
+      token: this.token,
+      leaseMs: this._leaseMs,
+      expiresAt: this._expiresAt,
+      ...(this.mode !== undefined ? { mode: this.mode } : {}),
+      ...(this.permits !== undefined ? { permits: this.permits } : {}),
+      ...(this.limit !== undefined ? { limit: this.limit } : {}),
+      state: this._state,
+    };
   }
 
   /** @internal The server renewed the lease. */

@@ -60,12 +60,15 @@ export class SeqTracker {
 }
 
 export interface GrantResult {
+  /** The grant (for an acquireAll: the grant of its first lock). */
   info: LeaseInfo;
+  /** An acquireAll's grants, one per lock in the order they were listed. */
+  all?: LeaseInfo[];
   /** Monotonic time (performance.now()) at or before which the server cannot have granted. */
   grantedAfter: number;
 }
 
-/** An acquire that has been sent and has no final outcome yet. */
+/** An acquire (or commit, or acquireAll) that has been sent and has no final outcome yet. */
 export class PendingAcquire {
   state: "waiting" | "granted" | "failed" = "waiting";
   /** When the first attempt of this seq was sent. */
@@ -80,6 +83,7 @@ export class PendingAcquire {
 
   constructor(
     readonly seq: number,
+    /** The lock waited for, as messages name it (an acquireAll's: its names joined by ", "). */
     readonly lock: string,
   ) {
     this.promise = new Promise<GrantResult>((resolve, reject) => {
@@ -97,11 +101,11 @@ export class PendingAcquire {
     if (this.lastQueuedSentAt === undefined || sentAt > this.lastQueuedSentAt) this.lastQueuedSentAt = sentAt;
   }
 
-  /** Settle with a grant; false if already settled. */
-  grant(info: LeaseInfo, now: number): boolean {
+  /** Settle with a grant (an acquireAll's: all of them); false if already settled. */
+  grant(info: LeaseInfo, now: number, all?: LeaseInfo[]): boolean {
     if (this.state !== "waiting") return false;
     this.state = "granted";
-    this.result = { info, grantedAfter: this.lastQueuedSentAt ?? this.firstSentAt ?? now };
+    this.result = { info, ...(all ? { all } : {}), grantedAfter: this.lastQueuedSentAt ?? this.firstSentAt ?? now };
     this.resolveFn(this.result);
     return true;
   }

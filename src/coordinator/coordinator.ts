@@ -436,12 +436,26 @@ function toCommand(request: LoggedRequest, limits: Limits): Command {
     case "goodbye":
       return { type: request.op, client, seq, ack };
     case "acquire":
+      // A new request always logs how it wants the lock (a semaphore: its
+      // limit and permits; a lock: its mode), so its grant and answers carry
+      // it; only commands logged before modes existed lack it.
       return {
         type: "acquire",
         client,
         seq,
         ack,
         lock: request.lock,
+        leaseMs: request.leaseMs ?? limits.defaultLeaseMs,
+        waitMs: request.waitMs ?? null,
+        ...(request.limit === undefined ? { mode: request.mode ?? "exclusive" } : { limit: request.limit, permits: request.permits ?? 1 }),
+      };
+    case "acquireAll":
+      return {
+        type: "acquireAll",
+        client,
+        seq,
+        ack,
+        locks: request.locks.map((l) => ({ lock: l.lock, mode: l.mode ?? "exclusive" })),
         leaseMs: request.leaseMs ?? limits.defaultLeaseMs,
         waitMs: request.waitMs ?? null,
       };

@@ -157,7 +157,11 @@ export class NodeMetrics {
     fromState("dlm_epoch", "The leader epoch of the last applied leader entry.", (s) => s.epoch);
     fromState("dlm_sessions", "Client sessions in the applied state.", (s) => s.sessions.size);
     fromState("dlm_locks", "Locks in the lock table (held or with waiters).", (s) => s.locks.size);
-    fromState("dlm_lock_holders", "Locks currently granted to a holder.", (s) => count(s.locks.values(), (l) => (l.holder ? 1 : 0)));
+    fromState(
+      "dlm_lock_holders",
+      "Grants currently held: every holder of every lock counts (each shared holder, each semaphore grant).",
+      (s) => count(s.locks.values(), (l) => l.holders.size),
+    );
     fromState("dlm_lock_waiters", "Acquires waiting in lock queues.", (s) => count(s.locks.values(), (l) => l.queue.length));
     // A counter read from the state: every grant takes the next fencing
     // token, so tokens issued is the cluster's grant count, the same on

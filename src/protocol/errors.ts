@@ -26,6 +26,7 @@ export const ErrorCodes = {
   INTERNAL: 16,
   CLOSED: 17,
   SECTION_MISMATCH: 18,
+  LOCK_KIND_MISMATCH: 19,
 } as const;
 
 export type ErrorName = Exclude<keyof typeof ErrorCodes, "OK">;
@@ -63,6 +64,8 @@ export const ErrorDescriptions: Record<ErrorName, string> = {
   CLOSED: "Client side: the client was closed while the operation was outstanding.",
   SECTION_MISMATCH:
     "The release names a different number of separately logged appends than the grant staged (one was lost or its outcome is unknown). Nothing was committed and the grant is unchanged.",
+  LOCK_KIND_MISMATCH:
+    "The lock exists with another kind or semaphore limit than the request names (a semaphore with limit N, or a lock). Nothing was changed; use the same limit everywhere, or another name.",
 };
 
 export function isErrorName(name: string): name is ErrorName {

@@ -22,6 +22,14 @@ export interface Limits {
   maxLeaseMs: number;
   maxWaitMs: number;
   sessionTimeoutMs: number;
+  /**
+   * Locks one acquireAll may name. Checked by validation only (the machine
+   * never reads it, so leader entries written before it existed replay the
+   * same).
+   */
+  maxLocksPerRequest: number;
+  /** Largest semaphore `limit` an acquire may name. Checked by validation only, like maxLocksPerRequest. */
+  maxSemaphoreLimit: number;
 }
 
 /**
@@ -43,6 +51,8 @@ export const DEFAULT_LIMITS: Limits = {
   maxLeaseMs: 10 * 60_000,
   maxWaitMs: 24 * 3600_000,
   sessionTimeoutMs: 15_000,
+  maxLocksPerRequest: 32,
+  maxSemaphoreLimit: 1_000_000,
 };
 
 /** Lock names: 1-128 characters, letters, digits and `_ . : -`, starting with a letter or digit. */

@@ -13,7 +13,7 @@ import type { ErrorName } from "./errors";
 export const DEFAULT_LOCK = "global";
 
 /** Operations that go through the log (state changes, at-most-once). */
-export const LOGGED_OPS = ["hello", "goodbye", "acquire", "release", "abandon", "append", "renew", "cancel", "commit"] as const;
+export const LOGGED_OPS = ["hello", "goodbye", "acquire", "acquireAll", "release", "abandon", "append", "renew", "cancel", "commit"] as const;
 /** Operations served from the leader's applied state, never logged. */
 export const UNLOGGED_OPS = ["ping", "status", "read"] as const;
 export type LoggedOp = (typeof LOGGED_OPS)[number];
@@ -32,12 +32,33 @@ export interface HelloRequest extends SessionFields {
 export interface GoodbyeRequest extends SessionFields {
   op: "goodbye";
 }
+/** How a lock is held: alone, or beside other shared holders. */
+export type LockMode = "exclusive" | "shared";
+
 export interface AcquireRequest extends SessionFields {
   op: "acquire";
   lock: string;
   /** Lease length for this grant; the node's default when absent. */
   leaseMs?: number;
   /** Give up waiting after this long (server-side, logged); wait forever when absent. */
+  waitMs?: number;
+  /** Absent: exclusive. Never "shared" together with `limit`, never "shared" on the files lock. */
+  mode?: LockMode;
+  /** A semaphore with this many permits in all (1..maxSemaphoreLimit); not on the files lock. */
+  limit?: number;
+  /** Permits to take (1..limit), only with `limit`; 1 when absent. */
+  permits?: number;
+}
+/**
+ * Several locks at once, all or none (no semaphores). Granted when it heads
+ * the queue of every listed lock and fits every lock's holders; the answer
+ * lists one lease per lock in the order of `locks`.
+ */
+export interface AcquireAllRequest extends SessionFields {
+  op: "acquireAll";
+  /** 1..maxLocksPerRequest distinct names; mode absent means exclusive. */
+  locks: Array<{ lock: string; mode?: LockMode }>;
+  leaseMs?: number;
   waitMs?: number;
 }
 /** One append of a critical section carried inside a release or commit. */
@@ -116,6 +137,7 @@ export type LoggedRequest =
   | HelloRequest
   | GoodbyeRequest
   | AcquireRequest
+  | AcquireAllRequest
   | ReleaseRequest
   | AbandonRequest
   | AppendRequest
@@ -130,6 +152,11 @@ export interface LeaseInfo {
   token: number;
   leaseMs: number;
   expiresAt: number;
+  /** On locks (absent on grants of requests from before modes existed, and of commits: exclusive). */
+  mode?: LockMode;
+  /** On semaphores: the permits this grant holds, and the semaphore's limit. */
+  permits?: number;
+  limit?: number;
 }
 
 export interface OkReply {
@@ -139,6 +166,9 @@ export interface OkReply {
   /** acquire: granted now or queued; later grants arrive as a notification. */
   status?: "granted" | "queued";
   lease?: LeaseInfo;
+  /** acquireAll granted: one lease per requested lock, in the request's order. */
+  leases?: LeaseInfo[];
+  /** queued: 1-based place in the queue (of an acquireAll: in the first listed lock's queue). */
   position?: number;
   /** release and commit: what the commit wrote. */
   committed?: { appends: number; bytes: number };
@@ -172,9 +202,24 @@ export type Reply = OkReply | ErrorReply;
 
 /** Pushed by the leader on `<prefix>.notify.<client>`. */
 export type Notification =
-  | { event: "granted"; seq: number; lease: LeaseInfo }
+  /** A queued acquire was granted; an acquireAll's also lists every lease (`lease` is the first). */
+  | { event: "granted"; seq: number; lease: LeaseInfo; leases?: LeaseInfo[] }
   | { event: "lost"; lock: string; token: number; error: "LOCK_EXPIRED" | "SESSION_EXPIRED" }
+  /** A wait ended without a grant; an acquireAll's names its first listed lock. */
   | { event: "waitEnded"; seq: number; lock: string; error: "WAIT_TIMEOUT" | "CANCELLED" | "SESSION_EXPIRED" };
+
+/** One grant as `status` shows it. */
+export interface StatusHolder {
+  client: string;
+  token: number;
+  expiresAt: number;
+  /** Locks only. */
+  mode?: LockMode;
+  /** Semaphores only. */
+  permits?: number;
+  stagedAppends: number;
+  stagedBytes: number;
+}
 
 export interface StatusView {
   leader: string | null;
@@ -188,9 +233,20 @@ export interface StatusView {
   lockCount: number;
   locks: Array<{
     name: string;
+    kind: "lock" | "semaphore";
+    /** Semaphores only. */
+    limit?: number;
+    /**
+     * The exclusive holder, or the oldest holder of a shared lock or a
+     * semaphore, or null: the one-holder view older tools read.
+     */
     holder: { client: string; token: number; expiresAt: number; stagedAppends: number; stagedBytes: number } | null;
+    /** Every grant in grant order, at most the node's status limit of them. */
+    holders: StatusHolder[];
+    /** Every holder, listed or not. */
+    holderCount: number;
     /** The head of the queue, in order, at most the node's status limit of waiters. */
-    queue: Array<{ client: string; seq: number }>;
+    queue: Array<{ client: string; seq: number; mode?: LockMode; permits?: number; locks?: string[] }>;
     /** Every waiter, listed or not. */
     queueLength: number;
   }>;

@@ -7,7 +7,7 @@
 import type { ErrorName } from "./errors";
 import { fileIndex } from "./files";
 import { CLIENT_ID, LOCK_NAME, MAX_REQUEST_BYTES, type Limits } from "./limits";
-import { DEFAULT_LOCK, LOGGED_OPS, UNLOGGED_OPS, type ErrorReply, type Request, type WireAppend } from "./messages";
+import { DEFAULT_LOCK, LOGGED_OPS, UNLOGGED_OPS, type ErrorReply, type LockMode, type Request, type WireAppend } from "./messages";
 import { errorReply } from "./replies";
 
 export type Parsed = { ok: true; request: Request } | { ok: false; reply: ErrorReply };
@@ -62,11 +62,23 @@ function parseOrThrow(bytes: Uint8Array, limits: Limits, maxRequestBytes: number
     case "hello":
     case "goodbye":
       return { op, ...session(raw) };
-    case "acquire":
+    case "acquire": {
+      const fields = session(raw);
+      const lock = lockName(raw);
+      return {
+        op,
+        ...fields,
+        lock,
+        ...optionalInt(raw, "leaseMs", limits.minLeaseMs, limits.maxLeaseMs),
+        ...optionalInt(raw, "waitMs", 0, limits.maxWaitMs),
+        ...lockShape(raw, lock, limits.maxSemaphoreLimit),
+      };
+    }
+    case "acquireAll":
       return {
         op,
         ...session(raw),
-        lock: lockName(raw),
+        locks: lockList(raw, limits.maxLocksPerRequest),
         ...optionalInt(raw, "leaseMs", limits.minLeaseMs, limits.maxLeaseMs),
         ...optionalInt(raw, "waitMs", 0, limits.maxWaitMs),
       };
@@ -140,6 +152,58 @@ function sectionAppends(raw: Record<string, unknown>, lock: string, maxAppendByt
     }
     const fields = item as Record<string, unknown>;
     return { file: fileName(fields), data: base64(fields, maxAppendBytes) };
+  });
+}
+
+/**
+ * How an acquire wants its lock: a mode, or a semaphore's limit and permits.
+ * The files lock is exclusive only, so that appends can never happen under
+ * a shared grant or a permit. Whether the lock already exists as another
+ * kind is the state machine's question (LOCK_KIND_MISMATCH).
+ */
+function lockShape(raw: Record<string, unknown>, lock: string, maxSemaphoreLimit: number): { mode?: LockMode; limit?: number; permits?: number } {
+  const mode = optionalMode(raw.mode, "mode");
+  if (raw.limit === undefined) {
+    if (raw.permits !== undefined) throw new Invalid("BAD_REQUEST", "field 'permits' needs 'limit': permits are taken from a semaphore");
+    if (mode === "shared" && lock === DEFAULT_LOCK) throw new Invalid("BAD_REQUEST", FILES_LOCK_EXCLUSIVE);
+    return mode === undefined ? {} : { mode };
+  }
+  if (mode === "shared") throw new Invalid("BAD_REQUEST", "a semaphore ('limit') has permits, not a mode: 'mode' \"shared\" with 'limit' is refused");
+  if (lock === DEFAULT_LOCK) throw new Invalid("BAD_REQUEST", FILES_LOCK_EXCLUSIVE);
+  const limit = integer(raw, "limit", 1, maxSemaphoreLimit);
+  // An explicit "exclusive" beside a limit asks for nothing a semaphore has; it is dropped.
+  return { limit, ...optionalInt(raw, "permits", 1, limit) };
+}
+
+const FILES_LOCK_EXCLUSIVE = `the files lock "${DEFAULT_LOCK}" is exclusive only: the files are written only under it; shared grants and permits guard your own resources`;
+
+function optionalMode(value: unknown, field: string): LockMode | undefined {
+  if (value === undefined) return undefined;
+  if (value !== "exclusive" && value !== "shared") throw new Invalid("BAD_REQUEST", `field '${field}' must be "exclusive" or "shared"`);
+  return value;
+}
+
+/** The `locks` of an acquireAll: 1..maxLocksPerRequest distinct names, each with an optional mode, no semaphores. */
+function lockList(raw: Record<string, unknown>, maxLocksPerRequest: number): Array<{ lock: string; mode?: LockMode }> {
+  const list = raw.locks;
+  if (!Array.isArray(list) || list.length === 0) throw new Invalid("BAD_REQUEST", "field 'locks' must be a non-empty array of { lock, mode? }");
+  if (list.length > maxLocksPerRequest) {
+    throw new Invalid("BAD_REQUEST", `field 'locks' names ${list.length} locks, over maxLocksPerRequest ${maxLocksPerRequest}`);
+  }
+  const seen = new Set<string>();
+  return list.map((item: unknown, i) => {
+    if (typeof item !== "object" || item === null || Array.isArray(item)) throw new Invalid("BAD_REQUEST", `locks[${i}] must be an object { lock, mode? }`);
+    const fields = item as Record<string, unknown>;
+    if (fields.lock === undefined) throw new Invalid("BAD_REQUEST", `locks[${i}] has no 'lock'`);
+    const lock = lockName(fields);
+    if (seen.has(lock)) throw new Invalid("BAD_REQUEST", `locks[${i}] names ${lock} again: each lock once`);
+    seen.add(lock);
+    if (fields.limit !== undefined || fields.permits !== undefined) {
+      throw new Invalid("BAD_REQUEST", `locks[${i}]: semaphores ('limit', 'permits') cannot be taken with acquireAll`);
+    }
+    const mode = optionalMode(fields.mode, `locks[${i}].mode`);
+    if (mode === "shared" && lock === DEFAULT_LOCK) throw new Invalid("BAD_REQUEST", FILES_LOCK_EXCLUSIVE);
+    return mode === undefined ? { lock } : { lock, mode };
   });
 }
 

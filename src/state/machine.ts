@@ -15,7 +15,7 @@ import { DEFAULT_LOCK, type LeaseInfo, type Reply } from "../protocol/messages";
 import { FILE_COUNT } from "../protocol/files";
 import { assert, InvariantError, unreachable } from "../util/assert";
 import { errorReply, okReply } from "../protocol/replies";
-import type { ClientCommand, Command, Effect, EndReason, Grant, LockState, LogEntry, SectionAppend, Session, State } from "./types";
+import type { ClientCommand, Command, Effect, EndReason, Grant, LockMode, LockRequest, LockState, LogEntry, SectionAppend, Session, State, Waiter } from "./types";
 
 export function createState(limits: Limits = DEFAULT_LIMITS): State {
   return {
@@ -66,6 +66,7 @@ function applyCommand(state: State, command: Command, fx: Effect[]): void {
     case "hello":
     case "goodbye":
     case "acquire":
+    case "acquireAll":
     case "release":
     case "abandon":
     case "append":
@@ -115,9 +116,10 @@ function becomeLeader(state: State, command: Extract<Command, { type: "leader" }
   const leaderlessMs = Math.max(0, takeoverAt - aliveAt);
   if (leaderlessMs === 0) return;
   for (const lock of state.locks.values()) {
-    const grant = lock.holder;
     // Never more than a fresh lease from the takeover either.
-    if (grant) grant.expiresAt = Math.max(grant.expiresAt, Math.min(grant.expiresAt + leaderlessMs, takeoverAt + grant.leaseMs));
+    for (const grant of lock.holders.values()) {
+      grant.expiresAt = Math.max(grant.expiresAt, Math.min(grant.expiresAt + leaderlessMs, takeoverAt + grant.leaseMs));
+    }
   }
 }
 
@@ -186,13 +188,28 @@ function execute(state: State, session: Session, cmd: ClientCommand, fx: Effect[
     case "goodbye":
       endSession(state, session, "goodbye", fx);
       return okReply("Disconnected!");
-    case "acquire":
-      return acquire(state, session, cmd.seq, cmd.lock, cmd.leaseMs, cmd.waitMs, undefined, fx);
+    case "acquire": {
+      // Validation refuses these; a log that holds one was not written by a leader.
+      assert(cmd.lock !== DEFAULT_LOCK || (cmd.mode !== "shared" && cmd.limit === undefined), () => `acquire of ${DEFAULT_LOCK} that is not exclusive`);
+      assert(cmd.limit === undefined || cmd.mode !== "shared", "a semaphore acquire with a mode");
+      const permits = cmd.limit === undefined ? undefined : (cmd.permits ?? 1);
+      assert(permits === undefined || (Number.isSafeInteger(permits) && permits >= 1 && permits <= cmd.limit!), () => `permits ${String(permits)} outside 1..${String(cmd.limit)}`);
+      assert(cmd.limit !== undefined || cmd.permits === undefined, "permits without a semaphore limit");
+      const want: Want = { name: cmd.lock, ...(cmd.limit === undefined ? (cmd.mode ? { mode: cmd.mode } : {}) : { permits }) };
+      return acquire(state, session, { seq: cmd.seq, leaseMs: cmd.leaseMs, waitMs: cmd.waitMs, wants: [want], limit: cmd.limit }, fx);
+    }
+    case "acquireAll": {
+      assert(cmd.locks.length > 0, "acquireAll without locks");
+      assert(new Set(cmd.locks.map((l) => l.lock)).size === cmd.locks.length, "acquireAll names a lock twice");
+      assert(cmd.locks.every((l) => l.lock !== DEFAULT_LOCK || l.mode === "exclusive"), () => `acquireAll of ${DEFAULT_LOCK} that is not exclusive`);
+      const wants = cmd.locks.map((l): Want => ({ name: l.lock, mode: l.mode }));
+      return acquire(state, session, { seq: cmd.seq, leaseMs: cmd.leaseMs, waitMs: cmd.waitMs, wants, group: cmd.locks }, fx);
+    }
     case "commit": {
       assert(cmd.lock === DEFAULT_LOCK || cmd.appends.length === 0, () => `commit with appends under lock ${cmd.lock}`);
       const tooLarge = sectionTooLarge(state, 0, cmd.appends);
       if (tooLarge) return tooLarge;
-      return acquire(state, session, cmd.seq, cmd.lock, cmd.leaseMs, cmd.waitMs, cmd.appends, fx);
+      return acquire(state, session, { seq: cmd.seq, leaseMs: cmd.leaseMs, waitMs: cmd.waitMs, wants: [{ name: cmd.lock }], commit: cmd.appends }, fx);
     }
     case "release":
       return release(state, session, cmd.lock, cmd.token, cmd.staged, cmd.appends ?? [], fx);
@@ -205,7 +222,7 @@ function execute(state: State, session: Session, cmd: ClientCommand, fx: Effect[
       if (!isGrant(grant)) return grant;
       grant.leaseMs = cmd.leaseMs ?? grant.leaseMs;
       grant.expiresAt = state.now + grant.leaseMs;
-      return okReply("Renewed", { lease: leaseInfo(cmd.lock, grant) });
+      return okReply("Renewed", { lease: leaseInfo(lockOf(state, cmd.lock), grant) });
     }
     case "cancel":
       return cancel(state, session, cmd.target, fx);
@@ -214,58 +231,162 @@ function execute(state: State, session: Session, cmd: ClientCommand, fx: Effect[
   }
 }
 
-function acquire(
-  state: State,
-  session: Session,
-  seq: number,
-  name: string,
-  leaseMs: number,
-  waitMs: number | null,
-  /** Present for a one-request commit: the section to commit once granted. */
-  commit: SectionAppend[] | undefined,
-  fx: Effect[],
-): Reply | Queued {
-  let lock = state.locks.get(name);
-  if (!lock) {
-    if (state.locks.size >= state.limits.maxLocks) {
-      return errorReply("LIMIT_EXCEEDED", `lock limit ${state.limits.maxLocks} reached`);
-    }
-    lock = { name, holder: null, queue: [] };
-    state.locks.set(name, lock);
+/** What an acquire, commit or acquireAll asks of one lock. */
+interface Want {
+  name: string;
+  /** Absent: exclusive, as logged before modes existed (and for commits and semaphores). */
+  mode?: LockMode;
+  /** Semaphores: the permits asked for. */
+  permits?: number;
+}
+
+/** One request for locks, whichever command it came from. */
+interface AcquireSpec {
+  seq: number;
+  leaseMs: number;
+  waitMs: number | null;
+  /** One lock, or an acquireAll's list in its order. */
+  wants: Want[];
+  /** A semaphore acquire: the limit it names (one want only). */
+  limit?: number;
+  /** A one-request commit: the section to commit once granted (one want only). */
+  commit?: SectionAppend[];
+  /** An acquireAll: its list, kept on its waiters; answers then list leases. */
+  group?: LockRequest[];
+}
+
+/**
+ * Grants every wanted lock now, all or none, or queues the request on every
+ * one of them in this one step, or refuses it with nothing changed. Every
+ * refusal is decided before anything is touched.
+ *
+ * A request is granted at once only when every wanted lock has an empty
+ * queue and room for it: strict FIFO, so a request never overtakes one
+ * that waits, even where it would fit beside the holders.
+ */
+function acquire(state: State, session: Session, spec: AcquireSpec, fx: Effect[]): Reply | Queued {
+  const { wants } = spec;
+  const existing = wants.map((w) => state.locks.get(w.name));
+  for (const lock of existing) {
+    const mismatch = lock && kindMismatch(lock, spec.limit);
+    if (mismatch) return mismatch;
   }
-  if (lock.holder?.client === session.id) {
-    return errorReply("ALREADY_HELD", `this client already holds ${name}`, { lease: leaseInfo(name, lock.holder) });
+  for (let i = 0; i < wants.length; i++) {
+    const token = session.held.get(wants[i].name);
+    if (token === undefined) continue;
+    const lock = existing[i];
+    const grant = lock?.holders.get(token);
+    assert(lock && grant, () => `session ${session.id} thinks it holds ${wants[i].name}/${token}`);
+    return errorReply("ALREADY_HELD", `this client already holds ${lock.name}`, { lease: leaseInfo(lock, grant) });
   }
   // The session's own pending table names every queue it waits in
-  // (invariant 4), so this is a scan of a few entries, not of a queue that
+  // (invariant 4), so this is a scan of its few waits, not of a queue that
   // may hold thousands of waiters.
+  const wanted = new Set(wants.map((w) => w.name));
   for (const waitingFor of session.pending.values()) {
-    if (waitingFor === name) return errorReply("ALREADY_HELD", `this client is already waiting for ${name}`);
+    for (const name of waitingFor) {
+      if (wanted.has(name)) return errorReply("ALREADY_HELD", `this client is already waiting for ${name}`);
+    }
   }
-  if (!lock.holder) {
-    assert(lock.queue.length === 0, () => `lock ${name} has waiters but no holder`);
-    const grant = grantTo(state, lock, session, seq, leaseMs);
-    if (!commit) return grantedReply(name, grant);
+  const fresh = existing.filter((lock) => lock === undefined).length;
+  if (fresh > 0 && state.locks.size + fresh > state.limits.maxLocks) {
+    return errorReply("LIMIT_EXCEEDED", `lock limit ${state.limits.maxLocks} reached`);
+  }
+  const freeNow = wants.every((w, i) => {
+    const lock = existing[i];
+    return !lock || (lock.queue.length === 0 && fits(lock, w.mode, w.permits));
+  });
+  if (freeNow) {
+    const locks = wants.map((w) => state.locks.get(w.name) ?? createLock(state, w.name, spec.limit));
+    const grants = wants.map((w, i) => grantTo(state, locks[i], session, spec.seq, spec.leaseMs, w.mode, w.permits));
+    if (spec.group) return groupGrantedReply(locks, grants);
+    if (!spec.commit) return grantedReply(locks[0], grants[0]);
     // Granted at once: the section lands and the grant ends in this same
     // entry, so the lock is free again when the entry's apply returns.
-    const committed = commitSection(state, grant, commit, fx);
-    endGrant(state, session, name, grant, "released", fx);
-    return committedReply(name, grant, committed);
+    const committed = commitSection(state, grants[0], spec.commit, fx);
+    endGrant(state, session, locks[0], grants[0], "released", fx);
+    return committedReply(locks[0], grants[0], committed);
   }
-  if (waitMs === 0) return errorReply("WAIT_TIMEOUT", `${name} is held (try-acquire does not wait)`);
-  if (lock.queue.length >= state.limits.maxQueueLength) {
-    return errorReply("LIMIT_EXCEEDED", `queue for ${name} is full (${state.limits.maxQueueLength})`);
+  if (spec.waitMs === 0) {
+    const busy = existing.find((lock, i) => lock && !(lock.queue.length === 0 && fits(lock, wants[i].mode, wants[i].permits)));
+    assert(busy, "a request that is not free now names no busy lock");
+    const what = busy.holders.size > 0 ? "is held" : "has waiters";
+    return errorReply("WAIT_TIMEOUT", `${busy.name} ${what} (try-acquire does not wait)`);
   }
-  lock.queue.push({
-    client: session.id,
-    seq,
-    leaseMs,
-    enqueuedAt: state.now,
-    deadline: waitMs === null ? null : state.now + waitMs,
-    ...(commit ? { commit } : {}),
-  });
-  session.pending.set(seq, name);
-  return { queuedAt: lock.queue.length };
+  for (const lock of existing) {
+    if (lock && lock.queue.length >= state.limits.maxQueueLength) {
+      return errorReply("LIMIT_EXCEEDED", `queue for ${lock.name} is full (${state.limits.maxQueueLength})`);
+    }
+  }
+  const deadline = spec.waitMs === null ? null : state.now + spec.waitMs;
+  let position = 0;
+  for (let i = 0; i < wants.length; i++) {
+    const w = wants[i];
+    const lock = existing[i] ?? createLock(state, w.name, spec.limit);
+    const waiter: Waiter = {
+      client: session.id,
+      seq: spec.seq,
+      leaseMs: spec.leaseMs,
+      enqueuedAt: state.now,
+      deadline,
+      ...(spec.commit ? { commit: spec.commit } : {}),
+      ...(w.mode ? { mode: w.mode } : {}),
+      ...(w.permits !== undefined ? { permits: w.permits } : {}),
+      ...(spec.group ? { locks: spec.group } : {}),
+    };
+    lock.queue.push(waiter);
+    if (i === 0) position = lock.queue.length;
+  }
+  session.pending.set(
+    spec.seq,
+    wants.map((w) => w.name),
+  );
+  return { queuedAt: position };
+}
+
+/** LOCK_KIND_MISMATCH when `lock` is not what a request naming `limit` (or none: a lock) expects. */
+function kindMismatch(lock: LockState, limit: number | undefined): Reply | undefined {
+  if (lock.kind === "semaphore" && limit === undefined) {
+    return errorReply("LOCK_KIND_MISMATCH", `${lock.name} is a semaphore with limit ${lock.limit}; this request asked for a lock`);
+  }
+  if (lock.kind === "semaphore" && limit !== lock.limit) {
+    return errorReply("LOCK_KIND_MISMATCH", `${lock.name} is a semaphore with limit ${lock.limit}; this request asked for limit ${limit}`);
+  }
+  if (lock.kind === "lock" && limit !== undefined) {
+    return errorReply("LOCK_KIND_MISMATCH", `${lock.name} is a lock; this request asked for a semaphore with limit ${limit}`);
+  }
+  return undefined;
+}
+
+function createLock(state: State, name: string, limit: number | undefined): LockState {
+  assert(!state.locks.has(name), () => `lock ${name} created twice`);
+  const lock: LockState =
+    limit === undefined
+      ? { name, kind: "lock", holders: new Map(), permitsOut: 0, queue: [] }
+      : { name, kind: "semaphore", limit, holders: new Map(), permitsOut: 0, queue: [] };
+  state.locks.set(name, lock);
+  return lock;
+}
+
+/**
+ * Whether a grant of `mode` (or of `permits`, on a semaphore) fits beside
+ * the lock's current holders; the queue is the caller's business.
+ */
+function fits(lock: LockState, mode: LockMode | undefined, permits: number | undefined): boolean {
+  if (lock.kind === "semaphore") {
+    assert(permits !== undefined && lock.limit !== undefined, () => `semaphore ${lock.name} asked without permits`);
+    return lock.permitsOut + permits <= lock.limit;
+  }
+  if (lock.holders.size === 0) return true;
+  if ((mode ?? "exclusive") === "exclusive") return false;
+  // An exclusive holder is always alone, so the first holder tells.
+  return firstHolder(lock).mode === "shared";
+}
+
+function firstHolder(lock: LockState): Grant {
+  const grant = lock.holders.values().next().value;
+  assert(grant, () => `lock ${lock.name} has no holder`);
+  return grant;
 }
 
 function release(
@@ -295,9 +416,11 @@ function release(
     if (tooLarge) return tooLarge;
   }
   // Commit the critical section: every staged append, then those sent with
-  // the release, reach the files now, together and in order.
+  // the release, reach the files now, together and in order. (A shared
+  // grant or a permit never staged anything: appends need the files lock,
+  // which is exclusive only, so its commit is empty.)
   const committed = commitSection(state, grant, inline, fx);
-  endGrant(state, session, name, grant, "released", fx);
+  endGrant(state, session, lockOf(state, name), grant, "released", fx);
   return okReply("Released", { committed });
 }
 
@@ -310,7 +433,7 @@ function abandon(state: State, session: Session, name: string, token: number, fx
   const grant = currentGrant(state, session, name, token);
   if (!isGrant(grant)) return grant;
   const discarded = { appends: grant.staged.length, bytes: grant.stagedBytes };
-  endGrant(state, session, name, grant, "abandoned", fx);
+  endGrant(state, session, lockOf(state, name), grant, "abandoned", fx);
   return okReply("Abandoned", { discarded });
 }
 
@@ -346,6 +469,9 @@ function commitSection(state: State, grant: Grant, inline: SectionAppend[], fx: 
 function append(state: State, session: Session, token: number, file: number, data: string): Reply {
   const grant = currentGrant(state, session, DEFAULT_LOCK, token);
   if (!isGrant(grant)) return grant;
+  // The files lock is exclusive only (validation refuses anything else), so
+  // whoever holds it here holds it alone.
+  assert(grant.mode !== "shared" && grant.permits === undefined, () => `an append under a grant of ${DEFAULT_LOCK} that is not exclusive`);
   assert(Number.isInteger(file) && file >= 0 && file < FILE_COUNT, () => `file index ${file} out of range`);
   const size = Buffer.byteLength(data, "base64");
   if (size > state.limits.maxAppendBytes) {
@@ -363,84 +489,98 @@ function append(state: State, session: Session, token: number, file: number, dat
 }
 
 function cancel(state: State, session: Session, target: number, fx: Effect[]): Reply {
-  const name = session.pending.get(target);
-  if (name === undefined) return okReply("Not waiting", { cancelled: false });
-  removeWaiter(state, session, name, target, "CANCELLED", fx);
+  if (!session.pending.has(target)) return okReply("Not waiting", { cancelled: false });
+  const names = removeWaiter(state, session, target, "CANCELLED", fx);
+  pump(state, names, fx);
   return okReply("Cancelled", { cancelled: true });
 }
 
 function expireLease(state: State, name: string, token: number, fx: Effect[]): void {
   const lock = state.locks.get(name);
-  const grant = lock?.holder;
+  const grant = lock?.holders.get(token);
   // A renewal or release may have been logged after the leader's timer
   // fired; then this expiry no longer applies.
-  if (!grant || grant.token !== token || grant.expiresAt > state.now) return;
+  if (!lock || !grant || grant.expiresAt > state.now) return;
   const session = state.sessions.get(grant.client);
   assert(session, () => `holder ${grant.client} of ${name} has no session`);
   fx.push({ type: "notify", client: session.id, notification: { event: "lost", lock: name, token, error: "LOCK_EXPIRED" } });
-  endGrant(state, session, name, grant, "expired", fx);
+  endGrant(state, session, lock, grant, "expired", fx);
 }
 
 function expireWait(state: State, client: string, seq: number, fx: Effect[]): void {
   const session = state.sessions.get(client);
-  const name = session?.pending.get(seq);
-  if (!session || name === undefined) return;
-  const waiter = state.locks.get(name)?.queue.find((w) => w.client === client && w.seq === seq);
-  assert(waiter, () => `pending acquire ${client}/${seq} is not queued on ${name}`);
+  const names = session?.pending.get(seq);
+  if (!session || names === undefined) return;
+  const waiter = state.locks.get(names[0])?.queue.find((w) => w.client === client && w.seq === seq);
+  assert(waiter, () => `pending acquire ${client}/${seq} is not queued on ${names[0]}`);
   if (waiter.deadline === null || waiter.deadline > state.now) return;
-  removeWaiter(state, session, name, seq, "WAIT_TIMEOUT", fx);
+  pump(state, removeWaiter(state, session, seq, "WAIT_TIMEOUT", fx), fx);
 }
 
-/** Ends a session: its waits are cancelled first, then its grants end without committing. */
+/**
+ * Ends a session: its waits are cancelled first, then its grants end
+ * without committing. The locks its waits left are pumped only once all of
+ * them are gone, so nothing is granted to the session while it ends.
+ */
 function endSession(state: State, session: Session, why: "goodbye" | "sessionExpired", fx: Effect[]): void {
   const waitError = why === "goodbye" ? "CANCELLED" : "SESSION_EXPIRED";
-  for (const [seq, name] of [...session.pending]) removeWaiter(state, session, name, seq, waitError, fx);
+  const left: string[] = [];
+  for (const seq of [...session.pending.keys()]) left.push(...removeWaiter(state, session, seq, waitError, fx));
+  pump(state, left, fx);
   for (const [name, token] of [...session.held]) {
-    const grant = state.locks.get(name)?.holder;
-    assert(grant && grant.token === token, () => `session ${session.id} thinks it holds ${name}/${token}`);
+    const lock = state.locks.get(name);
+    const grant = lock?.holders.get(token);
+    assert(lock && grant && grant.client === session.id, () => `session ${session.id} thinks it holds ${name}/${token}`);
     if (why === "sessionExpired") {
       fx.push({ type: "notify", client: session.id, notification: { event: "lost", lock: name, token, error: "SESSION_EXPIRED" } });
     }
-    endGrant(state, session, name, grant, "sessionExpired", fx);
+    endGrant(state, session, lock, grant, "sessionExpired", fx);
   }
   state.sessions.delete(session.id);
 }
 
+/**
+ * Takes a waiting request (one lock, or an acquireAll) out of every queue
+ * it stands in and answers it with `error`. Returns those locks' names: the
+ * caller must pump them (a waiter that left the head of a queue may have
+ * been all that kept the next one waiting).
+ */
 function removeWaiter(
   state: State,
   session: Session,
-  name: string,
   seq: number,
   error: "CANCELLED" | "WAIT_TIMEOUT" | "SESSION_EXPIRED",
   fx: Effect[],
-): void {
-  const lock = state.locks.get(name);
-  assert(lock, () => `pending acquire on unknown lock ${name}`);
-  const index = lock.queue.findIndex((w) => w.client === session.id && w.seq === seq);
-  assert(index >= 0, () => `pending acquire ${session.id}/${seq} missing from ${name}'s queue`);
-  lock.queue.splice(index, 1);
+): string[] {
+  const names = session.pending.get(seq);
+  assert(names && names.length > 0, () => `removing ${session.id}/${seq}, which does not wait`);
+  for (const name of names) {
+    const lock = state.locks.get(name);
+    assert(lock, () => `pending acquire on unknown lock ${name}`);
+    const index = lock.queue.findIndex((w) => w.client === session.id && w.seq === seq);
+    assert(index >= 0, () => `pending acquire ${session.id}/${seq} missing from ${name}'s queue`);
+    lock.queue.splice(index, 1);
+  }
   session.pending.delete(seq);
   const answer = errorReply(error);
   if (error !== "SESSION_EXPIRED") session.replies.set(seq, answer);
   fx.push({ type: "reply", client: session.id, seq, reply: answer, final: true });
-  fx.push({ type: "notify", client: session.id, notification: { event: "waitEnded", seq, lock: name, error } });
-  dropIfIdle(state, lock);
+  fx.push({ type: "notify", client: session.id, notification: { event: "waitEnded", seq, lock: names[0], error } });
+  return names;
 }
 
-/** Ends the current grant of `name` and passes the lock to the next waiter. */
-function endGrant(state: State, session: Session, name: string, grant: Grant, reason: EndReason, fx: Effect[]): void {
-  const lock = state.locks.get(name);
-  assert(lock && lock.holder === grant, () => `ending a grant of ${name} that is not current`);
+/** Ends a grant of `lock` and passes the lock on to whoever now fits. */
+function endGrant(state: State, session: Session, lock: LockState, grant: Grant, reason: EndReason, fx: Effect[]): void {
   vacate(state, session, lock, grant, reason);
-  grantNext(state, lock, fx);
+  pump(state, [lock.name], fx);
 }
 
-/** Ends the current grant of `lock` without passing the lock on. */
+/** Ends a grant of `lock` without passing the lock on. */
 function vacate(state: State, session: Session, lock: LockState, grant: Grant, reason: EndReason): void {
-  assert(lock.holder === grant, () => `vacating a grant of ${lock.name} that is not current`);
-  lock.holder = null;
-  const name = lock.name;
-  session.held.delete(name);
+  assert(lock.holders.get(grant.token) === grant, () => `vacating a grant of ${lock.name} that is not current`);
+  lock.holders.delete(grant.token);
+  lock.permitsOut -= grant.permits ?? 0;
+  session.held.delete(lock.name);
   if (reason !== "sessionExpired") {
     session.ended.set(grant.token, reason);
     while (session.ended.size > state.limits.maxEndedGrants) {
@@ -450,40 +590,108 @@ function vacate(state: State, session: Session, lock: LockState, grant: Grant, r
 }
 
 /**
- * Grants the lock to the head of its queue. A queued one-request commit
- * runs whole when its turn comes (grant, section, release), and the lock
- * passes on at once; that is a loop, not recursion, so a long queue of
- * commits cannot overflow the stack.
+ * The one place waiters are granted. After anything that may let a queue
+ * move (a grant ended, a waiter left), it grants from the head of each
+ * named lock's queue for as long as the head is grantable: at the head of
+ * every queue it stands in and fitting every lock's holders. A grant to an
+ * acquireAll waiter changes the heads of its other queues, so those locks
+ * join the worklist. It is a loop over a worklist, not recursion: queues
+ * may hold 10,000 waiters, and a chain of queued commits or acquireAlls
+ * runs here in one go. Each round either grants a waiter or finishes a
+ * lock, so it ends.
+ *
+ * After it returns, no named lock (and no lock a grant touched) has a
+ * grantable head: no waiter is left waiting while it could hold.
  */
-function grantNext(state: State, lock: LockState, fx: Effect[]): void {
-  assert(lock.holder === null, () => `grantNext on held lock ${lock.name}`);
-  for (;;) {
-    const waiter = lock.queue.shift();
-    if (!waiter) {
-      dropIfIdle(state, lock);
-      return;
+function pump(state: State, names: string[], fx: Effect[]): void {
+  const work = [...names];
+  const queued = new Set(work);
+  for (let next = 0; next < work.length; next++) {
+    const name = work[next];
+    queued.delete(name);
+    const lock = state.locks.get(name);
+    if (!lock) continue;
+    for (;;) {
+      const head = lock.queue[0];
+      if (!head || !grantable(state, lock, head)) break;
+      for (const other of grantWaiter(state, lock, head, fx)) {
+        if (other === name || queued.has(other)) continue;
+        queued.add(other);
+        work.push(other);
+      }
     }
-    const session = state.sessions.get(waiter.client);
-    // Waits are removed when their session ends, so every waiter is live.
-    assert(session && session.pending.get(waiter.seq) === lock.name, () => `waiter ${waiter.client}/${waiter.seq} is stale`);
-    session.pending.delete(waiter.seq);
-    const grant = grantTo(state, lock, session, waiter.seq, waiter.leaseMs);
-    let answer: Reply;
-    if (waiter.commit) {
-      const committed = commitSection(state, grant, waiter.commit, fx);
-      vacate(state, session, lock, grant, "released");
-      answer = committedReply(lock.name, grant, committed);
-    } else {
-      answer = grantedReply(lock.name, grant);
-    }
-    session.replies.set(waiter.seq, answer);
-    fx.push({ type: "reply", client: session.id, seq: waiter.seq, reply: answer, final: true });
-    fx.push({ type: "notify", client: session.id, notification: { event: "granted", seq: waiter.seq, lease: leaseInfo(lock.name, grant) } });
-    if (!waiter.commit) return;
+    dropIfIdle(state, lock);
   }
 }
 
-function grantTo(state: State, lock: LockState, session: Session, seq: number, leaseMs: number): Grant {
+/** Whether `head`, first in `lock`'s queue, may be granted now. */
+function grantable(state: State, lock: LockState, head: Waiter): boolean {
+  if (!head.locks) return fits(lock, head.mode, head.permits);
+  return head.locks.every(({ lock: name, mode }) => {
+    const other = state.locks.get(name);
+    assert(other, () => `acquireAll waiter ${head.client}/${head.seq} waits on missing lock ${name}`);
+    const first = other.queue[0];
+    return first !== undefined && first.client === head.client && first.seq === head.seq && fits(other, mode, undefined);
+  });
+}
+
+/**
+ * Grants `head` (first in `lock`'s queue, grantable) every lock it waits
+ * for, answers it, and returns the names of the locks whose queues it left.
+ * A queued one-request commit runs whole: grant, section, release.
+ */
+function grantWaiter(state: State, lock: LockState, head: Waiter, fx: Effect[]): string[] {
+  const session = state.sessions.get(head.client);
+  const names = session?.pending.get(head.seq);
+  // Waits are removed when their session ends, so every waiter is live.
+  assert(session && names && names.includes(lock.name), () => `waiter ${head.client}/${head.seq} is stale`);
+  session.pending.delete(head.seq);
+  if (head.locks) {
+    const locks: LockState[] = [];
+    const grants: Grant[] = [];
+    for (const { lock: name, mode } of head.locks) {
+      const each = lockOf(state, name);
+      const first = each.queue.shift();
+      assert(first && first.client === head.client && first.seq === head.seq, () => `acquireAll ${head.client}/${head.seq} is not first on ${name}`);
+      locks.push(each);
+      grants.push(grantTo(state, each, session, head.seq, head.leaseMs, mode, undefined));
+    }
+    const answer = groupGrantedReply(locks, grants);
+    const leases = answer.ok ? answer.leases : undefined;
+    assert(leases && leases.length > 0, "an acquireAll grant without leases");
+    session.replies.set(head.seq, answer);
+    fx.push({ type: "reply", client: session.id, seq: head.seq, reply: answer, final: true });
+    fx.push({ type: "notify", client: session.id, notification: { event: "granted", seq: head.seq, lease: leases[0], leases } });
+    return names;
+  }
+  const first = lock.queue.shift();
+  assert(first === head, () => `waiter ${head.client}/${head.seq} is not first on ${lock.name}`);
+  const grant = grantTo(state, lock, session, head.seq, head.leaseMs, head.mode, head.permits);
+  let answer: Reply;
+  if (head.commit) {
+    const committed = commitSection(state, grant, head.commit, fx);
+    vacate(state, session, lock, grant, "released");
+    answer = committedReply(lock, grant, committed);
+  } else {
+    answer = grantedReply(lock, grant);
+  }
+  session.replies.set(head.seq, answer);
+  fx.push({ type: "reply", client: session.id, seq: head.seq, reply: answer, final: true });
+  fx.push({ type: "notify", client: session.id, notification: { event: "granted", seq: head.seq, lease: leaseInfo(lock, grant) } });
+  return names;
+}
+
+function grantTo(
+  state: State,
+  lock: LockState,
+  session: Session,
+  seq: number,
+  leaseMs: number,
+  mode: LockMode | undefined,
+  permits: number | undefined,
+): Grant {
+  assert(!session.held.has(lock.name), () => `session ${session.id} would hold ${lock.name} twice`);
+  assert((lock.kind === "semaphore") === (permits !== undefined), () => `grant of ${lock.name} with permits ${String(permits)}`);
   const token = state.nextToken++;
   const grant: Grant = {
     client: session.id,
@@ -494,16 +702,19 @@ function grantTo(state: State, lock: LockState, session: Session, seq: number, l
     expiresAt: state.now + leaseMs,
     staged: [],
     stagedBytes: 0,
+    ...(mode ? { mode } : {}),
+    ...(permits !== undefined ? { permits } : {}),
   };
-  lock.holder = grant;
+  lock.holders.set(token, grant);
+  lock.permitsOut += permits ?? 0;
   session.held.set(lock.name, token);
   return grant;
 }
 
 /** The caller's current grant of `name` under `token`, or the error that explains why not. */
 function currentGrant(state: State, session: Session, name: string, token: number): Grant | Reply {
-  const grant = state.locks.get(name)?.holder;
-  if (grant && grant.token === token && grant.client === session.id) return grant;
+  const grant = state.locks.get(name)?.holders.get(token);
+  if (grant && grant.client === session.id) return grant;
   const ended = session.ended.get(token);
   if (ended === "expired") return errorReply("LOCK_EXPIRED", `the lease of ${name} under token ${token} ran out; its appends were discarded`);
   if (ended === "released") return errorReply("NOT_HOLDER", `${name} under token ${token} was already released`);
@@ -515,8 +726,14 @@ function isGrant(value: Grant | Reply): value is Grant {
   return (value as Grant).token !== undefined && (value as Reply).ok === undefined;
 }
 
+function lockOf(state: State, name: string): LockState {
+  const lock = state.locks.get(name);
+  assert(lock, () => `lock ${name} does not exist`);
+  return lock;
+}
+
 function dropIfIdle(state: State, lock: LockState): void {
-  if (lock.holder === null && lock.queue.length === 0) state.locks.delete(lock.name);
+  if (lock.holders.size === 0 && lock.queue.length === 0) state.locks.delete(lock.name);
 }
 
 function acknowledge(session: Session, requested: number): void {
@@ -536,23 +753,40 @@ function newSession(id: string, now: number): Session {
   return { id, createdAt: now, acked: 0, replies: new Map(), pending: new Map(), held: new Map(), ended: new Map() };
 }
 
-function leaseInfo(lock: string, grant: Grant): LeaseInfo {
-  return { lock, token: grant.token, leaseMs: grant.leaseMs, expiresAt: grant.expiresAt };
+/**
+ * A grant on the wire. `mode` appears on lock grants that have one (not on
+ * those of commands logged before modes existed, so an old log replays to
+ * the very answers it gave then), `permits` and `limit` on semaphore grants.
+ */
+function leaseInfo(lock: LockState, grant: Grant): LeaseInfo {
+  return {
+    lock: lock.name,
+    token: grant.token,
+    leaseMs: grant.leaseMs,
+    expiresAt: grant.expiresAt,
+    ...(grant.mode ? { mode: grant.mode } : {}),
+    ...(lock.kind === "semaphore" ? { permits: grant.permits, limit: lock.limit } : {}),
+  };
 }
 
 /** A one-request commit's answer: the token it ran under and what it wrote. The grant has already ended. */
-function committedReply(lock: string, grant: Grant, committed: { appends: number; bytes: number }): Reply {
+function committedReply(lock: LockState, grant: Grant, committed: { appends: number; bytes: number }): Reply {
   return okReply("Committed", { lease: leaseInfo(lock, grant), committed });
 }
 
-function grantedReply(lock: string, grant: Grant): Reply {
+function grantedReply(lock: LockState, grant: Grant): Reply {
   return okReply("Granted", { status: "granted", lease: leaseInfo(lock, grant) });
 }
 
+/** An acquireAll's answer: one lease per lock, in the request's order. */
+function groupGrantedReply(locks: LockState[], grants: Grant[]): Reply {
+  return okReply("Granted", { status: "granted", leases: grants.map((grant, i) => leaseInfo(locks[i], grant)) });
+}
+
 function queuedReply(state: State, session: Session, seq: number): Reply {
-  const name = session.pending.get(seq);
-  assert(name !== undefined, "queued reply for a request that is not pending");
-  const position = (state.locks.get(name)?.queue.findIndex((w) => w.client === session.id && w.seq === seq) ?? -1) + 1;
+  const names = session.pending.get(seq);
+  assert(names !== undefined, "queued reply for a request that is not pending");
+  const position = (state.locks.get(names[0])?.queue.findIndex((w) => w.client === session.id && w.seq === seq) ?? -1) + 1;
   return okReply("Queued", { status: "queued", position });
 }
 

@@ -2,7 +2,7 @@
  * Read-only questions the coordinator asks the state: is this request new,
  * which timers are due, what does `status` show. Pure, like the machine.
  */
-import type { Reply, StatusView } from "../protocol/messages";
+import type { Reply, StatusHolder, StatusView } from "../protocol/messages";
 import type { Command, State } from "./types";
 
 export type RequestClass =
@@ -32,10 +32,12 @@ export function classify(state: State, client: string, seq: number): RequestClas
 export function dueCommands(state: State, nowMs: number): Command[] {
   const due: Command[] = [];
   for (const lock of state.locks.values()) {
-    if (lock.holder && lock.holder.expiresAt <= nowMs) {
-      due.push({ type: "expireLease", lock: lock.name, token: lock.holder.token });
+    for (const grant of lock.holders.values()) {
+      if (grant.expiresAt <= nowMs) due.push({ type: "expireLease", lock: lock.name, token: grant.token });
     }
     for (const waiter of lock.queue) {
+      // An acquireAll stands in several queues; its first listed lock speaks for it, so it expires once.
+      if (waiter.locks && waiter.locks[0].lock !== lock.name) continue;
       if (waiter.deadline !== null && waiter.deadline <= nowMs) {
         due.push({ type: "expireWait", client: waiter.client, seq: waiter.seq });
       }
@@ -47,6 +49,7 @@ export function dueCommands(state: State, nowMs: number): Command[] {
 /** How much of the lock table a status answer lists; the rest is only counted. */
 export interface StatusCaps {
   maxLocks: number;
+  /** Waiters listed per lock, and holders listed per lock too. */
   maxWaiters: number;
 }
 
@@ -60,16 +63,36 @@ export function statusView(state: State, appliedSeq: number, caps: StatusCaps = 
   const locks: StatusView["locks"] = [];
   for (const lock of state.locks.values()) {
     if (locks.length >= caps.maxLocks) break;
+    const semaphore = lock.kind === "semaphore";
+    const holders: StatusHolder[] = [];
+    for (const grant of lock.holders.values()) {
+      if (holders.length >= caps.maxWaiters) break;
+      holders.push({
+        client: grant.client,
+        token: grant.token,
+        expiresAt: grant.expiresAt,
+        ...(semaphore ? { permits: grant.permits } : { mode: grant.mode ?? "exclusive" }),
+        stagedAppends: grant.staged.length,
+        stagedBytes: grant.stagedBytes,
+      });
+    }
+    // The one-holder view of older tools: the exclusive holder, or the oldest of several.
+    const oldest = lock.holders.values().next().value;
     locks.push({
       name: lock.name,
-      holder: lock.holder && {
-        client: lock.holder.client,
-        token: lock.holder.token,
-        expiresAt: lock.holder.expiresAt,
-        stagedAppends: lock.holder.staged.length,
-        stagedBytes: lock.holder.stagedBytes,
-      },
-      queue: lock.queue.slice(0, caps.maxWaiters).map((w) => ({ client: w.client, seq: w.seq })),
+      kind: lock.kind,
+      ...(semaphore ? { limit: lock.limit } : {}),
+      holder: oldest
+        ? { client: oldest.client, token: oldest.token, expiresAt: oldest.expiresAt, stagedAppends: oldest.staged.length, stagedBytes: oldest.stagedBytes }
+        : null,
+      holders,
+      holderCount: lock.holders.size,
+      queue: lock.queue.slice(0, caps.maxWaiters).map((w) => ({
+        client: w.client,
+        seq: w.seq,
+        ...(semaphore ? { permits: w.permits } : { mode: w.mode ?? "exclusive" }),
+        ...(w.locks ? { locks: w.locks.map((l) => l.lock) } : {}),
+      })),
       queueLength: lock.queue.length,
     });
   }

@@ -3,17 +3,42 @@
  * checkpoint so that a restart replays only the log after it, not the whole
  * log. Maps are stored as entry arrays in insertion order: iteration order
  * decides the order of effects, so it is part of the state replicas agree on.
+ *
+ * Version 2 stores every lock's holders (shared locks and semaphores have
+ * several) and, per waiting request, every lock it waits for (acquireAll).
+ * Version 1 snapshots (one `holder` per lock, one lock per wait) are still
+ * restored: deployed clusters keep them in their object store and
+ * checkpoints, and a state restored from one equals the state a replay of
+ * the same log gives.
  */
 import type { Limits } from "../protocol/limits";
 import type { Reply } from "../protocol/messages";
 import { FILE_COUNT } from "../protocol/files";
 import { assert } from "../util/assert";
-import type { EndReason, LockState, Session, State } from "./types";
+import type { EndReason, Grant, LockKind, LockState, Session, State, Waiter } from "./types";
 
-export const SNAPSHOT_VERSION = 1;
+export const SNAPSHOT_VERSION = 2;
 
-export interface StateSnapshot {
-  version: typeof SNAPSHOT_VERSION;
+/** A lock as stored: its holders in grant order. */
+export interface LockSnapshot {
+  name: string;
+  kind: LockKind;
+  limit?: number;
+  holders: Grant[];
+  queue: Waiter[];
+}
+
+interface SessionSnapshot<Pending> {
+  id: string;
+  createdAt: number;
+  acked: number;
+  replies: Array<[number, Reply]>;
+  pending: Array<[number, Pending]>;
+  held: Array<[string, number]>;
+  ended: Array<[number, EndReason]>;
+}
+
+interface SnapshotCommon {
   now: number;
   nextToken: number;
   epoch: number;
@@ -21,17 +46,21 @@ export interface StateSnapshot {
   /** Absent in snapshots written before versions were logged. */
   leaderVersion?: string | null;
   limits: Limits;
-  locks: Array<[string, LockState]>;
-  sessions: Array<{
-    id: string;
-    createdAt: number;
-    acked: number;
-    replies: Array<[number, Reply]>;
-    pending: Array<[number, string]>;
-    held: Array<[string, number]>;
-    ended: Array<[number, EndReason]>;
-  }>;
   fileLengths: number[];
+}
+
+export interface StateSnapshot extends SnapshotCommon {
+  version: typeof SNAPSHOT_VERSION;
+  locks: Array<[string, LockSnapshot]>;
+  /** Per session, its waits: seq -> every lock the request waits for. */
+  sessions: Array<SessionSnapshot<string[]>>;
+}
+
+/** What snapshots looked like before shared locks, semaphores and acquireAll: one holder per lock. */
+export interface StateSnapshotV1 extends SnapshotCommon {
+  version: 1;
+  locks: Array<[string, { name: string; holder: Grant | null; queue: Waiter[] }]>;
+  sessions: Array<SessionSnapshot<string>>;
 }
 
 /**
@@ -50,7 +79,7 @@ export function snapshot(state: State): StateSnapshot {
     leader: state.leader,
     leaderVersion: state.leaderVersion,
     limits: { ...state.limits },
-    locks: [...state.locks.entries()].map(([name, lock]) => [name, copyLock(lock)]),
+    locks: [...state.locks.entries()].map(([name, lock]) => [name, lockSnapshot(lock)]),
     sessions: [...state.sessions.values()].map((s) => ({
       id: s.id,
       createdAt: s.createdAt,
@@ -64,48 +93,94 @@ export function snapshot(state: State): StateSnapshot {
   };
 }
 
-function copyLock(lock: LockState): LockState {
+function lockSnapshot(lock: LockState): LockSnapshot {
   return {
     name: lock.name,
-    holder: lock.holder && { ...lock.holder, staged: [...lock.holder.staged] },
+    kind: lock.kind,
+    ...(lock.limit !== undefined ? { limit: lock.limit } : {}),
+    holders: [...lock.holders.values()].map(copyGrant),
     queue: [...lock.queue],
   };
 }
 
-/** Rebuilds a state from a snapshot, checking what later entries rely on. */
-export function restore(snap: StateSnapshot): State {
-  assert(snap.version === SNAPSHOT_VERSION, () => `unknown state snapshot version ${String(snap.version)}`);
+function copyGrant(grant: Grant): Grant {
+  return { ...grant, staged: [...grant.staged] };
+}
+
+/**
+ * Rebuilds a state from a snapshot of either version, checking what later
+ * entries rely on. New containers for everything the machine mutates, so
+ * applying entries to the restored state never changes the snapshot it came
+ * from.
+ */
+export function restore(snap: StateSnapshot | StateSnapshotV1): State {
+  assert(snap.version === SNAPSHOT_VERSION || snap.version === 1, () => `unknown state snapshot version ${String((snap as { version: unknown }).version)}`);
   assert(Array.isArray(snap.fileLengths) && snap.fileLengths.length === FILE_COUNT, "snapshot has no file lengths");
-  // New containers for everything the machine mutates, so applying entries
-  // to the restored state never changes the snapshot it came from.
-  const copy: StateSnapshot = { ...snap, limits: { ...snap.limits }, fileLengths: [...snap.fileLengths], locks: snap.locks.map(([name, lock]) => [name, copyLock(lock)]) };
+  const v2 = snap.version === 1 ? fromVersion1(snap) : snap;
   const sessions = new Map<string, Session>();
-  for (const s of copy.sessions) {
+  for (const s of v2.sessions) {
     sessions.set(s.id, {
       id: s.id,
       createdAt: s.createdAt,
       acked: s.acked,
       replies: new Map(s.replies),
-      pending: new Map(s.pending),
+      pending: new Map(s.pending.map(([seq, names]) => [seq, [...names]])),
       held: new Map(s.held),
       ended: new Map(s.ended),
     });
   }
-  const locks = new Map<string, LockState>(copy.locks);
-  for (const [name, lock] of locks) {
-    assert(lock.name === name, () => `snapshot lock ${name} is named ${lock.name}`);
-    if (lock.holder) assert(sessions.get(lock.holder.client)?.held.get(name) === lock.holder.token, () => `snapshot holder of ${name} has no session`);
-    for (const w of lock.queue) assert(sessions.get(w.client)?.pending.get(w.seq) === name, () => `snapshot waiter ${w.client}/${w.seq} has no session`);
+  const locks = new Map<string, LockState>();
+  for (const [name, stored] of v2.locks) {
+    assert(stored.name === name, () => `snapshot lock ${name} is named ${stored.name}`);
+    const lock = restoreLock(stored);
+    for (const grant of lock.holders.values()) {
+      assert(sessions.get(grant.client)?.held.get(name) === grant.token, () => `snapshot holder ${grant.token} of ${name} has no session`);
+    }
+    for (const w of lock.queue) {
+      assert(sessions.get(w.client)?.pending.get(w.seq)?.includes(name) === true, () => `snapshot waiter ${w.client}/${w.seq} has no session`);
+    }
+    locks.set(name, lock);
   }
   return {
-    now: copy.now,
-    nextToken: copy.nextToken,
-    epoch: copy.epoch,
-    leader: copy.leader,
-    leaderVersion: copy.leaderVersion ?? null,
-    limits: copy.limits,
+    now: v2.now,
+    nextToken: v2.nextToken,
+    epoch: v2.epoch,
+    leader: v2.leader,
+    leaderVersion: v2.leaderVersion ?? null,
+    limits: { ...v2.limits },
     locks,
     sessions,
-    fileLengths: copy.fileLengths,
+    fileLengths: [...v2.fileLengths],
+  };
+}
+
+/** A stored lock as the machine keeps it, with the holders' rules checked. */
+function restoreLock(stored: LockSnapshot): LockState {
+  const holders = new Map<number, Grant>();
+  let permitsOut = 0;
+  for (const grant of stored.holders) {
+    holders.set(grant.token, copyGrant(grant));
+    permitsOut += grant.permits ?? 0;
+  }
+  const name = stored.name;
+  if (stored.kind === "semaphore") {
+    const limit = stored.limit;
+    assert(limit !== undefined && permitsOut <= limit, () => `snapshot semaphore ${name} has ${permitsOut} permits out of ${String(limit)}`);
+    assert(stored.holders.every((g) => g.permits !== undefined), () => `snapshot semaphore ${name} has a grant without permits`);
+    return { name, kind: "semaphore", limit, holders, permitsOut, queue: [...stored.queue] };
+  }
+  assert(stored.kind === "lock" && permitsOut === 0, () => `snapshot lock ${name} has kind ${String(stored.kind)} and permits`);
+  const exclusive = stored.holders.filter((g) => g.mode !== "shared").length;
+  assert(exclusive === 0 || stored.holders.length === 1, () => `snapshot lock ${name} has an exclusive holder beside others`);
+  return { name, kind: "lock", holders, permitsOut: 0, queue: [...stored.queue] };
+}
+
+/** A version-1 snapshot in version-2 shape: every lock a lock, its one holder a list, every wait one lock. */
+function fromVersion1(snap: StateSnapshotV1): StateSnapshot {
+  return {
+    ...snap,
+    version: SNAPSHOT_VERSION,
+    locks: snap.locks.map(([name, lock]) => [name, { name: lock.name, kind: "lock", holders: lock.holder ? [lock.holder] : [], queue: lock.queue }]),
+    sessions: snap.sessions.map((s) => ({ ...s, pending: s.pending.map(([seq, name]): [number, string[]] => [seq, [name]]) })),
   };
 }

@@ -3,7 +3,9 @@
  * keeps and the effects it returns. Nothing here does I/O or reads a clock.
  */
 import type { Limits } from "../protocol/limits";
-import type { Notification, Reply } from "../protocol/messages";
+import type { LockMode, Notification, Reply } from "../protocol/messages";
+
+export type { LockMode };
 
 /**
  * One command inside a log entry. Client commands carry the session id and
@@ -21,6 +23,33 @@ export type Command =
       lock: string;
       leaseMs: number;
       /** null: wait as long as it takes. 0: try-acquire. */
+      waitMs: number | null;
+      /**
+       * How a lock is held. Absent in commands logged before shared locks
+       * existed: those are exclusive, and their grants and answers carry no
+       * mode, exactly as then (replicas replaying an old log agree byte for
+       * byte with those that restored a snapshot of it).
+       */
+      mode?: LockMode;
+      /** Present: the lock is a semaphore with this many permits in all (the first acquire creates it). */
+      limit?: number;
+      /** Permits this acquire takes (semaphores only; 1..limit). */
+      permits?: number;
+    }
+  /**
+   * Several locks at once, all or none: the waiter joins the queue of every
+   * listed lock in this one command, and is granted all of them in one step
+   * when it heads every one of those queues and is compatible with every
+   * lock's holders. Semaphores are not allowed.
+   */
+  | {
+      type: "acquireAll";
+      client: string;
+      seq: number;
+      ack: number;
+      /** 1..maxLocksPerRequest distinct names, in the caller's order (answers list leases in it). */
+      locks: LockRequest[];
+      leaseMs: number;
       waitMs: number | null;
     }
   | {
@@ -96,6 +125,14 @@ export interface SectionAppend {
   data: string;
 }
 
+export type LockKind = "lock" | "semaphore";
+
+/** One lock of an acquireAll and how it is wanted. */
+export interface LockRequest {
+  lock: string;
+  mode: LockMode;
+}
+
 export type ClientCommand = Extract<Command, { client: string; seq: number; ack: number }>;
 
 /**
@@ -122,6 +159,14 @@ export interface Grant {
   /** The critical section so far: appends staged until release commits them. */
   staged: Array<{ file: number; data: string }>;
   stagedBytes: number;
+  /**
+   * Grants of a lock: exclusive or shared. Absent on grants of commands
+   * logged before modes existed and of one-request commits: exclusive.
+   * Absent on semaphore grants.
+   */
+  mode?: LockMode;
+  /** Grants of a semaphore: the permits this grant holds (1..limit). */
+  permits?: number;
 }
 
 export interface Waiter {
@@ -133,11 +178,39 @@ export interface Waiter {
   deadline: number | null;
   /** A queued one-request commit: the section it commits the moment it is granted. */
   commit?: SectionAppend[];
+  /** As on the grant it becomes: absent means exclusive (or a semaphore waiter). */
+  mode?: LockMode;
+  /** Semaphore waiters: the permits asked for. */
+  permits?: number;
+  /**
+   * An acquireAll waiter: every lock it waits for, in the request's order.
+   * The same waiter (client, seq) stands in each of those queues, with the
+   * mode it wants there; the list is shared and never changed.
+   */
+  locks?: LockRequest[];
 }
 
+/**
+ * A lock or a semaphore while it has holders or waiters (an idle one is
+ * dropped, and may come back as the other kind).
+ *
+ * - kind "lock": `holders` is one exclusive grant or any number of shared
+ *   ones.
+ * - kind "semaphore": the permits of `holders` add up to at most `limit`.
+ *
+ * Either way the queue is strict FIFO: no waiter is granted while one
+ * queued before it on this lock is still waiting, and after every change
+ * the head of the queue is not grantable (see `pump` in machine.ts).
+ */
 export interface LockState {
   name: string;
-  holder: Grant | null;
+  kind: LockKind;
+  /** Semaphores: permits in all. Absent on locks. */
+  limit?: number;
+  /** Current grants by token, in grant order (a Map keeps insertion order and removes in O(1)). */
+  holders: Map<number, Grant>;
+  /** Semaphores: the sum of the holders' permits, kept so a grant check does not add them up again. 0 on locks. */
+  permitsOut: number;
   queue: Waiter[];
 }
 
@@ -150,8 +223,11 @@ export interface Session {
   acked: number;
   /** Completed requests and their replies, until the client acknowledges them. */
   replies: Map<number, Reply>;
-  /** Acquires still waiting in a queue: seq -> lock name. */
-  pending: Map<number, string>;
+  /**
+   * Acquires still waiting: seq -> the names of the locks whose queues it
+   * stands in (one, or an acquireAll's list in its order).
+   */
+  pending: Map<number, string[]>;
   /** Locks this client holds: lock name -> token. */
   held: Map<string, number>;
   /** Recently ended grants (token -> why), so a late request learns why it failed. */

@@ -4,7 +4,7 @@
  * section when it throws, `await using` abandons a lease left without
  * `release()`, `tryAcquire(name, { waitMs })` resolves null in time and
  * leaves no waiter behind, and the `dlm client` prompt cancels a waiting
- * acquire on Ctrl-C. One deployment for all of them; each scenario uses its
+ * acquire (and sem, and all) on Ctrl-C. One deployment for all of them; each scenario uses its
  * own file and lock names.
  *
  * `await using` is really compiled here: tsc type-checks this file in the
@@ -254,5 +254,58 @@ describe("dlm client prompt", () => {
     expect(await exited).toBe(0);
     expect(out()).toMatch(/Disconnected!\n$/);
     expect(await lockView("prompt.lock")).toEqual({ holder: undefined, waiting: 0 });
+  });
+
+  test("shared, sem and all are granted and shown; Ctrl-C cancels a waiting sem or all on the server", async () => {
+    const other = await cluster.client();
+    const { child, out, waitFor } = prompt();
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+    const queued = async (name: string): Promise<void> => {
+      for (let i = 0; (await lockView(name)).waiting !== 1; i++) {
+        if (i > 100) throw new Error(`the prompt never queued for ${name}`);
+        await sleep(50);
+      }
+    };
+    await waitFor(/Connected!/);
+    child.stdin.write("help\n");
+    await waitFor(/sem NAME LIMIT \[PERMITS\][\s\S]*all LOCK\[:shared\] \.\.\./);
+    child.stdin.write("acquire prompt.doc shared\n");
+    await waitFor(/granted prompt\.doc \(shared\), fencing token \d+/);
+    child.stdin.write("sem prompt.sem 3 2\n");
+    await waitFor(/granted prompt\.sem \(2 of 3 permits\), fencing token \d+/);
+    child.stdin.write("leases\n");
+    await waitFor(/prompt\.sem \(2 of 3 permits\): fencing token \d+/);
+    child.stdin.write("status\n");
+    await waitFor(/prompt\.sem: semaphore limit 3, token \d+ ×2 \(/);
+    child.stdin.write("release prompt.doc prompt.sem\n");
+    await waitFor(/released prompt\.sem; committed 0 appends/);
+    expect(out()).toMatch(/released prompt\.doc; committed 0 appends/);
+
+    // A wait for a permit, cancelled by Ctrl-C.
+    const permits = await other.semaphore("prompt.sem", 3).acquire({ permits: 3 });
+    child.stdin.write("sem prompt.sem 3\n");
+    await waitFor(/waiting for 1 of 3 permits of prompt\.sem/);
+    await queued("prompt.sem");
+    child.kill("SIGINT");
+    await waitFor(/cancelled: no longer waiting for 1 of 3 permits of prompt\.sem/);
+    expect(await lockView("prompt.sem")).toEqual({ holder: permits.token, waiting: 0 });
+
+    // A wait for a set, cancelled by Ctrl-C: it leaves both queues and holds nothing.
+    const y = await other.acquire("prompt.y");
+    child.stdin.write("all prompt.x prompt.y:shared\n");
+    await waitFor(/waiting for prompt\.x, prompt\.y/);
+    await queued("prompt.y");
+    child.kill("SIGINT");
+    await waitFor(/cancelled: no longer waiting for prompt\.x, prompt\.y/);
+    expect(await lockView("prompt.x")).toEqual({ holder: undefined, waiting: 0 });
+    expect(await lockView("prompt.y")).toEqual({ holder: y.token, waiting: 0 });
+
+    await y.release();
+    await permits.release();
+    child.stdin.write("all prompt.x prompt.y:shared\n");
+    await waitFor(/granted all 2: prompt\.x fencing token \d+, prompt\.y \(shared\) fencing token \d+/);
+    child.stdin.write("quit\n");
+    expect(await exited).toBe(0);
+    expect(await lockView("prompt.x")).toEqual({ holder: undefined, waiting: 0 });
   });
 });

@@ -34,7 +34,7 @@ async function crashAndRestart(): Promise<{ appliedSeq: number; fromSnapshotSeq:
 /** The lock table without lease deadlines, which a new leader's extension (for the time nobody led) moves. */
 function comparable(view: StatusView): unknown {
   return {
-    locks: view.locks.map((l) => ({ ...l, holder: l.holder && { ...l.holder, expiresAt: 0 } })),
+    locks: view.locks.map((l) => ({ ...l, holder: l.holder && { ...l.holder, expiresAt: 0 }, holders: l.holders.map((h) => ({ ...h, expiresAt: 0 })) })),
     fileLengths: view.fileLengths,
     sessions: view.sessions,
     nextToken: view.nextToken,

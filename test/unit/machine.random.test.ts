@@ -2,13 +2,25 @@
  * Seeded random command sequences against the pure state machine, with the
  * invariants checked after every entry. A failure names its seed; rerun one
  * seed with DLM_SEED=<seed> npx jest test/unit/machine.random.
+ *
+ * The commands mix exclusive and shared acquires, semaphore acquires (with
+ * the semaphore's limit and with another one), acquireAll over overlapping
+ * names in random orders, commits, appends, releases, abandons, renewals,
+ * cancels, expiries, session ends and takeovers. Names are shared between
+ * kinds on purpose ("orders" is sometimes a semaphore, "pool" sometimes a
+ * lock) so that kind mismatches happen.
  */
 import { DEFAULT_LIMITS } from "../../src/protocol/limits";
+import type { LeaseInfo } from "../../src/protocol/messages";
 import { apply, createState, dueCommands, restore, snapshot } from "../../src/state";
-import type { Command, Effect, LogEntry, State } from "../../src/state";
+import type { Command, Effect, LockMode, LockState, LogEntry, State, Waiter } from "../../src/state";
 import { mulberry32 } from "../support/random";
 
-const LOCKS = ["global", "global", "orders", "db.migrate"];
+const LOCKS = ["global", "global", "orders", "db.migrate", "pool"];
+/** Names semaphore acquires use: mostly "pool", sometimes "orders" (a lock too). */
+const SEMAPHORES = ["pool", "pool", "orders"];
+/** Names acquireAll picks from, in random order. */
+const ALL_NAMES = ["global", "orders", "db.migrate", "pool", "x.y"];
 const LIMITS = { ...DEFAULT_LIMITS, maxQueueLength: 4, maxCachedReplies: 64, maxSectionBytes: 64, maxAppendBytes: 16 };
 
 interface Model {
@@ -38,6 +50,60 @@ interface Model {
   committedTokens: Set<number>;
 }
 
+/** The locks a client command asks for, in its order (acquire and commit: one; acquireAll: its list). */
+function locksOf(cmd: Command | undefined): string[] {
+  if (!cmd) return [];
+  if (cmd.type === "acquire" || cmd.type === "commit") return [cmd.lock];
+  if (cmd.type === "acquireAll") return cmd.locks.map((l) => l.lock);
+  return [];
+}
+
+/**
+ * How often each notable situation came up, over all seeds: the test
+ * checks at the end that every one did, so a change to the generator
+ * cannot quietly stop exercising them.
+ */
+const seen = {
+  sharedTogether: 0,
+  semaphoreFull: 0,
+  kindMismatch: 0,
+  acquireAllGrantedAtOnce: 0,
+  acquireAllGrantedFromQueue: 0,
+  acquireAllWaitEnded: 0,
+  acquireAllHeadOfFreeLock: 0,
+  writerAheadOfReaders: 0,
+  sharedGrantedTogetherFromQueue: 0,
+  /** A waiter left the head of a queue and the next one was granted in the same entry. */
+  grantedAfterWaitEnded: 0,
+};
+
+function countSeen(state: State, effects: Effect[], cmds: Command[]): void {
+  for (const lock of state.locks.values()) {
+    const holders = [...lock.holders.values()];
+    if (lock.kind === "lock" && holders.length > 1) seen.sharedTogether++;
+    if (lock.kind === "semaphore" && lock.permitsOut === lock.limit && lock.queue.length > 0) seen.semaphoreFull++;
+    const head = lock.queue[0];
+    if (head?.locks && holders.length === 0) seen.acquireAllHeadOfFreeLock++;
+    if (lock.kind === "lock" && holders.length > 0 && holders[0].mode === "shared" && head && head.mode !== "shared" && lock.queue.some((w) => w.mode === "shared")) {
+      seen.writerAheadOfReaders++;
+    }
+  }
+  const grantedFromQueue = new Map<string, number>();
+  for (const e of effects) {
+    if (e.type === "reply" && !e.reply.ok && e.reply.error === "LOCK_KIND_MISMATCH") seen.kindMismatch++;
+    if (e.type === "reply" && e.final && e.reply.ok && e.reply.leases && cmds.some((c) => c.type === "acquireAll" && c.client === e.client && c.seq === e.seq)) {
+      seen.acquireAllGrantedAtOnce++;
+    }
+    if (e.type === "notify" && e.notification.event === "granted") {
+      if (e.notification.leases) seen.acquireAllGrantedFromQueue++;
+      if (e.notification.lease.mode === "shared") grantedFromQueue.set(e.notification.lease.lock, (grantedFromQueue.get(e.notification.lease.lock) ?? 0) + 1);
+    }
+  }
+  for (const n of grantedFromQueue.values()) if (n > 1) seen.sharedGrantedTogetherFromQueue++;
+  const ended = effects.findIndex((e) => e.type === "notify" && e.notification.event === "waitEnded");
+  if (ended >= 0 && effects.slice(ended).some((e) => e.type === "notify" && e.notification.event === "granted")) seen.grantedAfterWaitEnded++;
+}
+
 /** How often the simulated leaders write their key: the slack of each takeover's proof of life. */
 const RENEW_MS = 150;
 
@@ -59,7 +125,7 @@ function run(seed: number, steps: number): void {
     sentByKey: new Map(),
     committedTokens: new Set(),
   };
-  const clients = ["client-aaaa", "client-bbbb", "client-cccc", "client-dddd", "client-eeee"];
+  const clients = ["client-aaaa", "client-bbbb", "client-cccc", "client-dddd", "client-eeee", "client-ffff"];
   const nextSeq = new Map<string, number>();
   const sent: Command[] = [];
   const lastLeaseOf = new Map<string, { lock: string; token: number }[]>();
@@ -71,7 +137,7 @@ function run(seed: number, steps: number): void {
   const appendEntry = (cmds: Command[], entryEpoch = epoch): void => {
     const entry: LogEntry = { v: 1, t: now, node: "n1", epoch: entryEpoch, cmds };
     log.push(JSON.parse(JSON.stringify(entry)) as LogEntry);
-    const before = JSON.stringify(snapshot(state));
+    const before = entryEpoch < epoch ? JSON.stringify(snapshot(state)) : "";
     const effects = apply(state, entry);
     allEffects.push(effects);
     // An entry from a deposed epoch (a stale leader's pipelined entry that
@@ -84,6 +150,7 @@ function run(seed: number, steps: number): void {
     lastLiveEntryAt = entry.t;
     observe(model, effects, cmds, state.now);
     checkInvariants(state, model);
+    countSeen(state, effects, cmds);
   };
 
   appendEntry([{ type: "leader", node: "n1", epoch: ++epoch, limits: LIMITS }], epoch);
@@ -101,25 +168,56 @@ function run(seed: number, steps: number): void {
     // Sometimes a token that is off by one: a stale or future grant.
     const token = rand() < 0.8 ? known.token : known.token + pick([-1, 1, 7]);
     let cmd: Command;
-    if (roll < 0.2) cmd = { type: "hello", client, seq, ack };
-    else if (roll < 0.45)
+    if (roll < 0.15) cmd = { type: "hello", client, seq, ack };
+    else if (roll < 0.33) {
+      // A lock: exclusive or shared (never shared on the files lock), or
+      // without a mode, as commands logged before modes existed.
+      const lock = pick(["db.migrate", "db.migrate", "db.migrate", "orders", "global", "pool"]);
+      const mode = lock === "global" ? pick<LockMode | undefined>(["exclusive", undefined]) : pick<LockMode | undefined>(["exclusive", "shared", "shared", "shared", undefined]);
       cmd = {
         type: "acquire",
         client,
         seq,
         ack,
-        lock: pick(LOCKS),
+        lock,
+        leaseMs: pick([500, 2000, 5000]),
+        waitMs: pick([null, null, 0, 1500, 4000]),
+        ...(mode ? { mode } : {}),
+      };
+    } else if (roll < 0.4) {
+      // A semaphore, usually with its limit, sometimes with another one.
+      const limit = pick([3, 3, 3, 2]);
+      cmd = {
+        type: "acquire",
+        client,
+        seq,
+        ack,
+        lock: pick(SEMAPHORES),
+        leaseMs: pick([500, 2000, 5000]),
+        waitMs: pick([null, null, 0, 1500, 4000]),
+        limit,
+        permits: 1 + Math.floor(rand() * limit),
+      };
+    } else if (roll < 0.47) {
+      // Several locks at once, overlapping with everyone else's, in any order.
+      const names = [...ALL_NAMES].sort(() => rand() - 0.5).slice(0, 1 + Math.floor(rand() * 3));
+      cmd = {
+        type: "acquireAll",
+        client,
+        seq,
+        ack,
+        locks: names.map((lock) => ({ lock, mode: lock === "global" ? "exclusive" : pick<LockMode>(["exclusive", "shared", "shared"]) })),
         leaseMs: pick([500, 2000, 5000]),
         waitMs: pick([null, null, 0, 1500, 4000]),
       };
-    else if (roll < 0.6)
+    } else if (roll < 0.57)
       cmd = { type: "append", client, seq, ack, token, file: Math.floor(rand() * 3), data: randomData() };
-    else if (roll < 0.68) {
+    else if (roll < 0.62) {
       // A one-request commit, sometimes too large for the section limit.
       const lock = rand() < 0.85 ? "global" : pick(LOCKS);
       const appends = lock === "global" ? randomSection() : [];
       cmd = { type: "commit", client, seq, ack, lock, leaseMs: pick([500, 2000]), waitMs: pick([null, null, 0, 1500]), appends };
-    } else if (roll < 0.77) {
+    } else if (roll < 0.7) {
       // A release that names how many appends it expects staged: usually
       // the count the client saw acknowledged, sometimes a wrong one (a lost
       // or doubled append), sometimes none (an older client). Under the
@@ -138,9 +236,14 @@ function run(seed: number, steps: number): void {
         ...(staged !== undefined && staged >= 0 ? { staged } : {}),
         ...(inline.length > 0 ? { appends: inline } : {}),
       };
-    } else if (roll < 0.81) cmd = { type: "abandon", client, seq, ack, lock: known.lock, token };
-    else if (roll < 0.88) cmd = { type: "renew", client, seq, ack, lock: known.lock, token, leaseMs: pick([1000, 3000]) };
-    else if (roll < 0.95) cmd = { type: "cancel", client, seq, ack, target: Math.max(1, seq - 1 - Math.floor(rand() * 3)) };
+    } else if (roll < 0.74) cmd = { type: "abandon", client, seq, ack, lock: known.lock, token };
+    else if (roll < 0.8) cmd = { type: "renew", client, seq, ack, lock: known.lock, token, leaseMs: pick([1000, 3000]) };
+    else if (roll < 0.92) {
+      // Usually one of the client's waits (if it has any), else a recent request.
+      const waits = [...(state.sessions.get(client)?.pending.keys() ?? [])];
+      const target = waits.length > 0 && rand() < 0.7 ? pick(waits) : Math.max(1, seq - 1 - Math.floor(rand() * 3));
+      cmd = { type: "cancel", client, seq, ack, target };
+    }
     else cmd = { type: "goodbye", client, seq, ack };
     sent.push(cmd);
     model.sentByKey.set(`${client}/${seq}`, cmd);
@@ -182,10 +285,10 @@ function run(seed: number, steps: number): void {
     appendEntry(cmds);
     for (const effects of [allEffects[allEffects.length - 1]]) {
       for (const e of effects) {
-        if (e.type === "reply" && e.reply.ok && e.reply.lease) {
+        if (e.type === "reply" && e.reply.ok && (e.reply.lease || e.reply.leases)) {
           const list = lastLeaseOf.get(e.client) ?? [];
-          list.push({ lock: e.reply.lease.lock, token: e.reply.lease.token });
-          lastLeaseOf.set(e.client, list.slice(-3));
+          for (const lease of e.reply.leases ?? [e.reply.lease!]) list.push({ lock: lease.lock, token: lease.token });
+          lastLeaseOf.set(e.client, list.slice(-4));
         }
       }
     }
@@ -261,20 +364,31 @@ function observe(model: Model, effects: Effect[], cmds: Command[], now: number):
       }
     }
     if (effect.type === "reply" && effect.reply.ok && effect.reply.status === "queued" && effect.reply.position) {
-      if (cmd && (cmd.type === "acquire" || cmd.type === "commit")) {
-        const key = `${effect.client}/${effect.seq}`;
-        const queue = model.queues.get(cmd.lock) ?? [];
+      // A queued request joins the end of every queue it names, in one
+      // step; its position is its place in the first one.
+      const names = locksOf(cmd);
+      const key = `${effect.client}/${effect.seq}`;
+      for (const name of names) {
+        const queue = model.queues.get(name) ?? [];
         if (!queue.includes(key)) queue.push(key);
-        model.queues.set(cmd.lock, queue);
-        expect(queue.indexOf(key) + 1).toBe(effect.reply.position);
+        model.queues.set(name, queue);
       }
+      expect(names.length).toBeGreaterThan(0);
+      expect(model.queues.get(names[0])!.indexOf(key) + 1).toBe(effect.reply.position);
     }
     if (effect.type === "notify" && effect.notification.event === "waitEnded") {
+      if (model.sentByKey.get(`${effect.client}/${effect.notification.seq}`)?.type === "acquireAll") seen.acquireAllWaitEnded++;
+      // A wait that ends leaves every queue it stood in (an acquireAll's is
+      // named by its first lock).
       const n = effect.notification;
-      const queue = model.queues.get(n.lock) ?? [];
       const key = `${effect.client}/${n.seq}`;
-      expect(queue).toContain(key);
-      queue.splice(queue.indexOf(key), 1);
+      const names = locksOf(model.sentByKey.get(key));
+      expect(names[0]).toBe(n.lock);
+      for (const name of names) {
+        const queue = model.queues.get(name) ?? [];
+        expect(queue).toContain(key);
+        queue.splice(queue.indexOf(key), 1);
+      }
     }
     if (effect.type === "reply" && effect.final && effect.reply.ok && effect.reply.discarded) {
       // An abandoned section never reaches the files, now or later.
@@ -289,25 +403,44 @@ function observe(model: Model, effects: Effect[], cmds: Command[], now: number):
       model.discarded.add(effect.notification.token);
       model.staged.delete(effect.notification.token);
     }
-    if (effect.type === "reply" && effect.reply.ok && effect.reply.lease && (effect.reply.status === "granted" || effect.reply.message === "Renewed")) {
+    if (effect.type === "reply" && effect.reply.ok && (effect.reply.status === "granted" || effect.reply.message === "Renewed")) {
       // A cached answer repeated to a duplicate carries its old deadline and
       // starts nothing: only a lease that starts now counts as a renewal.
-      const lease = effect.reply.lease;
-      if (lease.expiresAt === now + lease.leaseMs) model.renewedAt.set(lease.token, { at: now, leaseMs: lease.leaseMs });
+      for (const lease of leasesOf(effect.reply)) {
+        if (lease.expiresAt === now + lease.leaseMs) model.renewedAt.set(lease.token, { at: now, leaseMs: lease.leaseMs });
+      }
     }
-    const isGrant = effect.type === "reply" && effect.final && effect.reply.ok && effect.reply.lease && (effect.reply.status === "granted" || cmd?.type === "commit");
-    if (effect.type === "reply" && isGrant && effect.reply.ok && effect.reply.lease) {
-      const lease = effect.reply.lease;
-      // Tokens strictly increase, grant after grant (a commit is a grant too).
-      const last = model.tokens[model.tokens.length - 1] ?? 0;
-      if (lease.token <= last) throw new Error(`token ${lease.token} after ${last}: ${JSON.stringify(effect)} cmds=${JSON.stringify(cmds)}`);
-      model.tokens.push(lease.token);
-      // FIFO: a grant to a waiter goes to the head of the queue.
-      const queue = model.queues.get(lease.lock) ?? [];
+    const isGrant = effect.type === "reply" && effect.final && effect.reply.ok && (effect.reply.status === "granted" || (cmd?.type === "commit" && effect.reply.lease));
+    if (effect.type === "reply" && isGrant && effect.reply.ok) {
       const key = `${effect.client}/${effect.seq}`;
-      if (queue.includes(key)) {
-        expect(queue[0]).toBe(key);
-        queue.shift();
+      const leases = leasesOf(effect.reply);
+      // All or nothing: a grant covers every lock the request named, in its
+      // order, in this one answer (an acquire's `lease`, an acquireAll's `leases`).
+      expect(leases.map((l) => l.lock)).toEqual(locksOf(cmd));
+      if (cmd?.type === "acquireAll") {
+        expect(effect.reply.lease).toBeUndefined();
+        leases.forEach((lease, i) => expect(lease.mode).toBe(cmd.locks[i].mode));
+      }
+      if (cmd?.type === "acquire") {
+        const lease = leases[0];
+        if (cmd.limit === undefined) expect([lease.mode, lease.permits, lease.limit]).toEqual([cmd.mode, undefined, undefined]);
+        else expect([lease.mode, lease.permits, lease.limit]).toEqual([undefined, cmd.permits, cmd.limit]);
+      }
+      for (const lease of leases) {
+        // Tokens strictly increase, grant after grant, whatever the kind
+        // (a commit and every lock of an acquireAll are grants too).
+        const last = model.tokens[model.tokens.length - 1] ?? 0;
+        if (lease.token <= last) throw new Error(`token ${lease.token} after ${last}: ${JSON.stringify(effect)} cmds=${JSON.stringify(cmds)}`);
+        model.tokens.push(lease.token);
+        // Strict FIFO: a waiter is granted only from the head of the queue,
+        // and a request is granted at once only when nobody waits.
+        const queue = model.queues.get(lease.lock) ?? [];
+        if (queue.includes(key)) {
+          if (queue[0] !== key) throw new Error(`${key} granted ${lease.lock} past ${queue[0]}, queued before it`);
+          queue.shift();
+        } else if (queue.length > 0) {
+          throw new Error(`${key} granted ${lease.lock} at once while ${queue.join(", ")} wait for it`);
+        }
       }
     }
   }
@@ -320,35 +453,94 @@ function observe(model: Model, effects: Effect[], cmds: Command[], now: number):
   // notification, so find them through the state at the next release check.
 }
 
+/** The leases an answer carries: an acquireAll's list, or the one lease. */
+function leasesOf(reply: { lease?: LeaseInfo; leases?: LeaseInfo[] }): LeaseInfo[] {
+  return reply.leases ?? (reply.lease ? [reply.lease] : []);
+}
+
 function check(condition: boolean, what: string): void {
   if (!condition) throw new Error(`invariant violated: ${what}`);
+}
+
+/** The test's own reading of the grant rules: whether a grant of `mode` (or `permits`) fits beside the lock's holders. */
+function fitsModel(lock: LockState, mode: LockMode | undefined, permits: number | undefined): boolean {
+  const holders = [...lock.holders.values()];
+  if (lock.kind === "semaphore") return holders.reduce((sum, g) => sum + g.permits!, 0) + permits! <= lock.limit!;
+  if (holders.length === 0) return true;
+  return (mode ?? "exclusive") === "shared" && holders.every((g) => g.mode === "shared");
+}
+
+/** Whether `head`, first in `lock`'s queue, could be granted: first in every queue it stands in, and fitting everywhere. */
+function grantableModel(state: State, lock: LockState, head: Waiter): boolean {
+  if (!head.locks) return fitsModel(lock, head.mode, head.permits);
+  return head.locks.every((r) => {
+    const other = state.locks.get(r.lock)!;
+    const first = other.queue[0];
+    return first.client === head.client && first.seq === head.seq && fitsModel(other, r.mode, undefined);
+  });
 }
 
 function checkInvariants(state: State, model: Model): void {
   let maxToken = 0;
   for (const [name, lock] of state.locks) {
     check(lock.name === name, `lock.name === name`);
-    if (lock.queue.length > 0) check(lock.holder !== null, `lock.holder !== null`);
-    if (!lock.holder) check(lock.queue.length === 0, `lock.queue.length === 0`);
-    if (lock.holder) {
-      const session = state.sessions.get(lock.holder.client);
-      check(session?.held.get(name) === lock.holder.token, `session?.held.get(name) === lock.holder.token`);
-      maxToken = Math.max(maxToken, lock.holder.token);
-      check(lock.holder.stagedBytes <= state.limits.maxSectionBytes, `lock.holder.stagedBytes <= state.limits.maxSectionBytes`);
+    // Idle locks are dropped.
+    check(lock.holders.size > 0 || lock.queue.length > 0, `${name} exists while idle`);
+    const holders = [...lock.holders.values()];
+    if (lock.kind === "lock") {
+      // Never an exclusive holder beside any other holder; the files lock is exclusive only.
+      const exclusive = holders.filter((g) => g.mode !== "shared").length;
+      check(exclusive === 0 || holders.length === 1, `${name} has an exclusive holder beside ${holders.length - 1} others`);
+      if (name === "global") check(exclusive === holders.length, `the files lock is held shared`);
+      check(lock.limit === undefined && lock.permitsOut === 0 && holders.every((g) => g.permits === undefined), `lock ${name} has permits`);
+    } else {
+      // Never more permits out than the limit.
+      const out = holders.reduce((sum, g) => sum + (g.permits ?? 0), 0);
+      check(lock.limit !== undefined && out <= lock.limit, `${name} has ${out} permits out of ${lock.limit}`);
+      check(out === lock.permitsOut, `${name} counts ${lock.permitsOut} permits out, its holders ${out}`);
+      check(holders.every((g) => g.permits! >= 1 && g.mode === undefined), `semaphore ${name} has a grant without permits`);
+      check(name !== "global", `the files lock is a semaphore`);
+    }
+    for (const grant of holders) {
+      const session = state.sessions.get(grant.client);
+      check(session?.held.get(name) === grant.token, `session?.held.get(name) === grant.token`);
+      check(lock.holders.get(grant.token) === grant, `holders are keyed by token`);
+      maxToken = Math.max(maxToken, grant.token);
+      check(grant.stagedBytes <= state.limits.maxSectionBytes, `grant.stagedBytes <= state.limits.maxSectionBytes`);
+      if (name !== "global") check(grant.staged.length === 0, `appends staged under ${name}`);
     }
     const waiters = new Set<string>();
     for (const w of lock.queue) {
-      check(state.sessions.get(w.client)?.pending.get(w.seq) === name, `state.sessions.get(w.client)?.pending.get(w.seq) === name`);
-      check(lock.holder?.client !== w.client, `lock.holder?.client !== w.client`);
+      check(state.sessions.get(w.client)?.pending.get(w.seq)?.includes(name) === true, `waiter ${w.client}/${w.seq} on ${name} is pending`);
+      check(!holders.some((g) => g.client === w.client), `${w.client} waits for ${name}, which it holds`);
       check(waiters.has(w.client) === false, `waiters.has(w.client) === false`);
       waiters.add(w.client);
+      check((lock.kind === "semaphore") === (w.permits !== undefined), `waiter ${w.client}/${w.seq} on ${name} has the wrong kind`);
+      if (w.locks) check(w.locks.some((r) => r.lock === name && r.mode === w.mode), `acquireAll waiter on ${name} does not list it`);
     }
     check(lock.queue.length <= state.limits.maxQueueLength, `lock.queue.length <= state.limits.maxQueueLength`);
+    // Strict FIFO: each queue holds its waiters in the order they were queued.
+    const modelQueue = model.queues.get(name) ?? [];
+    check(
+      JSON.stringify(lock.queue.map((w) => `${w.client}/${w.seq}`)) === JSON.stringify(modelQueue),
+      `queue of ${name} is ${lock.queue.map((w) => `${w.client}/${w.seq}`).join(",")}, queued in the order ${modelQueue.join(",")}`,
+    );
+    // No lost wake-up, no deadlock: after every entry, no queue's head could be granted.
+    const head = lock.queue[0];
+    if (head) check(!grantableModel(state, lock, head), `${head.client}/${head.seq} heads ${name} and could be granted, but waits`);
   }
+  for (const [name, queue] of model.queues) if (!state.locks.has(name)) check(queue.length === 0, `${queue.join(",")} wait for ${name}, which is gone`);
   for (const session of state.sessions.values()) {
-    for (const [name, token] of session.held) check(state.locks.get(name)?.holder?.token === token, `state.locks.get(name)?.holder?.token === token`);
-    for (const [seq, name] of session.pending) {
-      check(state.locks.get(name)?.queue.some((w) => w.client === session.id && w.seq === seq) === true, `state.locks.get(name)?.queue.some((w) => w.client === session.id && w.seq === seq) === true`);
+    for (const [name, token] of session.held) check(state.locks.get(name)?.holders.get(token)?.client === session.id, `${session.id} holds ${name}/${token}`);
+    for (const [seq, names] of session.pending) {
+      check(names.length > 0 && new Set(names).size === names.length, `pending ${seq} names its locks once each`);
+      for (const name of names) {
+        const waiter = state.locks.get(name)?.queue.find((w) => w.client === session.id && w.seq === seq);
+        check(waiter !== undefined, `${session.id}/${seq} is not queued on ${name}`);
+        if (names.length > 1) check(JSON.stringify(waiter!.locks?.map((r) => r.lock)) === JSON.stringify(names), `acquireAll ${session.id}/${seq} lists other locks`);
+        // All or nothing: a request that still waits holds none of its locks.
+        check(!session.held.has(name), `${session.id}/${seq} holds ${name} while it waits for ${names.join(", ")}`);
+      }
       check(session.replies.has(seq) === false, `session.replies.has(seq) === false`);
     }
     for (const seq of session.replies.keys()) check(seq > session.acked, `seq > session.acked`);
@@ -359,9 +551,7 @@ function checkInvariants(state: State, model: Model): void {
   // its lease plus the time nobody led since then (each takeover counted
   // from the old leader's death, plus one renew interval of proof slack),
   // however many takeovers there were. A fresh lease per takeover breaks it.
-  for (const lock of state.locks.values()) {
-    const grant = lock.holder;
-    if (!grant) continue;
+  for (const grant of [...state.locks.values()].flatMap((lock) => [...lock.holders.values()])) {
     const renewed = model.renewedAt.get(grant.token);
     check(renewed !== undefined, `holder ${grant.token} was seen granted`);
     let leaderlessMs = 0;
@@ -387,5 +577,8 @@ describe("state machine under seeded random commands", () => {
         throw new Error(`seed ${seed} failed (rerun: DLM_SEED=${seed} npx jest test/unit/machine.random)\n${message}`);
       }
     }
+    // Each notable situation came up several times (the rarest, readers
+    // granted together from a queue, a handful of times in 200 seeds).
+    if (!only) for (const [what, count] of Object.entries(seen)) expect([what, count >= 5]).toEqual([what, true]);
   });
 });

@@ -56,7 +56,7 @@ test("the default limits take 10,000 waiters on one lock, in order, and refuse t
     const effects = entry(state, [{ type: "release", client: id(i), seq: 4, ack: 2, lock: "global", token }]);
     const granted = effects.find((e) => e.type === "notify" && e.notification.event === "granted");
     expect(granted && granted.type === "notify" && granted.client).toBe(id(i + 1));
-    token = state.locks.get("global")!.holder!.token;
+    token = state.locks.get("global")!.holders.values().next().value!.token;
   }
 });
 
@@ -107,4 +107,76 @@ test("a snapshot shares nothing that later entries change, and neither does a re
   mutate(restored);
   expect(JSON.stringify(snap)).toBe(before);
   expect(snapshot(restored)).toEqual(snapshot(state));
+});
+
+/** Queues `waiters` commands of clients 1..waiters, 500 per entry, and checks each was queued at its place. */
+function queueAll(state: State, waiters: number, command: (client: string) => Command): void {
+  for (let i = 1; i <= waiters; i += 500) {
+    const cmds: Command[] = [];
+    for (let k = i; k < Math.min(waiters + 1, i + 500); k++) cmds.push(command(id(k)));
+    const positions = entry(state, cmds).map((e) => (e.type === "reply" && e.reply.ok && e.reply.status === "queued" ? e.reply.position : -1));
+    expect(positions).toEqual(cmds.map((c) => ("client" in c ? Number(c.client.slice(7)) : 0)));
+  }
+}
+
+test("10,000 readers queued behind a writer are all granted in the one entry that releases it", () => {
+  const state = createState(DEFAULT_LIMITS);
+  lead(state);
+  const waiters = DEFAULT_LIMITS.maxQueueLength;
+  hellos(state, 0, waiters + 1);
+  const writer = replyTo(entry(state, [{ type: "acquire", client: id(0), seq: 2, ack: 1, lock: "db", leaseMs: 10_000, waitMs: null, mode: "exclusive" }]), id(0), 2);
+  queueAll(state, waiters, (client) => ({ type: "acquire", client, seq: 2, ack: 1, lock: "db", leaseMs: 10_000, waitMs: null, mode: "shared" }));
+  const token = writer.ok ? writer.lease!.token : 0;
+  const effects = entry(state, [{ type: "release", client: id(0), seq: 3, ack: 2, lock: "db", token }]);
+  const granted = effects.filter((e) => e.type === "notify" && e.notification.event === "granted");
+  expect(granted).toHaveLength(waiters);
+  expect(granted.map((e) => (e.type === "notify" ? e.client : ""))).toEqual(Array.from({ length: waiters }, (_, i) => id(i + 1)));
+  expect(state.locks.get("db")?.holders.size).toBe(waiters);
+  expect(state.locks.get("db")?.queue).toHaveLength(0);
+});
+
+test("10,000 acquireAll waiters on two locks, listed in both orders, are granted one after another", () => {
+  const state = createState(DEFAULT_LIMITS);
+  lead(state);
+  const waiters = DEFAULT_LIMITS.maxQueueLength;
+  hellos(state, 0, waiters + 1);
+  entry(state, [{ type: "acquire", client: id(0), seq: 2, ack: 1, lock: "a", leaseMs: 10_000, waitMs: null, mode: "exclusive" }]);
+  queueAll(state, waiters, (client) => {
+    const locks = [
+      { lock: "a", mode: "exclusive" as const },
+      { lock: "b", mode: "shared" as const },
+    ];
+    return { type: "acquireAll", client, seq: 2, ack: 1, locks: Number(client.slice(7)) % 2 ? locks : locks.reverse(), leaseMs: 10_000, waitMs: null };
+  });
+  // Each release passes both locks to the next waiter in one step.
+  let holder = 0;
+  let tokenA = 1;
+  for (let i = 0; i < 50; i++) {
+    const cmds: Command[] = [{ type: "release", client: id(holder), seq: 3, ack: 2, lock: "a", token: tokenA }];
+    if (holder > 0) cmds.push({ type: "release", client: id(holder), seq: 4, ack: 2, lock: "b", token: state.sessions.get(id(holder))!.held.get("b")! });
+    const effects = entry(state, cmds);
+    const granted = effects.filter((e) => e.type === "notify" && e.notification.event === "granted");
+    expect(granted).toHaveLength(1);
+    holder++;
+    expect(granted[0]).toMatchObject({ client: id(holder), notification: { leases: [{}, {}] } });
+    tokenA = state.sessions.get(id(holder))!.held.get("a")!;
+  }
+  // Cancelling them all, oldest first (as waits time out), leaves nothing behind.
+  const cancels: Command[] = [];
+  for (let k = holder + 1; k <= waiters; k++) cancels.push({ type: "cancel", client: id(k), seq: 3, ack: 1, target: 2 });
+  for (let i = 0; i < cancels.length; i += 500) entry(state, cancels.slice(i, i + 500));
+  expect(state.locks.get("a")?.queue).toHaveLength(0);
+  expect(state.locks.get("b")?.queue).toHaveLength(0);
+});
+
+test("10,000 semaphore waiters are granted as permits free up, in order", () => {
+  const state = createState(DEFAULT_LIMITS);
+  lead(state);
+  const waiters = DEFAULT_LIMITS.maxQueueLength;
+  hellos(state, 0, waiters + 1);
+  const first = replyTo(entry(state, [{ type: "acquire", client: id(0), seq: 2, ack: 1, lock: "pool", leaseMs: 10_000, waitMs: null, limit: waiters, permits: waiters }]), id(0), 2);
+  queueAll(state, waiters, (client) => ({ type: "acquire", client, seq: 2, ack: 1, lock: "pool", leaseMs: 10_000, waitMs: null, limit: waiters, permits: 1 }));
+  const effects = entry(state, [{ type: "release", client: id(0), seq: 3, ack: 2, lock: "pool", token: first.ok ? first.lease!.token : 0 }]);
+  expect(effects.filter((e) => e.type === "notify" && e.notification.event === "granted")).toHaveLength(waiters);
+  expect(state.locks.get("pool")?.permitsOut).toBe(waiters);
 });

@@ -6,7 +6,7 @@
 import { DEFAULT_LIMITS } from "../../src/protocol/limits";
 import type { Reply } from "../../src/protocol/messages";
 import { apply, classify, createState, dueCommands, statusView } from "../../src/state";
-import type { Command, Effect, State } from "../../src/state";
+import type { Command, Effect, Grant, State } from "../../src/state";
 
 const LIMITS = { ...DEFAULT_LIMITS, defaultLeaseMs: 2000 };
 const b64 = (text: string) => Buffer.from(text).toString("base64");
@@ -34,12 +34,21 @@ class Harness {
 
   /** Sends a new request for `client` and returns the reply to it. */
   send(client: string, cmd: DistributiveOmit<Command & { client: string; seq: number }, "client" | "seq" | "ack">, seq?: number): Reply {
+    return this.sendAll(client, cmd, seq).reply;
+  }
+
+  /** Like send, and also returns every effect of the entry. */
+  sendAll(
+    client: string,
+    cmd: DistributiveOmit<Command & { client: string; seq: number }, "client" | "seq" | "ack">,
+    seq?: number,
+  ): { reply: Reply; effects: Effect[] } {
     const n = seq ?? (this.seqs.get(client) ?? 0) + 1;
     this.seqs.set(client, Math.max(n, this.seqs.get(client) ?? 0));
     const effects = this.entry([{ ...cmd, client, seq: n, ack: 0 } as Command]);
     const reply = effects.find((e) => e.type === "reply" && e.client === client && e.seq === n);
     if (!reply || reply.type !== "reply") throw new Error(`no reply to ${client}/${n}: ${JSON.stringify(effects)}`);
-    return reply.reply;
+    return { reply: reply.reply, effects };
   }
 
   tick(ms: number): Effect[] {
@@ -47,6 +56,11 @@ class Harness {
     const due = dueCommands(this.state, this.now);
     return due.length > 0 ? this.entry(due) : [];
   }
+}
+
+/** The only (or oldest) holder of a lock, as the one-holder tests before shared locks saw it. */
+function holderOf(state: State, name: string): Grant | undefined {
+  return state.locks.get(name)?.holders.values().next().value;
 }
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
@@ -114,7 +128,7 @@ describe("state machine scenarios", () => {
     h.send("c1-aaaaaaaa", { type: "renew", lock: "global", token: t1, leaseMs: 2000 });
     h.now += 1000;
     expect(h.entry([{ type: "expireLease", lock: "global", token: t1 }])).toEqual([]);
-    expect(h.state.locks.get("global")?.holder?.token).toBe(t1);
+    expect(holderOf(h.state, "global")?.token).toBe(t1);
     h.now += 1000;
     expect(h.entry([{ type: "expireLease", lock: "global", token: t1 }])).toHaveLength(1);
   });
@@ -126,7 +140,7 @@ describe("state machine scenarios", () => {
     const first = h.send("c1-aaaaaaaa", { type: "append", token: t1, file: 5, data: b64("1") }, 3);
     const again = h.send("c1-aaaaaaaa", { type: "append", token: t1, file: 5, data: b64("1") }, 3);
     expect(again).toEqual(first);
-    expect(h.state.locks.get("global")?.holder?.staged).toHaveLength(1);
+    expect(holderOf(h.state, "global")?.staged).toHaveLength(1);
     expect(classify(h.state, "c1-aaaaaaaa", 3)).toEqual({ kind: "cached", reply: first });
     // The next request acknowledges 1..3; seq 3 is then stale and dropped.
     h.entry([{ type: "append", client: "c1-aaaaaaaa", seq: 4, ack: 3, token: t1, file: 5, data: b64("A") }]);
@@ -143,10 +157,10 @@ describe("state machine scenarios", () => {
     const t1 = tokenOf(h.send("c1-aaaaaaaa", { type: "acquire", lock: "global", leaseMs: 2000, waitMs: null }));
     h.send("c2-bbbbbbbb", { type: "acquire", lock: "global", leaseMs: 2000, waitMs: null });
     h.send("c1-aaaaaaaa", { type: "release", lock: "global", token: t1 }, 3);
-    expect(h.state.locks.get("global")?.holder?.client).toBe("c2-bbbbbbbb");
+    expect(holderOf(h.state, "global")?.client).toBe("c2-bbbbbbbb");
     // The same release with a new sequence number (a confused client): the token protects C2.
     expect(h.send("c1-aaaaaaaa", { type: "release", lock: "global", token: t1 })).toMatchObject({ error: "NOT_HOLDER" });
-    expect(h.state.locks.get("global")?.holder?.client).toBe("c2-bbbbbbbb");
+    expect(holderOf(h.state, "global")?.client).toBe("c2-bbbbbbbb");
   });
 
   test("an expired session loses its grant and its waits; the queue moves on", () => {
@@ -160,7 +174,7 @@ describe("state machine scenarios", () => {
     expect(h.state.locks.get("global")?.queue.map((w) => w.client)).toEqual(["c3-cccccccc"]);
     const effects = h.entry([{ type: "expireSession", client: "c1-aaaaaaaa" }]);
     expect(effects).toContainEqual(expect.objectContaining({ type: "notify", client: "c3-cccccccc" }));
-    expect(h.state.locks.get("global")?.holder?.client).toBe("c3-cccccccc");
+    expect(holderOf(h.state, "global")?.client).toBe("c3-cccccccc");
     expect(h.files[2]).toBe("");
     expect(h.send("c1-aaaaaaaa", { type: "append", token: t1, file: 2, data: b64("X") })).toMatchObject({ error: "SESSION_EXPIRED" });
   });
@@ -187,7 +201,7 @@ describe("state machine scenarios", () => {
     const t1 = tokenOf(h.send("c1-aaaaaaaa", { type: "acquire", lock: "global", leaseMs: 2000, waitMs: null }));
     h.now += 1900;
     h.leader("n2");
-    expect(h.state.locks.get("global")?.holder?.expiresAt).toBe(h.now + 2000);
+    expect(holderOf(h.state, "global")?.expiresAt).toBe(h.now + 2000);
     expect(h.tick(1999)).toEqual([]);
     h.send("c1-aaaaaaaa", { type: "release", lock: "global", token: t1 });
     const t2 = tokenOf(h.send("c1-aaaaaaaa", { type: "acquire", lock: "global", leaseMs: 2000, waitMs: null }));
@@ -239,7 +253,7 @@ describe("state machine scenarios", () => {
         error: "SECTION_MISMATCH",
       });
       expect(h.files[2]).toBe("");
-      expect(h.state.locks.get("global")?.holder?.token).toBe(t1);
+      expect(holderOf(h.state, "global")?.token).toBe(t1);
     }
     expect(
       h.send("c1-aaaaaaaa", { type: "release", lock: "global", token: t1, staged: 1, appends: [{ file: 2, data: b64("inline") }, { file: 3, data: b64("x") }] }),
@@ -263,7 +277,7 @@ describe("state machine scenarios", () => {
       error: "TOO_LARGE",
     });
     expect(h.files[0]).toBe("");
-    expect(h.state.locks.get("global")?.holder?.token).toBe(t1);
+    expect(holderOf(h.state, "global")?.token).toBe(t1);
   });
 
   test("one-request commit: at once when free, in FIFO order when held, one token each, nothing after a cancel", () => {
@@ -296,5 +310,261 @@ describe("state machine scenarios", () => {
     h.send("c1-aaaaaaaa", { type: "cancel", target: 4 });
     h.send("c2-bbbbbbbb", { type: "release", lock: "global", token: t5 });
     expect(h.files[5]).toBe("1234");
+  });
+});
+
+/** The grants an entry made, in order: who got which lock under which token (and mode or permits). */
+function grantsIn(effects: Effect[]): Array<{ client: string; lock: string; token: number; mode?: string; permits?: number }> {
+  const out: Array<{ client: string; lock: string; token: number; mode?: string; permits?: number }> = [];
+  for (const e of effects) {
+    if (e.type !== "notify" || e.notification.event !== "granted") continue;
+    for (const l of e.notification.leases ?? [e.notification.lease]) {
+      out.push({ client: e.client, lock: l.lock, token: l.token, ...(l.mode ? { mode: l.mode } : {}), ...(l.permits ? { permits: l.permits } : {}) });
+    }
+  }
+  return out;
+}
+
+/** The lock table as plain data, to show that a refused request changed nothing. */
+function lockTable(state: State): string {
+  return JSON.stringify([...state.locks.values()].map((l) => ({ ...l, holders: [...l.holders.values()] })));
+}
+
+const C1 = "c1-aaaaaaaa";
+const C2 = "c2-bbbbbbbb";
+const C3 = "c3-cccccccc";
+const C4 = "c4-dddddddd";
+
+function harness(): Harness {
+  const h = new Harness();
+  for (const c of [C1, C2, C3, C4]) h.send(c, { type: "hello" });
+  return h;
+}
+
+const shared = (lock: string) => ({ type: "acquire" as const, lock, leaseMs: 2000, waitMs: null, mode: "shared" as const });
+const exclusive = (lock: string, waitMs: number | null = null) => ({ type: "acquire" as const, lock, leaseMs: 2000, waitMs, mode: "exclusive" as const });
+const permits = (lock: string, limit: number, n: number, waitMs: number | null = null) => ({ type: "acquire" as const, lock, leaseMs: 2000, waitMs, limit, permits: n });
+const all = (locks: Array<[string, "exclusive" | "shared"]>, waitMs: number | null = null) => ({
+  type: "acquireAll" as const,
+  locks: locks.map(([lock, mode]) => ({ lock, mode })),
+  leaseMs: 2000,
+  waitMs,
+});
+
+describe("shared locks, semaphores and acquireAll", () => {
+  test("readers share a lock; a writer queued behind them is not overtaken by later readers", () => {
+    const h = harness();
+    const r1 = tokenOf(h.send(C1, shared("db")));
+    expect(h.send(C1, { type: "renew", lock: "db", token: r1, leaseMs: null })).toMatchObject({ lease: { mode: "shared" } });
+    const r2 = tokenOf(h.send(C2, shared("db")));
+    expect(r2).toBe(r1 + 1);
+    expect(h.state.locks.get("db")?.holders.size).toBe(2);
+    // The writer waits for both readers; a reader after it waits for the writer, though it would fit beside the readers.
+    expect(h.send(C3, exclusive("db"))).toMatchObject({ status: "queued", position: 1 });
+    expect(h.send(C4, shared("db"))).toMatchObject({ status: "queued", position: 2 });
+    expect(h.send(C4, shared("db"))).toMatchObject({ error: "ALREADY_HELD" });
+    expect(grantsIn(h.sendAll(C1, { type: "release", lock: "db", token: r1 }).effects)).toEqual([]);
+    // A release of a shared grant commits nothing.
+    const last = h.sendAll(C2, { type: "release", lock: "db", token: r2 });
+    expect(last.reply).toMatchObject({ ok: true, committed: { appends: 0, bytes: 0 } });
+    expect(grantsIn(last.effects)).toEqual([{ client: C3, lock: "db", token: r2 + 1, mode: "exclusive" }]);
+    expect(h.send(C1, shared("db"))).toMatchObject({ status: "queued", position: 2 });
+    // The writer leaves: both readers behind it are granted together, in queue order.
+    expect(grantsIn(h.sendAll(C3, { type: "release", lock: "db", token: r2 + 1 }).effects)).toEqual([
+      { client: C4, lock: "db", token: r2 + 2, mode: "shared" },
+      { client: C1, lock: "db", token: r2 + 3, mode: "shared" },
+    ]);
+    expect(holderOf(h.state, "db")?.client).toBe(C4);
+    // Try-acquire: a writer does not get a lock with readers.
+    expect(h.send(C2, exclusive("db", 0))).toMatchObject({ error: "WAIT_TIMEOUT", message: "db is held (try-acquire does not wait)" });
+  });
+
+  test("a waiter that leaves the head of a queue lets the compatible waiters behind it in", () => {
+    const h = harness();
+    h.send(C1, shared("db"));
+    expect(h.send(C2, exclusive("db"))).toMatchObject({ status: "queued" });
+    expect(h.send(C3, shared("db"))).toMatchObject({ status: "queued", position: 2 });
+    const cancelled = h.sendAll(C2, { type: "cancel", target: 2 });
+    expect(cancelled.reply).toMatchObject({ cancelled: true });
+    expect(grantsIn(cancelled.effects)).toEqual([{ client: C3, lock: "db", token: 2, mode: "shared" }]);
+  });
+
+  test("semaphores: permits up to the limit, strict FIFO, a large request is not starved by small ones", () => {
+    const h = harness();
+    const s1 = h.send(C1, permits("pool", 3, 2));
+    expect(s1).toMatchObject({ status: "granted", lease: { lock: "pool", permits: 2, limit: 3 } });
+    expect(s1.ok && s1.lease?.mode).toBeUndefined();
+    expect(h.send(C2, permits("pool", 3, 2))).toMatchObject({ status: "queued", position: 1 });
+    // One permit is free, but C2 came first.
+    expect(h.send(C3, permits("pool", 3, 1))).toMatchObject({ status: "queued", position: 2 });
+    expect(h.send(C4, permits("pool", 3, 1, 0))).toMatchObject({ error: "WAIT_TIMEOUT" });
+    const released = h.sendAll(C1, { type: "release", lock: "pool", token: tokenOf(s1) });
+    expect(grantsIn(released.effects)).toEqual([
+      { client: C2, lock: "pool", token: 2, permits: 2 },
+      { client: C3, lock: "pool", token: 3, permits: 1 },
+    ]);
+    expect(h.state.locks.get("pool")?.permitsOut).toBe(3);
+    // Every holder expires on its own: the leader finds each one due.
+    h.now += 2000;
+    expect(dueCommands(h.state, h.now)).toEqual([
+      { type: "expireLease", lock: "pool", token: 2 },
+      { type: "expireLease", lock: "pool", token: 3 },
+    ]);
+    h.tick(0);
+    expect(h.state.locks.has("pool")).toBe(false);
+  });
+
+  test("a request for another kind or limit is refused with LOCK_KIND_MISMATCH and changes nothing", () => {
+    const h = harness();
+    h.send(C1, permits("pool", 5, 1));
+    expect(h.send(C2, permits("pool", 5, 5))).toMatchObject({ status: "queued" });
+    const orders = tokenOf(h.send(C1, exclusive("orders")));
+    const before = lockTable(h.state);
+    const nextToken = h.state.nextToken;
+    expect(h.send(C3, permits("pool", 3, 1))).toMatchObject({
+      ok: false,
+      code: 19,
+      error: "LOCK_KIND_MISMATCH",
+      message: "pool is a semaphore with limit 5; this request asked for limit 3",
+    });
+    expect(h.send(C3, exclusive("pool"))).toMatchObject({ error: "LOCK_KIND_MISMATCH", message: "pool is a semaphore with limit 5; this request asked for a lock" });
+    expect(h.send(C3, permits("orders", 2, 1))).toMatchObject({ error: "LOCK_KIND_MISMATCH", message: "orders is a lock; this request asked for a semaphore with limit 2" });
+    expect(h.send(C3, all([["free", "exclusive"], ["pool", "shared"]]))).toMatchObject({ error: "LOCK_KIND_MISMATCH" });
+    expect(h.send(C3, { type: "commit", lock: "pool", leaseMs: 2000, waitMs: null, appends: [] })).toMatchObject({ error: "LOCK_KIND_MISMATCH" });
+    expect(lockTable(h.state)).toBe(before);
+    expect(h.state.nextToken).toBe(nextToken);
+    expect(h.state.sessions.get(C3)?.pending.size).toBe(0);
+    // Once idle, a name may come back as the other kind.
+    h.send(C1, { type: "release", lock: "orders", token: orders });
+    expect(h.send(C3, permits("orders", 2, 1))).toMatchObject({ status: "granted", lease: { limit: 2, permits: 1 } });
+  });
+
+  test("acquireAll partially available stays queued, holding nothing, and nobody overtakes it", () => {
+    const h = harness();
+    const b = tokenOf(h.send(C1, exclusive("b")));
+    const queued = h.send(C2, all([["a", "exclusive"], ["b", "exclusive"]]));
+    expect(queued).toMatchObject({ status: "queued", position: 1 });
+    // "a" is free, but C2 waits in its queue and holds nothing.
+    expect(h.state.locks.get("a")?.holders.size).toBe(0);
+    expect(h.state.sessions.get(C2)?.held.size).toBe(0);
+    expect(h.send(C3, exclusive("a"))).toMatchObject({ status: "queued", position: 2 });
+    expect(h.send(C4, exclusive("a", 0))).toMatchObject({ error: "WAIT_TIMEOUT", message: "a has waiters (try-acquire does not wait)" });
+    expect(h.send(C4, all([["c", "exclusive"], ["a", "shared"]], 0))).toMatchObject({ error: "WAIT_TIMEOUT" });
+    expect(h.state.locks.has("c")).toBe(false);
+    // The status view shows the waiter in both queues.
+    const view = statusView(h.state, 0);
+    expect(view.locks.find((l) => l.name === "a")).toMatchObject({ kind: "lock", holder: null, holders: [], holderCount: 0, queueLength: 2 });
+    expect(view.locks.find((l) => l.name === "a")?.queue[0]).toEqual({ client: C2, seq: 2, mode: "exclusive", locks: ["a", "b"] });
+    // When "b" frees, C2 gets both in one step, leases in its order; C3 still waits for "a".
+    const released = h.sendAll(C1, { type: "release", lock: "b", token: b });
+    expect(grantsIn(released.effects)).toEqual([
+      { client: C2, lock: "a", token: b + 1, mode: "exclusive" },
+      { client: C2, lock: "b", token: b + 2, mode: "exclusive" },
+    ]);
+    const answer = released.effects.find((e) => e.type === "reply" && e.client === C2);
+    expect(answer).toMatchObject({ final: true, reply: { status: "granted", leases: [{ lock: "a" }, { lock: "b" }] } });
+    expect(h.state.locks.get("a")?.queue.map((w) => w.client)).toEqual([C3]);
+  });
+
+  test("two acquireAll in opposite orders are both granted in turn, never deadlocked", () => {
+    const h = harness();
+    const x = tokenOf(h.send(C1, exclusive("x")));
+    const y = tokenOf(h.send(C4, shared("y")));
+    expect(h.send(C2, all([["x", "exclusive"], ["y", "exclusive"]]))).toMatchObject({ status: "queued", position: 1 });
+    expect(h.send(C3, all([["y", "exclusive"], ["x", "exclusive"]]))).toMatchObject({ status: "queued", position: 2 });
+    h.send(C1, { type: "release", lock: "x", token: x });
+    // C2 is first in both queues; it still waits for the reader of y.
+    expect(grantsIn(h.sendAll(C4, { type: "release", lock: "y", token: y }).effects)).toEqual([
+      { client: C2, lock: "x", token: y + 1, mode: "exclusive" },
+      { client: C2, lock: "y", token: y + 2, mode: "exclusive" },
+    ]);
+    h.send(C2, { type: "release", lock: "x", token: y + 1 });
+    const second = h.sendAll(C2, { type: "release", lock: "y", token: y + 2 });
+    // C3's leases come in its own order: y, then x.
+    expect(grantsIn(second.effects)).toEqual([
+      { client: C3, lock: "y", token: y + 3, mode: "exclusive" },
+      { client: C3, lock: "x", token: y + 4, mode: "exclusive" },
+    ]);
+    const notice = second.effects.find((e) => e.type === "notify" && e.client === C3);
+    expect(notice).toMatchObject({ notification: { event: "granted", seq: 2, lease: { lock: "y" }, leases: [{ lock: "y" }, { lock: "x" }] } });
+  });
+
+  test("an acquireAll waiter leaves every queue when cancelled, when its wait runs out and when its session ends", () => {
+    const h = harness();
+    h.send(C1, shared("a"));
+    h.send(C1, exclusive("b"));
+    const cancelled = () => h.state.locks.get("a")?.queue.length ?? 0;
+    h.send(C2, all([["a", "exclusive"], ["b", "shared"]]));
+    expect(h.send(C3, shared("a"))).toMatchObject({ status: "queued", position: 2 });
+    const cancel = h.sendAll(C2, { type: "cancel", target: 2 });
+    expect(cancel.effects).toContainEqual({ type: "notify", client: C2, notification: { event: "waitEnded", seq: 2, lock: "a", error: "CANCELLED" } });
+    // C3's reader was only waiting for C2: it joins C1's reader at once.
+    expect(grantsIn(cancel.effects)).toEqual([{ client: C3, lock: "a", token: 3, mode: "shared" }]);
+    expect(cancelled()).toBe(0);
+    expect(h.state.locks.get("b")?.queue).toEqual([]);
+    // A wait that runs out: expired once, from its first lock, and gone from both queues.
+    h.send(C4, all([["b", "shared"], ["a", "exclusive"]], 500));
+    h.now += 500;
+    expect(dueCommands(h.state, h.now)).toEqual([{ type: "expireWait", client: C4, seq: 2 }]);
+    const expired = h.tick(0);
+    expect(expired).toContainEqual({ type: "notify", client: C4, notification: { event: "waitEnded", seq: 2, lock: "b", error: "WAIT_TIMEOUT" } });
+    expect([h.state.locks.get("a")?.queue.length, h.state.locks.get("b")?.queue.length]).toEqual([0, 0]);
+    // A session that ends: its acquireAll leaves both queues before its grants end.
+    h.send(C2, all([["b", "exclusive"], ["a", "exclusive"]]));
+    const gone = h.entry([{ type: "expireSession", client: C2 }]);
+    expect(gone).toContainEqual({ type: "notify", client: C2, notification: { event: "waitEnded", seq: 4, lock: "b", error: "SESSION_EXPIRED" } });
+    expect([h.state.locks.get("a")?.queue.length, h.state.locks.get("b")?.queue.length]).toEqual([0, 0]);
+  });
+
+  test("a session that ends is never granted one of its own waits on the way out", () => {
+    const h = harness();
+    h.send(C1, exclusive("b"));
+    h.send(C4, shared("c"));
+    // C3 waits for a and b (b is held); C2 waits for a (behind C3) and c;
+    // C3 also waits to read c, behind C2.
+    expect(h.send(C3, all([["a", "exclusive"], ["b", "exclusive"]]))).toMatchObject({ status: "queued", position: 1 });
+    expect(h.send(C2, all([["a", "exclusive"], ["c", "shared"]]))).toMatchObject({ status: "queued", position: 2 });
+    expect(h.send(C3, shared("c"))).toMatchObject({ status: "queued", position: 2 });
+    // C3 says goodbye. Once its first wait is gone, C2 gets a and c, and
+    // C3's reader of c would then fit: it must leave with C3, not be granted.
+    const effects = h.entry([{ type: "goodbye", client: C3, seq: 9, ack: 0 }]);
+    expect(grantsIn(effects)).toEqual([
+      { client: C2, lock: "a", token: 3, mode: "exclusive" },
+      { client: C2, lock: "c", token: 4, mode: "shared" },
+    ]);
+    expect(effects.filter((e) => e.type === "notify" && e.client === C3).map((e) => e.type === "notify" && e.notification.event)).toEqual(["waitEnded", "waitEnded"]);
+    expect(h.state.sessions.has(C3)).toBe(false);
+    expect(h.state.locks.get("c")?.holders.size).toBe(2);
+  });
+
+  test("a queued commit behind readers runs whole when they leave, then the queue moves on", () => {
+    const h = harness();
+    const r = tokenOf(h.send(C1, shared("orders")));
+    h.send(C2, { type: "commit", lock: "orders", leaseMs: 2000, waitMs: null, appends: [] });
+    h.send(C3, shared("orders"));
+    const released = h.sendAll(C1, { type: "release", lock: "orders", token: r });
+    const answers = released.effects.filter((e) => e.type === "reply" && e.final && e.client !== C1);
+    expect(answers).toMatchObject([
+      { client: C2, reply: { message: "Committed", lease: { token: r + 1 } } },
+      { client: C3, reply: { status: "granted", lease: { token: r + 2, mode: "shared" } } },
+    ]);
+  });
+
+  test("status lists every holder with its mode or permits, and keeps the one-holder view", () => {
+    const h = harness();
+    h.send(C1, shared("db"));
+    h.send(C2, shared("db"));
+    h.send(C3, exclusive("db"));
+    h.send(C1, permits("pool", 4, 3));
+    h.send(C2, permits("pool", 4, 2));
+    const view = statusView(h.state, 7, { maxLocks: 10, maxWaiters: 1 });
+    const db = view.locks.find((l) => l.name === "db")!;
+    expect(db).toMatchObject({ kind: "lock", holderCount: 2, queueLength: 1, queue: [{ client: C3, seq: 2, mode: "exclusive" }] });
+    expect(db.limit).toBeUndefined();
+    expect(db.holder).toEqual({ client: C1, token: 1, expiresAt: h.now + 2000, stagedAppends: 0, stagedBytes: 0 });
+    // Capped like the queue.
+    expect(db.holders).toEqual([{ client: C1, token: 1, expiresAt: h.now + 2000, mode: "shared", stagedAppends: 0, stagedBytes: 0 }]);
+    const pool = view.locks.find((l) => l.name === "pool")!;
+    expect(pool).toMatchObject({ kind: "semaphore", limit: 4, holderCount: 1, holders: [{ client: C1, permits: 3 }], queue: [{ client: C2, permits: 2 }] });
   });
 });

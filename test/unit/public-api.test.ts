@@ -5,6 +5,7 @@
  */
 import * as publicApi from "../../src/client";
 import { Lease, type Committed, type Discarded, type LeaseOwner } from "../../src/client/lease";
+import { LeaseSet } from "../../src/client/leaseSet";
 
 describe("the public API", () => {
   test("exports exactly what a user needs at run time, and no internal helper", () => {
@@ -22,11 +23,14 @@ describe("the public API", () => {
         "FileNotFoundError",
         "InternalError",
         "Lease",
+        "LeaseSet",
         "LimitExceededError",
         "LockExpiredError",
+        "LockKindMismatchError",
         "NotHolderError",
         "NotLeaderError",
         "SectionMismatchError",
+        "Semaphore",
         "SessionExpiredError",
         "StaleRequestError",
         "TimeoutError",
@@ -40,7 +44,18 @@ describe("the public API", () => {
         "isDlmError",
       ].sort(),
     );
-    for (const internal of ["mulberry32", "resolveOptions", "mapNatsError", "Backoff", "retry", "NatsTransport", "natsConnectionOptions"]) {
+    for (const internal of [
+      "mulberry32",
+      "resolveOptions",
+      "mapNatsError",
+      "Backoff",
+      "retry",
+      "NatsTransport",
+      "natsConnectionOptions",
+      "lockList",
+      "shapeFields",
+      "runWhileHolding",
+    ]) {
       expect(publicApi).not.toHaveProperty(internal);
     }
   });
@@ -92,5 +107,16 @@ describe("Lease and await using", () => {
     };
     await expect(run()).rejects.toBe(boom);
     expect(owner.calls).toEqual(["endUncommitted:held"]);
+  });
+});
+
+describe("LeaseSet and await using", () => {
+  test("leaving the scope ends every lease of the set without committing", async () => {
+    const owner = new RecordingOwner();
+    {
+      await using set = new LeaseSet([new Lease(owner, info, "c1"), new Lease(owner, { ...info, lock: "other", token: 8 }, "c1")]);
+      expect(set.leases.map((l) => l.token)).toEqual([7, 8]);
+    }
+    expect(owner.calls).toEqual(["endUncommitted:held", "endUncommitted:held"]);
   });
 });

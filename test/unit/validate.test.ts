@@ -42,6 +42,31 @@ describe("request validation", () => {
     ["leaseMs too small", { op: "acquire", ...session, leaseMs: 1 }, "BAD_REQUEST"],
     ["waitMs negative", { op: "acquire", ...session, waitMs: -1 }, "BAD_REQUEST"],
     ["cancel target not before seq", { op: "cancel", ...session, target: 2 }, "BAD_REQUEST"],
+    ["mode not a mode", { op: "acquire", ...session, lock: "db", mode: "read" }, "BAD_REQUEST"],
+    ["mode not a string", { op: "acquire", ...session, lock: "db", mode: 1 }, "BAD_REQUEST"],
+    ["shared files lock", { op: "acquire", ...session, mode: "shared" }, "BAD_REQUEST"],
+    ["shared files lock by name", { op: "acquire", ...session, lock: "global", mode: "shared" }, "BAD_REQUEST"],
+    ["semaphore files lock", { op: "acquire", ...session, lock: "global", limit: 3 }, "BAD_REQUEST"],
+    ["limit zero", { op: "acquire", ...session, lock: "pool", limit: 0 }, "BAD_REQUEST"],
+    ["limit fractional", { op: "acquire", ...session, lock: "pool", limit: 2.5 }, "BAD_REQUEST"],
+    ["limit over maxSemaphoreLimit", { op: "acquire", ...session, lock: "pool", limit: 1_000_001 }, "BAD_REQUEST"],
+    ["permits without limit", { op: "acquire", ...session, lock: "pool", permits: 1 }, "BAD_REQUEST"],
+    ["permits over limit", { op: "acquire", ...session, lock: "pool", limit: 3, permits: 4 }, "BAD_REQUEST"],
+    ["permits zero", { op: "acquire", ...session, lock: "pool", limit: 3, permits: 0 }, "BAD_REQUEST"],
+    ["shared semaphore", { op: "acquire", ...session, lock: "pool", limit: 3, mode: "shared" }, "BAD_REQUEST"],
+    ["acquireAll without locks", { op: "acquireAll", ...session }, "BAD_REQUEST"],
+    ["acquireAll with no locks", { op: "acquireAll", ...session, locks: [] }, "BAD_REQUEST"],
+    ["acquireAll locks not an array", { op: "acquireAll", ...session, locks: "a" }, "BAD_REQUEST"],
+    ["acquireAll of a bare name", { op: "acquireAll", ...session, locks: ["a"] }, "BAD_REQUEST"],
+    ["acquireAll entry without a name", { op: "acquireAll", ...session, locks: [{ mode: "shared" }] }, "BAD_REQUEST"],
+    ["acquireAll of a bad name", { op: "acquireAll", ...session, locks: [{ lock: "my lock" }] }, "BAD_REQUEST"],
+    ["acquireAll of a name twice", { op: "acquireAll", ...session, locks: [{ lock: "a" }, { lock: "b" }, { lock: "a", mode: "shared" }] }, "BAD_REQUEST"],
+    ["acquireAll over maxLocksPerRequest", { op: "acquireAll", ...session, locks: Array.from({ length: 33 }, (_, i) => ({ lock: `l${i}` })) }, "BAD_REQUEST"],
+    ["acquireAll of a semaphore", { op: "acquireAll", ...session, locks: [{ lock: "pool", limit: 3 }] }, "BAD_REQUEST"],
+    ["acquireAll of permits", { op: "acquireAll", ...session, locks: [{ lock: "pool", permits: 1 }] }, "BAD_REQUEST"],
+    ["acquireAll of a bad mode", { op: "acquireAll", ...session, locks: [{ lock: "a", mode: "write" }] }, "BAD_REQUEST"],
+    ["acquireAll of the files lock shared", { op: "acquireAll", ...session, locks: [{ lock: "a" }, { lock: "global", mode: "shared" }] }, "BAD_REQUEST"],
+    ["acquireAll with a bad waitMs", { op: "acquireAll", ...session, locks: [{ lock: "a" }], waitMs: -1 }, "BAD_REQUEST"],
   ])("%s → %s", (_what, raw, code) => {
     expect(errorOf(raw)).toBe(code);
   });
@@ -61,6 +86,33 @@ describe("request validation", () => {
       request: { op: "append", ...session, file: "file_99", data: "QUI=", token: 4 },
     });
     expect(parseRequest(enc({ op: "status" }), limits)).toEqual({ ok: true, request: { op: "status" } });
+  });
+
+  test("shared, semaphore and acquireAll requests parse as asked", () => {
+    const ok = (raw: unknown) => {
+      const parsed = parseRequest(enc(raw), limits);
+      if (!parsed.ok) throw new Error(JSON.stringify(parsed.reply));
+      return parsed.request;
+    };
+    expect(ok({ op: "acquire", ...session, lock: "db", mode: "shared" })).toEqual({ op: "acquire", ...session, lock: "db", mode: "shared" });
+    expect(ok({ op: "acquire", ...session, mode: "exclusive" })).toEqual({ op: "acquire", ...session, lock: "global", mode: "exclusive" });
+    expect(ok({ op: "acquire", ...session, lock: "pool", limit: 5 })).toEqual({ op: "acquire", ...session, lock: "pool", limit: 5 });
+    expect(ok({ op: "acquire", ...session, lock: "pool", limit: 5, permits: 5, waitMs: 0 })).toEqual({ op: "acquire", ...session, lock: "pool", limit: 5, permits: 5, waitMs: 0 });
+    // An explicit "exclusive" beside a limit means nothing for a semaphore and is dropped.
+    expect(ok({ op: "acquire", ...session, lock: "pool", limit: 1_000_000, mode: "exclusive" })).toEqual({ op: "acquire", ...session, lock: "pool", limit: 1_000_000 });
+    expect(ok({ op: "acquireAll", ...session, locks: [{ lock: "b", mode: "shared" }, { lock: "global" }, { lock: "a", mode: "exclusive" }], leaseMs: 5000 })).toEqual({
+      op: "acquireAll",
+      ...session,
+      locks: [{ lock: "b", mode: "shared" }, { lock: "global" }, { lock: "a", mode: "exclusive" }],
+      leaseMs: 5000,
+    });
+    expect(ok({ op: "acquireAll", ...session, locks: Array.from({ length: 32 }, (_, i) => ({ lock: `l${i}` })) })).toMatchObject({ op: "acquireAll" });
+    // The limits are configurable.
+    expect(parseRequest(enc({ op: "acquireAll", ...session, locks: [{ lock: "a" }, { lock: "b" }] }), { ...limits, maxLocksPerRequest: 1 })).toMatchObject({
+      ok: false,
+      reply: { error: "BAD_REQUEST", message: "field 'locks' names 2 locks, over maxLocksPerRequest 1" },
+    });
+    expect(parseRequest(enc({ op: "acquire", ...session, lock: "pool", limit: 11 }), { ...limits, maxSemaphoreLimit: 10 })).toMatchObject({ ok: false, reply: { error: "BAD_REQUEST" } });
   });
 
   test("error replies carry the numeric code of the registry", () => {
