@@ -31,8 +31,19 @@ export function createState(limits: Limits = DEFAULT_LIMITS): State {
   };
 }
 
+/**
+ * The log entry version `cmds` need: 2 if any of them is one a node from
+ * before shared locks would misread (it ignores `mode` and `limit`, and
+ * knows no acquireAll), else 1.
+ */
+export function entryVersion(cmds: readonly Command[]): 1 | 2 {
+  const newShape = cmds.some((c) => c.type === "acquireAll" || (c.type === "acquire" && (c.mode === "shared" || c.limit !== undefined)));
+  return newShape ? 2 : 1;
+}
+
 export function apply(state: State, entry: LogEntry): Effect[] {
-  assert(entry.v === 1, () => `unknown log entry version ${String(entry.v)}`);
+  assert(entry.v === 1 || entry.v === 2, () => `unknown log entry version ${String(entry.v)}`);
+  assert(entry.v === 2 || entryVersion(entry.cmds) === 1, "a version-1 log entry holds a shared, semaphore or acquireAll request");
   assert(Array.isArray(entry.cmds) && entry.cmds.length > 0, "log entry without commands");
   const leaderCommand = entry.cmds.find((c) => c.type === "leader");
   if (leaderCommand) {

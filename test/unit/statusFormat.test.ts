@@ -1,7 +1,7 @@
 /** `dlm status` shows every kind of lock in one line: an exclusive holder, readers, a semaphore's permits. */
 import { formatStatus, type ClusterStatus } from "../../src/cli/statusCommand";
 import { DEFAULT_LIMITS } from "../../src/protocol/limits";
-import { apply, createState, statusView } from "../../src/state";
+import { apply, createState, entryVersion, statusView } from "../../src/state";
 import type { Command, State } from "../../src/state";
 
 function status(state: State, maxWaiters = 50): ClusterStatus {
@@ -15,7 +15,7 @@ function lockLines(text: string): string[] {
 test("status shows exclusive holders as before, readers, and semaphore permits", () => {
   const state = createState(DEFAULT_LIMITS);
   let t = 1000;
-  const entry = (cmds: Command[]) => apply(state, { v: 1, t, node: "n1", epoch: state.epoch, cmds });
+  const entry = (cmds: Command[]) => apply(state, { v: entryVersion(cmds), t, node: "n1", epoch: state.epoch, cmds });
   apply(state, { v: 1, t, node: "n1", epoch: 1, cmds: [{ type: "leader", node: "n1", epoch: 1, limits: DEFAULT_LIMITS }] });
   const clients = ["client-aaaaaaaa", "client-bbbbbbbb", "client-cccccccc"];
   entry(clients.map((client) => ({ type: "hello", client, seq: 1, ack: 0 })));
