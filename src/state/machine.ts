@@ -703,6 +703,7 @@ function grantTo(
 ): Grant {
   assert(!session.held.has(lock.name), () => `session ${session.id} would hold ${lock.name} twice`);
   assert((lock.kind === "semaphore") === (permits !== undefined), () => `grant of ${lock.name} with permits ${String(permits)}`);
+  assert(fits(lock, mode, permits), () => `grant of ${lock.name} (${mode ?? "exclusive"}, ${String(permits)} permits) beside holders it does not fit`);
   const token = state.nextToken++;
   const grant: Grant = {
     client: session.id,
