@@ -179,7 +179,7 @@ function applyClientCommand(state: State, cmd: ClientCommand, fx: Effect[]): voi
   fx.push(replyEffect(cmd, answer, true));
 }
 
-/** An acquire that joined the end of its queue, at this 1-based position. */
+/** A request that joined the end of its queue (of an acquireAll: of each), at this 1-based position in the first. */
 interface Queued {
   queuedAt: number;
 }
