@@ -167,6 +167,33 @@ function snapshotLine(log: LogStatus | null | undefined): string[] {
   return [`snapshot: seq ${snap.seq}, ${Math.round(snap.ageMs / 1000)} s old, ${snap.sizeBytes} bytes (${snap.count} stored)`];
 }
 
+type StatusLock = StatusView["locks"][number];
+
+/**
+ * Who holds a lock, in one line: an exclusive holder as it always was
+ * shown, the readers of a shared lock, or the permits out of a semaphore
+ * and their holders. A leader older than shared locks sends no `holders`;
+ * its one holder is shown as before.
+ */
+function lockLine(lock: StatusLock, now: number): string {
+  const expires = (expiresAt: number) => `expires in ${Math.max(0, expiresAt - now)} ms`;
+  const holders = lock.holders as StatusLock["holders"] | undefined;
+  const count = lock.holderCount ?? holders?.length ?? 0;
+  const more = holders && count > holders.length ? `, … and ${count - holders.length} more` : "";
+  if (lock.kind === "semaphore" && holders) {
+    const listed = holders.map((h) => `${h.client} ${h.permits} permit${h.permits === 1 ? "" : "s"} token ${h.token} (${expires(h.expiresAt)})`);
+    const out = count > holders.length ? "" : ` ${holders.reduce((sum, h) => sum + (h.permits ?? 0), 0)}/${lock.limit} permits out,`;
+    return `semaphore of ${lock.limit},${out} ${count} holder${count === 1 ? "" : "s"}${listed.length > 0 ? `: ${listed.join(", ")}` : ""}${more}`;
+  }
+  if (holders && holders.length > 0 && holders[0].mode === "shared") {
+    const listed = holders.map((h) => `${h.client} token ${h.token} (${expires(h.expiresAt)})`);
+    return `shared by ${count}: ${listed.join(", ")}${more}`;
+  }
+  const h = lock.holder;
+  if (!h) return "free";
+  return `held by ${h.client} token ${h.token}, ${expires(h.expiresAt)}, ${h.stagedAppends} staged appends (${h.stagedBytes} B)`;
+}
+
 export function formatStatus(status: ClusterStatus): string {
   const lines: string[] = [];
   const view = status.leader;
@@ -191,13 +218,7 @@ export function formatStatus(status: ClusterStatus): string {
   if (view) {
     lines.push("", `sessions: ${view.sessions}   next token: ${view.nextToken}`, "", "locks:");
     if (view.locks.length === 0) lines.push("  (all free)");
-    for (const lock of view.locks) {
-      const h = lock.holder;
-      const holder = h
-        ? `held by ${h.client} token ${h.token}, expires in ${Math.max(0, h.expiresAt - view.now)} ms, ${h.stagedAppends} staged appends (${h.stagedBytes} B)`
-        : "free";
-      lines.push(`  ${lock.name}: ${holder}; ${lock.queueLength ?? lock.queue.length} waiting`);
-    }
+    for (const lock of view.locks) lines.push(`  ${lock.name}: ${lockLine(lock, view.now)}; ${lock.queueLength ?? lock.queue.length} waiting`);
     if (view.lockCount > view.locks.length) lines.push(`  … and ${view.lockCount - view.locks.length} more locks`);
     const files = view.fileLengths.map((len, i) => (len > 0 ? `file_${i}=${len}B` : "")).filter(Boolean);
     lines.push("", `files with content: ${files.length === 0 ? "none" : files.join(" ")}`);

@@ -29,7 +29,7 @@ import { MAX_REQUEST_BYTES, type Limits } from "../protocol/limits";
 import type { LoggedRequest, Notification, Reply, WireAppend } from "../protocol/messages";
 import type { Names } from "../protocol/subjects";
 import { parseRequest } from "../protocol/validate";
-import { classify, dueCommands, errorReply, okReply, statusView } from "../state";
+import { classify, dueCommands, entryVersion, errorReply, okReply, statusView } from "../state";
 import type { Command, Effect, LogEntry, SectionAppend, State } from "../state";
 import { assert } from "../util/assert";
 import { encodeEntry } from "./entries";
@@ -314,7 +314,7 @@ export class Coordinator {
         const last = this.inFlight[this.inFlight.length - 1];
         if (last && this.queue.length < Math.min(last.commands.length, this.opts.maxBatchCommands)) break;
         const commands = this.queue.splice(0, this.opts.maxBatchCommands);
-        const entry: LogEntry = { v: 1, t: Date.now(), node: this.host.nodeId, epoch: this.host.state().epoch, cmds: commands };
+        const entry: LogEntry = { v: entryVersion(commands), t: Date.now(), node: this.host.nodeId, epoch: this.host.state().epoch, cmds: commands };
         const expected = this.host.appliedSeq() + this.inFlight.length;
         this.inFlight.push({ entry, commands, seq: this.appendEntry(entry, expected) });
       }

@@ -31,8 +31,19 @@ export function createState(limits: Limits = DEFAULT_LIMITS): State {
   };
 }
 
+/**
+ * The log entry version `cmds` need: 2 if any of them is one a node from
+ * before shared locks would misread (it ignores `mode` and `limit`, and
+ * knows no acquireAll), else 1.
+ */
+export function entryVersion(cmds: readonly Command[]): 1 | 2 {
+  const newShape = cmds.some((c) => c.type === "acquireAll" || (c.type === "acquire" && (c.mode === "shared" || c.limit !== undefined)));
+  return newShape ? 2 : 1;
+}
+
 export function apply(state: State, entry: LogEntry): Effect[] {
-  assert(entry.v === 1, () => `unknown log entry version ${String(entry.v)}`);
+  assert(entry.v === 1 || entry.v === 2, () => `unknown log entry version ${String(entry.v)}`);
+  assert(entry.v === 2 || entryVersion(entry.cmds) === 1, "a version-1 log entry holds a shared, semaphore or acquireAll request");
   assert(Array.isArray(entry.cmds) && entry.cmds.length > 0, "log entry without commands");
   const leaderCommand = entry.cmds.find((c) => c.type === "leader");
   if (leaderCommand) {
@@ -168,7 +179,7 @@ function applyClientCommand(state: State, cmd: ClientCommand, fx: Effect[]): voi
   fx.push(replyEffect(cmd, answer, true));
 }
 
-/** An acquire that joined the end of its queue, at this 1-based position. */
+/** A request that joined the end of its queue (of an acquireAll: of each), at this 1-based position in the first. */
 interface Queued {
   queuedAt: number;
 }
@@ -692,6 +703,7 @@ function grantTo(
 ): Grant {
   assert(!session.held.has(lock.name), () => `session ${session.id} would hold ${lock.name} twice`);
   assert((lock.kind === "semaphore") === (permits !== undefined), () => `grant of ${lock.name} with permits ${String(permits)}`);
+  assert(fits(lock, mode, permits), () => `grant of ${lock.name} (${mode ?? "exclusive"}, ${String(permits)} permits) beside holders it does not fit`);
   const token = state.nextToken++;
   const grant: Grant = {
     client: session.id,

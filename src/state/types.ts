@@ -141,7 +141,15 @@ export type ClientCommand = Extract<Command, { client: string; seq: number; ack:
  * commands share an entry (group commit).
  */
 export interface LogEntry {
-  v: 1;
+  /**
+   * 2 when the entry holds a command that a node older than shared locks
+   * would misread (a shared or semaphore acquire it would take for an
+   * exclusive one, an acquireAll): such a node refuses a version it does
+   * not know and crashes instead of silently diverging. 1 otherwise, so a
+   * cluster mid-upgrade keeps old followers in step until the new
+   * commands are used. See `entryVersion`.
+   */
+  v: 1 | 2;
   t: number;
   node: string;
   epoch: number;

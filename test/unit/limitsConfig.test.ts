@@ -4,9 +4,10 @@ import * as os from "os";
 import * as path from "path";
 import { UsageError } from "../../src/cli/args";
 import { parseArgsWithConfig } from "../../src/cli/configFile";
-import { coordinatorOptionsOf, DEFAULT_LIMIT_SETTINGS, limitSettingsFromFlags, limitsOf } from "../../src/cli/limitsConfig";
+import { coordinatorOptionsOf, DEFAULT_LIMIT_SETTINGS, flagName, limitSettingsFromFlags, limitsOf } from "../../src/cli/limitsConfig";
 import { nodeSpec } from "../../src/cli/nodeCommand";
 import { DEFAULT_LIMITS } from "../../src/protocol/limits";
+import { parseRequest } from "../../src/protocol/validate";
 
 let dir: string;
 beforeAll(() => {
@@ -64,6 +65,25 @@ describe("flags", () => {
     // Exactly the Limits fields: they are written into the leader's log entry.
     expect(Object.keys(limitsOf(s)).sort()).toEqual(Object.keys(DEFAULT_LIMITS).sort());
     expect(coordinatorOptionsOf(s)).toMatchObject({ maxBatchCommands: 7, maxRequestBytes: 100_000, statusMaxWaiters: 5 });
+  });
+
+  test("the acquireAll and semaphore limits are flags and config keys, and reach validation", () => {
+    expect([DEFAULT_LIMIT_SETTINGS.maxLocksPerRequest, DEFAULT_LIMIT_SETTINGS.maxSemaphoreLimit]).toEqual([32, 1_000_000]);
+    const s = settings(["--config", configFile({ maxSemaphoreLimit: 10 }), "--max-locks-per-request", "2"]);
+    expect(limitsOf(s)).toMatchObject({ maxLocksPerRequest: 2, maxSemaphoreLimit: 10 });
+    const parse = (body: unknown) => parseRequest(Buffer.from(JSON.stringify({ client: "abcdefgh12345678", seq: 2, ack: 1, ...(body as object) })), limitsOf(s));
+    expect(parse({ op: "acquireAll", locks: [{ lock: "a" }, { lock: "b" }, { lock: "c" }] })).toMatchObject({ ok: false, reply: { error: "BAD_REQUEST" } });
+    expect(parse({ op: "acquireAll", locks: [{ lock: "a" }, { lock: "b" }] })).toMatchObject({ ok: true });
+    expect(parse({ op: "acquire", lock: "pool", limit: 11 })).toMatchObject({ ok: false, reply: { error: "BAD_REQUEST" } });
+    expect(parse({ op: "acquire", lock: "pool", limit: 10 })).toMatchObject({ ok: true });
+    expect(usageError(["--max-locks-per-request", "0"])).toMatch(/maxLocksPerRequest \(--max-locks-per-request\) must be an integer of at least 1/);
+  });
+
+  test("docs/operations.md lists every limit with its flag, config key and default", () => {
+    const docs = fs.readFileSync(path.join(__dirname, "../../docs/operations.md"), "utf8");
+    for (const [key, value] of Object.entries(DEFAULT_LIMIT_SETTINGS)) {
+      expect(docs).toMatch(new RegExp(`\\| \`--${flagName(key)}\`[^|]*\\| \`${key}\` \\| ${value} \\|`));
+    }
   });
 
   test("--lease-ms is --default-lease-ms under its old name, and wins over the file like any flag", () => {

@@ -12,7 +12,7 @@
  */
 import { DEFAULT_LIMITS } from "../../src/protocol/limits";
 import type { LeaseInfo } from "../../src/protocol/messages";
-import { apply, createState, dueCommands, restore, snapshot } from "../../src/state";
+import { apply, createState, entryVersion, dueCommands, restore, snapshot } from "../../src/state";
 import type { Command, Effect, LockMode, LockState, LogEntry, State, Waiter } from "../../src/state";
 import { mulberry32 } from "../support/random";
 
@@ -135,7 +135,7 @@ function run(seed: number, steps: number): void {
   let lastLiveEntryAt = now;
 
   const appendEntry = (cmds: Command[], entryEpoch = epoch): void => {
-    const entry: LogEntry = { v: 1, t: now, node: "n1", epoch: entryEpoch, cmds };
+    const entry: LogEntry = { v: entryVersion(cmds), t: now, node: "n1", epoch: entryEpoch, cmds };
     log.push(JSON.parse(JSON.stringify(entry)) as LogEntry);
     const before = entryEpoch < epoch ? JSON.stringify(snapshot(state)) : "";
     const effects = apply(state, entry);

@@ -5,12 +5,12 @@
  */
 import { DEFAULT_LIMITS } from "../../src/protocol/limits";
 import type { Reply } from "../../src/protocol/messages";
-import { apply, createState, restore, snapshot } from "../../src/state";
+import { apply, createState, entryVersion, restore, snapshot } from "../../src/state";
 import type { Command, Effect, State } from "../../src/state";
 
 let t = 1_000;
 function entry(state: State, cmds: Command[]): Effect[] {
-  return apply(state, { v: 1, t: t++, node: "n1", epoch: state.epoch, cmds });
+  return apply(state, { v: entryVersion(cmds), t: t++, node: "n1", epoch: state.epoch, cmds });
 }
 function lead(state: State, version?: string): void {
   const epoch = state.epoch + 1;

@@ -5,7 +5,7 @@
  */
 import { DEFAULT_LIMITS } from "../../src/protocol/limits";
 import type { Reply } from "../../src/protocol/messages";
-import { apply, classify, createState, dueCommands, statusView } from "../../src/state";
+import { apply, classify, createState, dueCommands, entryVersion, statusView } from "../../src/state";
 import type { Command, Effect, Grant, State } from "../../src/state";
 
 const LIMITS = { ...DEFAULT_LIMITS, defaultLeaseMs: 2000 };
@@ -27,7 +27,7 @@ class Harness {
   }
 
   entry(cmds: Command[]): Effect[] {
-    const effects = apply(this.state, { v: 1, t: this.now, node: "n1", epoch: this.epoch, cmds });
+    const effects = apply(this.state, { v: entryVersion(cmds), t: this.now, node: "n1", epoch: this.epoch, cmds });
     for (const e of effects) if (e.type === "fileAppend") this.files[e.file] += e.data.toString();
     return effects;
   }
@@ -566,5 +566,20 @@ describe("shared locks, semaphores and acquireAll", () => {
     expect(db.holders).toEqual([{ client: C1, token: 1, expiresAt: h.now + 2000, mode: "shared", stagedAppends: 0, stagedBytes: 0 }]);
     const pool = view.locks.find((l) => l.name === "pool")!;
     expect(pool).toMatchObject({ kind: "semaphore", limit: 4, holderCount: 1, holders: [{ client: C1, permits: 3 }], queue: [{ client: C2, permits: 2 }] });
+  });
+});
+
+describe("log entry versions", () => {
+  test("entries with shared, semaphore or acquireAll requests are version 2, so an older node refuses them instead of misreading them", () => {
+    const acquire = { type: "acquire" as const, client: C1, seq: 2, ack: 1, lock: "db", leaseMs: 2000, waitMs: null };
+    expect(entryVersion([acquire])).toBe(1);
+    expect(entryVersion([{ ...acquire, mode: "exclusive" }])).toBe(1);
+    expect(entryVersion([{ type: "hello", client: C2, seq: 1, ack: 0 }, { ...acquire, mode: "shared" }])).toBe(2);
+    expect(entryVersion([{ ...acquire, limit: 3, permits: 1 }])).toBe(2);
+    expect(entryVersion([{ type: "acquireAll", client: C1, seq: 2, ack: 1, locks: [{ lock: "a", mode: "exclusive" }], leaseMs: 2000, waitMs: null }])).toBe(2);
+    // A version-1 entry that holds one was not written by this code: the machine refuses it.
+    const state = createState(LIMITS);
+    apply(state, { v: 1, t: 1, node: "n1", epoch: 1, cmds: [{ type: "leader", node: "n1", epoch: 1, limits: LIMITS }] });
+    expect(() => apply(state, { v: 1, t: 2, node: "n1", epoch: 1, cmds: [{ ...acquire, mode: "shared" }] })).toThrow(/version-1 log entry/);
   });
 });

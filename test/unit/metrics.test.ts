@@ -9,7 +9,7 @@ import { NodeMetrics, type LogTail, type MetricsSource } from "../../src/metrics
 import { readiness, type ReadinessInput } from "../../src/metrics/readiness";
 import { DEFAULT_LIMITS } from "../../src/protocol/limits";
 import { errorReply, okReply } from "../../src/protocol/replies";
-import { apply, createState, type State } from "../../src/state";
+import { apply, createState, entryVersion, type Command, type State } from "../../src/state";
 import { parsePrometheus as parse } from "../kit/metrics";
 
 /** Labels whose values are bounded by the code, not by what users do. */
@@ -84,6 +84,22 @@ describe("NodeMetrics registry", () => {
     }
     expect(names).toContain("process_cpu_user_seconds_total");
     expect(names).toContain("nodejs_eventloop_lag_seconds");
+  });
+
+  test("dlm_lock_holders counts every holder: each reader of a shared lock and each semaphore grant", async () => {
+    const state = stateWithTraffic();
+    const t = 2_000;
+    const entry = (cmds: Command[]) => apply(state, { v: entryVersion(cmds), t, node: "n1", epoch: 1, cmds });
+    const readers = ["client-cccccccc", "client-dddddddd", "client-eeeeeeee"];
+    entry(readers.map((client) => ({ type: "hello", client, seq: 1, ack: 0 })));
+    entry(readers.map((client) => ({ type: "acquire", client, seq: 2, ack: 1, lock: "db", leaseMs: 5000, waitMs: null, mode: "shared" })));
+    entry(readers.slice(0, 2).map((client) => ({ type: "acquire", client, seq: 3, ack: 2, lock: "pool", leaseMs: 5000, waitMs: null, limit: 4, permits: 2 })));
+    const metrics = new NodeMetrics();
+    metrics.attach(fakeSource(state, undefined));
+    const s = parse(await metrics.text());
+    // global's holder, three readers of db, two semaphore grants of pool.
+    expect(s.get("dlm_lock_holders")).toBe(6);
+    expect(s.get("dlm_locks")).toBe(3);
   });
 
   test("two nodes in one process keep separate registries", async () => {
