@@ -711,6 +711,11 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
 
   /** Adds one append to the lease's local section, spilling the earlier ones first if it would not fit one request. */
   private async stage(rec: LeaseRecord, file: string, data: string, size: number): Promise<AppendResult> {
+    // The deadline timer may not have had its turn yet (a busy event loop
+    // runs promise continuations first, and a section's appends are all
+    // continuations), so the deadline itself is checked here: an append is
+    // never accepted under a lease past its safe local bound.
+    if (rec.lease.state === "held" && rec.confirmedAt + rec.lease.leaseMs <= now()) this.expireLocally(rec);
     // A lease lost while an earlier append spilled is never written to again.
     if (rec.lease.lost && rec.lease.lostReason) throw rec.lease.lostReason;
     const section = rec.section;
@@ -1391,6 +1396,17 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
         this.log.debug({ err: describe(e) }, "dlm client: could not confirm a late grant");
       }
     }
+    if (confirmedAt + info.leaseMs <= now()) {
+      // Seen so late that even the safe local bound has passed, and no renew
+      // confirmed it: the server may already have granted the lock to the
+      // next waiter. Handing this lease out would let the caller stage a
+      // section under it before the deadline timer gets a turn, so end it on
+      // the server without committing and queue again.
+      void this.abandonOnServer(session, info.lock, info.token);
+      throw new LateGrant(
+        new LockExpiredError(`the grant of ${info.lock} (token ${info.token}) was seen after its lease ran out (measured locally)`),
+      );
+    }
     const lease = new Lease(this, info, session.id);
     const rec: LeaseRecord = {
       lease,
@@ -1505,17 +1521,23 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
         this.scheduleDeadline(rec);
         return;
       }
-      this.loseLease(
-        rec,
-        new LockExpiredError(
-          `the lease on ${lease.lock} (token ${lease.token}) ran out: no renew was confirmed within ${lease.leaseMs}ms (measured locally)`,
-        ),
-      );
-      // The server may still count the grant (its clock is on the late
-      // side of ours, or it never heard the renewals): end it there too.
-      this.giveUp(rec.session, lease);
+      this.expireLocally(rec);
     }, Math.max(0, due));
     rec.deadlineTimer.unref?.();
+  }
+
+  /** The lease's safe local bound has passed: it is lost here, and ended on the server. */
+  private expireLocally(rec: LeaseRecord): void {
+    const { lease } = rec;
+    this.loseLease(
+      rec,
+      new LockExpiredError(
+        `the lease on ${lease.lock} (token ${lease.token}) ran out: no renew was confirmed within ${lease.leaseMs}ms (measured locally)`,
+      ),
+    );
+    // The server may still count the grant (its clock is on the late
+    // side of ours, or it never heard the renewals): end it there too.
+    this.giveUp(rec.session, lease);
   }
 
   /**

@@ -706,6 +706,45 @@ describe("DlmClient against a fake leader", () => {
     expect(server.ops("append")).toHaveLength(0);
   });
 
+  test("an append made after the local deadline, before its timer had a turn, is refused LOCK_EXPIRED", async () => {
+    const server = new FakeServer();
+    server.maxSectionBytes = 1024 * 1024;
+    const c = await mk(server, { requestTimeoutMs: 30 });
+    const lease = await c.acquire("global", { leaseMs: 100 });
+    // A busy event loop: the deadline passes while no timer can run, and
+    // the appends that follow are promise continuations that run first.
+    const until = performance.now() + 150;
+    while (performance.now() < until) {
+      // spin
+    }
+    await expect(c.append("file_3", "too late")).rejects.toBeInstanceOf(LockExpiredError);
+    expect(lease.lost).toBe(true);
+    await expect(lease.release()).rejects.toBeInstanceOf(LockExpiredError);
+    await waitFor(() => server.lock("global").holder === null);
+    expect(server.ops("abandon", c.clientId)).toHaveLength(1);
+    expect(server.files.get("file_3")).toBeUndefined();
+  });
+
+  test("a grant seen after its local deadline that no renew confirms is not handed out: it is abandoned and acquire queues again", async () => {
+    const server = new FakeServer();
+    const holder = await mk(server);
+    const faults = new FaultInjector({ rules: [{ action: { kind: "dropNotification", event: "granted" } }] });
+    const waiter = await mk(server, { faults, requestTimeoutMs: 30 });
+    // The waiter's acquire (seq 2) loses the replies of its polls, and the
+    // renew that would confirm the late grant gets no answer.
+    faults.add({ op: "acquire", client: waiter.clientId, seq: 2, attempt: [2, 3, 4, 5, 6, 7, 8, 9, 10, 11], action: { kind: "dropReply" } });
+    faults.add({ op: "renew", client: waiter.clientId, action: { kind: "dropReply" } });
+    const held = await holder.acquire("x");
+    const p = waiter.acquire("x", { leaseMs: 150 });
+    await waitFor(() => server.lock("x").queue.length === 1);
+    await held.release();
+    const lease = await p;
+    // The first grant (token 2) was given back without committing; the
+    // lease returned is a later grant, confirmed in time.
+    expect(server.ops("abandon", waiter.clientId).map((r) => r.token)).toContain(2);
+    expect(lease.token).toBeGreaterThan(2);
+  });
+
   test("an append in flight when the lease is declared lost fails with LOCK_EXPIRED and never commits", async () => {
     const server = new FakeServer();
     const faults = new FaultInjector({
