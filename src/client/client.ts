@@ -1227,6 +1227,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
           // rather than hold the caller's rejection for the whole retry budget.
           cleanupInBackground = true;
           const cleanup = this.cancelWait(session, pending, build).finally(() => this.forgetAcquire(session, pending));
+          this.settleBeforeNextAcquire(build, cleanup);
           await Promise.race([cleanup, sleep(2 * this.options.requestTimeoutMs, this.closeController.signal).catch(() => {})]);
           throw this.cancelledBy(signal!, pending.lock);
         }
@@ -1238,7 +1239,8 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
           // notification were lost. Cancel it, or hand back the grant, in
           // the background.
           cleanupInBackground = true;
-          void this.abandonAcquire(session, pending, build).finally(() => this.forgetAcquire(session, pending));
+          const cleanup = this.abandonAcquire(session, pending, build).finally(() => this.forgetAcquire(session, pending));
+          this.settleBeforeNextAcquire(build, cleanup);
         }
         throw e;
       }
@@ -1688,6 +1690,26 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       this.log.warn({ lock, token, err: describe(e) }, "dlm client: could not end a lost lease on the server; the next acquire of the lock tries again");
       return false;
     }
+  }
+
+  /**
+   * A wait given up in the background (cancelled, or timed out) still stands
+   * on the server until its cleanup is answered; the next acquire of the
+   * same locks waits for that cleanup first, so it is not refused
+   * ALREADY_HELD by the wait (or the grant) this client already gave up.
+   */
+  private settleBeforeNextAcquire(build: () => LoggedRequest, cleanup: Promise<void>): void {
+    const req = build();
+    const names = req.op === "acquireAll" ? req.locks.map((l) => l.lock) : "lock" in req ? [req.lock] : [];
+    for (const name of names) {
+      const before = this.givenUp.get(name);
+      const done: Promise<boolean> = Promise.all([before, cleanup.catch(() => undefined)]).then(() => {
+        if (this.givenUp.get(name) === done) this.givenUp.delete(name);
+        return true;
+      });
+      this.givenUp.set(name, done);
+    }
+    if (this.givenUp.size > MAX_KNOWN_TOKENS) this.givenUp.delete(this.givenUp.keys().next().value!);
   }
 
   /** Waits (within the caller's signal) for a lost grant on `lock` to be ended on the server. */

@@ -520,6 +520,27 @@ describe("DlmClient against a fake leader", () => {
     expect((await next).lock).toBe("jobs");
   });
 
+  test("an acquire right after one given up waits for that one's cleanup instead of being refused ALREADY_HELD", async () => {
+    const server = new FakeServer();
+    const holder = await mk(server);
+    const held = await holder.acquire("jobs");
+    // c's first acquire is queued but every reply is lost, so it gives up;
+    // the cancel that cleans it up is slow to reach the server, so the
+    // first wait still stands there when the caller acquires again at once.
+    const faults = new FaultInjector({
+      rules: [
+        { op: "acquire", nth: 1, action: { kind: "dropReply" } },
+        { op: "cancel", nth: 1, action: { kind: "delayRequest", ms: 150 } },
+      ],
+    });
+    const c = await mk(server, { faults, maxAttempts: 2, requestTimeoutMs: 400 });
+    await expect(c.acquire("jobs")).rejects.toBeInstanceOf(TimeoutError);
+    const next = c.acquire("jobs");
+    await waitFor(() => server.ops("cancel", c.clientId).length >= 1);
+    await holder.release(held);
+    expect((await next).lock).toBe("jobs");
+  });
+
   test("ack stays below the lowest outstanding seq with several requests in flight", async () => {
     const server = new FakeServer();
     const b = await mk(server);
