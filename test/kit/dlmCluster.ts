@@ -100,6 +100,9 @@ export interface DlmTestCluster {
   close(): Promise<void>;
 }
 
+/** How long one waitCaughtUp() round waits for every running node's info. */
+const CAUGHT_UP_POLL_MS = 500;
+
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -227,7 +230,11 @@ export async function startDlmCluster(opts: DlmClusterOptions): Promise<DlmTestC
       let last = "";
       while (Date.now() < deadline) {
         const running = nodes.filter((n) => n.running).length;
-        const status = await clusterStatus(nc, "dlm", running);
+        // A node that was just (re)started counts as running before it
+        // subscribes to the info subject; clusterStatus would then wait its
+        // default 10 s for an answer that never comes. Ask briefly and ask
+        // again instead.
+        const status = await clusterStatus(nc, "dlm", running, CAUGHT_UP_POLL_MS);
         if (status.lastSeq !== null && status.nodes.length === running && status.nodes.every((n) => n.appliedSeq === status.lastSeq)) {
           return status.lastSeq;
         }
