@@ -77,7 +77,7 @@ test("1. packet delay: an append delayed past the lease is refused with LOCK_EXP
   const faults = new FaultInjector({ seed: 1 });
   // C1 waits long for answers, so the delayed append is answered, not retried.
   // Its appends go to the server one by one (this scenario is about such an append).
-  const c1 = await client("s1-c1", { requestTimeoutMs: 6000, faults, logEachAppend: true });
+  const c1 = await client("s1-c1", { requestTimeoutMs: 6000, firstAttemptTimeoutMs: 6000, faults, logEachAppend: true });
   const c2 = await client("s1-c2", { logEachAppend: true });
   const lease1 = await c1.acquire();
   // C1's renewals are lost from now on (else the background renewal would keep the lease alive) ...
@@ -168,7 +168,7 @@ test("4. duplicated release: a late copy of C1's release is ignored while C2 hol
   const faults = new FaultInjector();
   // Attempt 1 of the release reaches the server 1.5 s late; C1 gives up on it after 0.7 s and retries.
   faults.add({ op: "release", attempt: 1, times: 1, action: { kind: "delayRequest", ms: 1500 } });
-  const c1 = await client("s4-c1", { requestTimeoutMs: 700, faults });
+  const c1 = await client("s4-c1", { requestTimeoutMs: 700, firstAttemptTimeoutMs: 700, faults });
   const c2 = await client("s4-c2");
   const spy = await spyRequests();
   try {
