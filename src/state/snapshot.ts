@@ -32,6 +32,14 @@ export interface StateSnapshot {
     ended: Array<[number, EndReason]>;
   }>;
   fileLengths: number[];
+  /** The latest silence digest (sessionLiveness.ts); absent in snapshots written before digests, which load as none. */
+  sessionDigest?: {
+    at: number;
+    everyMs: number;
+    quietAfterMs: number;
+    shiftMs: number;
+    quietSince: Array<[string, number]>;
+  } | null;
 }
 
 /**
@@ -61,6 +69,7 @@ export function snapshot(state: State): StateSnapshot {
       ended: [...s.ended.entries()],
     })),
     fileLengths: [...state.fileLengths],
+    sessionDigest: state.sessionDigest && { ...state.sessionDigest, quietSince: [...state.sessionDigest.quietSince.entries()] },
   };
 }
 
@@ -107,5 +116,6 @@ export function restore(snap: StateSnapshot): State {
     locks,
     sessions,
     fileLengths: copy.fileLengths,
+    sessionDigest: copy.sessionDigest ? { ...copy.sessionDigest, quietSince: new Map(copy.sessionDigest.quietSince) } : null,
   };
 }
