@@ -30,7 +30,7 @@ export interface LeaderBounds {
   statusMaxLocks: number;
   /** Waiters listed per lock in a status answer (the rest are counted). */
   statusMaxWaiters: number;
-  /** How often the leader logs its silence digest of sessions; 0: a tenth of sessionTimeoutMs. */
+  /** How often the leader logs its silence digest of sessions; 0: a twentieth of sessionTimeoutMs. */
   sessionDigestEveryMs: number;
   /** Sessions silent this long are listed in the digest; 0: 0.35 of sessionTimeoutMs. */
   sessionQuietAfterMs: number;
@@ -67,7 +67,7 @@ const OPTIONS: LimitOption[] = [
   { key: "maxEntriesInFlight", help: "log entries the leader appends before the first is acknowledged (pipelining)", min: 1 },
   { key: "statusMaxLocks", help: "locks listed in a status answer", min: 0 },
   { key: "statusMaxWaiters", help: "waiters listed per lock in a status answer", min: 0 },
-  { key: "sessionDigestEveryMs", help: "how often the leader logs which sessions are silent (0: sessionTimeoutMs / 10)", min: 0 },
+  { key: "sessionDigestEveryMs", help: "how often the leader logs which sessions are silent (0: sessionTimeoutMs / 20)", min: 0 },
   { key: "sessionQuietAfterMs", help: "silence after which a session is listed in that digest (0: 0.35 * sessionTimeoutMs)", min: 0 },
   { key: "maxDigestSessions", help: "most sessions one silence digest lists", min: 1 },
 ];

@@ -9,7 +9,7 @@ import type { Command, State } from "../state";
 import { buildSessionDigest, loggedAsQuiet, sessionDigestSettings, type SessionDigestSettings } from "../state/sessionLiveness";
 
 export interface SessionClockOptions {
-  /** How often a digest is logged; 0: a tenth of the session timeout. */
+  /** How often a digest is logged; 0: a twentieth of the session timeout. */
   sessionDigestEveryMs: number;
   /** Sessions silent this long are listed; 0: 0.35 of the session timeout. */
   sessionQuietAfterMs: number;

@@ -34,17 +34,17 @@ export interface SessionDigestSettings {
 }
 
 /**
- * The defaults: a digest every tenth of the session timeout, listing
+ * The defaults: a digest every twentieth of the session timeout, listing
  * sessions quiet for more than 0.35 of it (a live client pings every third,
  * so it is normally not listed). With these, a live client keeps a margin of
- * about 0.13 of the timeout at a takeover (docs/design.md §5).
+ * about 0.18 of the timeout, less 250 ms, at a takeover (docs/design.md §5).
  */
 export function sessionDigestSettings(
   sessionTimeoutMs: number,
   configured: { everyMs?: number; quietAfterMs?: number; maxSessions: number },
 ): SessionDigestSettings {
   return {
-    everyMs: configured.everyMs || Math.max(1, Math.round(sessionTimeoutMs / 10)),
+    everyMs: configured.everyMs || Math.max(1, Math.round(sessionTimeoutMs / 20)),
     quietAfterMs: configured.quietAfterMs || Math.max(1, Math.round(sessionTimeoutMs * 0.35)),
     maxSessions: configured.maxSessions,
   };

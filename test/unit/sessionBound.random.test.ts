@@ -291,7 +291,7 @@ describe("the model check catches a wrong credit", () => {
 
   test("a credit two seconds too generous breaks the bound", () => {
     // One second is not caught: an unlisted session is credited up to
-    // quietAfterMs + digestEveryMs (2.7 s here) before it was last heard,
+    // quietAfterMs + digestEveryMs (2.4 s here) before it was last heard,
     // and that first loss absorbs a second per takeover over a few takeovers.
     expect(caught((state, now) => takeoverCredits(state, now).map(([id, at]): [string, number] => [id, Math.min(now, at + 2000)]), "lateDead")).toBe(true);
   });
