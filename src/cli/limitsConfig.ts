@@ -13,6 +13,7 @@
  */
 import { DEFAULT_LIMITS, MAX_REQUEST_BYTES, type Limits } from "../protocol/limits";
 import { DEFAULT_COORDINATOR_OPTIONS, type CoordinatorOptions } from "../coordinator/coordinator";
+import { sessionDigestSettings } from "../state/sessionLiveness";
 import { UsageError, type FlagSpec, type ParsedFlags } from "./args";
 
 /** Limits that bound the leader's work but are not part of the replicated state. */
@@ -29,6 +30,12 @@ export interface LeaderBounds {
   statusMaxLocks: number;
   /** Waiters listed per lock in a status answer (the rest are counted). */
   statusMaxWaiters: number;
+  /** How often the leader logs its silence digest of sessions; 0: a twentieth of sessionTimeoutMs. */
+  sessionDigestEveryMs: number;
+  /** Sessions silent this long are listed in the digest; 0: 0.35 of sessionTimeoutMs. */
+  sessionQuietAfterMs: number;
+  /** Most sessions one digest lists, the longest-quiet first. */
+  maxDigestSessions: number;
 }
 
 export type LimitSettings = Limits & LeaderBounds;
@@ -62,6 +69,9 @@ const OPTIONS: LimitOption[] = [
   { key: "maxEntriesInFlight", help: "log entries the leader appends before the first is acknowledged (pipelining)", min: 1 },
   { key: "statusMaxLocks", help: "locks listed in a status answer", min: 0 },
   { key: "statusMaxWaiters", help: "waiters listed per lock in a status answer", min: 0 },
+  { key: "sessionDigestEveryMs", help: "how often the leader logs which sessions are silent (0: sessionTimeoutMs / 20)", min: 0 },
+  { key: "sessionQuietAfterMs", help: "silence after which a session is listed in that digest (0: 0.35 * sessionTimeoutMs)", min: 0 },
+  { key: "maxDigestSessions", help: "most sessions one silence digest lists", min: 1 },
 ];
 
 export const DEFAULT_LEADER_BOUNDS: LeaderBounds = {
@@ -71,6 +81,9 @@ export const DEFAULT_LEADER_BOUNDS: LeaderBounds = {
   maxEntriesInFlight: DEFAULT_COORDINATOR_OPTIONS.maxEntriesInFlight,
   statusMaxLocks: DEFAULT_COORDINATOR_OPTIONS.statusMaxLocks,
   statusMaxWaiters: DEFAULT_COORDINATOR_OPTIONS.statusMaxWaiters,
+  sessionDigestEveryMs: DEFAULT_COORDINATOR_OPTIONS.sessionDigestEveryMs,
+  sessionQuietAfterMs: DEFAULT_COORDINATOR_OPTIONS.sessionQuietAfterMs,
+  maxDigestSessions: DEFAULT_COORDINATOR_OPTIONS.maxDigestSessions,
 };
 
 export const DEFAULT_LIMIT_SETTINGS: LimitSettings = { ...DEFAULT_LIMITS, ...DEFAULT_LEADER_BOUNDS };
@@ -126,6 +139,22 @@ export function limitProblems(s: LimitSettings): string[] {
   if (s.maxAppendBytes > s.maxSectionBytes) {
     problems.push(`${describe("maxAppendBytes")} ${s.maxAppendBytes} is larger than ${describe("maxSectionBytes")} ${s.maxSectionBytes}`);
   }
+  // A live client pings every third of the timeout; a ping attempt gives up
+  // within a twelfth and a failed one is retried within another. A new
+  // leader may count a client silent since quietAfter + digestEvery before
+  // the old leader died (docs/design.md §5). From half the timeout
+  // together, a live client could be expired by a takeover.
+  const digest = sessionDigestSettings(s.sessionTimeoutMs, {
+    everyMs: s.sessionDigestEveryMs,
+    quietAfterMs: s.sessionQuietAfterMs,
+    maxSessions: s.maxDigestSessions,
+  });
+  if (digest.quietAfterMs + digest.everyMs >= 0.5 * s.sessionTimeoutMs) {
+    problems.push(
+      `${describe("sessionQuietAfterMs")} ${digest.quietAfterMs} plus ${describe("sessionDigestEveryMs")} ${digest.everyMs} ` +
+        `must be less than half of ${describe("sessionTimeoutMs")} ${s.sessionTimeoutMs}, or a takeover can expire live clients`,
+    );
+  }
   // The largest append travels base64-encoded inside a JSON request; it must
   // fit, or the limit could never be reached and clients would get TOO_LARGE
   // for appends the limit claims to allow.
@@ -174,5 +203,8 @@ export function coordinatorOptionsOf(s: LimitSettings): CoordinatorOptions {
     maxEntriesInFlight: s.maxEntriesInFlight,
     statusMaxLocks: s.statusMaxLocks,
     statusMaxWaiters: s.statusMaxWaiters,
+    sessionDigestEveryMs: s.sessionDigestEveryMs,
+    sessionQuietAfterMs: s.sessionQuietAfterMs,
+    maxDigestSessions: s.maxDigestSessions,
   };
 }

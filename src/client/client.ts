@@ -1079,12 +1079,20 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     }
   }
 
-  private scheduleHeartbeat(session: Session): void {
+  /**
+   * The next heartbeat: an interval after the last request sent, or, after
+   * a ping that failed (no leader, or none answered it in time), soon: a
+   * new leader counts a client as silent since before the takeover, so it
+   * must hear this client well within one interval of taking over, not two
+   * (docs/design.md §5).
+   */
+  private scheduleHeartbeat(session: Session, failed = false): void {
     this.stopHeartbeat(session);
     if (session.expired || this.closed || !session.info) return;
     const interval = session.info.sessionTimeoutMs / 3;
-    const due = Math.max(0, session.lastSentAt + interval - now());
-    session.heartbeat = setTimeout(() => void this.heartbeat(session, interval), due);
+    // 250 ms: a new leader starts serving within about that of its takeover.
+    const due = failed ? Math.min(250, interval / 4) : Math.max(0, session.lastSentAt + interval - now());
+    session.heartbeat = setTimeout(() => void this.heartbeat(session, interval, failed), due);
     session.heartbeat.unref?.();
   }
 
@@ -1093,21 +1101,28 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     session.heartbeat = undefined;
   }
 
-  private async heartbeat(session: Session, interval: number): Promise<void> {
+  private async heartbeat(session: Session, interval: number, retrying: boolean): Promise<void> {
     session.heartbeat = undefined;
     if (session.expired || this.closed) return;
-    if (now() - session.lastSentAt >= interval - 1) {
+    let failed = false;
+    // A retry pings even though the failed ping counts as the last request sent.
+    if (retrying || now() - session.lastSentAt >= interval - 1) {
       try {
+        // A leader answers a ping at once (or after one log append), so an
+        // attempt that takes a quarter interval went to a leader that is
+        // gone or frozen: give up on it and retry, rather than wait a whole
+        // request timeout while the next leader is already serving.
         const answer = await this.call(session, () => ({ op: "ping", client: session.id }), {
           signal: this.closeController.signal,
-          policy: { maxAttempts: 1, unavailableTimeoutMs: 0 },
+          policy: { maxAttempts: 1, unavailableTimeoutMs: 0, requestTimeoutMs: Math.min(this.options.requestTimeoutMs, interval / 4) },
         });
         if (!answer.reply.ok) throw this.replyError(session, answer.reply);
       } catch (e) {
-        this.log.debug({ err: describe(e) }, "dlm client: heartbeat failed");
+        failed = true;
+        this.log.debug({ err: describe(e) }, "dlm client: heartbeat failed; retrying soon");
       }
     }
-    this.scheduleHeartbeat(session);
+    this.scheduleHeartbeat(session, failed);
   }
 
   // ---------------------------------------------------------------- notifications

@@ -33,6 +33,8 @@ import { classify, dueCommands, entryVersion, errorReply, okReply, statusView } 
 import type { Command, Effect, LogEntry, SectionAppend, State } from "../state";
 import { assert } from "../util/assert";
 import { encodeEntry } from "./entries";
+import { SessionClock, type SessionClockOptions } from "./sessionClock";
+import { takeoverCredits } from "../state/sessionLiveness";
 import type { NodeMetrics, RequestOp } from "../metrics/nodeMetrics";
 
 /** What the coordinator needs from the node it runs in. */
@@ -56,7 +58,7 @@ export interface CoordinatorHost {
   stepDown(reason: string): void;
 }
 
-export interface CoordinatorOptions {
+export interface CoordinatorOptions extends SessionClockOptions {
   /** Most commands in one log entry. */
   maxBatchCommands: number;
   /** How often deadlines and session liveness are checked. */
@@ -86,6 +88,11 @@ export const DEFAULT_COORDINATOR_OPTIONS: CoordinatorOptions = {
   maxRequestBytes: MAX_REQUEST_BYTES,
   statusMaxLocks: 100,
   statusMaxWaiters: 50,
+  sessionDigestEveryMs: 0,
+  sessionQuietAfterMs: 0,
+  // About 180 KB with 21-character ids, 560 KB with the longest namespaced
+  // ones: under NATS's default 1 MB message, with room for the entry's other commands.
+  maxDigestSessions: 5_000,
 };
 
 const encoder = new TextEncoder();
@@ -99,8 +106,8 @@ export class Coordinator {
   /** Expiry commands queued or in flight, so a slow append does not log them twice. */
   private readonly timersInFlight = new Set<string>();
   /**
-   * When each client was last heard from; volatile, reset by every new
-   * leader. Kept in the order clients were last heard (hearing one moves it
+   * When each client was last heard from; volatile, credited from the
+   * log's silence digest by every new leader (sessionLiveness.ts). Kept in the order clients were last heard (hearing one moves it
    * to the end), so the tick finds the silent ones at the front and stops at
    * the first live one instead of visiting 100,000 sessions every 50 ms.
    */
@@ -118,11 +125,15 @@ export class Coordinator {
   private stopped = false;
   /** When each request message arrived and what it asked, for the latency histogram at its reply. */
   private readonly arrivals = new WeakMap<Msg, { op: RequestOp; startedMs: number }>();
+  /** Silence digests and the pings that wait for the log (session liveness across takeovers). */
+  private readonly sessionClock: SessionClock;
 
   constructor(
     private readonly host: CoordinatorHost,
     private readonly opts: CoordinatorOptions = DEFAULT_COORDINATOR_OPTIONS,
-  ) {}
+  ) {
+    this.sessionClock = new SessionClock(opts);
+  }
 
   start(): void {
     const { nc, names } = this.host;
@@ -137,10 +148,11 @@ export class Coordinator {
         this.onRequest(msg);
       },
     });
-    // Every session's clock starts at the takeover, so a failover never
-    // expires a live client.
+    // Each session is credited with the last time the log shows it heard,
+    // plus the time nobody led since (without a digest in the log: the
+    // takeover). Oldest first, as the tick expects.
     this.lastSweepAt = Date.now();
-    for (const client of this.host.state().sessions.keys()) this.lastHeard.set(client, this.lastSweepAt);
+    for (const [client, heardAt] of takeoverCredits(this.host.state(), this.lastSweepAt)) this.lastHeard.set(client, heardAt);
     this.ticker = setInterval(() => this.tick(), this.opts.tickMs);
   }
 
@@ -165,6 +177,7 @@ export class Coordinator {
       for (const msg of msgs) this.respond(msg, errorReply("NOT_LEADER", `this node stopped leading: ${reason}`));
     }
     this.waiting.clear();
+    for (const msg of this.sessionClock.drainHeld()) this.respond(msg, errorReply("NOT_LEADER", `this node stopped leading: ${reason}`));
   }
 
   private onRequest(msg: Msg): void {
@@ -187,7 +200,12 @@ export class Coordinator {
     const state = this.host.state();
     // Only sessions (and hellos that may create one) are tracked, so
     // requests under made-up client ids cannot grow the table.
-    if ("client" in request && (request.op === "hello" || state.sessions.has(request.client))) this.heard(request.client, Date.now());
+    if ("client" in request && (request.op === "hello" || state.sessions.has(request.client))) {
+      const now = Date.now();
+      this.heard(request.client, now);
+      const note = this.sessionClock.heardCommand(state, request.client, now);
+      if (note) this.enqueue(note);
+    }
     switch (request.op) {
       case "status":
       case "read":
@@ -197,6 +215,7 @@ export class Coordinator {
           return this.respond(msg, okReply("Status", { view }));
         }
         if (request.op === "ping") {
+          if (state.sessions.has(request.client) && this.sessionClock.holdPing(request.client, msg)) return;
           return this.respond(msg, state.sessions.has(request.client) ? okReply("Pong") : errorReply("SESSION_EXPIRED"));
         }
         const index = fileIndex(request.file);
@@ -255,7 +274,10 @@ export class Coordinator {
       // the entry is done with; a client heard again meanwhile is added back
       // at the end and dropped later if its session is gone.
       this.lastHeard.delete(client);
-      if (state.sessions.has(client)) due.push({ type: "expireSession", client });
+      if (state.sessions.has(client)) {
+        due.push({ type: "expireSession", client });
+        this.sessionClock.expiring.set(client, heard);
+      }
     }
     if (now - this.lastSweepAt >= timeoutMs) {
       // Safety net, once per timeout: a session whose hello was heard so long
@@ -270,6 +292,8 @@ export class Coordinator {
       this.timersInFlight.add(key);
       this.enqueue(command);
     }
+    // The digest goes into the next entry built; with nothing else to log, that entry is the digest alone.
+    if (this.sessionClock.digestDue(state, now)) this.kick();
   }
 
   private heard(client: string, now: number): void {
@@ -279,6 +303,10 @@ export class Coordinator {
 
   private enqueue(command: Command): void {
     this.queue.push(command);
+    this.kick();
+  }
+
+  private kick(): void {
     if (!this.flushing) {
       this.flushing = this.flushLoop().finally(() => {
         this.flushing = undefined;
@@ -306,15 +334,22 @@ export class Coordinator {
     // Once stopped, no new entry goes out, but those already out are still
     // applied and answered in order if they landed (see stop()).
     while (!this.appendFailed) {
-      while (this.queue.length > 0 && this.inFlight.length < this.opts.maxEntriesInFlight && !this.stopped) {
+      while (
+        (this.queue.length > 0 || this.sessionClock.digestDue(this.host.state(), Date.now())) &&
+        this.inFlight.length < this.opts.maxEntriesInFlight &&
+        !this.stopped
+      ) {
         // With the log fsyncing every message, each entry costs one disk
         // write whatever its size: an entry sent early only helps if it is
         // no smaller than the one before it, else pipelining would trade
         // one big batch for many small ones and lower throughput.
         const last = this.inFlight[this.inFlight.length - 1];
         if (last && this.queue.length < Math.min(last.commands.length, this.opts.maxBatchCommands)) break;
-        const commands = this.queue.splice(0, this.opts.maxBatchCommands);
-        const entry: LogEntry = { v: entryVersion(commands), t: Date.now(), node: this.host.nodeId, epoch: this.host.state().epoch, cmds: commands };
+        const t = Date.now();
+        const digest = this.sessionClock.takeDigest(this.host.state(), this.lastHeard, t);
+        const commands = this.queue.splice(0, this.opts.maxBatchCommands - (digest ? 1 : 0));
+        if (digest) commands.unshift(digest);
+        const entry: LogEntry = { v: entryVersion(commands), t, node: this.host.nodeId, epoch: this.host.state().epoch, cmds: commands };
         const expected = this.host.appliedSeq() + this.inFlight.length;
         this.inFlight.push({ entry, commands, seq: this.appendEntry(entry, expected) });
       }
@@ -398,6 +433,11 @@ export class Coordinator {
       if (!("seq" in command) || !("ack" in command)) {
         this.host.metrics.countCommitted(command);
         this.timersInFlight.delete(JSON.stringify(command));
+        const pings = this.sessionClock.applied(command);
+        if (pings.length > 0 && command.type === "sessionHeard") {
+          const answer = this.host.state().sessions.has(command.client) ? okReply("Pong") : errorReply("SESSION_EXPIRED");
+          for (const msg of pings) this.respond(msg, answer);
+        }
         continue;
       }
       // A command the machine dropped as an old duplicate produced no reply.

@@ -16,6 +16,7 @@ import { FILE_COUNT } from "../protocol/files";
 import { assert, InvariantError, unreachable } from "../util/assert";
 import { errorReply, okReply } from "../protocol/replies";
 import type { ClientCommand, Command, Effect, EndReason, Grant, LockMode, LockRequest, LockState, LogEntry, SectionAppend, Session, State, Waiter } from "./types";
+import { applySessionDigest, noteSessionCreated, noteSessionEnded, noteSessionHeard, shiftSessionDigest } from "./sessionLiveness";
 
 export function createState(limits: Limits = DEFAULT_LIMITS): State {
   return {
@@ -28,6 +29,7 @@ export function createState(limits: Limits = DEFAULT_LIMITS): State {
     locks: new Map(),
     sessions: new Map(),
     fileLengths: new Array<number>(FILE_COUNT).fill(0),
+    sessionDigest: null,
   };
 }
 
@@ -62,6 +64,7 @@ export function apply(state: State, entry: LogEntry): Effect[] {
   if (leaderCommand) {
     // Before `now` moves: the extension at a takeover is measured from the
     // log's last entry (the old leadership was alive then) to this one.
+    shiftSessionDigest(state, leaderCommand, entry.t);
     becomeLeader(state, leaderCommand, entry.t);
     state.now = Math.max(state.now, entry.t);
     return [];
@@ -94,6 +97,10 @@ function applyCommand(state: State, command: Command, fx: Effect[]): void {
       if (session) endSession(state, session, "sessionExpired", fx);
       return;
     }
+    case "sessionDigest":
+      return applySessionDigest(state, command);
+    case "sessionHeard":
+      return noteSessionHeard(state, command.client);
     case "leader":
       // apply() takes a leader command itself (it is alone in its entry).
       throw new InvariantError("a leader command reached applyCommand");
@@ -141,6 +148,7 @@ function applyClientCommand(state: State, cmd: ClientCommand, fx: Effect[]): voi
       return;
     }
     state.sessions.set(cmd.client, newSession(cmd.client, state.now));
+    noteSessionCreated(state, cmd.client);
   }
   const session = state.sessions.get(cmd.client);
   if (!session) {
@@ -148,6 +156,8 @@ function applyClientCommand(state: State, cmd: ClientCommand, fx: Effect[]): voi
     fx.push(replyEffect(cmd, answer, false));
     return;
   }
+  // A logged request shows the client alive (a duplicate too).
+  noteSessionHeard(state, session.id);
   // At-most-once: a request already answered gets its cached answer, a
   // waiting acquire is still waiting, an acknowledged one is gone for good.
   if (cmd.seq <= session.acked) return;
@@ -548,6 +558,7 @@ function endSession(state: State, session: Session, why: "goodbye" | "sessionExp
     endGrant(state, session, lock, grant, "sessionExpired", fx);
   }
   state.sessions.delete(session.id);
+  noteSessionEnded(state, session.id);
 }
 
 /**

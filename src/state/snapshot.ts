@@ -47,6 +47,14 @@ interface SnapshotCommon {
   leaderVersion?: string | null;
   limits: Limits;
   fileLengths: number[];
+  /** The latest silence digest (sessionLiveness.ts); absent in snapshots written before digests, which load as none. */
+  sessionDigest?: {
+    at: number;
+    everyMs: number;
+    quietAfterMs: number;
+    shiftMs: number;
+    quietSince: Array<[string, number]>;
+  } | null;
 }
 
 export interface StateSnapshot extends SnapshotCommon {
@@ -90,6 +98,7 @@ export function snapshot(state: State): StateSnapshot {
       ended: [...s.ended.entries()],
     })),
     fileLengths: [...state.fileLengths],
+    sessionDigest: state.sessionDigest && { ...state.sessionDigest, quietSince: [...state.sessionDigest.quietSince.entries()] },
   };
 }
 
@@ -151,6 +160,7 @@ export function restore(snap: StateSnapshot | StateSnapshotV1): State {
     locks,
     sessions,
     fileLengths: [...v2.fileLengths],
+    sessionDigest: v2.sessionDigest ? { ...v2.sessionDigest, quietSince: new Map(v2.sessionDigest.quietSince) } : null,
   };
 }
 

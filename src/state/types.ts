@@ -111,6 +111,15 @@ export type Command =
   | { type: "expireWait"; client: string; seq: number }
   | { type: "expireSession"; client: string }
   /**
+   * The leader's silence digest (sessionLiveness.ts): the sessions it has
+   * not heard from for at least `quietAfterMs`, each with how long, as of
+   * the entry's time; the longest-quiet first, capped. Logged every
+   * `everyMs` while sessions exist.
+   */
+  | { type: "sessionDigest"; everyMs: number; quietAfterMs: number; quiet: Array<[client: string, quietForMs: number]> }
+  /** The leader heard a session the latest digest lists as quiet (a ping, not otherwise logged). */
+  | { type: "sessionHeard"; client: string }
+  /**
    * `version`: the new leader's dlm version (absent in entries written before versions were logged).
    * `prevAliveAt`: the latest time the new leader saw proof that the previous
    * leadership was alive (a write of the leader key), by the writer's clock;
@@ -256,6 +265,29 @@ export interface State {
   sessions: Map<string, Session>;
   /** Committed length of each file, in bytes. */
   fileLengths: number[];
+  /** What the log knows about session silence; null until the first digest (older logs). */
+  sessionDigest: SessionDigest | null;
+}
+
+/**
+ * The latest silence digest, kept up to date by later entries. The credit
+ * a new leader gives a session (sessionLiveness.ts) is `quietSince + shiftMs`
+ * for a listed session, else `max(createdAt, at - quietAfterMs) + shiftMs`.
+ */
+export interface SessionDigest {
+  /** The digest entry's time. */
+  at: number;
+  /** How often its leader logs one (the next was due at `at + everyMs`). */
+  everyMs: number;
+  /** Every existing session not listed was heard after `at - quietAfterMs`. */
+  quietAfterMs: number;
+  /** Time nobody could hear anyone since `at`, added up over takeovers. */
+  shiftMs: number;
+  /**
+   * Listed sessions: when each was last heard, minus the shift accumulated
+   * at that point (so adding the current shift counts only later takeovers).
+   */
+  quietSince: Map<string, number>;
 }
 
 /**
