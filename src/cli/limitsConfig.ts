@@ -63,6 +63,7 @@ const OPTIONS: LimitOption[] = [
   { key: "sessionTimeoutMs", help: "expire sessions silent this long", min: 100 },
   { key: "maxLocksPerRequest", help: "locks one acquireAll may name", min: 1 },
   { key: "maxSemaphoreLimit", help: "largest permit count (limit) a semaphore may be created with", min: 1 },
+  { key: "maxQueuedCommitBytes", help: "bytes of sections that queued one-request commits hold while they wait", min: 0 },
   { key: "maxRequestBytes", help: "largest request the leader reads", min: 1024 },
   { key: "maxQueuedCommands", help: "requests waiting for the next log entry before LIMIT_EXCEEDED", min: 1 },
   { key: "maxBatchCommands", help: "most commands in one log entry", min: 1 },
@@ -191,6 +192,7 @@ export function limitsOf(s: LimitSettings): Limits {
     sessionTimeoutMs: s.sessionTimeoutMs,
     maxLocksPerRequest: s.maxLocksPerRequest,
     maxSemaphoreLimit: s.maxSemaphoreLimit,
+    maxQueuedCommitBytes: s.maxQueuedCommitBytes,
   };
 }
 

@@ -30,6 +30,15 @@ export interface Limits {
   maxLocksPerRequest: number;
   /** Largest semaphore `limit` an acquire may name. Checked by validation only, like maxLocksPerRequest. */
   maxSemaphoreLimit: number;
+  /**
+   * Bytes of the sections that queued one-request commits carry while they
+   * wait (summed over the files lock's queue, after base64 decoding). A
+   * waiting commit holds its whole section on every node, so without this
+   * a full queue could hold maxQueueLength * maxSectionBytes. Read by the
+   * machine; leader entries written before it existed have none, and then
+   * nothing is refused (so old logs replay the same).
+   */
+  maxQueuedCommitBytes: number;
 }
 
 /**
@@ -53,6 +62,7 @@ export const DEFAULT_LIMITS: Limits = {
   sessionTimeoutMs: 15_000,
   maxLocksPerRequest: 32,
   maxSemaphoreLimit: 1_000_000,
+  maxQueuedCommitBytes: 64 * 1024 * 1024,
 };
 
 /** Lock names: 1-128 characters, letters, digits and `_ . : -`, starting with a letter or digit. */

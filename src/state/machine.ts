@@ -16,6 +16,7 @@ import { FILE_COUNT } from "../protocol/files";
 import { assert, InvariantError, unreachable } from "../util/assert";
 import { errorReply, okReply } from "../protocol/replies";
 import type { ClientCommand, Command, Effect, EndReason, Grant, LockMode, LockRequest, LockState, LogEntry, SectionAppend, Session, State, Waiter } from "./types";
+import { sectionBytes } from "./sectionBytes";
 import { applySessionDigest, noteSessionCreated, noteSessionEnded, noteSessionHeard, shiftSessionDigest } from "./sessionLiveness";
 
 export function createState(limits: Limits = DEFAULT_LIMITS): State {
@@ -30,8 +31,10 @@ export function createState(limits: Limits = DEFAULT_LIMITS): State {
     sessions: new Map(),
     fileLengths: new Array<number>(FILE_COUNT).fill(0),
     sessionDigest: null,
+    queuedCommitBytes: 0,
   };
 }
+
 
 /**
  * The log entry version `cmds` need: 2 if any of them is one a node from
@@ -339,6 +342,17 @@ function acquire(state: State, session: Session, spec: AcquireSpec, fx: Effect[]
       return errorReply("LIMIT_EXCEEDED", `queue for ${lock.name} is full (${state.limits.maxQueueLength})`);
     }
   }
+  // A waiting commit holds its whole section on every node until its turn.
+  // Leader entries from before this limit carry none: nothing is refused.
+  const commitBytes = spec.commit ? sectionBytes(spec.commit) : 0;
+  const maxQueuedCommitBytes = state.limits.maxQueuedCommitBytes ?? Infinity;
+  if (commitBytes > 0 && state.queuedCommitBytes + commitBytes > maxQueuedCommitBytes) {
+    return errorReply(
+      "LIMIT_EXCEEDED",
+      `queued commits already hold ${state.queuedCommitBytes} bytes; ${commitBytes} more would pass maxQueuedCommitBytes ${maxQueuedCommitBytes} (retry later)`,
+    );
+  }
+  state.queuedCommitBytes += commitBytes;
   const deadline = spec.waitMs === null ? null : state.now + spec.waitMs;
   let position = 0;
   for (let i = 0; i < wants.length; i++) {
@@ -581,7 +595,8 @@ function removeWaiter(
     assert(lock, () => `pending acquire on unknown lock ${name}`);
     const index = lock.queue.findIndex((w) => w.client === session.id && w.seq === seq);
     assert(index >= 0, () => `pending acquire ${session.id}/${seq} missing from ${name}'s queue`);
-    lock.queue.splice(index, 1);
+    const [waiter] = lock.queue.splice(index, 1);
+    if (waiter?.commit) dequeueCommit(state, waiter.commit);
   }
   session.pending.delete(seq);
   const answer = errorReply(error);
@@ -589,6 +604,12 @@ function removeWaiter(
   fx.push({ type: "reply", client: session.id, seq, reply: answer, final: true });
   fx.push({ type: "notify", client: session.id, notification: { event: "waitEnded", seq, lock: names[0], error } });
   return names;
+}
+
+/** A queued commit left its queue (granted, cancelled, timed out, or its session ended). */
+function dequeueCommit(state: State, appends: readonly SectionAppend[]): void {
+  state.queuedCommitBytes -= sectionBytes(appends);
+  assert(state.queuedCommitBytes >= 0, () => `queued commit bytes went negative (${state.queuedCommitBytes})`);
 }
 
 /** Ends a grant of `lock` and passes the lock on to whoever now fits. */
@@ -691,6 +712,7 @@ function grantWaiter(state: State, lock: LockState, head: Waiter, fx: Effect[]):
   const grant = grantTo(state, lock, session, head.seq, head.leaseMs, head.mode, head.permits);
   let answer: Reply;
   if (head.commit) {
+    dequeueCommit(state, head.commit);
     const committed = commitSection(state, grant, head.commit, fx);
     vacate(state, session, lock, grant, "released");
     answer = committedReply(lock, grant, committed);

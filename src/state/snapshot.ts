@@ -15,6 +15,7 @@ import type { Limits } from "../protocol/limits";
 import type { Reply } from "../protocol/messages";
 import { FILE_COUNT } from "../protocol/files";
 import { assert } from "../util/assert";
+import { sectionBytes } from "./sectionBytes";
 import type { EndReason, Grant, LockKind, LockState, Session, State, Waiter } from "./types";
 
 export const SNAPSHOT_VERSION = 2;
@@ -139,6 +140,7 @@ export function restore(snap: StateSnapshot | StateSnapshotV1): State {
     });
   }
   const locks = new Map<string, LockState>();
+  let queuedCommitBytes = 0;
   for (const [name, stored] of v2.locks) {
     assert(stored.name === name, () => `snapshot lock ${name} is named ${stored.name}`);
     const lock = restoreLock(stored);
@@ -147,6 +149,7 @@ export function restore(snap: StateSnapshot | StateSnapshotV1): State {
     }
     for (const w of lock.queue) {
       assert(sessions.get(w.client)?.pending.get(w.seq)?.includes(name) === true, () => `snapshot waiter ${w.client}/${w.seq} has no session`);
+      if (w.commit) queuedCommitBytes += sectionBytes(w.commit);
     }
     locks.set(name, lock);
   }
@@ -161,6 +164,7 @@ export function restore(snap: StateSnapshot | StateSnapshotV1): State {
     sessions,
     fileLengths: [...v2.fileLengths],
     sessionDigest: v2.sessionDigest ? { ...v2.sessionDigest, quietSince: new Map(v2.sessionDigest.quietSince) } : null,
+    queuedCommitBytes,
   };
 }
 

@@ -265,6 +265,12 @@ export interface State {
   sessions: Map<string, Session>;
   /** Committed length of each file, in bytes. */
   fileLengths: number[];
+  /**
+   * Bytes (decoded) of the sections queued one-request commits carry while
+   * they wait; bounded by limits.maxQueuedCommitBytes. Derived from the
+   * queues (a snapshot does not store it; restore adds it up again).
+   */
+  queuedCommitBytes: number;
   /** What the log knows about session silence; null until the first digest (older logs). */
   sessionDigest: SessionDigest | null;
 }

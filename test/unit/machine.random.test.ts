@@ -11,6 +11,7 @@
  * lock) so that kind mismatches happen.
  */
 import { DEFAULT_LIMITS } from "../../src/protocol/limits";
+import { sectionBytes } from "../../src/state/sectionBytes";
 import type { LeaseInfo } from "../../src/protocol/messages";
 import { apply, createState, entryVersion, dueCommands, restore, snapshot } from "../../src/state";
 import type { Command, Effect, LockMode, LockState, LogEntry, State, Waiter } from "../../src/state";
@@ -21,7 +22,8 @@ const LOCKS = ["global", "global", "orders", "db.migrate", "pool"];
 const SEMAPHORES = ["pool", "pool", "orders"];
 /** Names acquireAll picks from, in random order. */
 const ALL_NAMES = ["global", "orders", "db.migrate", "pool", "x.y"];
-const LIMITS = { ...DEFAULT_LIMITS, maxQueueLength: 4, maxCachedReplies: 64, maxSectionBytes: 64, maxAppendBytes: 16 };
+// maxQueuedCommitBytes below one full queue of the largest sections, so queued commits are refused now and then.
+const LIMITS = { ...DEFAULT_LIMITS, maxQueueLength: 4, maxCachedReplies: 64, maxSectionBytes: 64, maxAppendBytes: 16, maxQueuedCommitBytes: 24 };
 
 interface Model {
   /** Committed content per file, built only from fileAppend effects. */
@@ -75,6 +77,8 @@ const seen = {
   sharedGrantedTogetherFromQueue: 0,
   /** A waiter left the head of a queue and the next one was granted in the same entry. */
   grantedAfterWaitEnded: 0,
+  /** A commit refused because queued commits already held maxQueuedCommitBytes. */
+  queuedCommitBytesRefused: 0,
 };
 
 function countSeen(state: State, effects: Effect[], cmds: Command[]): void {
@@ -91,6 +95,7 @@ function countSeen(state: State, effects: Effect[], cmds: Command[]): void {
   const grantedFromQueue = new Map<string, number>();
   for (const e of effects) {
     if (e.type === "reply" && !e.reply.ok && e.reply.error === "LOCK_KIND_MISMATCH") seen.kindMismatch++;
+    if (e.type === "reply" && !e.reply.ok && e.reply.error === "LIMIT_EXCEEDED" && e.reply.message.includes("maxQueuedCommitBytes")) seen.queuedCommitBytesRefused++;
     if (e.type === "reply" && e.final && e.reply.ok && e.reply.leases && cmds.some((c) => c.type === "acquireAll" && c.client === e.client && c.seq === e.seq)) {
       seen.acquireAllGrantedAtOnce++;
     }
@@ -481,6 +486,11 @@ function grantableModel(state: State, lock: LockState, head: Waiter): boolean {
 }
 
 function checkInvariants(state: State, model: Model): void {
+  // Queued commits' sections: the kept sum is the real one, and within its limit.
+  let queuedCommitBytes = 0;
+  for (const lock of state.locks.values()) for (const w of lock.queue) if (w.commit) queuedCommitBytes += sectionBytes(w.commit);
+  check(state.queuedCommitBytes === queuedCommitBytes, `queuedCommitBytes ${state.queuedCommitBytes} but the queues hold ${queuedCommitBytes}`);
+  check(queuedCommitBytes <= state.limits.maxQueuedCommitBytes, `queued commits hold ${queuedCommitBytes} bytes, over ${state.limits.maxQueuedCommitBytes}`);
   let maxToken = 0;
   for (const [name, lock] of state.locks) {
     check(lock.name === name, `lock.name === name`);

@@ -311,6 +311,30 @@ describe("state machine scenarios", () => {
     h.send("c2-bbbbbbbb", { type: "release", lock: "global", token: t5 });
     expect(h.files[5]).toBe("1234");
   });
+
+  test("queued commits hold at most maxQueuedCommitBytes; one more is LIMIT_EXCEEDED and changes nothing", () => {
+    const h = new Harness();
+    h.entry([{ type: "leader", node: "n2", epoch: ++h.epoch, limits: { ...LIMITS, maxQueuedCommitBytes: 10 } }]);
+    for (const c of ["c1-aaaaaaaa", "c2-bbbbbbbb", "c3-cccccccc", "c4-dddddddd"]) h.send(c, { type: "hello" });
+    const commit = (data: string) => ({ type: "commit" as const, lock: "global", leaseMs: 2000, waitMs: null, appends: [{ file: 6, data: b64(data) }] });
+    const t1 = tokenOf(h.send("c1-aaaaaaaa", { type: "acquire", lock: "global", leaseMs: 2000, waitMs: null }));
+    expect(h.send("c2-bbbbbbbb", commit("123456"))).toMatchObject({ status: "queued", position: 1 });
+    expect(h.state.queuedCommitBytes).toBe(6);
+    const before = JSON.stringify(statusView(h.state, 0));
+    const refused = h.send("c3-cccccccc", commit("12345"));
+    expect(refused).toMatchObject({ ok: false, error: "LIMIT_EXCEEDED" });
+    expect(!refused.ok && refused.message).toMatch(/maxQueuedCommitBytes 10/);
+    expect(JSON.stringify(statusView(h.state, 0))).toBe(before);
+    expect(h.state.queuedCommitBytes).toBe(6);
+    // A smaller one still fits; an acquire (no section) is never counted.
+    expect(h.send("c3-cccccccc", commit("1234"), 3)).toMatchObject({ status: "queued", position: 2 });
+    expect(h.send("c4-dddddddd", { type: "acquire", lock: "global", leaseMs: 2000, waitMs: null })).toMatchObject({ status: "queued", position: 3 });
+    expect(h.state.queuedCommitBytes).toBe(10);
+    // The release runs both commits: the bytes they held are free again.
+    h.send("c1-aaaaaaaa", { type: "release", lock: "global", token: t1 });
+    expect(h.files[6]).toBe("1234561234");
+    expect(h.state.queuedCommitBytes).toBe(0);
+  });
 });
 
 /** The grants an entry made, in order: who got which lock under which token (and mode or permits). */
