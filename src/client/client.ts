@@ -818,14 +818,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     if (appends.length > 0 && lock !== DEFAULT_LOCK) {
       throw new BadRequestError(`files are guarded by lock "${DEFAULT_LOCK}", not by "${lock}"`);
     }
-    for (const [field, value] of [
-      ["leaseMs", opts.leaseMs],
-      ["waitMs", opts.waitMs],
-    ] as const) {
-      if (value !== undefined && (typeof value !== "number" || !Number.isFinite(value) || value < 0)) {
-        throw new BadRequestError(`invalid ${field}: ${String(value)}`);
-      }
-    }
+    checkDurations(opts);
     const session = await this.ensureSession();
     const info = session.info;
     const wire: WireAppend[] = [];

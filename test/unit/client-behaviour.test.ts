@@ -21,10 +21,10 @@ import {
 import { FaultInjector } from "../../src/client/faults";
 import type { Lease } from "../../src/client/lease";
 import type { ClientOptions } from "../../src/client/options";
-import { NoRespondersError, type Transport, type TransportSubscription } from "../../src/client/transport";
-import { ErrorCodes, type ErrorName } from "../../src/protocol/errors";
+import { NoRespondersError } from "../../src/client/transport";
+import { fail, FakeTransport, ok } from "../support/fakeTransport";
 import { fileIndex } from "../../src/protocol/files";
-import type { LeaseInfo, Notification, Reply } from "../../src/protocol/messages";
+import type { LeaseInfo, Reply } from "../../src/protocol/messages";
 
 // ------------------------------------------------------------------ the fake
 
@@ -47,20 +47,8 @@ interface FakeLock {
   queue: Array<{ client: string; seq: number; leaseMs: number }>;
 }
 
-const enc = (o: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(o));
-const dec = (b: Uint8Array): any => JSON.parse(new TextDecoder().decode(b));
-const ok = (message: string, extra: Record<string, unknown> = {}): Reply => ({ ok: true, code: 0, message, ...extra });
-const fail = (error: ErrorName, message = error, extra: Record<string, unknown> = {}): Reply => ({
-  ok: false,
-  code: ErrorCodes[error],
-  error,
-  message,
-  ...extra,
-});
 
-class FakeServer implements Transport {
-  /** Every request that reached the server, in order. */
-  readonly received: Req[] = [];
+class FakeServer extends FakeTransport<Req> {
   noResponders = false;
   notLeader = 0;
   sessionTimeoutMs = 15_000;
@@ -73,34 +61,22 @@ class FakeServer implements Transport {
   readonly ended = new Set<number>();
   readonly files = new Map<string, Buffer>();
   nextToken = 1;
-  private readonly subs = new Map<string, Set<(p: Uint8Array) => void>>();
+  override async request(subject: string, payload: Uint8Array): Promise<Uint8Array> {
+    if (this.noResponders) {
+      await new Promise((r) => setImmediate(r));
+      throw new NoRespondersError(subject);
+    }
+    return super.request(subject, payload);
+  }
 
-  async request(subject: string, payload: Uint8Array): Promise<Uint8Array> {
-    await new Promise((r) => setImmediate(r));
-    if (this.noResponders) throw new NoRespondersError(subject);
-    const req = dec(payload) as Req;
-    this.received.push(req);
+  protected override answer(req: Req): Reply {
     if (this.notLeader > 0) {
       this.notLeader--;
-      return enc(fail("NOT_LEADER"));
+      return fail("NOT_LEADER");
     }
-    return enc(this.handle(req));
+    return this.handle(req);
   }
-  publish(): void {}
-  async subscribe(subject: string, handler: (p: Uint8Array) => void): Promise<TransportSubscription> {
-    let set = this.subs.get(subject);
-    if (!set) this.subs.set(subject, (set = new Set()));
-    set.add(handler);
-    return { unsubscribe: () => set.delete(handler) };
-  }
-  async close(): Promise<void> {}
 
-  notify(client: string, n: Notification): void {
-    for (const h of this.subs.get(`dlm.notify.${client}`) ?? []) setImmediate(() => h(enc(n)));
-  }
-  ops(op: string, client?: string): Req[] {
-    return this.received.filter((r) => r.op === op && (client === undefined || r.client === client));
-  }
   lock(name: string): FakeLock {
     let l = this.locks.get(name);
     if (!l) this.locks.set(name, (l = { holder: null, queue: [] }));
@@ -163,7 +139,7 @@ class FakeServer implements Transport {
     return this.ended.has(token) ? fail("LOCK_EXPIRED") : fail("NOT_HOLDER");
   }
 
-  private handle(req: Req): Reply {
+  protected handle(req: Req): Reply {
     switch (req.op) {
       case "ping":
         return this.sessions.has(req.client) ? ok("pong") : fail("SESSION_EXPIRED");

@@ -16,8 +16,7 @@ import { FaultInjector } from "../../src/client/faults";
 import type { Lease } from "../../src/client/lease";
 import { LeaseSet } from "../../src/client/leaseSet";
 import type { ClientOptions } from "../../src/client/options";
-import type { Transport, TransportSubscription } from "../../src/client/transport";
-import { ErrorCodes, type ErrorName } from "../../src/protocol/errors";
+import { fail, FakeTransport, ok } from "../support/fakeTransport";
 import type { Reply } from "../../src/protocol/messages";
 
 // ------------------------------------------------------------------ the fake
@@ -50,47 +49,13 @@ interface FakeSession {
   waiting: Map<number, Waiter>;
 }
 
-const enc = (o: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(o));
-const dec = (b: Uint8Array): any => JSON.parse(new TextDecoder().decode(b));
-const ok = (message: string, extra: Record<string, unknown> = {}): Reply => ({ ok: true, code: 0, message, ...extra });
-const fail = (error: ErrorName, message: string = error, extra: Record<string, unknown> = {}): Reply => ({
-  ok: false,
-  code: ErrorCodes[error],
-  error,
-  message,
-  ...extra,
-});
 
-class ShapesServer implements Transport {
-  readonly received: Req[] = [];
+class ShapesServer extends FakeTransport<Req> {
   readonly sessions = new Map<string, FakeSession>();
   readonly locks = new Map<string, FakeLock>();
   readonly ended = new Set<number>();
   nextToken = 1;
   private order = 0;
-  private readonly subs = new Map<string, Set<(p: Uint8Array) => void>>();
-
-  async request(_subject: string, payload: Uint8Array): Promise<Uint8Array> {
-    await new Promise((r) => setImmediate(r));
-    const req = dec(payload) as Req;
-    this.received.push(req);
-    return enc(this.handle(req));
-  }
-  publish(): void {}
-  async subscribe(subject: string, handler: (p: Uint8Array) => void): Promise<TransportSubscription> {
-    let set = this.subs.get(subject);
-    if (!set) this.subs.set(subject, (set = new Set()));
-    set.add(handler);
-    return { unsubscribe: () => set.delete(handler) };
-  }
-  async close(): Promise<void> {}
-
-  notify(client: string, n: unknown): void {
-    for (const h of this.subs.get(`dlm.notify.${client}`) ?? []) setImmediate(() => h(enc(n)));
-  }
-  ops(op: string, client?: string): Req[] {
-    return this.received.filter((r) => r.op === op && (client === undefined || r.client === client));
-  }
   lock(name: string): FakeLock {
     let l = this.locks.get(name);
     if (!l) this.locks.set(name, (l = { holders: [], queue: [] }));
@@ -170,7 +135,7 @@ class ShapesServer implements Transport {
     if (l.holders.length === 0 && l.queue.length === 0) this.locks.delete(name);
   }
 
-  private handle(req: Req): Reply {
+  protected handle(req: Req): Reply {
     if (req.op === "ping") return this.sessions.has(req.client) ? ok("pong") : fail("SESSION_EXPIRED");
     if (req.op === "hello" && !this.sessions.has(req.client)) this.sessions.set(req.client, { acked: 0, replies: new Map(), waiting: new Map() });
     const s = this.sessions.get(req.client);

@@ -1,0 +1,62 @@
+/**
+ * The plumbing the client unit tests' fake leaders share: a Transport that
+ * records every request, answers it with the subclass's `handle`, and
+ * delivers notifications to the client's subscriptions on a later tick.
+ * Each fake keeps its own protocol rules; only the wire is here.
+ */
+import type { Transport, TransportSubscription } from "../../src/client/transport";
+import { ErrorCodes, type ErrorName } from "../../src/protocol/errors";
+import type { Reply } from "../../src/protocol/messages";
+
+export const enc = (o: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(o));
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export const dec = (b: Uint8Array): any => JSON.parse(new TextDecoder().decode(b));
+export const ok = (message: string, extra: Record<string, unknown> = {}): Reply => ({ ok: true, code: 0, message, ...extra });
+export const fail = (error: ErrorName, message: string = error, extra: Record<string, unknown> = {}): Reply => ({
+  ok: false,
+  code: ErrorCodes[error],
+  error,
+  message,
+  ...extra,
+});
+
+export abstract class FakeTransport<Req extends { op: string; client?: string }> implements Transport {
+  /** Every request that reached the server, in order. */
+  readonly received: Req[] = [];
+  private readonly subs = new Map<string, Set<(p: Uint8Array) => void>>();
+
+  /** The fake leader's answer to one request. */
+  protected abstract handle(req: Req): Reply;
+
+  async request(_subject: string, payload: Uint8Array): Promise<Uint8Array> {
+    // A real request never answers within the same tick.
+    await new Promise((r) => setImmediate(r));
+    const req = dec(payload) as Req;
+    this.received.push(req);
+    return enc(this.answer(req));
+  }
+
+  /** Hook for fakes that refuse before handling (no responders, NOT_LEADER). */
+  protected answer(req: Req): Reply {
+    return this.handle(req);
+  }
+
+  publish(): void {}
+
+  async subscribe(subject: string, handler: (p: Uint8Array) => void): Promise<TransportSubscription> {
+    let set = this.subs.get(subject);
+    if (!set) this.subs.set(subject, (set = new Set()));
+    set.add(handler);
+    return { unsubscribe: () => set.delete(handler) };
+  }
+
+  async close(): Promise<void> {}
+
+  notify(client: string, n: unknown): void {
+    for (const h of this.subs.get(`dlm.notify.${client}`) ?? []) setImmediate(() => h(enc(n)));
+  }
+
+  ops(op: string, client?: string): Req[] {
+    return this.received.filter((r) => r.op === op && (client === undefined || r.client === client));
+  }
+}
