@@ -198,6 +198,15 @@ export interface CommitOptions {
   waitMs?: number;
   /** Lease of the grant the commit runs under (it ends in the same log entry); rarely worth setting. */
   leaseMs?: number;
+  /**
+   * Abort to give the commit up. If it has not run yet it is cancelled on
+   * the server (also when it has not reached the server yet: a copy that
+   * arrives later is refused) and commit() rejects with CancelledError;
+   * if it already ran, commit() resolves with its result as usual, since
+   * the section is in the files. Only when the cancel itself cannot get
+   * through does the rejection say the outcome is unknown.
+   */
+  signal?: AbortSignal;
 }
 
 export interface CommitResult {
@@ -819,6 +828,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       throw new BadRequestError(`files are guarded by lock "${DEFAULT_LOCK}", not by "${lock}"`);
     }
     checkDurations(opts);
+    if (opts.signal?.aborted) throw new CancelledError(`commit under ${lock} was cancelled before it was sent`, { cause: opts.signal.reason });
     const session = await this.ensureSession();
     const info = session.info;
     const wire: WireAppend[] = [];
@@ -856,16 +866,30 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     const stop = new AbortController();
     const onClose = (): void => stop.abort(this.closeController.signal.reason);
     this.closeController.signal.addEventListener("abort", onClose, { once: true });
+    let userAborted = false;
+    const onUserAbort = (): void => {
+      userAborted = true;
+      stop.abort(opts.signal?.reason);
+    };
+    opts.signal?.addEventListener("abort", onUserAbort, { once: true });
     const loop = this.acquireLoop(session, pending, build, stop.signal, this.options.requestTimeoutMs).catch((e: unknown) => {
       if (!stop.signal.aborted) pending.fail(e instanceof Error ? e : new InternalError(String(e)));
     });
     let abandoned = false;
-    try {
-      const grant = await raceSignal(pending.promise, stop.signal);
+    const result = (grant: GrantResult): CommitResult => {
       session.knownTokens.add(grant.info.token);
       return { lock, token: grant.info.token, committed: { appends: wire.length, bytes } };
+    };
+    try {
+      return result(await raceSignal(pending.promise, stop.signal));
     } catch (e) {
       if (this.closed) throw new ClosedError(`the client was closed while committing under ${lock}`, { cause: e });
+      if (userAborted) {
+        stop.abort();
+        await loop;
+        const ran = await this.cancelCommit(session, pending, build, lock);
+        return result(ran);
+      }
       if (isDlmError(e, "TIMEOUT") || isDlmError(e, "UNAVAILABLE")) {
         // It may still wait in the queue: cancel it in the background so it
         // does not commit long after the caller was told it timed out.
@@ -876,9 +900,27 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     } finally {
       stop.abort();
       this.closeController.signal.removeEventListener("abort", onClose);
+      opts.signal?.removeEventListener("abort", onUserAbort);
       await loop;
       if (!abandoned) this.forgetAcquire(session, pending);
     }
+  }
+
+  /**
+   * The caller aborted a commit: cancel it on the server. The server
+   * either takes it out of the queue, or refuses it ahead of its arrival
+   * (both: CancelledError), or says it is not waiting because it already
+   * ran; then its answer, cached under the same seq, is fetched and the
+   * commit's grant returned, since the section is in the files.
+   */
+  private async cancelCommit(session: Session, pending: PendingAcquire, build: () => LoggedRequest, lock: string): Promise<GrantResult> {
+    if (pending.state === "granted" && pending.result) return pending.result;
+    const reply = await this.logged(session, (cseq, ack) => ({ op: "cancel", client: session.id, seq: cseq, ack, target: pending.seq }));
+    if (reply.cancelled) throw new CancelledError(`commit under ${lock} was cancelled; nothing was written`);
+    const answer = await this.call(session, build, { signal: this.closeController.signal });
+    this.onAcquireAnswer(session, pending, answer);
+    if (pending.state === "granted" && pending.result) return pending.result;
+    throw pending.error ?? new InternalError(`a cancelled commit (seq ${pending.seq}) is neither waiting nor answered`);
   }
 
   /** Best effort: cancel a commit the client gave up on, if it is still waiting. */
@@ -892,7 +934,12 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
 
   /** A commit too large for one request: the same section as acquire, append…, release. */
   private async commitInSteps(lock: string, appends: CommitAppend[], opts: CommitOptions): Promise<CommitResult> {
-    const lease = await this.acquire(lock, { ...(opts.leaseMs !== undefined ? { leaseMs: opts.leaseMs } : {}), ...(opts.waitMs !== undefined ? { waitMs: opts.waitMs } : {}) });
+    const lease = await this.acquire(lock, {
+      ...(opts.leaseMs !== undefined ? { leaseMs: opts.leaseMs } : {}),
+      ...(opts.waitMs !== undefined ? { waitMs: opts.waitMs } : {}),
+      // Here the signal gives up the wait; once granted the section runs whole.
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
     try {
       for (const a of appends) await this.append(a.file, a.data, { lease });
       const committed = await this.release(lease);

@@ -249,7 +249,7 @@ function execute(state: State, session: Session, cmd: ClientCommand, fx: Effect[
       return okReply("Renewed", { lease: leaseInfo(lockOf(state, cmd.lock), grant) });
     }
     case "cancel":
-      return cancel(state, session, cmd.target, fx);
+      return cancel(state, session, cmd.target, cmd.seq, fx);
     default:
       return unreachable(cmd, "client command");
   }
@@ -523,8 +523,19 @@ function append(state: State, session: Session, token: number, file: number, dat
   return okReply("Staged", { staged: { appends: grant.staged.length, bytes: grant.stagedBytes } });
 }
 
-function cancel(state: State, session: Session, target: number, fx: Effect[]): Reply {
-  if (!session.pending.has(target)) return okReply("Not waiting", { cancelled: false });
+function cancel(state: State, session: Session, target: number, cancelSeq: number, fx: Effect[]): Reply {
+  if (!session.pending.has(target)) {
+    // A request the client sent before this cancel that has not reached the
+    // log yet (delayed, or lost and about to be retried): cancel it ahead of
+    // its arrival, so whenever a copy does arrive it is answered CANCELLED
+    // from the reply cache and never takes effect. Without this a client
+    // that gave up cannot know whether its request will still run.
+    if (target > session.acked && target < cancelSeq && !session.replies.has(target)) {
+      session.replies.set(target, errorReply("CANCELLED", `request ${target} was cancelled before it arrived`));
+      return okReply("Cancelled before it arrived", { cancelled: true });
+    }
+    return okReply("Not waiting", { cancelled: false });
+  }
   const names = removeWaiter(state, session, target, "CANCELLED", fx);
   pump(state, names, fx);
   return okReply("Cancelled", { cancelled: true });

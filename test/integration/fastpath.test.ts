@@ -159,6 +159,45 @@ scenario("one-request commits under contention with sections: each once, never i
   await expectFile(committers[0], F, text);
 });
 
+scenario("an aborted commit: cancelled while queued, or ahead of its own delayed arrival, it never writes; one that already ran resolves", async () => {
+  const F = 64;
+  const holder = await c.client();
+  const lease = await holder.acquire("global");
+  // 1. Queued behind a holder, then aborted: CancelledError, and nothing lands after the holder releases.
+  const queuedClient = await c.client();
+  const aborter = new AbortController();
+  const queued = queuedClient.commit([{ file: `file_${F}`, data: "queued\n" }], { signal: aborter.signal });
+  await until(async () => (await holder.status()).locks.some((l) => l.name === "global" && l.queueLength === 1), 10_000, "the commit to queue");
+  aborter.abort();
+  await expect(queued).rejects.toMatchObject({ codeName: "CANCELLED" });
+  // 2. The commit's request reaches the log 1.5 s late; the abort's cancel overtakes it, so the late copy is refused.
+  const faults = new FaultInjector();
+  faults.add({ op: "commit", attempt: 1, action: { kind: "delayRequest", ms: 1500 } });
+  const lateClient = await c.client({ faults, requestTimeoutMs: 5000, firstAttemptTimeoutMs: 5000 });
+  const lateAborter = new AbortController();
+  const late = lateClient.commit([{ file: `file_${F}`, data: "late\n" }], { signal: lateAborter.signal });
+  await sleep(200);
+  lateAborter.abort();
+  await expect(late).rejects.toMatchObject({ codeName: "CANCELLED" });
+  await sleep(2000); // the delayed copy has arrived by now
+  expect(faults.events.some((e) => e.op === "commit" && e.action === "delayRequest")).toBe(true);
+  await lease.release();
+  await expectFile(holder, F, "");
+  // 3. Aborted after it ran but before its answer came back (the answer is
+  // lost): the section is in the file, so commit() resolves with its token.
+  const lostAnswer = new FaultInjector();
+  lostAnswer.add({ op: "commit", attempt: 1, action: { kind: "dropReply" } });
+  const ranClient = await c.client({ faults: lostAnswer, requestTimeoutMs: 5000, firstAttemptTimeoutMs: 5000 });
+  const ranAborter = new AbortController();
+  const ran = ranClient.commit([{ file: `file_${F}`, data: "ran\n" }], { signal: ranAborter.signal });
+  await until(async () => (await holder.read(`file_${F}`)).toString() === "ran\n", 10_000, "the commit to run");
+  ranAborter.abort();
+  const result = await ran;
+  expect(result.committed).toEqual({ appends: 1, bytes: 4 });
+  expect(result.token).toBeGreaterThan(lease.token);
+  await expectFile(holder, F, "ran\n");
+});
+
 scenario("a commit whose answer is lost is retried across a leader kill; a queued commit survives a leader kill", async () => {
   const F = 62;
   const faults = new FaultInjector();

@@ -48,6 +48,8 @@ interface Model {
   takeovers: Array<{ diedAt: number; at: number }>;
   /** Every client command sent, by "client/seq" (a duplicate is the very same command). */
   sentByKey: Map<string, Command>;
+  /** Requests (client/seq) cancelled before they reached the log: none of them may ever take effect. */
+  cancelledAhead: Set<string>;
   /** Tokens whose section was committed: a section never commits twice. */
   committedTokens: Set<number>;
 }
@@ -79,7 +81,23 @@ const seen = {
   grantedAfterWaitEnded: 0,
   /** A commit refused because queued commits already held maxQueuedCommitBytes. */
   queuedCommitBytesRefused: 0,
+  /** A cancel that reached the log before the request it cancels (which then never took effect). */
+  cancelledBeforeArrival: 0,
 };
+
+/** A request cancelled before it arrived never takes effect: every later answer to it is a refusal. */
+function checkCancelledAhead(effects: Effect[], model: Model): void {
+  for (const e of effects) {
+    if (e.type !== "reply") continue;
+    const key = `${e.client}/${e.seq}`;
+    if (model.cancelledAhead.has(key)) {
+      // Any refusal is fine (CANCELLED from the cache, or SESSION_EXPIRED once the session is gone); success is not.
+      if (e.reply.ok) throw new Error(`invariant violated: ${key} was cancelled before it arrived, then answered ${JSON.stringify(e.reply)}`);
+    }
+    const cmd = model.sentByKey.get(key);
+    if (cmd?.type === "cancel" && e.reply.ok && e.reply.message === "Cancelled before it arrived") model.cancelledAhead.add(`${e.client}/${cmd.target}`);
+  }
+}
 
 function countSeen(state: State, effects: Effect[], cmds: Command[]): void {
   for (const lock of state.locks.values()) {
@@ -96,6 +114,7 @@ function countSeen(state: State, effects: Effect[], cmds: Command[]): void {
   for (const e of effects) {
     if (e.type === "reply" && !e.reply.ok && e.reply.error === "LOCK_KIND_MISMATCH") seen.kindMismatch++;
     if (e.type === "reply" && !e.reply.ok && e.reply.error === "LIMIT_EXCEEDED" && e.reply.message.includes("maxQueuedCommitBytes")) seen.queuedCommitBytesRefused++;
+    if (e.type === "reply" && e.reply.ok && e.reply.message === "Cancelled before it arrived") seen.cancelledBeforeArrival++;
     if (e.type === "reply" && e.final && e.reply.ok && e.reply.leases && cmds.some((c) => c.type === "acquireAll" && c.client === e.client && c.seq === e.seq)) {
       seen.acquireAllGrantedAtOnce++;
     }
@@ -128,6 +147,7 @@ function run(seed: number, steps: number): void {
     renewedAt: new Map(),
     takeovers: [],
     sentByKey: new Map(),
+    cancelledAhead: new Set(),
     committedTokens: new Set(),
   };
   const clients = ["client-aaaa", "client-bbbb", "client-cccc", "client-dddd", "client-eeee", "client-ffff"];
@@ -155,6 +175,7 @@ function run(seed: number, steps: number): void {
     lastLiveEntryAt = entry.t;
     observe(model, effects, cmds, state.now);
     checkInvariants(state, model);
+    checkCancelledAhead(effects, model);
     countSeen(state, effects, cmds);
   };
 
