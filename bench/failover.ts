@@ -229,7 +229,7 @@ async function measure(m: Measurement, settings: Settings): Promise<string> {
         `(checked every ${NODE_DEFAULTS.campaignIntervalMs} ms); log requests time out after ${NODE_DEFAULTS.logTimeoutMs} ms`,
     );
     console.log(
-      `clients: request timeout ${DEFAULTS.requestTimeoutMs} ms, backoff ${DEFAULTS.backoff.initialMs}..${DEFAULTS.backoff.maxMs} ms x${DEFAULTS.backoff.multiplier}; holder lease ${HOLDER_LEASE_MS} ms`,
+      `clients: attempts ${DEFAULTS.firstAttemptTimeoutMs} ms doubling to ${DEFAULTS.requestTimeoutMs} ms, backoff ${DEFAULTS.backoff.initialMs}..${DEFAULTS.backoff.maxMs} ms x${DEFAULTS.backoff.multiplier}; holder lease ${HOLDER_LEASE_MS} ms`,
     );
     console.log(`sample = SIGKILL of ${what} -> the waiting client's acquire resolves (the holder releases right after the kill)`);
     console.log("");

@@ -43,14 +43,25 @@ import { connect, type DlmClient } from "../src/client";
 import { clusterStatus } from "../src/cli/statusCommand";
 import { startNatsCluster, startNatsServer } from "../src/local/natsServer";
 import { spawnManaged, type ManagedProcess } from "../src/local/processes";
+import { helpText, parseArgs, splitList, UsageError, type CommandSpec } from "../src/cli/args";
 
 const NODES = 3;
 const PAYLOAD = "0123456789abcdef"; // 16 bytes
 
-function flag(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1] : fallback;
-}
+const spec: CommandSpec = {
+  usage: "npm run bench -- [flags]",
+  summary:
+    "The bench of record: 3 dlm nodes on 1 and on 3 nats-servers (sync_interval: always), the floor measured in the same run, " +
+    "then a lone client's section and commit, 32 clients on one lock and 256 clients on 256 locks. Prints tables; asserts nothing.",
+  flags: [
+    { name: "quick", kind: "bool", help: "2 s per workload, 1 nats-server only" },
+    { name: "seconds", kind: "int", help: "seconds per workload (default 5, or 2 with --quick)" },
+    { name: "nats", kind: "string", help: "topologies to run: 1, 3 or 1,3 (default 1,3, or 1 with --quick)" },
+    { name: "entries-in-flight", kind: "int", help: "pass --max-entries-in-flight to the nodes (1 turns pipelining off)" },
+    { name: "node-main", kind: "string", help: "run the nodes from another build's dist/src/cli/main.js (a before/after in the same conditions)" },
+    { name: "keep", kind: "bool", help: "keep the temporary directory (logs, data)" },
+  ],
+};
 
 /** Nearest-rank percentile of sorted samples. */
 function percentile(sorted: number[], p: number): number {
@@ -220,7 +231,7 @@ async function waitSettled(nc: NatsConnection, timeoutMs: number): Promise<void>
   }
 }
 
-async function runTopology(natsCount: number, seconds: number, dir: string, keep: boolean, nodeArgs: string[]): Promise<void> {
+async function runTopology(natsCount: number, seconds: number, dir: string, keep: boolean, nodeArgs: string[], nodeMain: string | undefined): Promise<void> {
   const cleanups: Array<() => Promise<unknown>> = [];
   const base = path.join(dir, `nats${natsCount}`);
   try {
@@ -237,7 +248,7 @@ async function runTopology(natsCount: number, seconds: number, dir: string, keep
       urls = cluster.urls;
       for (const s of cluster.servers) natsPids.push(() => s.pid);
     }
-    const mainJs = flag("node-main", "") || path.join(__dirname, "../src/cli/main.js");
+    const mainJs = nodeMain ?? path.join(__dirname, "../src/cli/main.js");
     const nodes: ManagedProcess[] = [];
     cleanups.push(() => Promise.all(nodes.map((n) => n.stop())));
     for (let i = 1; i <= NODES; i++) {
@@ -326,19 +337,23 @@ async function runTopology(natsCount: number, seconds: number, dir: string, keep
 }
 
 async function main(): Promise<void> {
-  const quick = process.argv.includes("--quick");
-  const seconds = Number(flag("seconds", quick ? "2" : "5"));
-  const topologies = flag("nats", quick ? "1" : "1,3").split(",").map(Number);
-  const keep = process.argv.includes("--keep");
-  const inFlight = flag("entries-in-flight", "");
+  const { flags, help } = parseArgs(spec, process.argv.slice(2));
+  if (help) return void console.log(helpText(spec));
+  const quick = flags.quick === true;
+  const seconds = typeof flags.seconds === "number" ? flags.seconds : quick ? 2 : 5;
+  const topologies = splitList(typeof flags.nats === "string" ? flags.nats : quick ? "1" : "1,3").map(Number);
+  const keep = flags.keep === true;
+  const inFlight = typeof flags["entries-in-flight"] === "number" ? String(flags["entries-in-flight"]) : "";
+  const nodeMain = typeof flags["node-main"] === "string" ? flags["node-main"] : undefined;
   const nodeArgs = inFlight ? ["--max-entries-in-flight", inFlight] : [];
-  if (!(seconds > 0) || topologies.some((n) => n !== 1 && n !== 3)) throw new Error("usage: bench [--quick] [--seconds N] [--nats 1,3] [--keep]");
+  if (!(seconds > 0)) throw new UsageError(`bad --seconds ${seconds}`);
+  if (topologies.length === 0 || topologies.some((n) => n !== 1 && n !== 3)) throw new UsageError("--nats takes 1, 3 or 1,3");
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dlm-bench-fastpath-"));
   console.log(`dlm bench: ${new Date().toISOString()}, node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"})`);
   try {
     if (inFlight) console.log(`nodes run with --max-entries-in-flight ${inFlight}`);
-    if (flag("node-main", "")) console.log(`nodes run from ${flag("node-main", "")}`);
-    for (const n of topologies) await runTopology(n, seconds, dir, keep, nodeArgs);
+    if (nodeMain) console.log(`nodes run from ${nodeMain}`);
+    for (const n of topologies) await runTopology(n, seconds, dir, keep, nodeArgs, nodeMain);
   } finally {
     if (keep) console.log(`\ndata and logs kept in ${dir}`);
     else fs.rmSync(dir, { recursive: true, force: true });
@@ -348,7 +363,7 @@ async function main(): Promise<void> {
 main().then(
   () => process.exit(0),
   (err: unknown) => {
-    console.error(err);
-    process.exit(1);
+    console.error(err instanceof UsageError ? `usage: ${err.message}` : err);
+    process.exit(err instanceof UsageError ? 2 : 1);
   },
 );
