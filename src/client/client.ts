@@ -300,6 +300,11 @@ class LateGrant extends Error {
   }
 }
 
+/** The locks an acquire, commit or acquireAll request names. */
+function lockNamesOf(req: LoggedRequest): string[] {
+  return req.op === "acquireAll" ? req.locks.map((l) => l.lock) : "lock" in req ? [req.lock] : [];
+}
+
 function toBytes(data: string | Uint8Array): Buffer {
   return typeof data === "string" ? Buffer.from(data, "utf8") : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
 }
@@ -332,6 +337,13 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
    * (true: the grant is over) or the attempt was given up (false).
    */
   private readonly givenUp = new Map<string, Promise<boolean>>();
+  /**
+   * Waits this client gave up whose cancel did not get through (a fault
+   * outlasted it): lock name -> the session and seq still queued on the
+   * server. The next acquire of that lock, refused ALREADY_HELD by that
+   * wait, cancels it again instead of failing.
+   */
+  private readonly unendedWaits = new Map<string, { sessionId: string; seq: number }>();
   /** Per lock: the latest lease lost and not yet followed by a new grant, so later calls say why. */
   private readonly lastLost = new Map<string, Lease>();
 
@@ -417,13 +429,16 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
    * MAX_LATE_GRANT_ROUNDS rounds: waits first for grants of those locks this
    * client gave up to be ended on the server, and queues again after a
    * grant that ran out before it was seen, or after an ALREADY_HELD caused
-   * by a given-up grant the server still counts.
+   * by a given-up grant or wait the server still counts.
    */
   private async inRounds<T>(locks: readonly string[], signal: AbortSignal | undefined, once: () => Promise<T>): Promise<T> {
     for (let round = 1; ; round++) {
       for (const lock of locks) await this.settleGivenUp(lock, signal);
       try {
-        return await once();
+        const granted = await once();
+        // Granted, so no wait of this client stands on these locks any more.
+        for (const lock of locks) this.unendedWaits.delete(lock);
+        return granted;
       } catch (e) {
         // The grant ran out before the client learned of it (its notification
         // was lost and the poll found it late): wait in line again.
@@ -434,6 +449,8 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
         // The server still counts a grant this client gave up (its abandon
         // did not get through yet): end it again, then ask again.
         if (e instanceof AlreadyHeldError && round < MAX_LATE_GRANT_ROUNDS && this.regiveUp(e.lease?.lock ?? locks[0]!, e)) continue;
+        // Or by a wait it gave up whose cancel did not get through: cancel it again.
+        if (e instanceof AlreadyHeldError && round < MAX_LATE_GRANT_ROUNDS && (await this.recancelUnendedWait(locks, e))) continue;
         throw e instanceof LateGrant ? e.error : e;
       }
     }
@@ -1381,6 +1398,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       if (pending.state === "granted" && pending.result) this.releaseGrant(session, pending.result);
     } catch (e) {
       this.log.warn({ err: describe(e), seq }, "dlm client: cancelling a wait failed; a late grant will be released");
+      this.rememberUnendedWait(session, build, seq);
     }
   }
 
@@ -1397,7 +1415,37 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       if (answer.reply.ok) for (const info of grantsOf(answer.reply)) this.releaseOrphan(session, info);
     } catch (e) {
       this.log.warn({ err: describe(e), seq: pending.seq }, "dlm client: abandoning a timed-out acquire failed; a late grant will be released");
+      this.rememberUnendedWait(session, build, pending.seq);
     }
+  }
+
+  private rememberUnendedWait(session: Session, build: () => LoggedRequest, seq: number): void {
+    if (session.expired) return;
+    for (const name of lockNamesOf(build())) this.unendedWaits.set(name, { sessionId: session.id, seq });
+    while (this.unendedWaits.size > MAX_KNOWN_TOKENS) this.unendedWaits.delete(this.unendedWaits.keys().next().value!);
+  }
+
+  /**
+   * An acquire of `locks` was refused ALREADY_HELD: if that is a wait this
+   * client gave up and could not cancel, cancel it again (by its seq; a
+   * grant it turned into is handed back) and say so, so the acquire is
+   * sent again. False when the refusal is about something else.
+   */
+  private async recancelUnendedWait(locks: readonly string[], e: AlreadyHeldError): Promise<boolean> {
+    if (e.lease) return false;
+    const session = this.current;
+    const name = locks.find((l) => this.unendedWaits.get(l)?.sessionId === session?.id);
+    const stale = name === undefined ? undefined : this.unendedWaits.get(name);
+    if (!session || name === undefined || !stale) return false;
+    try {
+      const reply = await this.logged(session, (cseq, ack) => ({ op: "cancel", client: session.id, seq: cseq, ack, target: stale.seq }));
+      this.log.info({ lock: name, seq: stale.seq, cancelled: reply.cancelled }, "dlm client: cancelled again a wait it had given up");
+    } catch (err) {
+      this.log.warn({ lock: name, seq: stale.seq, err: describe(err) }, "dlm client: could not cancel a wait it had given up");
+      return false;
+    }
+    for (const [lock, wait] of [...this.unendedWaits]) if (wait.seq === stale.seq && wait.sessionId === stale.sessionId) this.unendedWaits.delete(lock);
+    return true;
   }
 
   // ---------------------------------------------------------------- leases
@@ -1754,9 +1802,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
    * ALREADY_HELD by the wait (or the grant) this client already gave up.
    */
   private settleBeforeNextAcquire(build: () => LoggedRequest, cleanup: Promise<void>): void {
-    const req = build();
-    const names = req.op === "acquireAll" ? req.locks.map((l) => l.lock) : "lock" in req ? [req.lock] : [];
-    for (const name of names) {
+    for (const name of lockNamesOf(build())) {
       const before = this.givenUp.get(name);
       const done: Promise<boolean> = Promise.all([before, cleanup.catch(() => undefined)]).then(() => {
         if (this.givenUp.get(name) === done) this.givenUp.delete(name);

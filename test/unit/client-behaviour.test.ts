@@ -517,6 +517,31 @@ describe("DlmClient against a fake leader", () => {
     expect((await next).lock).toBe("jobs");
   });
 
+  test("a given-up wait whose cancel never got through is cancelled again when the next acquire is refused ALREADY_HELD by it", async () => {
+    const server = new FakeServer();
+    const holder = await mk(server);
+    const held = await holder.acquire("jobs");
+    // c's first acquire is queued but its replies are lost, so it gives up;
+    // every attempt of the cancel that should clean it up is lost too.
+    const faults = new FaultInjector({
+      rules: [
+        { op: "acquire", nth: 1, action: { kind: "dropReply" } },
+        { op: "cancel", nth: 1, action: { kind: "dropRequest" } },
+      ],
+    });
+    const c = await mk(server, { faults, maxAttempts: 2, requestTimeoutMs: 50 });
+    await expect(c.acquire("jobs")).rejects.toBeInstanceOf(TimeoutError);
+    const gaveUp = server.ops("acquire", c.clientId)[0].seq as number;
+    await waitFor(() => faults.events.filter((e) => e.op === "cancel").length >= 2);
+    await pause(150); // the cleanup has given up by now
+    expect(server.lock("jobs").queue.map((w) => w.seq)).toEqual([gaveUp]); // still queued on the server
+    const next = c.acquire("jobs");
+    await waitFor(() => server.ops("cancel", c.clientId).some((r) => r.target === gaveUp));
+    await waitFor(() => server.lock("jobs").queue.length === 1 && server.lock("jobs").queue[0].seq !== gaveUp);
+    await holder.release(held);
+    expect((await next).lock).toBe("jobs");
+  });
+
   test("ack stays below the lowest outstanding seq with several requests in flight", async () => {
     const server = new FakeServer();
     const b = await mk(server);
