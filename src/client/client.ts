@@ -456,23 +456,34 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     }
   }
 
-  private async acquireOnce(lock: string, opts: AcquireOptions, shape: ShapeFields): Promise<Lease> {
-    const session = await this.sessionFor(lock, opts.signal);
+  private acquireOnce(lock: string, opts: AcquireOptions, shape: ShapeFields): Promise<Lease> {
+    return this.queueFor(lock, opts, { op: "acquire", lock, ...shape }, (session, grant) => this.adoptLease(session, grant));
+  }
+
+  /**
+   * Sends one acquire or acquireAll (`fields`, plus the session fields and
+   * the caller's lease and wait) and waits for its grant under runAcquire.
+   */
+  private async queueFor<T>(
+    what: string,
+    opts: { leaseMs?: number; waitMs?: number; signal?: AbortSignal },
+    fields: ({ op: "acquire"; lock: string } & ShapeFields) | { op: "acquireAll"; locks: Array<{ lock: string; mode: LockMode }> },
+    adopt: (session: Session, grant: GrantResult) => Promise<T>,
+  ): Promise<T> {
+    const session = await this.sessionFor(what, opts.signal);
     const leaseMs = opts.leaseMs ?? this.options.defaultLeaseMs;
     const seq = session.seqs.issue();
-    const pending = new PendingAcquire(seq, lock);
+    const pending = new PendingAcquire(seq, what);
     session.pending.set(seq, pending);
     const build = (): LoggedRequest => ({
-      op: "acquire",
+      ...fields,
       client: session.id,
       seq,
       ack: session.seqs.ack(),
-      lock,
       ...(leaseMs !== undefined ? { leaseMs } : {}),
       ...(opts.waitMs !== undefined ? { waitMs: opts.waitMs } : {}),
-      ...shape,
     });
-    return this.runAcquire(session, pending, build, opts.signal, this.pollMsFor(session, leaseMs), (grant) => this.adoptLease(session, grant));
+    return this.runAcquire(session, pending, build, opts.signal, this.pollMsFor(session, leaseMs), (grant) => adopt(session, grant));
   }
 
   /** The session to send an acquire on; CancelledError if `signal` aborts first. */
@@ -519,23 +530,9 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     );
   }
 
-  private async acquireAllOnce(list: Array<{ lock: string; mode: LockMode }>, opts: AcquireAllOptions): Promise<LeaseSet> {
+  private acquireAllOnce(list: Array<{ lock: string; mode: LockMode }>, opts: AcquireAllOptions): Promise<LeaseSet> {
     const what = list.map((l) => l.lock).join(", ");
-    const session = await this.sessionFor(what, opts.signal);
-    const leaseMs = opts.leaseMs ?? this.options.defaultLeaseMs;
-    const seq = session.seqs.issue();
-    const pending = new PendingAcquire(seq, what);
-    session.pending.set(seq, pending);
-    const build = (): LoggedRequest => ({
-      op: "acquireAll",
-      client: session.id,
-      seq,
-      ack: session.seqs.ack(),
-      locks: list,
-      ...(leaseMs !== undefined ? { leaseMs } : {}),
-      ...(opts.waitMs !== undefined ? { waitMs: opts.waitMs } : {}),
-    });
-    return this.runAcquire(session, pending, build, opts.signal, this.pollMsFor(session, leaseMs), (grant) => this.adoptLeaseSet(session, grant, list.length));
+    return this.queueFor(what, opts, { op: "acquireAll", locks: list }, (session, grant) => this.adoptLeaseSet(session, grant, list.length));
   }
 
   /**

@@ -469,6 +469,11 @@ export class Coordinator {
   }
 }
 
+/** A waiting request's lease and wait as logged: the node's default lease, null for "wait as long as it takes". */
+function logWaitFields(request: { leaseMs?: number; waitMs?: number }, limits: Limits): { leaseMs: number; waitMs: number | null } {
+  return { leaseMs: request.leaseMs ?? limits.defaultLeaseMs, waitMs: request.waitMs ?? null };
+}
+
 function toCommand(request: LoggedRequest, limits: Limits): Command {
   const { client, seq, ack } = request;
   switch (request.op) {
@@ -485,8 +490,7 @@ function toCommand(request: LoggedRequest, limits: Limits): Command {
         seq,
         ack,
         lock: request.lock,
-        leaseMs: request.leaseMs ?? limits.defaultLeaseMs,
-        waitMs: request.waitMs ?? null,
+        ...logWaitFields(request, limits),
         ...(request.limit === undefined ? { mode: request.mode ?? "exclusive" } : { limit: request.limit, permits: request.permits ?? 1 }),
       };
     case "acquireAll":
@@ -496,8 +500,7 @@ function toCommand(request: LoggedRequest, limits: Limits): Command {
         seq,
         ack,
         locks: request.locks.map((l) => ({ lock: l.lock, mode: l.mode ?? "exclusive" })),
-        leaseMs: request.leaseMs ?? limits.defaultLeaseMs,
-        waitMs: request.waitMs ?? null,
+        ...logWaitFields(request, limits),
       };
     case "release":
       return {
@@ -519,8 +522,7 @@ function toCommand(request: LoggedRequest, limits: Limits): Command {
         seq,
         ack,
         lock: request.lock,
-        leaseMs: request.leaseMs ?? limits.defaultLeaseMs,
-        waitMs: request.waitMs ?? null,
+        ...logWaitFields(request, limits),
         appends: request.appends.map(toSectionAppend),
       };
     case "append": {

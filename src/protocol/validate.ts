@@ -69,8 +69,7 @@ function parseOrThrow(bytes: Uint8Array, limits: Limits, maxRequestBytes: number
         op,
         ...fields,
         lock,
-        ...optionalInt(raw, "leaseMs", limits.minLeaseMs, limits.maxLeaseMs),
-        ...optionalInt(raw, "waitMs", 0, limits.maxWaitMs),
+        ...waitFields(raw, limits),
         ...lockShape(raw, lock, limits.maxSemaphoreLimit),
       };
     }
@@ -79,8 +78,7 @@ function parseOrThrow(bytes: Uint8Array, limits: Limits, maxRequestBytes: number
         op,
         ...session(raw),
         locks: lockList(raw, limits.maxLocksPerRequest),
-        ...optionalInt(raw, "leaseMs", limits.minLeaseMs, limits.maxLeaseMs),
-        ...optionalInt(raw, "waitMs", 0, limits.maxWaitMs),
+        ...waitFields(raw, limits),
       };
     case "release": {
       const fields = session(raw);
@@ -104,8 +102,7 @@ function parseOrThrow(bytes: Uint8Array, limits: Limits, maxRequestBytes: number
         op,
         ...fields,
         lock,
-        ...optionalInt(raw, "leaseMs", limits.minLeaseMs, limits.maxLeaseMs),
-        ...optionalInt(raw, "waitMs", 0, limits.maxWaitMs),
+        ...waitFields(raw, limits),
         appends: sectionAppends(raw, lock, limits.maxAppendBytes),
       };
     }
@@ -266,6 +263,11 @@ function integer(raw: Record<string, unknown>, field: string, min: number, max: 
     throw new Invalid("BAD_REQUEST", `field '${field}' must be between ${min} and ${max}, got ${value}`);
   }
   return value;
+}
+
+/** The optional lease and wait of a request that waits for a lock (acquire, acquireAll, commit). */
+function waitFields(raw: Record<string, unknown>, limits: Limits): { leaseMs?: number; waitMs?: number } {
+  return { ...optionalInt(raw, "leaseMs", limits.minLeaseMs, limits.maxLeaseMs), ...optionalInt(raw, "waitMs", 0, limits.maxWaitMs) };
 }
 
 function optionalInt<K extends string>(

@@ -18,7 +18,7 @@ import {
   WaitTimeoutError,
   type DlmError,
 } from "../../src/client/errors";
-import { FaultInjector } from "../../src/client/faults";
+import { FaultInjector, type FaultRule } from "../../src/client/faults";
 import type { Lease } from "../../src/client/lease";
 import type { ClientOptions } from "../../src/client/options";
 import { NoRespondersError } from "../../src/client/transport";
@@ -362,6 +362,25 @@ describe("DlmClient fast path: appends ride with the release", () => {
   });
 });
 
+/**
+ * A holder takes "jobs"; a second client's first acquire of it is queued on
+ * the server but every reply is lost, so it gives up with TimeoutError.
+ * `cleanupRules` are faults for the cancel that then cleans the wait up.
+ */
+async function giveUpOnJobs(
+  cleanupRules: FaultRule[],
+  opts: ClientOptions,
+): Promise<{ server: FakeServer; holder: DlmClient; held: Lease; c: DlmClient; faults: FaultInjector; gaveUp: number }> {
+  const server = new FakeServer();
+  const holder = await mk(server);
+  const held = await holder.acquire("jobs");
+  const faults = new FaultInjector({ rules: [{ op: "acquire", nth: 1, action: { kind: "dropReply" } }, ...cleanupRules] });
+  const c = await mk(server, { faults, maxAttempts: 2, ...opts });
+  await expect(c.acquire("jobs")).rejects.toBeInstanceOf(TimeoutError);
+  const gaveUp = server.ops("acquire", c.clientId)[0].seq as number;
+  return { server, holder, held, c, faults, gaveUp };
+}
+
 describe("DlmClient against a fake leader", () => {
   test("connect says hello (seq 1, ack 0) and learns the session settings", async () => {
     const server = new FakeServer();
@@ -480,15 +499,7 @@ describe("DlmClient against a fake leader", () => {
   });
 
   test("an acquire given up after its attempts is cancelled on the server, so the next acquire is not ALREADY_HELD", async () => {
-    const server = new FakeServer();
-    const holder = await mk(server);
-    const held = await holder.acquire("jobs");
-    // Every reply to c's first acquire is lost: the server queues it, but the
-    // client never hears so and gives up with TimeoutError.
-    const faults = new FaultInjector({ rules: [{ op: "acquire", nth: 1, action: { kind: "dropReply" } }] });
-    const c = await mk(server, { faults, maxAttempts: 2 });
-    await expect(c.acquire("jobs")).rejects.toBeInstanceOf(TimeoutError);
-    const gaveUp = server.ops("acquire", c.clientId)[0].seq as number;
+    const { server, holder, held, c, gaveUp } = await giveUpOnJobs([], {});
     await waitFor(() => server.ops("cancel", c.clientId).some((r) => r.target === gaveUp));
     expect(server.lock("jobs").queue).toEqual([]);
     const next = c.acquire("jobs");
@@ -497,20 +508,9 @@ describe("DlmClient against a fake leader", () => {
   });
 
   test("an acquire right after one given up waits for that one's cleanup instead of being refused ALREADY_HELD", async () => {
-    const server = new FakeServer();
-    const holder = await mk(server);
-    const held = await holder.acquire("jobs");
-    // c's first acquire is queued but every reply is lost, so it gives up;
-    // the cancel that cleans it up is slow to reach the server, so the
-    // first wait still stands there when the caller acquires again at once.
-    const faults = new FaultInjector({
-      rules: [
-        { op: "acquire", nth: 1, action: { kind: "dropReply" } },
-        { op: "cancel", nth: 1, action: { kind: "delayRequest", ms: 150 } },
-      ],
-    });
-    const c = await mk(server, { faults, maxAttempts: 2, requestTimeoutMs: 400 });
-    await expect(c.acquire("jobs")).rejects.toBeInstanceOf(TimeoutError);
+    // The cancel that cleans the given-up wait up is slow to reach the
+    // server, so the wait still stands there when the caller acquires again.
+    const { server, holder, held, c } = await giveUpOnJobs([{ op: "cancel", nth: 1, action: { kind: "delayRequest", ms: 150 } }], { requestTimeoutMs: 400 });
     const next = c.acquire("jobs");
     await waitFor(() => server.ops("cancel", c.clientId).length >= 1);
     await holder.release(held);
@@ -518,20 +518,8 @@ describe("DlmClient against a fake leader", () => {
   });
 
   test("a given-up wait whose cancel never got through is cancelled again when the next acquire is refused ALREADY_HELD by it", async () => {
-    const server = new FakeServer();
-    const holder = await mk(server);
-    const held = await holder.acquire("jobs");
-    // c's first acquire is queued but its replies are lost, so it gives up;
-    // every attempt of the cancel that should clean it up is lost too.
-    const faults = new FaultInjector({
-      rules: [
-        { op: "acquire", nth: 1, action: { kind: "dropReply" } },
-        { op: "cancel", nth: 1, action: { kind: "dropRequest" } },
-      ],
-    });
-    const c = await mk(server, { faults, maxAttempts: 2, requestTimeoutMs: 50 });
-    await expect(c.acquire("jobs")).rejects.toBeInstanceOf(TimeoutError);
-    const gaveUp = server.ops("acquire", c.clientId)[0].seq as number;
+    // Every attempt of the cancel that should clean the given-up wait up is lost.
+    const { server, holder, held, c, faults, gaveUp } = await giveUpOnJobs([{ op: "cancel", nth: 1, action: { kind: "dropRequest" } }], { requestTimeoutMs: 50 });
     await waitFor(() => faults.events.filter((e) => e.op === "cancel").length >= 2);
     await pause(150); // the cleanup has given up by now
     expect(server.lock("jobs").queue.map((w) => w.seq)).toEqual([gaveUp]); // still queued on the server
