@@ -28,6 +28,7 @@
  *
  * --quick: 2 s per workload, 1 nats-server only. --entries-in-flight passes
  * --max-entries-in-flight to the nodes (1 turns pipelining off), to compare.
+ * --only picks workloads; --profile DIR writes each node's V8 CPU profile.
  * --node-main PATH runs the nodes from another build's dist/src/cli/main.js
  * (e.g. the previous release, for a before/after in the same conditions;
  * this client then logs each append, and commit() falls back to acquire,
@@ -59,6 +60,8 @@ const spec: CommandSpec = {
     { name: "nats", kind: "string", help: "topologies to run: 1, 3 or 1,3 (default 1,3, or 1 with --quick)" },
     { name: "entries-in-flight", kind: "int", help: "pass --max-entries-in-flight to the nodes (1 turns pipelining off)" },
     { name: "node-main", kind: "string", help: "run the nodes from another build's dist/src/cli/main.js (a before/after in the same conditions)" },
+    { name: "only", kind: "string", help: "workloads to run, of section,commit,handoff,locks (default all)" },
+    { name: "profile", kind: "string", help: "write a V8 CPU profile of each dlm node into this directory (open in Chrome DevTools)" },
     { name: "keep", kind: "bool", help: "keep the temporary directory (logs, data)" },
   ],
 };
@@ -231,7 +234,23 @@ async function waitSettled(nc: NatsConnection, timeoutMs: number): Promise<void>
   }
 }
 
-async function runTopology(natsCount: number, seconds: number, dir: string, keep: boolean, nodeArgs: string[], nodeMain: string | undefined): Promise<void> {
+interface RunOptions {
+  seconds: number;
+  dir: string;
+  keep: boolean;
+  nodeArgs: string[];
+  nodeMain: string | undefined;
+  /** Workload keys to run; all when undefined. */
+  only: Set<string> | undefined;
+  /** Directory for the nodes' --cpu-prof output. */
+  profileDir: string | undefined;
+}
+
+const WORKLOADS = ["section", "commit", "handoff", "locks"];
+
+async function runTopology(natsCount: number, run: RunOptions): Promise<void> {
+  const { seconds, dir, keep, nodeArgs, nodeMain, only, profileDir } = run;
+  const wanted = (key: string): boolean => only === undefined || only.has(key);
   const cleanups: Array<() => Promise<unknown>> = [];
   const base = path.join(dir, `nats${natsCount}`);
   try {
@@ -253,7 +272,9 @@ async function runTopology(natsCount: number, seconds: number, dir: string, keep
     cleanups.push(() => Promise.all(nodes.map((n) => n.stop())));
     for (let i = 1; i <= NODES; i++) {
       const args = [mainJs, "node", "--nats", urls.join(","), "--id", `n${i}`, "--data", path.join(base, `n${i}`), "--replicas", String(natsCount), "--log-level", "warn", ...nodeArgs];
-      nodes.push(spawnManaged(process.execPath, args, { name: `n${i}`, logFile: path.join(base, `n${i}.log`) }));
+      // A profile is written when the node exits normally, which it does on SIGTERM.
+      const v8Args = profileDir ? ["--cpu-prof", "--cpu-prof-dir", profileDir, "--cpu-prof-name", `nats${natsCount}-n${i}.cpuprofile`] : [];
+      nodes.push(spawnManaged(process.execPath, [...v8Args, ...args], { name: `n${i}`, logFile: path.join(base, `n${i}.log`) }));
     }
     const nc = await natsConnect({ servers: urls, maxReconnectAttempts: -1, noAsyncTraces: true });
     cleanups.push(() => nc.close());
@@ -293,34 +314,42 @@ async function runTopology(natsCount: number, seconds: number, dir: string, keep
 
     const results: Result[] = [];
     const [solo] = await open(1, 1);
-    results.push(
-      await measure("section: acquire -> append 16 B -> release (1 client)", nc, cpu, 1, seconds, async () => {
-        const lease = await solo.acquire("global");
-        await solo.append("file_0", PAYLOAD, { lease });
-        await lease.release();
-      }),
-    );
-    results.push(
-      await measure("commit: client.commit([16 B]) (1 client)", nc, cpu, 1, seconds, async () => {
-        await solo.commit([{ file: "file_1", data: PAYLOAD }]);
-      }),
-    );
-    const contenders = await open(32, 32);
-    results.push(
-      await measure("handoff: 32 clients on one lock, acquire -> append 16 B -> release", nc, cpu, 32, seconds, async (i) => {
-        const c = contenders[i];
-        const lease = await c.acquire("global");
-        await c.append("file_2", PAYLOAD, { lease });
-        await lease.release();
-      }),
-    );
-    const many = await open(256, 32);
-    results.push(
-      await measure("locks: 256 clients on 256 locks (32 connections), acquire -> release", nc, cpu, 256, seconds, async (i) => {
-        const lease = await many[i].acquire(`bench-${i}`);
-        await lease.release();
-      }),
-    );
+    if (wanted("section")) {
+      results.push(
+        await measure("section: acquire -> append 16 B -> release (1 client)", nc, cpu, 1, seconds, async () => {
+          const lease = await solo.acquire("global");
+          await solo.append("file_0", PAYLOAD, { lease });
+          await lease.release();
+        }),
+      );
+    }
+    if (wanted("commit")) {
+      results.push(
+        await measure("commit: client.commit([16 B]) (1 client)", nc, cpu, 1, seconds, async () => {
+          await solo.commit([{ file: "file_1", data: PAYLOAD }]);
+        }),
+      );
+    }
+    if (wanted("handoff")) {
+      const contenders = await open(32, 32);
+      results.push(
+        await measure("handoff: 32 clients on one lock, acquire -> append 16 B -> release", nc, cpu, 32, seconds, async (i) => {
+          const c = contenders[i];
+          const lease = await c.acquire("global");
+          await c.append("file_2", PAYLOAD, { lease });
+          await lease.release();
+        }),
+      );
+    }
+    if (wanted("locks")) {
+      const many = await open(256, 32);
+      results.push(
+        await measure("locks: 256 clients on 256 locks (32 connections), acquire -> release", nc, cpu, 256, seconds, async (i) => {
+          const lease = await many[i].acquire(`bench-${i}`);
+          await lease.release();
+        }),
+      );
+    }
 
     console.log("");
     console.log("workload                                                              cycles/s   p50 ms   p99 ms  x floor  ops x floor  entries/cycle  cmds/entry  CPU (% of one core)");
@@ -346,6 +375,10 @@ async function main(): Promise<void> {
   const inFlight = typeof flags["entries-in-flight"] === "number" ? String(flags["entries-in-flight"]) : "";
   const nodeMain = typeof flags["node-main"] === "string" ? flags["node-main"] : undefined;
   const nodeArgs = inFlight ? ["--max-entries-in-flight", inFlight] : [];
+  const onlyList = typeof flags.only === "string" ? splitList(flags.only) : undefined;
+  for (const key of onlyList ?? []) if (!WORKLOADS.includes(key)) throw new UsageError(`--only takes ${WORKLOADS.join(",")}, got ${key}`);
+  const profileDir = typeof flags.profile === "string" ? path.resolve(flags.profile) : undefined;
+  if (profileDir) fs.mkdirSync(profileDir, { recursive: true });
   if (!(seconds > 0)) throw new UsageError(`bad --seconds ${seconds}`);
   if (topologies.length === 0 || topologies.some((n) => n !== 1 && n !== 3)) throw new UsageError("--nats takes 1, 3 or 1,3");
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dlm-bench-fastpath-"));
@@ -353,7 +386,8 @@ async function main(): Promise<void> {
   try {
     if (inFlight) console.log(`nodes run with --max-entries-in-flight ${inFlight}`);
     if (nodeMain) console.log(`nodes run from ${nodeMain}`);
-    for (const n of topologies) await runTopology(n, seconds, dir, keep, nodeArgs, nodeMain);
+    const only = onlyList ? new Set(onlyList) : undefined;
+    for (const n of topologies) await runTopology(n, { seconds, dir, keep, nodeArgs, nodeMain, only, profileDir });
   } finally {
     if (keep) console.log(`\ndata and logs kept in ${dir}`);
     else fs.rmSync(dir, { recursive: true, force: true });

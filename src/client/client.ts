@@ -278,6 +278,13 @@ function wireBytesOf(size: number): number {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+/**
+ * The reason an acquire's internal send/poll loop is stopped once it is no
+ * longer needed. Nobody outside sees it; it exists because `abort()`
+ * without a reason builds a DOMException, stack trace and all, on every
+ * acquire (7% of a busy client's CPU in the bench's profile).
+ */
+const LOOP_ENDED: Error = Object.freeze(new Error("the acquire's send/poll loop ended"));
 const now = (): number => performance.now();
 /** Errors that end a grant: the lease is lost. */
 const LEASE_ENDING = new Set(["LOCK_EXPIRED", "NOT_HOLDER", "SESSION_EXPIRED"]);
@@ -899,7 +906,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     } catch (e) {
       if (this.closed) throw new ClosedError(`the client was closed while committing under ${lock}`, { cause: e });
       if (userAborted) {
-        stop.abort();
+        stop.abort(LOOP_ENDED);
         await loop;
         const ran = await this.cancelCommit(session, pending, build, lock);
         return result(ran);
@@ -912,7 +919,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       }
       throw e;
     } finally {
-      stop.abort();
+      stop.abort(LOOP_ENDED);
       this.closeController.signal.removeEventListener("abort", onClose);
       opts.signal?.removeEventListener("abort", onUserAbort);
       await loop;
@@ -1290,7 +1297,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
         grant = await raceSignal(pending.promise, stop.signal);
       } catch (e) {
         if (userAborted.value && !this.closed) {
-          stop.abort();
+          stop.abort(LOOP_ENDED);
           // Wait for the cancel a little; if the server is slow to answer,
           // finish it in the background (the seq stays outstanding until then)
           // rather than hold the caller's rejection for the whole retry budget.
@@ -1313,7 +1320,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
         }
         throw e;
       }
-      stop.abort();
+      stop.abort(LOOP_ENDED);
       if (signal?.aborted) {
         // Granted and aborted at about the same time: honour the abort.
         this.releaseGrant(session, grant);
@@ -1321,7 +1328,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       }
       return await adopt(grant);
     } finally {
-      stop.abort();
+      stop.abort(LOOP_ENDED);
       signal?.removeEventListener("abort", onUserAbort);
       this.closeController.signal.removeEventListener("abort", onClose);
       await loop;

@@ -18,6 +18,7 @@
  * Anything else is a bug or a misuse and is passed through unchanged.
  */
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
+import { RequestMux } from "./requestMux";
 
 export interface TransportSubscription {
   unsubscribe(): void;
@@ -158,22 +159,24 @@ export function mapNatsError(e: unknown, subject: string, timeoutMs: number): un
 
 /** The real transport over a NATS connection. */
 export class NatsTransport implements Transport {
+  private readonly mux: RequestMux;
+
   /**
    * @param nc the connection
    * @param owned close `nc` in `close()` (true when the client opened it)
+   * @param inboxPrefix where reply inboxes live; by default the
+   *   connection's own `inboxPrefix` (what `nc.request()` would use)
    */
   constructor(
     readonly nc: NatsConnection,
     private readonly owned: boolean,
-  ) {}
+    inboxPrefix: string | undefined = connectionInboxPrefix(nc),
+  ) {
+    this.mux = new RequestMux(nc, inboxPrefix);
+  }
 
-  async request(subject: string, payload: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
-    try {
-      const msg = await this.nc.request(subject, payload, { timeout: Math.max(1, Math.round(timeoutMs)) });
-      return msg.data;
-    } catch (e) {
-      throw mapNatsError(e, subject, timeoutMs);
-    }
+  request(subject: string, payload: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
+    return this.mux.request(subject, payload, Math.max(1, Math.round(timeoutMs)));
   }
 
   publish(subject: string, payload: Uint8Array): void {
@@ -209,6 +212,13 @@ export class NatsTransport implements Transport {
   }
 
   async close(): Promise<void> {
+    this.mux.close();
     if (this.owned && !this.nc.isClosed()) await this.nc.close();
   }
+}
+
+/** The `inboxPrefix` a connection was opened with, if it says (nats.js keeps its options on the connection). */
+function connectionInboxPrefix(nc: NatsConnection): string | undefined {
+  const prefix = (nc as { options?: { inboxPrefix?: unknown } }).options?.inboxPrefix;
+  return typeof prefix === "string" && prefix !== "" ? prefix : undefined;
 }
