@@ -59,6 +59,7 @@ const spec: CommandSpec = {
     { name: "seconds", kind: "int", help: "seconds per workload (default 5, or 2 with --quick)" },
     { name: "nats", kind: "string", help: "topologies to run: 1, 3 or 1,3 (default 1,3, or 1 with --quick)" },
     { name: "entries-in-flight", kind: "int", help: "pass --max-entries-in-flight to the nodes (1 turns pipelining off)" },
+    { name: "node-args", kind: "string", help: "more flags for every dlm node, space-separated (e.g. \"--follow-poll-ms 0\")" },
     { name: "node-main", kind: "string", help: "run the nodes from another build's dist/src/cli/main.js (a before/after in the same conditions)" },
     { name: "only", kind: "string", help: "workloads to run, of section,commit,handoff,locks (default all)" },
     { name: "profile", kind: "string", help: "write a V8 CPU profile of each dlm node into this directory (open in Chrome DevTools)" },
@@ -374,7 +375,8 @@ async function main(): Promise<void> {
   const keep = flags.keep === true;
   const inFlight = typeof flags["entries-in-flight"] === "number" ? String(flags["entries-in-flight"]) : "";
   const nodeMain = typeof flags["node-main"] === "string" ? flags["node-main"] : undefined;
-  const nodeArgs = inFlight ? ["--max-entries-in-flight", inFlight] : [];
+  const extraNodeArgs = typeof flags["node-args"] === "string" ? flags["node-args"].split(/\s+/).filter((a) => a !== "") : [];
+  const nodeArgs = [...(inFlight ? ["--max-entries-in-flight", inFlight] : []), ...extraNodeArgs];
   const onlyList = typeof flags.only === "string" ? splitList(flags.only) : undefined;
   for (const key of onlyList ?? []) if (!WORKLOADS.includes(key)) throw new UsageError(`--only takes ${WORKLOADS.join(",")}, got ${key}`);
   const profileDir = typeof flags.profile === "string" ? path.resolve(flags.profile) : undefined;
@@ -384,7 +386,7 @@ async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dlm-bench-fastpath-"));
   console.log(`dlm bench: ${new Date().toISOString()}, node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"})`);
   try {
-    if (inFlight) console.log(`nodes run with --max-entries-in-flight ${inFlight}`);
+    if (nodeArgs.length > 0) console.log(`nodes run with ${nodeArgs.join(" ")}`);
     if (nodeMain) console.log(`nodes run from ${nodeMain}`);
     const only = onlyList ? new Set(onlyList) : undefined;
     for (const n of topologies) await runTopology(n, { seconds, dir, keep, nodeArgs, nodeMain, only, profileDir });

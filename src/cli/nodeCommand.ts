@@ -31,6 +31,12 @@ export const nodeSpec: CommandSpec = {
       help: "a follower takes over when the leader has not refreshed its lease for this long (failure detection)",
     },
     { name: "log-timeout-ms", kind: "int", default: NODE_DEFAULTS.logTimeoutMs, help: "timeout of one JetStream request on the log (append ack, stream info)" },
+    {
+      name: "follow-poll-ms",
+      kind: "int",
+      default: NODE_DEFAULTS.followPollMs,
+      help: "a follower polls the log this often while entries come (backing off to 100 ms when idle); 0: each entry is pushed to it",
+    },
     { name: "snapshot-every", kind: "int", default: NODE_DEFAULTS.snapshotEveryEntries, help: "write a state snapshot every N applied entries" },
     { name: "metrics-port", kind: "int", default: 0, help: "serve /metrics, /healthz and /readyz over HTTP on this port (0: off)" },
     { name: "metrics-host", kind: "string", default: "127.0.0.1", help: "address the metrics port listens on (0.0.0.0 to let other hosts scrape)" },
@@ -90,6 +96,7 @@ export async function runNode(argv: string[]): Promise<void> {
     leaderRenewMs,
     leaderTimeoutMs,
     logTimeoutMs: Math.max(100, int(flags, "log-timeout-ms")),
+    followPollMs: Math.max(0, int(flags, "follow-poll-ms")),
     snapshotEveryEntries: Math.max(1, int(flags, "snapshot-every")),
     metrics:
       int(flags, "metrics-port") === 0

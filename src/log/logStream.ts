@@ -40,6 +40,7 @@ import {
   type StreamInfo,
 } from "@nats-io/jetstream";
 import { type Logger, silentLogger } from "./logger";
+import { LogPoller } from "./logPoller";
 
 /** Stream metadata key holding a random id chosen when the stream was created. */
 export const LOG_ID_METADATA_KEY = "dlm_log_id";
@@ -88,6 +89,12 @@ export interface FollowOptions {
   stallCheckMs?: number;
   /** Called once if following ends on an unrecoverable error (the handler threw, a hole in the log, connection closed). */
   onError?: (err: Error) => void;
+  /**
+   * Poll for new entries instead of having each one pushed (logPoller.ts):
+   * every `minPollMs` while entries come, backing off to `maxPollMs` when
+   * the log is idle. Not with `until`.
+   */
+  poll?: { minPollMs: number; maxPollMs: number };
 }
 
 export interface Follower {
@@ -398,6 +405,14 @@ export class LogStream {
    */
   follow(fromSeq: number, onEntry: EntryHandler, opts: FollowOptions = {}): Follower {
     if (!Number.isSafeInteger(fromSeq) || fromSeq < 1) throw new RangeError(`follow: bad fromSeq ${fromSeq}`);
+    if (opts.poll) {
+      if (opts.until !== undefined) throw new RangeError("follow: poll does not take until");
+      return new LogPoller(this, this.jsm, this.nc, this.log, fromSeq, onEntry, {
+        ...opts.poll,
+        ...(opts.stallCheckMs !== undefined ? { stallCheckMs: opts.stallCheckMs } : {}),
+        ...(opts.onError ? { onError: opts.onError } : {}),
+      });
+    }
     return new LogFollower(this, this.js, this.nc, this.log, fromSeq, onEntry, opts);
   }
 }

@@ -71,6 +71,13 @@ export interface NodeOptions {
   logTimeoutMs: number;
   /** How often a follower tries to take the lease when it has not seen it expire. */
   campaignIntervalMs: number;
+  /**
+   * A follower polls the log for new entries this often while they come,
+   * backing off to FOLLOW_IDLE_POLL_MS when the log is idle, instead of
+   * being woken for every entry (log/logPoller.ts). 0: every entry is
+   * pushed as soon as it is stored.
+   */
+  followPollMs: number;
   /** How often applied state is made durable in the data directory. */
   checkpointIntervalMs: number;
   /** Write a state snapshot after this many applied entries (and at shutdown), so a restart replays only the rest. */
@@ -101,12 +108,16 @@ export const NODE_READY_MAX_LAG_ENTRIES = 1000;
 /** Bounds of the metrics HTTP server: a few scrapers and probes, never a crowd. */
 const METRICS_SERVER_LIMITS = { maxConnections: 32, requestTimeoutMs: 10_000 };
 
+/** Longest wait between a follower's polls when the log is idle (ms). */
+export const FOLLOW_IDLE_POLL_MS = 100;
+
 export const NODE_DEFAULTS = {
   leaderTtlMs: 2000,
   leaderRenewMs: 150,
   leaderTimeoutMs: 500,
   logTimeoutMs: 1000,
   campaignIntervalMs: 50,
+  followPollMs: 10,
   checkpointIntervalMs: 200,
   snapshotEveryEntries: 5000,
   statsIntervalMs: 30_000,
@@ -549,6 +560,9 @@ export class DlmNode implements CoordinatorHost {
       this.applied + 1,
       this.applyFromLog,
       {
+        ...(this.opts.followPollMs > 0
+          ? { poll: { minPollMs: this.opts.followPollMs, maxPollMs: Math.max(this.opts.followPollMs, FOLLOW_IDLE_POLL_MS) } }
+          : {}),
         onError: (err) => {
           if (this.follower !== follower) return;
           if (err instanceof LogPurgedError) void this.serialize(() => this.resync(err.firstSeq));

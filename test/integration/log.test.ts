@@ -2,9 +2,15 @@ import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { startNats, startNatsCluster, type TestNats, type TestNatsCluster } from "../kit/nats";
-import { isWrongLastSequence, LogGapError, LogPurgedError, LogStream, WrongLastSequenceError, type Follower } from "../../src/log/logStream";
+import { isWrongLastSequence, LogGapError, LogPurgedError, LogStream, WrongLastSequenceError, type Follower, type FollowOptions } from "../../src/log/logStream";
 
 const enc = (s: string) => new TextEncoder().encode(s);
+
+/** Both ways a follower gets entries: pushed by an ordered consumer, or polled (what standbys use). */
+const FOLLOW_MODES: Array<[string, FollowOptions]> = [
+  ["pushed", {}],
+  ["polled", { poll: { minPollMs: 5, maxPollMs: 50 } }],
+];
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 
 async function until(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
@@ -123,78 +129,6 @@ describe("LogStream", () => {
     await expect(log.read(1, total + 1, () => undefined)).rejects.toBeInstanceOf(RangeError);
   });
 
-  test("follow(k) gets k..n, then new entries live", async () => {
-    const log = await openLog();
-    for (let i = 0; i < 10; i++) await log.append(enc(`e${i + 1}`), i);
-    const seen: number[] = [];
-    const f = log.follow(4, async (seq, data) => {
-      expect(dec(data)).toBe(`e${seq}`);
-      seen.push(seq);
-    });
-    followers.push(f);
-    await until(() => seen.length === 7, 10_000, "catch-up");
-    expect(seen).toEqual([4, 5, 6, 7, 8, 9, 10]);
-    for (let i = 10; i < 15; i++) await log.append(enc(`e${i + 1}`), i);
-    await until(() => seen.length === 12, 10_000, "live entries");
-    expect(seen).toEqual(Array.from({ length: 12 }, (_, i) => i + 4));
-    expect(f.nextSeq).toBe(16);
-    await f.stop();
-    await log.append(enc("e16"), 15);
-    await new Promise((r) => setTimeout(r, 200));
-    expect(seen).toHaveLength(12); // nothing after stop
-  });
-
-  test("a follower whose handler throws stops and reports the error", async () => {
-    const log = await openLog();
-    for (let i = 0; i < 3; i++) await log.append(enc(`e${i + 1}`), i);
-    const seen: number[] = [];
-    const errors: Error[] = [];
-    const f = log.follow(
-      1,
-      (seq) => {
-        if (seq === 2) throw new Error("apply failed");
-        seen.push(seq);
-      },
-      { onError: (e) => errors.push(e) },
-    );
-    await expect(f.done).rejects.toThrow("apply failed");
-    expect(seen).toEqual([1]);
-    expect(errors).toHaveLength(1);
-    expect(f.nextSeq).toBe(2);
-  });
-
-  test("a follower meeting a hole in the log fails instead of skipping it", async () => {
-    // Our streams deny deletes; make one by hand that allows them, to punch a hole.
-    n++;
-    const jsm = await jetstreamManager(nc);
-    await jsm.streams.add({ name: `LOG_${n}`, subjects: [`dlm.test${n}.log`] });
-    const log = await LogStream.open(nc, { streamName: `LOG_${n}`, subject: `dlm.test${n}.log`, replicas: 1 });
-    for (let i = 0; i < 5; i++) await log.append(enc(`e${i + 1}`), i);
-    await jsm.streams.deleteMessage(log.streamName, 3);
-    const seen: number[] = [];
-    const f = log.follow(1, (seq) => void seen.push(seq), { onError: () => undefined });
-    await expect(f.done).rejects.toBeInstanceOf(LogGapError);
-    expect(seen).toEqual([1, 2]);
-    await expect(log.read(4, 5, () => undefined)).resolves.toBeUndefined();
-    await expect(log.read(1, 5, () => undefined)).rejects.toThrow(/hole: entries 3\.\.3/);
-  });
-
-  test("after a purge, reading or following from below the first sequence says so instead of skipping", async () => {
-    const log = await openLog();
-    expect(log.canPurge).toBe(true);
-    for (let i = 0; i < 10; i++) await log.append(enc(`e${i + 1}`), i);
-    expect(await log.purgeBelow(6)).toBe(5);
-    expect(await log.extent()).toMatchObject({ firstSeq: 6, lastSeq: 10, messages: 5 });
-    await expect(log.read(3, 10, () => undefined)).rejects.toBeInstanceOf(LogPurgedError);
-    const f = log.follow(4, () => undefined, { onError: () => undefined });
-    await expect(f.done).rejects.toMatchObject({ name: "LogPurgedError", wantedSeq: 4, firstSeq: 6 });
-    const seen: number[] = [];
-    await log.read(6, 10, (seq) => void seen.push(seq));
-    expect(seen).toEqual([6, 7, 8, 9, 10]);
-    // Appends go on from the tail as before.
-    expect(await log.append(enc("e11"), 10)).toBe(11);
-  });
-
   test("a stream created before compaction (deny_purge) is never purged", async () => {
     n++;
     const jsm = await jetstreamManager(nc);
@@ -222,41 +156,123 @@ describe("LogStream", () => {
     );
   });
 
-  test("follow survives a server crash mid-catch-up and misses nothing", async () => {
-    const log = await openLog();
-    const logIdBefore = log.logId;
-    const before = 400;
-    for (let i = 0; i < before; i++) await log.append(enc(`e${i + 1}`), i);
-    const seen: number[] = [];
-    const f = log.follow(1, async (seq, data) => {
-      expect(dec(data)).toBe(`e${seq}`);
-      seen.push(seq);
-      if (seq % 10 === 0) await new Promise((r) => setTimeout(r, 2)); // a slowish applier
+  describe.each(FOLLOW_MODES)("following, entries %s", (_how, mode) => {
+    test("follow(k) gets k..n, then new entries live", async () => {
+      const log = await openLog();
+      for (let i = 0; i < 10; i++) await log.append(enc(`e${i + 1}`), i);
+      const seen: number[] = [];
+      const f = log.follow(
+        4,
+        async (seq, data) => {
+          expect(dec(data)).toBe(`e${seq}`);
+          seen.push(seq);
+        },
+        mode,
+      );
+      followers.push(f);
+      await until(() => seen.length === 7, 10_000, "catch-up");
+      expect(seen).toEqual([4, 5, 6, 7, 8, 9, 10]);
+      for (let i = 10; i < 15; i++) await log.append(enc(`e${i + 1}`), i);
+      await until(() => seen.length === 12, 10_000, "live entries");
+      expect(seen).toEqual(Array.from({ length: 12 }, (_, i) => i + 4));
+      expect(f.nextSeq).toBe(16);
+      await f.stop();
+      await log.append(enc("e16"), 15);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(seen).toHaveLength(12); // nothing after stop
     });
-    followers.push(f);
-    await until(() => seen.length >= 50, 10_000, "some catch-up");
-    expect(seen.length).toBeLessThan(before); // the crash lands mid-catch-up
 
-    await nats.kill(); // SIGKILL; the ordered consumer (R1, in memory) dies with it
-    await nats.restart();
+    test("a follower whose handler throws stops and reports the error", async () => {
+      const log = await openLog();
+      for (let i = 0; i < 3; i++) await log.append(enc(`e${i + 1}`), i);
+      const seen: number[] = [];
+      const errors: Error[] = [];
+      const f = log.follow(
+        1,
+        (seq) => {
+          if (seq === 2) throw new Error("apply failed");
+          seen.push(seq);
+        },
+        { ...mode, onError: (e) => errors.push(e) },
+      );
+      await expect(f.done).rejects.toThrow("apply failed");
+      expect(seen).toEqual([1]);
+      expect(errors).toHaveLength(1);
+      expect(f.nextSeq).toBe(2);
+    });
 
-    // Appends after the restart, through the same (reconnected) connection.
-    let last = before;
-    const deadline = Date.now() + 30_000;
-    while (last < before + 10) {
-      try {
-        // msgId: a retry of an append that did land is not refused or doubled.
-        last = await log.append(enc(`e${last + 1}`), last, { msgId: `e${last + 1}`, timeoutMs: 1000 });
-      } catch (err) {
-        if (Date.now() > deadline) throw err;
-        await new Promise((r) => setTimeout(r, 100));
+    test("a follower meeting a hole in the log fails instead of skipping it", async () => {
+      // Our streams deny deletes; make one by hand that allows them, to punch a hole.
+      n++;
+      const jsm = await jetstreamManager(nc);
+      await jsm.streams.add({ name: `LOG_${n}`, subjects: [`dlm.test${n}.log`] });
+      const log = await LogStream.open(nc, { streamName: `LOG_${n}`, subject: `dlm.test${n}.log`, replicas: 1 });
+      for (let i = 0; i < 5; i++) await log.append(enc(`e${i + 1}`), i);
+      await jsm.streams.deleteMessage(log.streamName, 3);
+      const seen: number[] = [];
+      const f = log.follow(1, (seq) => void seen.push(seq), { ...mode, onError: () => undefined });
+      await expect(f.done).rejects.toBeInstanceOf(LogGapError);
+      expect(seen).toEqual([1, 2]);
+      await expect(log.read(4, 5, () => undefined)).resolves.toBeUndefined();
+      await expect(log.read(1, 5, () => undefined)).rejects.toThrow(/hole: entries 3\.\.3/);
+    });
+
+    test("after a purge, reading or following from below the first sequence says so instead of skipping", async () => {
+      const log = await openLog();
+      expect(log.canPurge).toBe(true);
+      for (let i = 0; i < 10; i++) await log.append(enc(`e${i + 1}`), i);
+      expect(await log.purgeBelow(6)).toBe(5);
+      expect(await log.extent()).toMatchObject({ firstSeq: 6, lastSeq: 10, messages: 5 });
+      await expect(log.read(3, 10, () => undefined)).rejects.toBeInstanceOf(LogPurgedError);
+      const f = log.follow(4, () => undefined, { ...mode, onError: () => undefined });
+      await expect(f.done).rejects.toMatchObject({ name: "LogPurgedError", wantedSeq: 4, firstSeq: 6 });
+      const seen: number[] = [];
+      await log.read(6, 10, (seq) => void seen.push(seq));
+      expect(seen).toEqual([6, 7, 8, 9, 10]);
+      // Appends go on from the tail as before.
+      expect(await log.append(enc("e11"), 10)).toBe(11);
+    });
+
+    test("follow survives a server crash mid-catch-up and misses nothing", async () => {
+      const log = await openLog();
+      const logIdBefore = log.logId;
+      const before = 400;
+      for (let i = 0; i < before; i++) await log.append(enc(`e${i + 1}`), i);
+      const seen: number[] = [];
+      const f = log.follow(
+        1,
+        async (seq, data) => {
+          expect(dec(data)).toBe(`e${seq}`);
+          seen.push(seq);
+          if (seq % 10 === 0) await new Promise((r) => setTimeout(r, 2)); // a slowish applier
+        },
+        mode,
+      );
+      followers.push(f);
+      await until(() => seen.length >= 50, 10_000, "some catch-up");
+      expect(seen.length).toBeLessThan(before); // the crash lands mid-catch-up
+
+      await nats.kill(); // SIGKILL; the ordered consumer (R1, in memory) dies with it
+      await nats.restart();
+
+      // Appends after the restart, through the same (reconnected) connection.
+      let last = before;
+      const deadline = Date.now() + 30_000;
+      while (last < before + 10) {
+        try {
+          // msgId: a retry of an append that did land is not refused or doubled.
+          last = await log.append(enc(`e${last + 1}`), last, { msgId: `e${last + 1}`, timeoutMs: 1000 });
+        } catch (err) {
+          if (Date.now() > deadline) throw err;
+          await new Promise((r) => setTimeout(r, 100));
+        }
       }
-    }
-    await until(() => seen.length >= before + 10, 30_000, "entries after the restart");
-    await new Promise((r) => setTimeout(r, 100));
-    expect(seen).toEqual(Array.from({ length: before + 10 }, (_, i) => i + 1));
-    const reopened = await LogStream.open(nc, { streamName: log.streamName, subject: log.subject, replicas: 1 });
-    expect(reopened.logId).toBe(logIdBefore);
+      await until(() => seen.length >= before + 10, 30_000, "entries after the restart");
+      await new Promise((r) => setTimeout(r, 100));
+      expect(seen).toEqual(Array.from({ length: before + 10 }, (_, i) => i + 1));
+      const reopened = await LogStream.open(nc, { streamName: log.streamName, subject: log.subject, replicas: 1 });
+      expect(reopened.logId).toBe(logIdBefore);
+    });
   });
 });
 
@@ -273,15 +289,19 @@ describe("LogStream on a 3-node cluster", () => {
     await cluster?.close();
   });
 
-  test("an R3 log keeps its order and a follower misses nothing when the stream leader crashes", async () => {
-    const log = await LogStream.open(nc, { streamName: "LOG_R3", subject: "dlm.r3.log", replicas: 3 });
+  test.each(FOLLOW_MODES)("an R3 log keeps its order and a follower (entries %s) misses nothing when the stream leader crashes", async (how, mode) => {
+    const log = await LogStream.open(nc, { streamName: `LOG_R3_${how}`, subject: `dlm.r3${how}.log`, replicas: 3 });
     expect((await log.info()).config.num_replicas).toBe(3);
     for (let i = 0; i < 20; i++) await log.append(enc(`e${i + 1}`), i);
     const seen: number[] = [];
-    const f = log.follow(1, (seq, data) => {
-      expect(dec(data)).toBe(`e${seq}`);
-      seen.push(seq);
-    });
+    const f = log.follow(
+      1,
+      (seq, data) => {
+        expect(dec(data)).toBe(`e${seq}`);
+        seen.push(seq);
+      },
+      mode,
+    );
     try {
       await until(() => seen.length === 20, 10_000, "catch-up");
       const leaderName = (await log.info()).cluster?.leader;

@@ -61,7 +61,7 @@ describe("RequestMux", () => {
   test("no reply in time is a TransportTimeoutError, and a late reply is dropped", async () => {
     const server = await open("server");
     const late: string[] = [];
-    server.subscribe("svc.slow", { callback: (_err, msg) => late.push(msg.reply!) });
+    server.subscribe("svc.slow", { callback: (_err, msg) => void late.push(msg.reply!) });
     await server.flush();
     const mux = new RequestMux(await open("client"), "_INBOX_c");
     const started = Date.now();
@@ -70,7 +70,7 @@ describe("RequestMux", () => {
     server.publish(late[0], encoder.encode("too late"));
     await server.flush();
     // The mux still works after the stray reply.
-    server.subscribe("svc.fast", { callback: (_err, msg) => msg.respond(encoder.encode("ok")) });
+    server.subscribe("svc.fast", { callback: (_err, msg) => void msg.respond(encoder.encode("ok")) });
     await server.flush();
     expect(decoder.decode(await mux.request("svc.fast", encoder.encode("y"), 2000))).toBe("ok");
     mux.close();
