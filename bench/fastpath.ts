@@ -6,13 +6,17 @@
  * the leader bucket at R3; sync_interval: always everywhere) it starts three
  * dlm nodes and measures, one after the other:
  *
- *   floor     NATS request-reply to a responder in this process, and a
+ *   floor     NATS request-reply to a responder in this process (through
+ *             the client's own request path, the cheapest here), and a
  *             JetStream publish to a file stream (same replicas) acknowledged
  *             after fsync: what one request plus one log append cost here.
  *   section   one client: acquire "global" -> append 16 B -> release.
  *   commit    one client: client.commit([16 B]) (one request, one log entry).
  *   handoff   32 clients on "global", each looping acquire -> append 16 B ->
  *             release: lock handoffs per second.
+ *   handoff-commit  the same 32 clients, each looping client.commit([16 B]):
+ *             the lock passes from one queued commit to the next inside the
+ *             log, with no client round trip between holders.
  *   locks     256 clients on 256 locks over 32 NATS connections, each
  *             looping acquire -> release on its own lock: ops per second
  *             (one op = one acquire and one release).
@@ -24,11 +28,14 @@
  * process used (percent of one core), which says what bounds the number.
  * Prints tables; asserts nothing.
  *
- *   npm run bench -- [--quick] [--seconds 5] [--nats 1,3] [--entries-in-flight N] [--keep]
+ *   npm run bench -- [--quick] [--seconds 5] [--nats 1,3] [--only W,...] [--entries-in-flight N]
+ *                    [--node-args "..."] [--node-main PATH] [--profile DIR] [--keep]
  *
  * --quick: 2 s per workload, 1 nats-server only. --entries-in-flight passes
  * --max-entries-in-flight to the nodes (1 turns pipelining off), to compare.
- * --only picks workloads; --profile DIR writes each node's V8 CPU profile.
+ * --only picks workloads; --node-args passes flags to every node (A/B runs,
+ * e.g. --node-args="--follow-poll-ms 0"); --profile DIR writes each node's
+ * V8 CPU profile (run the bench itself under node --cpu-prof for the client's).
  * --node-main PATH runs the nodes from another build's dist/src/cli/main.js
  * (e.g. the previous release, for a before/after in the same conditions;
  * this client then logs each append, and commit() falls back to acquire,
@@ -41,6 +48,7 @@ import { connect as natsConnect } from "@nats-io/transport-node";
 import type { Msg, NatsConnection } from "@nats-io/nats-core";
 import { jetstream, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import { connect, type DlmClient } from "../src/client";
+import { RequestMux } from "../src/client/requestMux";
 import { clusterStatus } from "../src/cli/statusCommand";
 import { startNatsCluster, startNatsServer } from "../src/local/natsServer";
 import { spawnManaged, type ManagedProcess } from "../src/local/processes";
@@ -53,7 +61,7 @@ const spec: CommandSpec = {
   usage: "npm run bench -- [flags]",
   summary:
     "The bench of record: 3 dlm nodes on 1 and on 3 nats-servers (sync_interval: always), the floor measured in the same run, " +
-    "then a lone client's section and commit, 32 clients on one lock and 256 clients on 256 locks. Prints tables; asserts nothing.",
+    "then a lone client's section and commit, 32 clients on one lock (sections, then commits) and 256 clients on 256 locks. Prints tables; asserts nothing.",
   flags: [
     { name: "quick", kind: "bool", help: "2 s per workload, 1 nats-server only" },
     { name: "seconds", kind: "int", help: "seconds per workload (default 5, or 2 with --quick)" },
@@ -61,7 +69,7 @@ const spec: CommandSpec = {
     { name: "entries-in-flight", kind: "int", help: "pass --max-entries-in-flight to the nodes (1 turns pipelining off)" },
     { name: "node-args", kind: "string", help: "more flags for every dlm node, space-separated (e.g. \"--follow-poll-ms 0\")" },
     { name: "node-main", kind: "string", help: "run the nodes from another build's dist/src/cli/main.js (a before/after in the same conditions)" },
-    { name: "only", kind: "string", help: "workloads to run, of section,commit,handoff,locks (default all)" },
+    { name: "only", kind: "string", help: "workloads to run, of section,commit,handoff,handoff-commit,locks (default all)" },
     { name: "profile", kind: "string", help: "write a V8 CPU profile of each dlm node into this directory (open in Chrome DevTools)" },
     { name: "keep", kind: "bool", help: "keep the temporary directory (logs, data)" },
   ],
@@ -186,13 +194,16 @@ async function measureFloor(urls: string[], replicas: number, seconds: number): 
   const sub = server.subscribe("bench.floor.echo", { callback: (_err: Error | null, msg: Msg) => msg.respond(msg.data) });
   await server.flush();
   const data = new TextEncoder().encode(JSON.stringify({ op: "append", data: PAYLOAD }));
+  // Through the client's own request path (the cheapest this process has), so the floor is not padded by nats.js's per-request costs.
+  const mux = new RequestMux(client, undefined);
   const rr: number[] = [];
   let deadline = Date.now() + seconds * 1000;
   while (Date.now() < deadline) {
     const t = performance.now();
-    await client.request("bench.floor.echo", data, { timeout: 5000 });
+    await mux.request("bench.floor.echo", data, 5000);
     rr.push(performance.now() - t);
   }
+  mux.close();
   sub.unsubscribe();
   const jsm = await jetstreamManager(client);
   await jsm.streams.add({ name: "BENCH_FLOOR", subjects: ["bench.floor.log"], storage: StorageType.File, num_replicas: replicas });
@@ -247,7 +258,7 @@ interface RunOptions {
   profileDir: string | undefined;
 }
 
-const WORKLOADS = ["section", "commit", "handoff", "locks"];
+const WORKLOADS = ["section", "commit", "handoff", "handoff-commit", "locks"];
 
 async function runTopology(natsCount: number, run: RunOptions): Promise<void> {
   const { seconds, dir, keep, nodeArgs, nodeMain, only, profileDir } = run;
@@ -339,6 +350,14 @@ async function runTopology(natsCount: number, run: RunOptions): Promise<void> {
           const lease = await c.acquire("global");
           await c.append("file_2", PAYLOAD, { lease });
           await lease.release();
+        }),
+      );
+    }
+    if (wanted("handoff-commit")) {
+      const committers = await open(32, 32);
+      results.push(
+        await measure("handoff: 32 clients on one lock, client.commit([16 B])", nc, cpu, 32, seconds, async (i) => {
+          await committers[i].commit([{ file: "file_3", data: PAYLOAD }]);
         }),
       );
     }
