@@ -1,0 +1,245 @@
+/**
+ * What the benches share: a dlm deployment to measure (nats-server(s) with
+ * fsync on every write and three dlm nodes), the floor under it, a
+ * closed-loop workload runner with percentiles, and per-process CPU use.
+ */
+import * as fs from "fs";
+import * as path from "path";
+import { connect as natsConnect } from "@nats-io/transport-node";
+import type { Msg, NatsConnection } from "@nats-io/nats-core";
+import { jetstream, jetstreamManager, StorageType } from "@nats-io/jetstream";
+import { RequestMux } from "../src/client/requestMux";
+import { clusterStatus } from "../src/cli/statusCommand";
+import { startNatsCluster, startNatsServer } from "../src/local/natsServer";
+import { spawnManaged, type ManagedProcess } from "../src/local/processes";
+
+export const NODES = 3;
+export const PAYLOAD = "0123456789abcdef"; // 16 bytes
+
+/** Nearest-rank percentile of sorted samples. */
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)];
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** utime + stime of a process, in ms (Linux /proc). */
+function cpuMsOf(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    return (ticks * 1000) / 100; // USER_HZ is 100 on Linux
+  } catch {
+    return 0;
+  }
+}
+
+export interface Proc {
+  name: string;
+  pid: () => number | undefined;
+}
+
+/** CPU use of each process over a measured interval, as percent of one core. */
+export class CpuMeter {
+  private start = new Map<string, number>();
+  private startedAt = 0;
+  private selfStart = process.cpuUsage();
+
+  constructor(private readonly procs: Proc[]) {}
+
+  begin(): void {
+    this.startedAt = performance.now();
+    this.selfStart = process.cpuUsage();
+    for (const p of this.procs) this.start.set(p.name, cpuMsOf(p.pid()));
+  }
+
+  end(): string {
+    const wallMs = performance.now() - this.startedAt;
+    const parts: string[] = [];
+    for (const p of this.procs) parts.push(`${p.name} ${Math.round((100 * (cpuMsOf(p.pid()) - (this.start.get(p.name) ?? 0))) / wallMs)}%`);
+    const self = process.cpuUsage(this.selfStart);
+    parts.push(`bench ${Math.round((100 * (self.user + self.system)) / 1000 / wallMs)}%`);
+    return parts.join(", ");
+  }
+}
+
+export interface Result {
+  name: string;
+  cycles: number;
+  seconds: number;
+  p50: number;
+  p99: number;
+  entries: number;
+  commands: number;
+  cpu: string;
+}
+
+/** The leader's log counters (entries appended, commands logged). */
+export async function leaderCounters(nc: NatsConnection): Promise<{ entries: number; commands: number }> {
+  const s = await clusterStatus(nc, "dlm");
+  const leader = s.nodes.find((n) => n.role === "leader");
+  return { entries: leader?.metrics.entriesAppended ?? 0, commands: leader?.metrics.commandsLogged ?? 0 };
+}
+
+/** Runs `worker(i)` for each of `workers` in parallel until `seconds` pass; every resolved call is one cycle. */
+export async function measure(
+  name: string,
+  /** dlm's status connection, to count the leader's log entries; undefined for other systems. */
+  nc: NatsConnection | undefined,
+  cpu: CpuMeter,
+  workers: number,
+  seconds: number,
+  cycle: (i: number) => Promise<void>,
+): Promise<Result> {
+  // Warm up: JIT, connections, the lock table.
+  const warmDeadline = Date.now() + Math.min(1000, seconds * 200);
+  await Promise.all(Array.from({ length: workers }, async (_, i) => {
+    while (Date.now() < warmDeadline) await cycle(i);
+  }));
+  const before = nc ? await leaderCounters(nc) : { entries: 0, commands: 0 };
+  const latencies: number[] = [];
+  cpu.begin();
+  const started = performance.now();
+  const deadline = Date.now() + seconds * 1000;
+  await Promise.all(
+    Array.from({ length: workers }, async (_, i) => {
+      while (Date.now() < deadline) {
+        const t = performance.now();
+        await cycle(i);
+        latencies.push(performance.now() - t);
+      }
+    }),
+  );
+  const elapsed = (performance.now() - started) / 1000;
+  const usage = cpu.end();
+  const after = nc ? await leaderCounters(nc) : { entries: 0, commands: 0 };
+  latencies.sort((a, b) => a - b);
+  return {
+    name,
+    cycles: latencies.length,
+    seconds: elapsed,
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    entries: after.entries - before.entries,
+    commands: after.commands - before.commands,
+    cpu: usage,
+  };
+}
+
+/** Floor: request-reply to a responder on another connection, and an fsynced JetStream publish. */
+export async function measureFloor(urls: string[], replicas: number, seconds: number): Promise<{ rr: number[]; pub: number[] }> {
+  const server = await natsConnect({ servers: urls, noAsyncTraces: true });
+  const client = await natsConnect({ servers: urls, noAsyncTraces: true });
+  const sub = server.subscribe("bench.floor.echo", { callback: (_err: Error | null, msg: Msg) => msg.respond(msg.data) });
+  await server.flush();
+  const data = new TextEncoder().encode(JSON.stringify({ op: "append", data: PAYLOAD }));
+  // Through the client's own request path (the cheapest this process has), so the floor is not padded by nats.js's per-request costs.
+  const mux = new RequestMux(client, undefined);
+  const rr: number[] = [];
+  let deadline = Date.now() + seconds * 1000;
+  while (Date.now() < deadline) {
+    const t = performance.now();
+    await mux.request("bench.floor.echo", data, 5000);
+    rr.push(performance.now() - t);
+  }
+  mux.close();
+  sub.unsubscribe();
+  const jsm = await jetstreamManager(client);
+  await jsm.streams.add({ name: "BENCH_FLOOR", subjects: ["bench.floor.log"], storage: StorageType.File, num_replicas: replicas });
+  // A fresh R3 stream needs its leader before the first publish.
+  for (let i = 0; i < 100; i++) {
+    const info = await jsm.streams.info("BENCH_FLOOR");
+    if (replicas === 1 || info.cluster?.leader) break;
+    await sleep(100);
+  }
+  const js = jetstream(client, { timeout: 5000 });
+  const pub: number[] = [];
+  let last = 0;
+  deadline = Date.now() + seconds * 1000;
+  while (Date.now() < deadline) {
+    const t = performance.now();
+    const ack = await js.publish("bench.floor.log", data, { expect: { lastSequence: last } });
+    last = ack.seq;
+    pub.push(performance.now() - t);
+  }
+  await jsm.streams.delete("BENCH_FLOOR");
+  await server.close();
+  await client.close();
+  rr.sort((a, b) => a - b);
+  pub.sort((a, b) => a - b);
+  return { rr, pub };
+}
+
+export async function waitSettled(nc: NatsConnection, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const s = await clusterStatus(nc, "dlm");
+      const leaders = s.nodes.filter((n) => n.role === "leader");
+      if (s.nodes.length === NODES && leaders.length === 1 && s.nodes.every((n) => n.appliedSeq === s.lastSeq)) return;
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > deadline) throw new Error("the dlm nodes did not settle under one leader");
+    await sleep(200);
+  }
+}
+
+
+export interface Deployment {
+  urls: string[];
+  /** A connection for the bench's own status queries. */
+  nc: NatsConnection;
+  /** nats-servers and dlm nodes, for the CPU meter. */
+  procs: Proc[];
+}
+
+/**
+ * Starts nats-server(s) (fsync on every write) and three dlm nodes and
+ * waits until one leads and all have applied the log. Stops go into
+ * `cleanups` (run them in reverse).
+ */
+export async function startDeployment(opts: {
+  natsCount: number;
+  base: string;
+  nodeArgs: string[];
+  nodeMain?: string | undefined;
+  profileDir?: string | undefined;
+  cleanups: Array<() => Promise<unknown>>;
+}): Promise<Deployment> {
+  const { natsCount, base, nodeArgs, nodeMain, profileDir, cleanups } = opts;
+  let urls: string[];
+  const natsPids: Array<() => number | undefined> = [];
+  if (natsCount === 1) {
+    const server = await startNatsServer({ storeDir: path.join(base, "nats"), logFile: path.join(base, "nats.log"), syncAlways: true });
+    cleanups.push(() => server.stop());
+    urls = [server.url];
+    natsPids.push(() => server.pid);
+  } else {
+    const cluster = await startNatsCluster({ size: natsCount, baseDir: path.join(base, "nats"), syncAlways: true });
+    cleanups.push(() => cluster.stop());
+    urls = cluster.urls;
+    for (const s of cluster.servers) natsPids.push(() => s.pid);
+  }
+  const mainJs = nodeMain ?? path.join(__dirname, "../src/cli/main.js");
+  const nodes: ManagedProcess[] = [];
+  cleanups.push(() => Promise.all(nodes.map((n) => n.stop())));
+  for (let i = 1; i <= NODES; i++) {
+    const args = [mainJs, "node", "--nats", urls.join(","), "--id", `n${i}`, "--data", path.join(base, `n${i}`), "--replicas", String(natsCount), "--log-level", "warn", ...nodeArgs];
+    // A profile is written when the node exits normally, which it does on SIGTERM.
+    const v8Args = profileDir ? ["--cpu-prof", "--cpu-prof-dir", profileDir, "--cpu-prof-name", `nats${natsCount}-n${i}.cpuprofile`] : [];
+    nodes.push(spawnManaged(process.execPath, [...v8Args, ...args], { name: `n${i}`, logFile: path.join(base, `n${i}.log`) }));
+  }
+  const nc = await natsConnect({ servers: urls, maxReconnectAttempts: -1, noAsyncTraces: true });
+  cleanups.push(() => nc.close());
+  await waitSettled(nc, 60_000);
+  const leaderId = (await clusterStatus(nc, "dlm")).nodes.find((n) => n.role === "leader")?.nodeId;
+  const procs: Proc[] = [
+    ...natsPids.map((pid, i) => ({ name: natsCount === 1 ? "nats" : `nats${i + 1}`, pid })),
+    ...nodes.map((n, i) => ({ name: `n${i + 1}${`n${i + 1}` === leaderId ? "(leader)" : ""}`, pid: () => n.pid })),
+  ];
+  return { urls, nc, procs };
+}
