@@ -22,7 +22,7 @@
 import { createInbox, type Msg, type NatsConnection, type Subscription } from "@nats-io/nats-core";
 import { AckPolicy, DeliverPolicy, type JetStreamManager } from "@nats-io/jetstream";
 import type { Logger } from "./logger";
-import { LogGapError, LogPurgedError, type EntryHandler, type Follower, type LogStream } from "./logStream";
+import { checkGap, LogGapError, type EntryHandler, type Follower, type LogStream } from "./logStream";
 
 export interface PollOptions {
   /** Wait between polls while entries keep coming (ms). */
@@ -150,7 +150,7 @@ export class LogPoller implements Follower {
         if (result.gap) {
           const { at, to } = result.gap;
           gap = gap && gap.at === at && gap.to === to ? { at, to, count: gap.count + 1 } : { at, to, count: 1 };
-          await this.checkGap(gap.at, gap.to, gap.count);
+          await checkGap(this.stream, this.log, gap.at, gap.to, gap.count);
           restart = `gap: expected ${at}, got ${to}`;
         }
         if (result.count > 0 && !result.gap) {
@@ -289,19 +289,6 @@ export class LogPoller implements Follower {
     }
     if (status === 0) return { count, more: false, restart: "no end-of-batch status in time" };
     return { count, more: false, restart: `status ${status}${description ? ` ${description}` : ""}` };
-  }
-
-  /** Same rule as the push follower: restart from `at` unless the entries are really gone. */
-  private async checkGap(at: number, to: number, count: number): Promise<void> {
-    this.log.warn({ expected: at, got: to, count }, "log poller: gap in delivered sequences");
-    let first: number | undefined;
-    try {
-      first = await this.stream.firstSeq();
-    } catch {
-      // unknown; rely on the repeat count
-    }
-    if (first !== undefined && first > at) throw new LogPurgedError(at, first);
-    if (count >= 3) throw new LogGapError(`the log has a hole: entries ${at}..${to - 1} are missing`);
   }
 
   private sleep(ms: number): Promise<void> {

@@ -418,6 +418,24 @@ export class LogStream {
 }
 
 /**
+ * A follower was handed `to` where `at` was expected. Restarting from `at`
+ * cures a client/consumer glitch; if the stream no longer starts at or
+ * before `at`, or the same gap comes back three times, the entries are not
+ * there: fail instead of skipping them.
+ */
+export async function checkGap(stream: LogStream, log: Logger, at: number, to: number, count: number): Promise<void> {
+  log.warn({ expected: at, got: to, count }, "log follower: gap in delivered sequences");
+  let first: number | undefined;
+  try {
+    first = await stream.firstSeq();
+  } catch {
+    // unknown; rely on the repeat count
+  }
+  if (first !== undefined && first > at) throw new LogPurgedError(at, first);
+  if (count >= 3) throw new LogGapError(`the log has a hole: entries ${at}..${to - 1} are missing`);
+}
+
+/**
  * One ordered consumer at a time, recreated from `next` whenever anything
  * looks wrong. The client library's ordered consumer already recreates
  * itself when its delivery sequence skips or its consumer vanished (server
@@ -519,7 +537,7 @@ class LogFollower implements Follower {
           }
           if (seq > this.next) {
             gap = gap && gap.at === this.next && gap.to === seq ? { ...gap, count: gap.count + 1 } : { at: this.next, to: seq, count: 1 };
-            await this.checkGap(gap.at, gap.to, gap.count);
+            await checkGap(this.stream, this.log, gap.at, gap.to, gap.count);
             restartReason = `gap: expected ${this.next}, got ${seq}`;
             break;
           }
@@ -553,26 +571,6 @@ class LogFollower implements Follower {
       this.log.warn({ stream: this.stream.streamName, next: this.next, reason: restartReason, attempt }, "log follower restarting its consumer");
       await sleep(Math.min(100 * 2 ** Math.min(attempt, 5), 2000));
       attempt++;
-    }
-  }
-
-  /**
-   * The server delivered `to` where `at` was expected. Restarting from `at`
-   * cures a client/consumer glitch; if the stream no longer starts at or
-   * before `at`, or the same gap comes back three times, the entries are not
-   * there: fail instead of skipping them.
-   */
-  private async checkGap(at: number, to: number, count: number): Promise<void> {
-    this.log.warn({ expected: at, got: to, count }, "log follower: gap in delivered sequences");
-    let first: number | undefined;
-    try {
-      first = await this.stream.firstSeq();
-    } catch {
-      // unknown; rely on the repeat count
-    }
-    if (first !== undefined && first > at) throw new LogPurgedError(at, first);
-    if (count >= 3) {
-      throw new LogGapError(`the log has a hole: entries ${at}..${to - 1} are missing`);
     }
   }
 
