@@ -173,7 +173,16 @@ export async function runUp(argv: string[]): Promise<void> {
       };
       await runDemo({ servers: urls, nats: auth.client, prefix, nodes, say, waitNodeVisible });
       say("");
-      say(formatStatus(await clusterStatus(nc, prefix, nodes.filter((n) => n.running).length)));
+      // Standbys poll the log (up to 100 ms apart when it is quiet): give
+      // them a moment, so the last status shows the state the demo left.
+      const expected = nodes.filter((n) => n.running).length;
+      let status = await clusterStatus(nc, prefix, expected);
+      for (const deadline = Date.now() + 5000; Date.now() < deadline; status = await clusterStatus(nc, prefix, expected)) {
+        const caughtUp = status.lastSeq !== null && status.nodes.length === expected && status.nodes.every((n) => n.appliedSeq >= status.lastSeq!);
+        if (caughtUp) break;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      say(formatStatus(status));
       await nc.close();
       await stopAll();
       return;
