@@ -89,7 +89,7 @@ export class LogPoller implements Follower {
   private current: { subject: string; onMsg: (msg: Msg) => void } | undefined;
   private wake: (() => void) | undefined;
   private readonly batch: number;
-  private readonly maxBytes: number;
+  private maxBytes: number;
   private readonly pollTimeoutMs: number;
   private readonly inactiveMs: number;
   private readonly stallCheckMs: number;
@@ -108,7 +108,7 @@ export class LogPoller implements Follower {
     }
     this.next = fromSeq;
     this.batch = Math.max(1, opts.batch ?? 256);
-    this.maxBytes = Math.max(1024 * 1024, opts.maxBytes ?? 8 * 1024 * 1024);
+    this.maxBytes = Math.max(1024, opts.maxBytes ?? 8 * 1024 * 1024);
     this.pollTimeoutMs = opts.pollTimeoutMs ?? 2000;
     this.inactiveMs = Math.max(opts.inactiveMs ?? 60_000, 10 * opts.maxPollMs);
     this.stallCheckMs = opts.stallCheckMs ?? 5000;
@@ -284,6 +284,13 @@ export class LogPoller implements Follower {
     }
     // A full batch, 404 "No Messages", 408 "Request Timeout" (some, then no
     // more) and 409 "Message Size Exceeds MaxBytes" end a pull normally.
+    if (status === 409 && /MaxBytes/i.test(description) && messages.length === 0) {
+      // One entry is larger than a whole poll may carry (a NATS with a raised
+      // max_payload): asking again with the same limit would never get it.
+      this.maxBytes *= 2;
+      this.log.warn({ next: this.next, maxBytes: this.maxBytes }, "log poller: an entry exceeds the poll's byte limit; doubling it");
+      return { count, more: true };
+    }
     if (status === -1 || status === 404 || status === 408 || (status === 409 && /MaxBytes/i.test(description))) {
       return { count, more: status === -1 || status === 409 || pending > 0 };
     }

@@ -94,7 +94,7 @@ export interface FollowOptions {
    * every `minPollMs` while entries come, backing off to `maxPollMs` when
    * the log is idle. Not with `until`.
    */
-  poll?: { minPollMs: number; maxPollMs: number };
+  poll?: { minPollMs: number; maxPollMs: number; batch?: number; maxBytes?: number };
 }
 
 export interface Follower {

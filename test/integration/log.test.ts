@@ -129,6 +129,19 @@ describe("LogStream", () => {
     await expect(log.read(1, total + 1, () => undefined)).rejects.toBeInstanceOf(RangeError);
   });
 
+  test("a poller with a small batch and byte limit still gets every entry, one larger than the limit included", async () => {
+    const log = await openLog();
+    const big = "x".repeat(5000);
+    const bodies = [...Array.from({ length: 10 }, (_, i) => `e${i + 1}`), big, ...Array.from({ length: 5 }, (_, i) => `e${i + 12}`)];
+    for (let i = 0; i < bodies.length; i++) await log.append(enc(bodies[i]), i);
+    const seen: string[] = [];
+    const f = log.follow(1, (_seq, data) => void seen.push(dec(data)), { poll: { minPollMs: 5, maxPollMs: 20, batch: 3, maxBytes: 1024 } });
+    followers.push(f);
+    await until(() => seen.length === bodies.length, 10_000, "every entry");
+    expect(seen).toEqual(bodies);
+    expect(f.nextSeq).toBe(bodies.length + 1);
+  });
+
   test("a stream created before compaction (deny_purge) is never purged", async () => {
     n++;
     const jsm = await jetstreamManager(nc);
