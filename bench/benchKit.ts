@@ -11,7 +11,7 @@ import { jetstream, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import { RequestMux } from "../src/client/requestMux";
 import { clusterStatus } from "../src/cli/statusCommand";
 import { startNatsCluster, startNatsServer } from "../src/local/natsServer";
-import { spawnManaged, type ManagedProcess } from "../src/local/processes";
+import { killAllTrackedChildren, spawnManaged, type ManagedProcess } from "../src/local/processes";
 
 export const NODES = 3;
 export const PAYLOAD = "0123456789abcdef"; // 16 bytes
@@ -242,4 +242,27 @@ export async function startDeployment(opts: {
     ...nodes.map((n, i) => ({ name: `n${i + 1}${`n${i + 1}` === leaderId ? "(leader)" : ""}`, pid: () => n.pid })),
   ];
   return { urls, nc, procs };
+}
+
+/**
+ * Ctrl-C or SIGTERM ends the bench cleanly: nats-server and the nodes run
+ * in their own process groups (so a terminal's Ctrl-C does not reach them)
+ * and a signal skips the 'exit' hook that would kill them, so stop them
+ * here, remove the temporary directory unless kept, and exit 130.
+ */
+export function exitOnInterrupt(dir: string, keep: boolean): void {
+  const onSignal = (signal: NodeJS.Signals): void => {
+    console.error(`\n${signal}: stopping`);
+    killAllTrackedChildren();
+    if (!keep) {
+      try {
+        fs.rmSync(dir, { recursive: true, force: true });
+      } catch {
+        // a child still closing its files; the OS's temp cleaning gets the rest
+      }
+    }
+    process.exit(130);
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
 }

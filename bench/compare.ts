@@ -41,7 +41,7 @@ import { connect, type DlmClient } from "../src/client";
 import { startNatsServer } from "../src/local/natsServer";
 import { spawnManaged } from "../src/local/processes";
 import { helpText, parseArgs, UsageError, type CommandSpec } from "../src/cli/args";
-import { CpuMeter, measure, PAYLOAD, sleep, startDeployment, type Result } from "./benchKit";
+import { CpuMeter, exitOnInterrupt, measure, PAYLOAD, sleep, startDeployment, type Result } from "./benchKit";
 
 const spec: CommandSpec = {
   usage: "npm run bench:compare -- [flags]",
@@ -330,6 +330,7 @@ async function main(): Promise<void> {
   if (!(seconds > 0)) throw new UsageError(`bad --seconds ${seconds}`);
   const keep = flags.keep === true;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dlm-bench-compare-"));
+  exitOnInterrupt(dir, keep);
   const rows: Row[] = [];
   const notes: string[] = [];
   console.log(`dlm bench:compare: ${new Date().toISOString()}, node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"}); ${seconds}s per workload`);

@@ -47,7 +47,7 @@ import * as path from "path";
 import { connect as natsConnect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { connect, type DlmClient } from "../src/client";
-import { CpuMeter, measure, measureFloor, NODES, PAYLOAD, percentile, startDeployment, type Result } from "./benchKit";
+import { CpuMeter, exitOnInterrupt, measure, measureFloor, NODES, PAYLOAD, percentile, startDeployment, type Result } from "./benchKit";
 import { helpText, parseArgs, splitList, UsageError, type CommandSpec } from "../src/cli/args";
 
 
@@ -198,6 +198,7 @@ async function main(): Promise<void> {
   if (!(seconds > 0)) throw new UsageError(`bad --seconds ${seconds}`);
   if (topologies.length === 0 || topologies.some((n) => n !== 1 && n !== 3)) throw new UsageError("--nats takes 1, 3 or 1,3");
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dlm-bench-fastpath-"));
+  exitOnInterrupt(dir, keep);
   console.log(`dlm bench: ${new Date().toISOString()}, node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"})`);
   try {
     if (nodeArgs.length > 0) console.log(`nodes run with ${nodeArgs.join(" ")}`);
