@@ -250,11 +250,11 @@ export async function startDeployment(opts: {
  * and a signal skips the 'exit' hook that would kill them, so stop them
  * here, remove the temporary directory unless kept, and exit 130.
  */
-export function exitOnInterrupt(dir: string, keep: boolean): void {
+export function exitOnInterrupt(dir: string | undefined, keep: boolean): void {
   const onSignal = (signal: NodeJS.Signals): void => {
     console.error(`\n${signal}: stopping`);
     killAllTrackedChildren();
-    if (!keep) {
+    if (dir !== undefined && !keep) {
       try {
         fs.rmSync(dir, { recursive: true, force: true });
       } catch {

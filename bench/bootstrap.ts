@@ -35,6 +35,7 @@ import { LogStream } from "../src/log/logStream";
 import { DEFAULT_LIMITS } from "../src/protocol/limits";
 import { names } from "../src/protocol/subjects";
 import { apply, createState, type Command, type LogEntry } from "../src/state";
+import { exitOnInterrupt } from "./benchKit";
 
 function flag(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -111,6 +112,7 @@ async function main(): Promise<void> {
   const sync = !process.argv.includes("--no-sync");
   const keep = process.argv.includes("--keep");
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dlm-bench-bootstrap-"));
+  exitOnInterrupt(dir, keep);
   const nats = await startNatsServer({ storeDir: path.join(dir, "nats"), syncAlways: sync });
   const nodes: ManagedProcess[] = [];
   const clients: DlmClient[] = [];

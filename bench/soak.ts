@@ -40,6 +40,7 @@ import { JOURNAL_INDEX } from "../test/kit/journal";
 import { scrape } from "../test/kit/metrics";
 import { SectionWorkers } from "../test/kit/sectionWorkers";
 import { growthProblems, slope, type MemorySample } from "./memoryGrowth";
+import { exitOnInterrupt } from "./benchKit";
 
 const spec: CommandSpec = {
   usage: "npm run soak -- [flags]",
@@ -206,6 +207,7 @@ async function main(): Promise<void> {
   const rand = mulberry32(seed);
   console.log(`soak: ${minutes} min, seed ${seed} (replay the schedule with --seed ${seed}), a fault every ${faultEveryMs / 1000} s`);
 
+  exitOnInterrupt(undefined, false);
   const c = await startDlmCluster({ nodes: 3, nats: 3, proxied: true, routeProxies: true, leaseMs: LEASE_MS, metrics: {} });
   // The schedule only ever kills with SIGKILL; a node that exits with a
   // code of its own (an invariant, a start-up that gave up) is a failure,

@@ -20,6 +20,7 @@ import { startNatsServer } from "../src/local/natsServer";
 import { spawnManaged, type ManagedProcess } from "../src/local/processes";
 import { FILE_COUNT, fileName } from "../src/protocol/files";
 import { NODE_DEFAULTS } from "../src/replica/node";
+import { exitOnInterrupt } from "./benchKit";
 
 function flag(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -43,6 +44,7 @@ async function main(): Promise<void> {
   const retain = numFlag("retain-entries", NODE_DEFAULTS.compaction.retainEntries);
   const keep = process.argv.includes("--keep");
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dlm-soak-compaction-"));
+  exitOnInterrupt(dir, keep);
   const nats = await startNatsServer({ storeDir: path.join(dir, "nats"), syncAlways: true });
   const nc = await natsConnect({ servers: nats.url });
   const nodes: ManagedProcess[] = [];

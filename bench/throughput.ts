@@ -25,6 +25,7 @@ import { clusterStatus } from "../src/cli/statusCommand";
 import { connect as natsConnect } from "@nats-io/transport-node";
 import { helpText, int, parseArgs, splitList, str, UsageError, type CommandSpec } from "../src/cli/args";
 import { LOCAL_AUTH_FLAGS, localServerAuth } from "../src/cli/natsFlags";
+import { exitOnInterrupt } from "./benchKit";
 
 const spec: CommandSpec = {
   usage: "npm run bench:throughput -- [flags]",
@@ -53,6 +54,7 @@ async function main(): Promise<void> {
   const auth = localServerAuth(flags);
   const metricsPort = flags.metrics === true ? await freePort() : 0;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dlm-bench-"));
+  exitOnInterrupt(dir, false);
   const nats = await startNatsServer({ storeDir: path.join(dir, "nats"), syncAlways: sync, authorization: auth.server });
   const node = spawnManaged(
     process.execPath,

@@ -33,6 +33,7 @@ import { startNatsServer } from "../src/local/natsServer";
 import { spawnManaged } from "../src/local/processes";
 import type { Notification, Reply } from "../src/protocol/messages";
 import { names } from "../src/protocol/subjects";
+import { exitOnInterrupt } from "./benchKit";
 
 function flag(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -249,6 +250,7 @@ async function sessions(wire: Wire, pid: number): Promise<void> {
 async function main(): Promise<void> {
   const sync = !process.argv.includes("--no-sync");
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dlm-bench-waiters-"));
+  exitOnInterrupt(dir, process.argv.includes("--keep"));
   const nats = await startNatsServer({ storeDir: path.join(dir, "nats"), syncAlways: sync });
   const node = spawnManaged(
     process.execPath,
