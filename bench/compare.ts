@@ -29,7 +29,6 @@
  * Debian: apt-get install etcd-server). Prints a table; asserts nothing.
  */
 import * as fs from "fs";
-import * as net from "net";
 import * as os from "os";
 import * as path from "path";
 import { spawnSync } from "child_process";
@@ -39,6 +38,7 @@ import { Kvm, KvWatchInclude, type KV } from "@nats-io/kv";
 import { Etcd3, type Lease as EtcdLease } from "etcd3";
 import { connect, type DlmClient } from "../src/client";
 import { startNatsServer } from "../src/local/natsServer";
+import { freePort } from "../src/local/ports";
 import { spawnManaged } from "../src/local/processes";
 import { helpText, parseArgs, UsageError, type CommandSpec } from "../src/cli/args";
 import { CpuMeter, exitOnInterrupt, measure, PAYLOAD, sleep, startDeployment, type Result } from "./benchKit";
@@ -253,17 +253,6 @@ function findEtcd(flag: string | undefined): string | undefined {
   const found = spawnSync("sh", ["-c", "command -v etcd"], { encoding: "utf8" });
   const p = found.stdout.trim();
   return found.status === 0 && p ? p : undefined;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 async function startEtcd(binary: string, dir: string, closers: Array<() => Promise<unknown>>): Promise<{ endpoint: string; pid: () => number | undefined }> {

@@ -36,17 +36,10 @@
  * section, and committing half a section is exactly what dlm promises never
  * to do. Call `release()` as the scope's last statement to commit.
  */
-import { EventEmitter } from "node:events";
+import "./asyncDispose";
 import type { DlmError } from "./errors";
+import { LostEmitter } from "./lostEvents";
 import type { LeaseInfo, LockMode } from "../protocol/messages";
-
-// Node 20.4 and later define Symbol.asyncDispose; older Node 20 releases do
-// not. Defining it the way Node itself does (a registered symbol) makes
-// `await using` work there too, with TypeScript's helpers and with a later
-// native implementation alike.
-if (typeof (Symbol as { asyncDispose?: symbol }).asyncDispose !== "symbol") {
-  Object.defineProperty(Symbol, "asyncDispose", { value: Symbol.for("nodejs.asyncDispose") });
-}
 
 export interface Committed {
   appends: number;
@@ -74,7 +67,7 @@ export interface LeaseOwner {
   endUncommitted(lease: Lease): Promise<void>;
 }
 
-export class Lease extends EventEmitter implements AsyncDisposable {
+export class Lease extends LostEmitter implements AsyncDisposable {
   readonly lock: string;
   /** The fencing token: strictly increasing across the cluster's life. */
   readonly token: number;
@@ -170,18 +163,6 @@ export class Lease extends EventEmitter implements AsyncDisposable {
     return this.owner.endUncommitted(this);
   }
 
-  override on(event: "lost", listener: (error: DlmError, lease: Lease) => void): this;
-  override on(event: string | symbol, listener: (...args: any[]) => void): this;
-  override on(event: string | symbol, listener: (...args: any[]) => void): this {
-    return super.on(event, listener);
-  }
-
-  override once(event: "lost", listener: (error: DlmError, lease: Lease) => void): this;
-  override once(event: string | symbol, listener: (...args: any[]) => void): this;
-  override once(event: string | symbol, listener: (...args: any[]) => void): this {
-    return super.once(event, listener);
-  }
-
   toJSON(): LeaseInfo & { state: LeaseState } {
     return {
       lock: this.lock,
@@ -217,13 +198,7 @@ export class Lease extends EventEmitter implements AsyncDisposable {
     this._state = "lost";
     this._lostReason = error;
     this.controller.abort(error);
-    for (const listener of this.rawListeners("lost")) {
-      try {
-        (listener as (e: DlmError, l: Lease) => void).call(this, error, this);
-      } catch (e) {
-        onListenerError(e);
-      }
-    }
+    this.emitLost(error, this, onListenerError);
     return true;
   }
 }

@@ -21,11 +21,12 @@
  * an `await using` scope abandons every lease still held, as it does for one
  * `Lease` (nothing staged under them is committed).
  */
-import { EventEmitter } from "node:events";
+import "./asyncDispose";
 import type { DlmError } from "./errors";
 import type { Committed, Discarded, Lease } from "./lease";
+import { LostEmitter } from "./lostEvents";
 
-export class LeaseSet extends EventEmitter implements AsyncDisposable, Iterable<Lease> {
+export class LeaseSet extends LostEmitter implements AsyncDisposable, Iterable<Lease> {
   /** One lease per lock, in the order the locks were listed. */
   readonly leases: readonly Lease[];
   private readonly controller = new AbortController();
@@ -114,18 +115,6 @@ export class LeaseSet extends EventEmitter implements AsyncDisposable, Iterable<
     await Promise.all(this.leases.map((l) => l[Symbol.asyncDispose]()));
   }
 
-  override on(event: "lost", listener: (error: DlmError, lease: Lease) => void): this;
-  override on(event: string | symbol, listener: (...args: any[]) => void): this;
-  override on(event: string | symbol, listener: (...args: any[]) => void): this {
-    return super.on(event, listener);
-  }
-
-  override once(event: "lost", listener: (error: DlmError, lease: Lease) => void): this;
-  override once(event: string | symbol, listener: (...args: any[]) => void): this;
-  override once(event: string | symbol, listener: (...args: any[]) => void): this {
-    return super.once(event, listener);
-  }
-
   toJSON(): Array<ReturnType<Lease["toJSON"]>> {
     return this.leases.map((l) => l.toJSON());
   }
@@ -133,15 +122,7 @@ export class LeaseSet extends EventEmitter implements AsyncDisposable, Iterable<
   private onLost(error: DlmError, lease: Lease): void {
     if (this.controller.signal.aborted) return;
     this.controller.abort(error);
-    // A listener that throws must not keep the other listeners, or the
-    // client's own loss handling, from running.
-    for (const listener of this.rawListeners("lost")) {
-      try {
-        (listener as (e: DlmError, l: Lease) => void).call(this, error, lease);
-      } catch (e) {
-        this.onListenerError(e);
-      }
-    }
+    this.emitLost(error, lease, this.onListenerError);
   }
 }
 

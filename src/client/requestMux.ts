@@ -27,7 +27,6 @@ import {
 
 interface PendingRequest {
   subject: string;
-  timeoutMs: number;
   resolve(data: Uint8Array): void;
   reject(error: Error): void;
   timer: NodeJS.Timeout;
@@ -68,7 +67,7 @@ export class RequestMux {
       const timer = setTimeout(() => {
         if (this.pending.delete(token)) reject(new TransportTimeoutError(subject, timeoutMs));
       }, timeoutMs);
-      this.pending.set(token, { subject, timeoutMs, resolve, reject, timer });
+      this.pending.set(token, { subject, resolve, reject, timer });
       try {
         this.nc.publish(subject, payload, { reply: this.prefix + token });
       } catch (e) {

@@ -18,6 +18,7 @@
  * Anything else is a bug or a misuse and is passed through unchanged.
  */
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
+import { connectionInboxPrefix } from "../protocol/subjects";
 import { RequestMux } from "./requestMux";
 
 export interface TransportSubscription {
@@ -215,10 +216,4 @@ export class NatsTransport implements Transport {
     this.mux.close();
     if (this.owned && !this.nc.isClosed()) await this.nc.close();
   }
-}
-
-/** The `inboxPrefix` a connection was opened with, if it says (nats.js keeps its options on the connection). */
-function connectionInboxPrefix(nc: NatsConnection): string | undefined {
-  const prefix = (nc as { options?: { inboxPrefix?: unknown } }).options?.inboxPrefix;
-  return typeof prefix === "string" && prefix !== "" ? prefix : undefined;
 }

@@ -19,8 +19,9 @@
  * recreates the consumer from the next expected entry, a hole that stays
  * fails loudly, and entries compacted away raise LogPurgedError.
  */
-import { createInbox, type Msg, type NatsConnection, type Subscription } from "@nats-io/nats-core";
+import { createInbox, nanos, type Msg, type NatsConnection, type Subscription } from "@nats-io/nats-core";
 import { AckPolicy, DeliverPolicy, type JetStreamManager } from "@nats-io/jetstream";
+import { connectionInboxPrefix } from "../protocol/subjects";
 import type { Logger } from "./logger";
 import { checkGap, LogGapError, type EntryHandler, type Follower, type LogStream } from "./logStream";
 
@@ -46,7 +47,6 @@ export interface PollOptions {
   onError?: (err: Error) => void;
 }
 
-const nanos = (ms: number): number => ms * 1_000_000;
 
 /**
  * The stream sequence and the count still pending, from a delivered
@@ -203,7 +203,7 @@ export class LogPoller implements Follower {
     });
     this.consumerName = info.name;
     if (this.sub === undefined) {
-      this.inboxPrefix = `${createInbox((this.nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix)}.`;
+      this.inboxPrefix = `${createInbox(connectionInboxPrefix(this.nc))}.`;
       this.sub = this.nc.subscribe(`${this.inboxPrefix}*`, {
         callback: (err, msg) => {
           if (err) return;

@@ -41,3 +41,13 @@ export function names(prefix: string = DEFAULT_PREFIX): Names {
     snapshotBucket: `${prefix}_snapshots`,
   };
 }
+
+/**
+ * The `inboxPrefix` a NATS connection was opened with, if it says so
+ * (nats.js keeps its options on the connection): where replies to this
+ * connection may be sent under the NATS user's permissions.
+ */
+export function connectionInboxPrefix(nc: object): string | undefined {
+  const prefix = (nc as { options?: { inboxPrefix?: unknown } }).options?.inboxPrefix;
+  return typeof prefix === "string" && prefix !== "" ? prefix : undefined;
+}

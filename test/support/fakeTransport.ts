@@ -4,6 +4,8 @@
  * delivers notifications to the client's subscriptions on a later tick.
  * Each fake keeps its own protocol rules; only the wire is here.
  */
+import { connect, type DlmClient } from "../../src/client/client";
+import type { ClientOptions } from "../../src/client/options";
 import type { Transport, TransportSubscription } from "../../src/client/transport";
 import { ErrorCodes, type ErrorName } from "../../src/protocol/errors";
 import type { Reply } from "../../src/protocol/messages";
@@ -58,5 +60,38 @@ export abstract class FakeTransport<Req extends { op: string; client?: string }>
 
   ops(op: string, client?: string): Req[] {
     return this.received.filter((r) => r.op === op && (client === undefined || r.client === client));
+  }
+}
+
+/**
+ * `mk(fake, opts)` connects a client to a fake leader with the unit tests'
+ * short timeouts and backoff; every client made is closed after each test.
+ * Call once at the top level of a test file.
+ */
+export function fakeClients(): (transport: Transport, opts?: ClientOptions) => Promise<DlmClient> {
+  const clients: DlmClient[] = [];
+  afterEach(async () => {
+    await Promise.all(clients.splice(0).map((c) => c.close()));
+  });
+  return async (transport, opts = {}) => {
+    const c = await connect({
+      transport,
+      requestTimeoutMs: 50,
+      maxAttempts: 3,
+      unavailableTimeoutMs: 300,
+      backoff: { initialMs: 5, maxMs: 20, jitter: 0 },
+      ...opts,
+    });
+    clients.push(c);
+    return c;
+  };
+}
+
+/** Polls `cond` every 5 ms; throws after `timeoutMs`. */
+export async function waitFor(cond: () => boolean, timeoutMs = 2000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > until) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 5));
   }
 }

@@ -22,7 +22,7 @@ import { FaultInjector, type FaultRule } from "../../src/client/faults";
 import type { Lease } from "../../src/client/lease";
 import type { ClientOptions } from "../../src/client/options";
 import { NoRespondersError } from "../../src/client/transport";
-import { fail, FakeTransport, ok } from "../support/fakeTransport";
+import { fail, fakeClients, FakeTransport, ok, waitFor } from "../support/fakeTransport";
 import { fileIndex } from "../../src/protocol/files";
 import type { LeaseInfo, Reply } from "../../src/protocol/messages";
 
@@ -267,31 +267,7 @@ class FakeServer extends FakeTransport<Req> {
 
 // ------------------------------------------------------------------ helpers
 
-const clients: DlmClient[] = [];
-afterEach(async () => {
-  await Promise.all(clients.splice(0).map((c) => c.close()));
-});
-
-async function mk(server: FakeServer, opts: ClientOptions = {}): Promise<DlmClient> {
-  const c = await connect({
-    transport: server,
-    requestTimeoutMs: 50,
-    maxAttempts: 3,
-    unavailableTimeoutMs: 300,
-    backoff: { initialMs: 5, maxMs: 20, jitter: 0 },
-    ...opts,
-  });
-  clients.push(c);
-  return c;
-}
-
-async function waitFor(cond: () => boolean, timeoutMs = 2000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > until) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+const mk = fakeClients();
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -10,13 +10,11 @@
  * point is what the client sends and how it handles the answers, without
  * NATS.
  */
-import { connect, type DlmClient } from "../../src/client/client";
 import { BadRequestError, CancelledError, LockExpiredError, LockKindMismatchError, type DlmError } from "../../src/client/errors";
 import { FaultInjector } from "../../src/client/faults";
 import type { Lease } from "../../src/client/lease";
 import { LeaseSet } from "../../src/client/leaseSet";
-import type { ClientOptions } from "../../src/client/options";
-import { fail, FakeTransport, ok } from "../support/fakeTransport";
+import { fail, fakeClients, FakeTransport, ok, waitFor } from "../support/fakeTransport";
 import type { Reply } from "../../src/protocol/messages";
 
 // ------------------------------------------------------------------ the fake
@@ -225,24 +223,7 @@ class ShapesServer extends FakeTransport<Req> {
 
 // ------------------------------------------------------------------ helpers
 
-const clients: DlmClient[] = [];
-afterEach(async () => {
-  await Promise.all(clients.splice(0).map((c) => c.close()));
-});
-
-async function mk(server: ShapesServer, opts: ClientOptions = {}): Promise<DlmClient> {
-  const c = await connect({ transport: server, requestTimeoutMs: 50, maxAttempts: 3, unavailableTimeoutMs: 300, backoff: { initialMs: 5, maxMs: 20, jitter: 0 }, ...opts });
-  clients.push(c);
-  return c;
-}
-
-async function waitFor(cond: () => boolean, timeoutMs = 2000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > until) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+const mk = fakeClients();
 
 // ------------------------------------------------------------------ tests
 
