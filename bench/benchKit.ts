@@ -8,7 +8,7 @@ import * as path from "path";
 import { connect as natsConnect } from "@nats-io/transport-node";
 import type { Msg, NatsConnection } from "@nats-io/nats-core";
 import { jetstream, jetstreamManager, StorageType } from "@nats-io/jetstream";
-import { RequestMux } from "../src/client/requestMux";
+import { RequestMux } from "../src/protocol/requestMux";
 import { clusterStatus } from "../src/cli/statusCommand";
 import { startNatsCluster, startNatsServer } from "../src/local/natsServer";
 import { killAllTrackedChildren, spawnManaged, type ManagedProcess } from "../src/local/processes";

@@ -3,23 +3,17 @@
  * subscription for notifications. `NatsTransport` is the real one; tests and
  * the fault injector (`faults.ts`) provide or wrap others.
  *
- * A transport rejects a request with exactly one of these typed errors:
- *
- * - `TransportTimeoutError`: no reply within the attempt's timeout. The
- *   request may have reached the server; retrying with the same seq is safe.
- * - `TransportUnavailableError` (`NoRespondersError`, `DisconnectedError`):
- *   nobody serves the subject right now, or the NATS connection is down
- *   (it reconnects by itself). Retry after a backoff.
- * - `TransportClosedError`: the connection is closed for good.
- * - `TransportPermissionError`: NATS refused a subject this client needs
- *   (publish to the request subject, subscribe to its notifications or
- *   inbox). Not retried.
- *
- * Anything else is a bug or a misuse and is passed through unchanged.
+ * A transport rejects a request with exactly one of the typed errors of
+ * `protocol/transportErrors.ts` (timeout, unavailable, closed, permission),
+ * re-exported here; anything else is a bug or a misuse and is passed
+ * through unchanged.
  */
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { connectionInboxPrefix } from "../protocol/subjects";
-import { RequestMux } from "./requestMux";
+import { RequestMux } from "../protocol/requestMux";
+import { classifyNatsError, mapNatsError, messageOf, TransportPermissionError } from "../protocol/transportErrors";
+
+export * from "../protocol/transportErrors";
 
 export interface TransportSubscription {
   unsubscribe(): void;
@@ -34,128 +28,6 @@ export interface Transport {
   subscribe(subject: string, handler: (payload: Uint8Array) => void): Promise<TransportSubscription>;
   /** Release what the transport owns (a NatsTransport closes its connection only if it opened it). */
   close(): Promise<void>;
-}
-
-export class TransportError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "TransportError";
-  }
-}
-export class TransportTimeoutError extends TransportError {
-  constructor(
-    readonly subject: string,
-    readonly timeoutMs: number,
-    options?: { cause?: unknown },
-  ) {
-    super(`no reply on ${subject} within ${timeoutMs}ms`, options);
-    this.name = "TransportTimeoutError";
-  }
-}
-export class TransportUnavailableError extends TransportError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "TransportUnavailableError";
-  }
-}
-export class NoRespondersError extends TransportUnavailableError {
-  constructor(
-    readonly subject: string,
-    options?: { cause?: unknown },
-  ) {
-    super(`no responders on ${subject}`, options);
-    this.name = "NoRespondersError";
-  }
-}
-export class DisconnectedError extends TransportUnavailableError {
-  constructor(message = "NATS connection is disconnected", options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "DisconnectedError";
-  }
-}
-/**
- * NATS refused this connection a subject it needs (a permissions
- * violation): retrying cannot help, the NATS user's permissions (or the
- * client's namespace) must change.
- */
-export class TransportPermissionError extends TransportError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "TransportPermissionError";
-  }
-}
-export class TransportClosedError extends TransportError {
-  constructor(message = "NATS connection is closed", options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "TransportClosedError";
-  }
-}
-
-/** What kind of failure a NATS error is, for the retry policy. */
-export type NatsErrorKind = "timeout" | "noResponders" | "closed" | "forbidden" | "disconnected" | "other";
-
-interface ErrorLike {
-  name?: unknown;
-  message?: unknown;
-  cause?: unknown;
-}
-
-function nameOf(e: unknown): string {
-  return typeof (e as ErrorLike | null)?.name === "string" ? ((e as ErrorLike).name as string) : "";
-}
-function messageOf(e: unknown): string {
-  return typeof (e as ErrorLike | null)?.message === "string" ? ((e as ErrorLike).message as string) : "";
-}
-
-/**
- * Classifies an error from @nats-io v3 by its `name` and message, never by
- * `instanceof`: a connection handed to `connect({ nc })` may come from
- * another copy of the @nats-io packages (another version, or the same one
- * installed twice), whose error classes are not dlm's.
- *
- * In v3 a request timeout rejects with a `TimeoutError` ("timeout"); "no
- * responders" rejects with a `RequestError` whose cause is a
- * `NoRespondersError` (its `name` is "NoResponders"; message "no
- * responders: '<subject>'"); a request cut by a disconnect rejects with a
- * plain `RequestError("connection disconnected")`; a closed or draining
- * connection with `ClosedConnectionError` / `DrainingConnectionError`; a
- * subject the user may not use with a `PermissionViolationError` (or a
- * `RequestError` caused by one).
- */
-export function classifyNatsError(e: unknown): NatsErrorKind {
-  const name = nameOf(e);
-  const message = messageOf(e);
-  if (name === "TimeoutError") return "timeout";
-  if (name === "NoResponders" || name === "NoRespondersError" || /^no responders/i.test(message)) return "noResponders";
-  if (name === "ClosedConnectionError" || name === "DrainingConnectionError") return "closed";
-  if (name === "PermissionViolationError" || /permissions violation/i.test(message)) return "forbidden";
-  if (name === "RequestError") {
-    const cause = (e as ErrorLike).cause;
-    if (cause !== undefined && cause !== null && cause !== e) {
-      const inner = classifyNatsError(cause);
-      if (inner !== "other") return inner;
-    }
-    return "disconnected";
-  }
-  return "other";
-}
-
-/** Map a @nats-io v3 error to a transport error (see `classifyNatsError`); anything else is returned unchanged. */
-export function mapNatsError(e: unknown, subject: string, timeoutMs: number): unknown {
-  switch (classifyNatsError(e)) {
-    case "timeout":
-      return new TransportTimeoutError(subject, timeoutMs, { cause: e });
-    case "noResponders":
-      return new NoRespondersError(subject, { cause: e });
-    case "closed":
-      return new TransportClosedError(undefined, { cause: e });
-    case "forbidden":
-      return new TransportPermissionError(`NATS refused ${subject}: ${messageOf(e)}`, { cause: e });
-    case "disconnected":
-      return new DisconnectedError(`NATS request failed: ${messageOf(e)}`, { cause: e });
-    default:
-      return e;
-  }
 }
 
 /** The real transport over a NATS connection. */

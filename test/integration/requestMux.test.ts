@@ -1,11 +1,11 @@
 /**
- * The client's request-reply (src/client/requestMux.ts) against a real
+ * The client's request-reply (src/protocol/requestMux.ts) against a real
  * nats-server with users and permissions: replies reach their own request,
  * and every failure is the transport error the retry policy expects.
  */
 import { connect as natsConnect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { RequestMux } from "../../src/client/requestMux";
+import { RequestMux } from "../../src/protocol/requestMux";
 import {
   NoRespondersError,
   TransportClosedError,

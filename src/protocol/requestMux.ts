@@ -15,7 +15,7 @@
  * reply subject, status, closed), so a connection from another copy of the
  * @nats-io packages works too.
  */
-import { createInbox, type Msg, type NatsConnection, type Subscription } from "@nats-io/nats-core";
+import { createInbox, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/nats-core";
 import {
   classifyNatsError,
   mapNatsError,
@@ -23,7 +23,7 @@ import {
   TransportClosedError,
   TransportPermissionError,
   TransportTimeoutError,
-} from "./transport";
+} from "./transportErrors";
 
 interface PendingRequest {
   subject: string;
@@ -58,8 +58,8 @@ export class RequestMux {
     private readonly inboxPrefix: string | undefined,
   ) {}
 
-  /** Resolves with the reply's payload; rejects with a transport error (see transport.ts). */
-  request(subject: string, payload: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
+  /** Resolves with the reply's payload; rejects with a transport error (see transportErrors.ts). */
+  request(subject: string, payload: Uint8Array, timeoutMs: number, headers?: MsgHdrs): Promise<Uint8Array> {
     if (this.closed || this.nc.isClosed()) return Promise.reject(new TransportClosedError());
     if (this.sub === undefined) this.open();
     const token = (this.counter++).toString(36);
@@ -69,7 +69,7 @@ export class RequestMux {
       }, timeoutMs);
       this.pending.set(token, { subject, resolve, reject, timer });
       try {
-        this.nc.publish(subject, payload, { reply: this.prefix + token });
+        this.nc.publish(subject, payload, headers ? { reply: this.prefix + token, headers } : { reply: this.prefix + token });
       } catch (e) {
         this.settle(token, undefined, mapNatsError(e, subject, timeoutMs));
       }

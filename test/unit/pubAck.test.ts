@@ -1,0 +1,42 @@
+import { JetStreamApiError } from "@nats-io/jetstream";
+import { isWrongLastSequence, parsePubAck } from "../../src/log/logStream";
+
+const bytes = (v: unknown): Uint8Array => new TextEncoder().encode(typeof v === "string" ? v : JSON.stringify(v));
+
+describe("parsePubAck (the log's append acknowledgement)", () => {
+  test("an acknowledgement gives the stream, the sequence and whether it was a duplicate", () => {
+    expect(parsePubAck(bytes({ stream: "DLM", seq: 7 }))).toEqual({ stream: "DLM", seq: 7, duplicate: false });
+    expect(parsePubAck(bytes({ stream: "DLM", seq: 7, duplicate: true }))).toEqual({ stream: "DLM", seq: 7, duplicate: true });
+  });
+
+  test("a refused expected last sequence is the JetStreamApiError isWrongLastSequence knows", () => {
+    const refusal = { error: { code: 400, err_code: 10071, description: "wrong last sequence: 5" } };
+    let thrown: unknown;
+    try {
+      parsePubAck(bytes(refusal));
+    } catch (e) {
+      thrown = e;
+    }
+    expect(thrown).toBeInstanceOf(JetStreamApiError);
+    expect((thrown as JetStreamApiError).code).toBe(10071);
+    expect((thrown as JetStreamApiError).message).toBe("wrong last sequence: 5");
+    expect(isWrongLastSequence(thrown)).toBe(true);
+  });
+
+  test("another API error is not taken for a wrong sequence", () => {
+    const other = { error: { code: 503, err_code: 10077, description: "maximum messages exceeded" } };
+    expect(() => parsePubAck(bytes(other))).toThrow(JetStreamApiError);
+    try {
+      parsePubAck(bytes(other));
+    } catch (e) {
+      expect(isWrongLastSequence(e)).toBe(false);
+    }
+  });
+
+  test("an unreadable or incomplete acknowledgement is an error, never a sequence", () => {
+    expect(() => parsePubAck(bytes("not json"))).toThrow(/unreadable publish acknowledgement/);
+    expect(() => parsePubAck(bytes({ seq: 3 }))).toThrow(/invalid publish acknowledgement/);
+    expect(() => parsePubAck(bytes({ stream: "DLM" }))).toThrow(/invalid publish acknowledgement/);
+    expect(() => parsePubAck(bytes({ stream: "", seq: 1 }))).toThrow(/invalid publish acknowledgement/);
+  });
+});
