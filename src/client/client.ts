@@ -131,6 +131,7 @@ import {
 } from "./options";
 import { allAttemptsTimeoutMs, attemptTimeoutMs, raceSignal, retry, sleep, type RetryPolicy } from "./retry";
 import { PendingAcquire, Session, type GrantResult, type SessionInfo } from "./session";
+import { Stopper, type StopSignal } from "./stopper";
 import {
   NatsTransport,
   TransportClosedError,
@@ -228,7 +229,7 @@ interface Answer {
 }
 
 interface CallOptions {
-  signal?: AbortSignal;
+  signal?: StopSignal;
   policy?: Partial<RetryPolicy>;
   onSend?: (sentAt: number) => void;
   /**
@@ -332,7 +333,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
   private readonly names: Names;
   private readonly log: Logger;
   private readonly faults: FaultInjector | undefined;
-  private readonly closeController = new AbortController();
+  private readonly closeController = new Stopper();
   private closePromise: Promise<string | undefined> | undefined;
   private sessionPromise: Promise<Session> | undefined;
   private current: Session | undefined;
@@ -884,7 +885,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       ...(opts.leaseMs !== undefined ? { leaseMs: opts.leaseMs } : {}),
       ...(opts.waitMs !== undefined ? { waitMs: opts.waitMs } : {}),
     });
-    const stop = new AbortController();
+    const stop = new Stopper();
     const onClose = (): void => stop.abort(this.closeController.signal.reason);
     this.closeController.signal.addEventListener("abort", onClose, { once: true });
     let userAborted = false;
@@ -1279,7 +1280,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
   ): Promise<T> {
     let cleanupInBackground = false;
     // `stop` ends the send/poll loop: on the user's abort, on close, or once settled.
-    const stop = new AbortController();
+    const stop = new Stopper();
     const userAborted = { value: false };
     const onUserAbort = (): void => {
       userAborted.value = true;
@@ -1341,7 +1342,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     session: Session,
     pending: PendingAcquire,
     build: () => LoggedRequest,
-    signal: AbortSignal,
+    signal: StopSignal,
     pollMs: number,
   ): Promise<void> {
     const onSend = (at: number): void => pending.sent(at);
@@ -1893,7 +1894,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
   private async callOnce(
     session: Session,
     build: () => Request,
-    signal: AbortSignal,
+    signal: StopSignal,
     onSend?: (at: number) => void,
   ): Promise<Answer | undefined> {
     try {

@@ -87,7 +87,12 @@ export class Lease extends LostEmitter implements AsyncDisposable {
   private _expiresAt: number;
   private _state: LeaseState = "held";
   private _lostReason: DlmError | undefined;
-  private readonly controller = new AbortController();
+  /**
+   * Made when `signal` is first read: most leases are released without
+   * anyone asking for it, and an AbortController per acquire is a visible
+   * share of a busy client's CPU.
+   */
+  private controller: AbortController | undefined;
 
   constructor(
     private readonly owner: LeaseOwner,
@@ -115,6 +120,10 @@ export class Lease extends LostEmitter implements AsyncDisposable {
   }
   /** Aborted when the lease is lost; its reason is the DlmError. */
   get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this._lostReason) this.controller.abort(this._lostReason);
+    }
     return this.controller.signal;
   }
   get lost(): boolean {
@@ -197,7 +206,7 @@ export class Lease extends LostEmitter implements AsyncDisposable {
     if (this._state === "lost" || this._state === "released") return false;
     this._state = "lost";
     this._lostReason = error;
-    this.controller.abort(error);
+    this.controller?.abort(error);
     this.emitLost(error, this, onListenerError);
     return true;
   }

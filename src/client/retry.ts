@@ -18,6 +18,7 @@
  * and answers duplicates from its reply cache.
  */
 import type { BackoffOptions } from "./options";
+import type { StopSignal } from "./stopper";
 
 export interface RetryPolicy {
   /** The longest one attempt waits for its answer. */
@@ -57,7 +58,7 @@ export type AttemptOutcome<T> =
 
 export interface RetryHooks {
   /** Stops the loop (between attempts and during backoff) with the signal's reason. */
-  signal?: AbortSignal;
+  signal?: StopSignal;
   /** The error to throw after `maxAttempts` timeouts. */
   timeoutExhausted(attempts: number, last: unknown): Error;
   /** The error to throw when the unavailable budget is spent. */
@@ -116,12 +117,12 @@ export async function retry<T>(
   }
 }
 
-export function throwIfAborted(signal: AbortSignal | undefined): void {
+export function throwIfAborted(signal: StopSignal | undefined): void {
   if (signal?.aborted) throw signal.reason;
 }
 
 /** Wait `ms`; rejects with the signal's reason if it aborts first. */
-export function sleep(ms: number, signal?: AbortSignal, unref = false): Promise<void> {
+export function sleep(ms: number, signal?: StopSignal, unref = false): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) {
       reject(signal.reason);
@@ -141,7 +142,7 @@ export function sleep(ms: number, signal?: AbortSignal, unref = false): Promise<
 }
 
 /** `promise`, or a rejection with the signal's reason if the signal aborts first. */
-export function raceSignal<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+export function raceSignal<T>(promise: Promise<T>, signal: StopSignal | undefined): Promise<T> {
   if (!signal) return promise;
   if (signal.aborted) {
     promise.catch(() => {});

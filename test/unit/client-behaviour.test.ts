@@ -595,6 +595,23 @@ describe("DlmClient against a fake leader", () => {
     await expect(b.acquire("t", { waitMs: 0 })).rejects.toBeInstanceOf(WaitTimeoutError);
   });
 
+  test("a lease's signal read before the loss aborts with the reason when the lease is lost", async () => {
+    const server = new FakeServer();
+    const c = await mk(server);
+    const lease = await c.acquire();
+    const signal = lease.signal;
+    expect(lease.signal).toBe(signal);
+    const onAbort = jest.fn();
+    signal.addEventListener("abort", onAbort);
+    expect(signal.aborted).toBe(false);
+    server.expireLease("global");
+    await waitFor(() => lease.lost);
+    expect(onAbort).toHaveBeenCalledTimes(1);
+    expect(signal.aborted).toBe(true);
+    expect(signal.reason).toBeInstanceOf(LockExpiredError);
+    expect(lease.signal).toBe(signal);
+  });
+
   test("a lost notification: signal aborts, 'lost' is emitted once, the client emits leaseLost", async () => {
     const server = new FakeServer();
     const c = await mk(server);
