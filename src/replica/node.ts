@@ -148,6 +148,24 @@ export interface NodeInfo {
   metricsUrl?: string;
 }
 
+/**
+ * The options of a node's NATS connection: the operator's (credentials,
+ * TLS, inbox prefix), then what a node needs whatever they say: reconnect
+ * forever, and no async stack traces (every log append and every reply
+ * goes out on this connection; a trace for each cost about a tenth of the
+ * leader's CPU).
+ */
+export function nodeConnectionOptions(opts: Pick<NodeOptions, "nats" | "servers" | "nodeId">): ConnectionOptions {
+  return {
+    ...opts.nats,
+    servers: opts.servers,
+    name: `dlm-node-${opts.nodeId}`,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 250,
+    noAsyncTraces: true,
+  };
+}
+
 export class DlmNode implements CoordinatorHost {
   readonly names: Names;
   readonly metrics = new NodeMetrics();
@@ -205,16 +223,7 @@ export class DlmNode implements CoordinatorHost {
   static async start(opts: NodeOptions): Promise<DlmNode> {
     const names = subjectNames(opts.prefix);
     const files = FileStore.open(opts.dataDir, { logger: opts.logger });
-    const nc = await connect({
-      ...opts.nats,
-      servers: opts.servers,
-      name: `dlm-node-${opts.nodeId}`,
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 250,
-      // Every log append is a request on this connection; building an async
-      // stack trace for each one cost about a tenth of the leader's CPU.
-      noAsyncTraces: true,
-    });
+    const nc = await connect(nodeConnectionOptions(opts));
     let node: DlmNode | undefined;
     try {
       const log = await LogStream.open(nc, {

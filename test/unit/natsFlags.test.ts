@@ -1,13 +1,15 @@
 /**
  * The shared NATS connection flags (src/cli/natsFlags.ts): servers,
  * credentials from flags, environment or URL (in that order, never mixed),
- * TLS files, and clear usage errors for conflicts and unreadable files.
+ * TLS files, and clear usage errors for conflicts and unreadable files;
+ * and what a node adds to them (replica/node.ts).
  */
 import * as fs from "fs";
 import * as path from "path";
 import { nkeys } from "@nats-io/nats-core";
 import { parseArgs, UsageError, type CommandSpec } from "../../src/cli/args";
 import { explainConnectError, natsConnectionFromFlags, NATS_FLAGS, splitUrlCredentials } from "../../src/cli/natsFlags";
+import { nodeConnectionOptions } from "../../src/replica/node";
 import { makeTempDir, removeTempDir } from "../kit/tmp";
 
 const spec: CommandSpec = { usage: "dlm test", summary: "", flags: NATS_FLAGS };
@@ -155,5 +157,25 @@ describe("connect errors", () => {
     expect(refused.exitCode).toBe(4);
     const down = explainConnectError(Object.assign(new Error("connection refused"), { name: "ConnectionError" }), { servers: ["nats://h:1"], auth: "" });
     expect(down.message).toMatch(/cannot connect to NATS at nats:\/\/h:1: connection refused/);
+  });
+});
+
+describe("a node's NATS connection options", () => {
+  test("keep the operator's credentials and inbox prefix, and always reconnect forever without async traces", () => {
+    const options = nodeConnectionOptions({
+      nodeId: "n2",
+      servers: ["nats://a:4222", "nats://b:4222"],
+      nats: { user: "dlm", pass: "pw", inboxPrefix: "_INBOX_dlm", noAsyncTraces: false, maxReconnectAttempts: 3 },
+    });
+    expect(options).toEqual({
+      user: "dlm",
+      pass: "pw",
+      inboxPrefix: "_INBOX_dlm",
+      servers: ["nats://a:4222", "nats://b:4222"],
+      name: "dlm-node-n2",
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+      noAsyncTraces: true,
+    });
   });
 });
