@@ -117,7 +117,7 @@ export const NODE_DEFAULTS = {
   leaderTimeoutMs: 500,
   logTimeoutMs: 1000,
   campaignIntervalMs: 50,
-  followPollMs: 10,
+  followPollMs: 50,
   checkpointIntervalMs: 200,
   snapshotEveryEntries: 5000,
   statsIntervalMs: 30_000,

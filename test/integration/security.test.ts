@@ -157,11 +157,15 @@ describe("least privilege: node, operator and client users with the documented p
 
   test("the CLI authenticates with flags, the environment, an nkey, or URL credentials; a wrong password exits 4 with a sentence", async () => {
     const server = cluster.urls[0];
-    const asOperator = await runDlm(["status", "--server", server, "--user", "dlm-operator", "--password", pw.operator]);
+    // --expect waits for both nodes (up to 3 s) instead of the 500 ms a
+    // first status gives nodes it has never seen, and remembers them for
+    // the runs below: on a loaded machine a node can take longer than 500 ms.
+    const asOperator = await runDlm(["status", "--server", server, "--user", "dlm-operator", "--password", pw.operator, "--expect", "n1,n2"]);
     expect(asOperator.stderr).toBe("");
     expect(asOperator.code).toBe(0);
     expect(asOperator.stdout).toMatch(/^leader: n\d \(epoch \d+\)/);
     expect(asOperator.stdout).toMatch(/n1 +(leader|follower) +applied/);
+    expect(asOperator.stdout).toMatch(/n2 +(leader|follower) +applied/);
 
     const fromEnv = await runDlm(["status", "--json"], { env: { NATS_URL: server, NATS_USER: "dlm-operator", NATS_PASSWORD: pw.operator } });
     expect(fromEnv.code).toBe(0);
