@@ -26,6 +26,8 @@ export interface LeaderBounds {
   maxBatchCommands: number;
   /** Log entries the leader has appended and not yet seen acknowledged (pipelining). */
   maxEntriesInFlight: number;
+  /** How long requests that can only join a lock's queue may wait for another to share their log entry; 0: never. */
+  holdQueuedMs: number;
   /** Locks listed in a status answer (the rest are counted), so the answer fits in one NATS message. */
   statusMaxLocks: number;
   /** Waiters listed per lock in a status answer (the rest are counted). */
@@ -68,6 +70,7 @@ const OPTIONS: LimitOption[] = [
   { key: "maxQueuedCommands", help: "requests waiting for the next log entry before LIMIT_EXCEEDED", min: 1 },
   { key: "maxBatchCommands", help: "most commands in one log entry", min: 1 },
   { key: "maxEntriesInFlight", help: "log entries the leader appends before the first is acknowledged (pipelining)", min: 1 },
+  { key: "holdQueuedMs", help: "how long requests that can only queue may wait to share a log entry with the next request (0: never)", min: 0 },
   { key: "statusMaxLocks", help: "locks listed in a status answer", min: 0 },
   { key: "statusMaxWaiters", help: "waiters listed per lock in a status answer", min: 0 },
   { key: "sessionDigestEveryMs", help: "how often the leader logs which sessions are silent (0: sessionTimeoutMs / 20)", min: 0 },
@@ -80,6 +83,7 @@ export const DEFAULT_LEADER_BOUNDS: LeaderBounds = {
   maxQueuedCommands: DEFAULT_COORDINATOR_OPTIONS.maxQueuedCommands,
   maxBatchCommands: DEFAULT_COORDINATOR_OPTIONS.maxBatchCommands,
   maxEntriesInFlight: DEFAULT_COORDINATOR_OPTIONS.maxEntriesInFlight,
+  holdQueuedMs: DEFAULT_COORDINATOR_OPTIONS.holdQueuedMs,
   statusMaxLocks: DEFAULT_COORDINATOR_OPTIONS.statusMaxLocks,
   statusMaxWaiters: DEFAULT_COORDINATOR_OPTIONS.statusMaxWaiters,
   sessionDigestEveryMs: DEFAULT_COORDINATOR_OPTIONS.sessionDigestEveryMs,
@@ -203,6 +207,7 @@ export function coordinatorOptionsOf(s: LimitSettings): CoordinatorOptions {
     maxQueuedCommands: s.maxQueuedCommands,
     maxBatchCommands: s.maxBatchCommands,
     maxEntriesInFlight: s.maxEntriesInFlight,
+    holdQueuedMs: s.holdQueuedMs,
     statusMaxLocks: s.statusMaxLocks,
     statusMaxWaiters: s.statusMaxWaiters,
     sessionDigestEveryMs: s.sessionDigestEveryMs,

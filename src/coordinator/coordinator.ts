@@ -33,6 +33,7 @@ import { classify, dueCommands, entryVersion, errorReply, okReply, statusView } 
 import type { Command, Effect, LogEntry, SectionAppend, State } from "../state";
 import { assert } from "../util/assert";
 import { encodeEntry } from "./entries";
+import { shouldHold } from "./holdPolicy";
 import { SessionClock, type SessionClockOptions } from "./sessionClock";
 import { takeoverCredits } from "../state/sessionLiveness";
 import type { NodeMetrics, RequestOp } from "../metrics/nodeMetrics";
@@ -74,6 +75,12 @@ export interface CoordinatorOptions extends SessionClockOptions {
   maxQueuedCommands: number;
   /** Largest request parsed, in bytes; larger ones are TOO_LARGE without parsing. */
   maxRequestBytes: number;
+  /**
+   * How long commands that can only join a lock's queue may wait for
+   * another command to share their log entry (holdPolicy.ts); 0 sends
+   * every entry as soon as the pipeline allows.
+   */
+  holdQueuedMs: number;
   /** Locks and waiters per lock listed in a status answer, so it fits in one NATS message (the rest are counted). */
   statusMaxLocks: number;
   statusMaxWaiters: number;
@@ -86,6 +93,7 @@ export const DEFAULT_COORDINATOR_OPTIONS: CoordinatorOptions = {
   maxEntriesInFlight: 8,
   maxQueuedCommands: 10_000,
   maxRequestBytes: MAX_REQUEST_BYTES,
+  holdQueuedMs: 2,
   statusMaxLocks: 100,
   statusMaxWaiters: 50,
   sessionDigestEveryMs: 0,
@@ -101,6 +109,10 @@ export class Coordinator {
   private subscription: Subscription | undefined;
   private ticker: NodeJS.Timeout | undefined;
   private readonly queue: Command[] = [];
+  /** When the oldest command in the queue was queued (performance.now()). */
+  private queuedSince = 0;
+  /** Wakes the flush loop when a held queue has waited its `holdQueuedMs`. */
+  private holdTimer: NodeJS.Timeout | undefined;
   /** Request messages waiting for the entry that answers them, by "client/seq". */
   private readonly waiting = new Map<string, Msg[]>();
   /** Expiry commands queued or in flight, so a slow append does not log them twice. */
@@ -166,6 +178,7 @@ export class Coordinator {
     if (this.stopped) return;
     this.stopped = true;
     if (this.ticker) clearInterval(this.ticker);
+    if (this.holdTimer) clearTimeout(this.holdTimer);
     // Drain rather than unsubscribe: requests already delivered to this
     // process are answered NOT_LEADER (clients retry at once) instead of
     // being dropped (clients would wait out a whole attempt timeout).
@@ -302,6 +315,7 @@ export class Coordinator {
   }
 
   private enqueue(command: Command): void {
+    if (this.queue.length === 0) this.queuedSince = performance.now();
     this.queue.push(command);
     this.kick();
   }
@@ -346,8 +360,10 @@ export class Coordinator {
         const last = this.inFlight[this.inFlight.length - 1];
         if (last && this.queue.length < Math.min(last.commands.length, this.opts.maxBatchCommands)) break;
         const t = Date.now();
+        if (this.holdForCompany(t)) break;
         const digest = this.sessionClock.takeDigest(this.host.state(), this.lastHeard, t);
         const commands = this.queue.splice(0, this.opts.maxBatchCommands - (digest ? 1 : 0));
+        if (this.queue.length > 0) this.queuedSince = performance.now();
         if (digest) commands.unshift(digest);
         const entry: LogEntry = { v: entryVersion(commands), t, node: this.host.nodeId, epoch: this.host.state().epoch, cmds: commands };
         const expected = this.host.appliedSeq() + this.inFlight.length;
@@ -368,6 +384,26 @@ export class Coordinator {
     // so stop() returns only when nothing of this leader is in the air.
     const rest = this.inFlight.splice(0);
     await Promise.all(rest.map((f) => f.seq));
+  }
+
+  /**
+   * True when the queued commands can only join queues and may wait for
+   * another command to share their entry (holdPolicy.ts); then a timer
+   * wakes the loop when the oldest has waited `holdQueuedMs`. A due
+   * session digest is never held.
+   */
+  private holdForCompany(nowMs: number): boolean {
+    const { holdQueuedMs, maxBatchCommands } = this.opts;
+    if (this.sessionClock.digestDue(this.host.state(), nowMs)) return false;
+    const now = performance.now();
+    if (!shouldHold(this.host.state(), this.queue, this.queuedSince, now, holdQueuedMs, maxBatchCommands)) return false;
+    if (!this.holdTimer) {
+      this.holdTimer = setTimeout(() => {
+        this.holdTimer = undefined;
+        this.kick();
+      }, Math.max(0, this.queuedSince + holdQueuedMs - now));
+    }
+    return true;
   }
 
   private async appendEntry(entry: LogEntry, expected: number): Promise<number | undefined> {
