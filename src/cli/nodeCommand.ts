@@ -1,7 +1,7 @@
 /** `dlm node`: run one dlm node (it follows, and leads when it wins the lease). */
 import * as path from "path";
 import { DEFAULT_PREFIX } from "../protocol/subjects";
-import { DlmNode, NODE_DEFAULTS, NODE_READY_MAX_LAG_ENTRIES } from "../replica/node";
+import { DlmNode, FOLLOW_IDLE_POLL_MS, NODE_DEFAULTS, NODE_READY_MAX_LAG_ENTRIES } from "../replica/node";
 import { asLogger, createLogger } from "../util/logger";
 import { version } from "../version";
 import { int, str, UsageError, type CommandSpec } from "./args";
@@ -35,7 +35,7 @@ export const nodeSpec: CommandSpec = {
       name: "follow-poll-ms",
       kind: "int",
       default: NODE_DEFAULTS.followPollMs,
-      help: "a follower polls the log this often while entries come (backing off to 100 ms when idle); 0: each entry is pushed to it",
+      help: `a follower polls the log this often while entries come (backing off to ${FOLLOW_IDLE_POLL_MS} ms when idle); 0: each entry is pushed to it`,
     },
     { name: "snapshot-every", kind: "int", default: NODE_DEFAULTS.snapshotEveryEntries, help: "write a state snapshot every N applied entries" },
     { name: "metrics-port", kind: "int", default: 0, help: "serve /metrics, /healthz and /readyz over HTTP on this port (0: off)" },

@@ -37,11 +37,6 @@ export class Stopper implements StopSignal {
     return this._reason;
   }
 
-  /** The Stopper itself, so code written against an AbortController reads the same. */
-  get signal(): Stopper {
-    return this;
-  }
-
   /** Listeners run once anyway, so `once` changes nothing. */
   addEventListener(_type: "abort", listener: () => void, _options?: { once?: boolean }): void {
     if (!this._aborted) this.listeners.push(listener);
