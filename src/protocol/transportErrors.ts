@@ -21,7 +21,9 @@
 export class TransportError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
-    this.name = "TransportError";
+    // Every subclass is named after itself: classifyNatsError and callers
+    // holding a foreign copy of this module compare names, not classes.
+    this.name = new.target.name;
   }
 }
 export class TransportTimeoutError extends TransportError {
@@ -31,28 +33,20 @@ export class TransportTimeoutError extends TransportError {
     options?: { cause?: unknown },
   ) {
     super(`no reply on ${subject} within ${timeoutMs}ms`, options);
-    this.name = "TransportTimeoutError";
   }
 }
-export class TransportUnavailableError extends TransportError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "TransportUnavailableError";
-  }
-}
+export class TransportUnavailableError extends TransportError {}
 export class NoRespondersError extends TransportUnavailableError {
   constructor(
     readonly subject: string,
     options?: { cause?: unknown },
   ) {
     super(`no responders on ${subject}`, options);
-    this.name = "NoRespondersError";
   }
 }
 export class DisconnectedError extends TransportUnavailableError {
   constructor(message = "NATS connection is disconnected", options?: { cause?: unknown }) {
     super(message, options);
-    this.name = "DisconnectedError";
   }
 }
 /**
@@ -60,16 +54,10 @@ export class DisconnectedError extends TransportUnavailableError {
  * violation): retrying cannot help, the NATS user's permissions (or the
  * client's namespace) must change.
  */
-export class TransportPermissionError extends TransportError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "TransportPermissionError";
-  }
-}
+export class TransportPermissionError extends TransportError {}
 export class TransportClosedError extends TransportError {
   constructor(message = "NATS connection is closed", options?: { cause?: unknown }) {
     super(message, options);
-    this.name = "TransportClosedError";
   }
 }
 

@@ -12,6 +12,7 @@ import {
   TransportClosedError,
   TransportPermissionError,
   TransportTimeoutError,
+  TransportUnavailableError,
 } from "../../src/client/transport";
 import { loadForeignNats } from "../kit/foreignNats";
 import { removeTempDir } from "../kit/tmp";
@@ -69,4 +70,31 @@ describe.each(copies)("errors from %s", (_label, errors) => {
     expect(classifyNatsError(new Error("boom"))).toBe("other");
     expect(classifyNatsError(undefined)).toBe("other");
   });
+});
+
+test("every transport error is named after its class (what callers with another copy of dlm compare)", () => {
+  const made = [
+    new TransportTimeoutError("dlm.req", 200),
+    new NoRespondersError("dlm.req"),
+    new DisconnectedError(),
+    new TransportClosedError(),
+    new TransportPermissionError("refused"),
+    new TransportUnavailableError("down"),
+  ];
+  expect(made.map((e) => e.name)).toEqual([
+    "TransportTimeoutError",
+    "NoRespondersError",
+    "DisconnectedError",
+    "TransportClosedError",
+    "TransportPermissionError",
+    "TransportUnavailableError",
+  ]);
+  expect(made.map((e) => e.message)).toEqual([
+    "no reply on dlm.req within 200ms",
+    "no responders on dlm.req",
+    "NATS connection is disconnected",
+    "NATS connection is closed",
+    "refused",
+    "down",
+  ]);
 });
