@@ -13,14 +13,13 @@
  * that shows up, or two sections that interleave all break the equality.
  */
 import { DlmClient, isDlmError } from "../../src/client";
-import { decodeEntry } from "../../src/coordinator/entries";
-import { LogStream } from "../../src/log/logStream";
 import { FILE_COUNT } from "../../src/protocol/files";
 import type { Reply } from "../../src/protocol/messages";
 import { names } from "../../src/protocol/subjects";
 import type { LogEntry } from "../../src/state";
 import { sleep, startDlmCluster, type DlmTestCluster } from "../kit/dlmCluster";
 import { JOURNAL, JOURNAL_INDEX, Journal, journalTokens } from "../kit/journal";
+import { readLogEntries } from "../kit/logEntries";
 import { holdThroughOutage } from "../kit/outage";
 import { RawSession } from "../kit/rawSession";
 import { checkEverything as checkAll, filesOn, leaderStatus, type RecoveryOptions } from "../kit/recovery";
@@ -50,15 +49,8 @@ function indexOf(id: string): number {
 }
 
 /** All log entries, read straight from the stream. */
-async function readLog(): Promise<Array<{ seq: number; entry: LogEntry }>> {
-  const n = names();
-  const log = await LogStream.open(c.nc, { streamName: n.streamName, subject: n.logSubject, replicas: 1 });
-  const last = await log.lastSeq();
-  const out: Array<{ seq: number; entry: LogEntry }> = [];
-  await log.read(1, last, (seq, data) => {
-    out.push({ seq, entry: decodeEntry(seq, data) });
-  });
-  return out;
+function readLog(): Promise<Array<{ seq: number; entry: LogEntry }>> {
+  return readLogEntries(c.nc, 1);
 }
 
 /** Keeps making progress (small sections) until stopped; resolves with the number of sections. */

@@ -28,11 +28,9 @@
  * server-side work on that (issue 9), not by anything this test controls.
  */
 import type { DlmClient } from "../../src/client";
-import { decodeEntry } from "../../src/coordinator/entries";
-import { LogStream } from "../../src/log/logStream";
-import { names } from "../../src/protocol/subjects";
 import { sleep, startDlmCluster, type DlmTestCluster } from "../kit/dlmCluster";
 import { JOURNAL_INDEX } from "../kit/journal";
+import { readLogEntries } from "../kit/logEntries";
 import { scenarioWithTails } from "../kit/scenario";
 import { SectionWorkers } from "../kit/sectionWorkers";
 import { until } from "../kit/wait";
@@ -117,16 +115,9 @@ async function healAndCheck(label: string): Promise<void> {
   console.log(`${label}: ${workers.summary()}`);
 }
 
-/** Every command in the log, with the entry's leader node. */
+/** Every command in the log. */
 async function loggedCommands(): Promise<Array<Record<string, unknown>>> {
-  const n = names();
-  const log = await LogStream.open(c.nc, { streamName: n.streamName, subject: n.logSubject, replicas: 3 });
-  const last = await log.lastSeq();
-  const out: Array<Record<string, unknown>> = [];
-  await log.read(1, last, (seq, data) => {
-    for (const cmd of decodeEntry(seq, data).cmds) out.push(cmd as unknown as Record<string, unknown>);
-  });
-  return out;
+  return (await readLogEntries(c.nc, 3)).flatMap(({ entry }) => entry.cmds as unknown as Array<Record<string, unknown>>);
 }
 
 scenario("the leader cut off from NATS: a new leader serves, the old one rejoins as a follower", async () => {

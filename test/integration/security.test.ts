@@ -14,6 +14,7 @@ import { makeTestCertificates, type TestCertificates } from "../kit/certs";
 import { runDlm } from "../kit/cli";
 import { startDlmCluster, sleep, type DlmTestCluster } from "../kit/dlmCluster";
 import { startDlmNode } from "../kit/dlmNode";
+import { readLogEntries } from "../kit/logEntries";
 import { loadForeignNats } from "../kit/foreignNats";
 import { makeOperatorSetup } from "../kit/jwt";
 import { startNats } from "../kit/nats";
@@ -136,10 +137,22 @@ describe("least privilege: node, operator and client users with the documented p
     } finally {
       await nc.close();
     }
-    // Nothing changed: same log, same leader and epoch.
-    expect(await cluster.waitCaughtUp()).toBe(lastSeq);
+    // Nothing of the client's got in: same leader and epoch, and whatever
+    // the log gained meanwhile is the leader's own session bookkeeping (the
+    // test clients' heartbeats come 1.33 s apart against a quiet mark at
+    // 1.4 s, so a late one is logged as a digest and then as heard).
+    await cluster.waitCaughtUp();
     const after = await cluster.status();
     expect([after.leader, after.epoch]).toEqual([before.leader, before.epoch]);
+    const reader = await natsConnect({ servers: cluster.urls, user: "dlm-node", pass: pw.node });
+    try {
+      const [atStart, ...since] = await readLogEntries(reader, 1, lastSeq);
+      expect(atStart?.seq).toBe(lastSeq); // the reader sees the log, so an empty "since" means nothing came
+      expect(since.filter(({ entry }) => entry.node !== before.leader || entry.epoch !== before.epoch)).toEqual([]);
+      expect(since.flatMap(({ entry }) => entry.cmds.map((cmd) => cmd.type)).filter((t) => t !== "sessionDigest" && t !== "sessionHeard")).toEqual([]);
+    } finally {
+      await reader.close();
+    }
   });
 
   test("the nodes never hit a permission they lack (nats-server logs every violation)", async () => {
