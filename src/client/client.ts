@@ -14,6 +14,17 @@
  * await client.close();
  * ```
  *
+ * The client is a facade over its parts, one job each:
+ *
+ * - requests.ts: one request under the retry policy, typed errors;
+ * - sessions.ts: hello, heartbeats, notifications, expiry, goodbye;
+ * - acquireWaits.ts: waiting for a grant (acquire, acquireAll, commit):
+ *   polls, cancels, giving up, queueing again;
+ * - leaseKeeper.ts: held leases: renewals, local deadlines, release,
+ *   abandon, loss;
+ * - sections.ts: appends staged in the client and spilled when too big;
+ * - serverCleanups.ts: what the next acquire of a lock waits for.
+ *
  * Behaviour the protocol leaves to the client (see also docs in options.ts,
  * retry.ts, lease.ts):
  *
@@ -80,44 +91,29 @@
  * "session" (clientId) after every successful hello, "closed".
  */
 import { EventEmitter } from "node:events";
-import { nanoid } from "nanoid";
 import { connect as natsConnect } from "@nats-io/transport-node";
 import type { ConnectionOptions } from "@nats-io/nats-core";
 import { fileIndex } from "../protocol/files";
-import { DEFAULT_LIMITS, LOCK_NAME } from "../protocol/limits";
-import {
-  DEFAULT_LOCK,
-  type LeaseInfo,
-  type LoggedRequest,
-  type Notification,
-  type OkReply,
-  type Reply,
-  type Request,
-  type StatusView,
-  type WireAppend,
-} from "../protocol/messages";
+import { LOCK_NAME } from "../protocol/limits";
+import { DEFAULT_LOCK, type LoggedRequest, type StatusView, type WireAppend } from "../protocol/messages";
 import { names, type Names } from "../protocol/subjects";
 import {
-  AlreadyHeldError,
   BadRequestError,
   CancelledError,
   ClosedError,
-  DlmError,
   FileNotFoundError,
   InternalError,
-  LockExpiredError,
   NotHolderError,
-  SessionExpiredError,
   TimeoutError,
   TooLargeError,
   UnavailableError,
-  errorFromReply,
   isDlmError,
-  makeError,
 } from "./errors";
 import type { FaultInjector } from "./faults";
-import { Lease, type Committed, type Discarded, type LeaseOwner } from "./lease";
-import { LeaseSet } from "./leaseSet";
+import { AcquireWaits } from "./acquireWaits";
+import type { Committed, Discarded, Lease, LeaseOwner } from "./lease";
+import { LeaseKeeper } from "./leaseKeeper";
+import type { LeaseSet } from "./leaseSet";
 import { checkDurations, checkLockName, checkSemaphoreLimit, lockList, shapeFields, type LockMode, type LockSpec, type ShapeFields } from "./lockShapes";
 import { Semaphore } from "./semaphore";
 import { runWhileHolding } from "./whileHolding";
@@ -129,17 +125,14 @@ import {
   type Logger,
   type ResolvedOptions,
 } from "./options";
-import { allAttemptsTimeoutMs, attemptTimeoutMs, raceSignal, retry, sleep, type RetryPolicy } from "./retry";
-import { PendingAcquire, Session, type GrantResult, type SessionInfo } from "./session";
-import { Stopper, type StopSignal } from "./stopper";
-import {
-  NatsTransport,
-  TransportClosedError,
-  TransportPermissionError,
-  TransportTimeoutError,
-  TransportUnavailableError,
-  type Transport,
-} from "./transport";
+import { describe, Requests } from "./requests";
+import { allAttemptsTimeoutMs } from "./retry";
+import { RELEASE_FIELDS_WIRE_BYTES, SectionStager, requestBudget, wireBytesOf, type AppendResult } from "./sections";
+import { ServerCleanups } from "./serverCleanups";
+import { PendingAcquire, type SessionInfo } from "./session";
+import { Sessions } from "./sessions";
+import { Stopper } from "./stopper";
+import { NatsTransport, type Transport } from "./transport";
 
 export interface AcquireOptions {
   /** Lease length; default the client's `defaultLeaseMs`, else the server's. */
@@ -180,11 +173,6 @@ export interface AppendOptions {
   lease?: Lease;
 }
 
-export interface AppendResult {
-  /** The critical section staged so far under this grant. */
-  staged: { appends: number; bytes: number };
-}
-
 /** One append of a one-request commit. */
 export interface CommitAppend {
   /** `file_0` … `file_99`. */
@@ -217,82 +205,8 @@ export interface CommitResult {
   committed: Committed;
 }
 
-export type { Committed, Discarded, SessionInfo };
+export type { AppendResult, Committed, Discarded, SessionInfo };
 
-/** One answered request. */
-interface Answer {
-  reply: Reply;
-  /** When the attempt that was answered was sent (performance.now()). */
-  sentAt: number;
-  /** When the first attempt of this request was sent. */
-  firstSentAt: number;
-}
-
-interface CallOptions {
-  signal?: StopSignal;
-  policy?: Partial<RetryPolicy>;
-  onSend?: (sentAt: number) => void;
-  /**
-   * Once aborted, no further attempt is sent (the one in flight may still
-   * be answered); the call rejects with its reason instead of retrying.
-   */
-  noRetryAfter?: AbortSignal;
-}
-
-interface LeaseRecord {
-  lease: Lease;
-  session: Session;
-  /** Monotonic time at or before which the server last granted/renewed: the lease runs at least until confirmedAt + leaseMs. */
-  confirmedAt: number;
-  renewTimer: NodeJS.Timeout | undefined;
-  deadlineTimer: NodeJS.Timeout | undefined;
-  releasing: Promise<Committed> | undefined;
-  abandoning: Promise<Discarded> | undefined;
-  section: LocalSection;
-  /** The last append() on this lease; each waits for the one before, so the section keeps the callers' order. */
-  appending: Promise<unknown>;
-}
-
-/**
- * The part of a critical section the server has not logged yet: appends
- * staged in the client, sent with the release. `spilled` counts those
- * already logged on their own (a section too big for one request); the
- * release names that count.
- */
-interface LocalSection {
-  inline: WireAppend[];
-  inlineBytes: number;
-  /** Size of `inline` as it travels in the release request (base64 and JSON). */
-  inlineWireBytes: number;
-  spilled: number;
-  spilledBytes: number;
-}
-
-/** Room a release or commit request needs besides its appends (op, ids, seq, ack, lock, token, staged). */
-const RELEASE_FIELDS_WIRE_BYTES = 256;
-/** Room one append needs inside the `appends` array besides its base64 data. */
-const APPEND_ITEM_WIRE_BYTES = 40;
-
-function wireBytesOf(size: number): number {
-  return Math.ceil(size / 3) * 4 + APPEND_ITEM_WIRE_BYTES;
-}
-
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
-/**
- * The reason an acquire's internal send/poll loop is stopped once it is no
- * longer needed. Nobody outside sees it; one frozen error serves every
- * acquire rather than a new one (with its stack trace) each time.
- */
-const LOOP_ENDED: Error = Object.freeze(new Error("the acquire's send/poll loop ended"));
-const now = (): number => performance.now();
-/** Errors that end a grant: the lease is lost. */
-const LEASE_ENDING = new Set(["LOCK_EXPIRED", "NOT_HOLDER", "SESSION_EXPIRED"]);
-const MAX_KNOWN_TOKENS = 1024;
-/** How many times acquire() queues again after a grant that ran out before it was seen. */
-const MAX_LATE_GRANT_ROUNDS = 3;
-/** Shortest interval between polls of a queued acquire. */
-const MIN_POLL_MS = 20;
 /**
  * How long after its waitMs a tryAcquire waits for the server's answer
  * before it cancels the wait itself (at least 2 * requestTimeoutMs): covers
@@ -300,30 +214,8 @@ const MIN_POLL_MS = 20;
  */
 const TRY_BACKSTOP_MS = 5000;
 
-/** A grant that had already ended when the client learned of it (internal). */
-class LateGrant extends Error {
-  constructor(readonly error: DlmError) {
-    super(`the grant ended before the client saw it: ${error.message}`);
-  }
-}
-
-/** The locks an acquire, commit or acquireAll request names. */
-function lockNamesOf(req: LoggedRequest): string[] {
-  return req.op === "acquireAll" ? req.locks.map((l) => l.lock) : "lock" in req ? [req.lock] : [];
-}
-
 function toBytes(data: string | Uint8Array): Buffer {
   return typeof data === "string" ? Buffer.from(data, "utf8") : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-}
-
-/** The grants an answer to an acquire or acquireAll carries. */
-function grantsOf(reply: OkReply): LeaseInfo[] {
-  if (reply.leases && reply.leases.length > 0) return reply.leases;
-  return reply.lease ? [reply.lease] : [];
-}
-
-function describe(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
 }
 
 export class DlmClient extends EventEmitter implements LeaseOwner {
@@ -335,25 +227,11 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
   /** Stopped by close(): ends every wait, retry and loop of this client. */
   private readonly closing = new Stopper();
   private closePromise: Promise<string | undefined> | undefined;
-  private sessionPromise: Promise<Session> | undefined;
-  private current: Session | undefined;
-  private generation = 0;
-  private readonly records = new Map<Lease, LeaseRecord>();
-  /**
-   * Per lock: the abandon of a grant this client declared lost by its own
-   * clock (see giveUp). Resolves, never rejects, once the server answered
-   * (true: the grant is over) or the attempt was given up (false).
-   */
-  private readonly givenUp = new Map<string, Promise<boolean>>();
-  /**
-   * Waits this client gave up whose cancel did not get through (a fault
-   * outlasted it): lock name -> the session and seq still queued on the
-   * server. The next acquire of that lock, refused ALREADY_HELD by that
-   * wait, cancels it again instead of failing.
-   */
-  private readonly unendedWaits = new Map<string, { sessionId: string; seq: number }>();
-  /** Per lock: the latest lease lost and not yet followed by a new grant, so later calls say why. */
-  private readonly lastLost = new Map<string, Lease>();
+  private readonly requests: Requests;
+  private readonly sessions: Sessions;
+  private readonly keeper: LeaseKeeper;
+  private readonly waits: AcquireWaits;
+  private readonly sections: SectionStager;
 
   /**
    * Lower-level constructor: `connect()` is the usual way in. The client
@@ -367,12 +245,20 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     this.log = this.options.logger;
     this.faults = this.options.faults;
     this.transport = this.faults ? this.faults.wrap(transport) : transport;
+    const emit = (event: string, ...args: unknown[]): void => this.safeEmit(event, ...args);
+    const cleanups = new ServerCleanups();
+    this.requests = new Requests(this.transport, this.names, this.options, this.log, this.closing);
+    this.keeper = new LeaseKeeper(this, this.requests, cleanups, this.options, this.log, this.closing, emit);
+    this.sessions = new Sessions(this.transport, this.names, this.options, this.log, this.closing, this.faults, this.requests, this.keeper, emit);
+    this.requests.onSessionExpired = (session, error) => this.sessions.expire(session, error);
+    this.waits = new AcquireWaits(this.requests, this.sessions, this.keeper, cleanups, this.options, this.log, this.closing);
+    this.sections = new SectionStager(this.requests, this.keeper, this.options);
   }
 
   /** Say hello (with the retry policy). connect() calls this. */
   async start(): Promise<this> {
     try {
-      await this.ensureSession();
+      await this.sessions.ensure();
     } catch (e) {
       if (e instanceof TimeoutError) {
         const total = allAttemptsTimeoutMs(this.options) / 1000;
@@ -388,17 +274,17 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
 
   /** The current session id (changes when a session is renewed after expiry). */
   get clientId(): string | undefined {
-    return this.current?.id;
+    return this.sessions.current?.id;
   }
 
   /** The server's settings from the last hello. */
   get session(): SessionInfo | undefined {
-    return this.current?.info;
+    return this.sessions.current?.info;
   }
 
   /** The dlm version of the leader that answered the last hello. */
   get serverVersion(): string | undefined {
-    return this.current?.serverVersion;
+    return this.sessions.current?.serverVersion;
   }
 
   get closed(): boolean {
@@ -407,13 +293,12 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
 
   /** Leases currently held (not released, not lost). */
   get leases(): Lease[] {
-    return [...this.records.keys()];
+    return this.keeper.held();
   }
 
   /** The held lease on `lock`, if any. */
   leaseFor(lock: string = DEFAULT_LOCK): Lease | undefined {
-    for (const lease of this.records.keys()) if (lease.lock === lock) return lease;
-    return undefined;
+    return this.keeper.leaseFor(lock);
   }
 
   // ---------------------------------------------------------------- locks
@@ -429,86 +314,11 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     checkLockName(lock);
     checkDurations(opts);
     const shape = shapeFields(lock, opts);
-    return this.inRounds([lock], opts.signal, () => this.acquireOnce(lock, opts, shape));
-  }
-
-  /**
-   * Runs one acquire (of `locks`) until it is granted, in up to
-   * MAX_LATE_GRANT_ROUNDS rounds: waits first for grants of those locks this
-   * client gave up to be ended on the server, and queues again after a
-   * grant that ran out before it was seen, or after an ALREADY_HELD caused
-   * by a given-up grant or wait the server still counts.
-   */
-  private async inRounds<T>(locks: readonly string[], signal: AbortSignal | undefined, once: () => Promise<T>): Promise<T> {
-    for (let round = 1; ; round++) {
-      for (const lock of locks) await this.settleGivenUp(lock, signal);
-      try {
-        const granted = await once();
-        // Granted, so no wait of this client stands on these locks any more.
-        for (const lock of locks) this.unendedWaits.delete(lock);
-        return granted;
-      } catch (e) {
-        // The grant ran out before the client learned of it (its notification
-        // was lost and the poll found it late): wait in line again.
-        if (e instanceof LateGrant && round < MAX_LATE_GRANT_ROUNDS && !this.closed && !signal?.aborted) {
-          this.log.warn({ locks, round }, "dlm client: a grant ran out before it was seen; acquiring again");
-          continue;
-        }
-        // The server still counts a grant this client gave up (its abandon
-        // did not get through yet): end it again, then ask again.
-        if (e instanceof AlreadyHeldError && round < MAX_LATE_GRANT_ROUNDS && this.regiveUp(e.lease?.lock ?? locks[0]!, e)) continue;
-        // Or by a wait it gave up whose cancel did not get through: cancel it again.
-        if (e instanceof AlreadyHeldError && round < MAX_LATE_GRANT_ROUNDS && (await this.recancelUnendedWait(locks, e))) continue;
-        throw e instanceof LateGrant ? e.error : e;
-      }
-    }
+    return this.waits.inRounds([lock], opts.signal, () => this.acquireOnce(lock, opts, shape));
   }
 
   private acquireOnce(lock: string, opts: AcquireOptions, shape: ShapeFields): Promise<Lease> {
-    return this.queueFor(lock, opts, { op: "acquire", lock, ...shape }, (session, grant) => this.adoptLease(session, grant));
-  }
-
-  /**
-   * Sends one acquire or acquireAll (`fields`, plus the session fields and
-   * the caller's lease and wait) and waits for its grant under runAcquire.
-   */
-  private async queueFor<T>(
-    what: string,
-    opts: { leaseMs?: number; waitMs?: number; signal?: AbortSignal },
-    fields: ({ op: "acquire"; lock: string } & ShapeFields) | { op: "acquireAll"; locks: Array<{ lock: string; mode: LockMode }> },
-    adopt: (session: Session, grant: GrantResult) => Promise<T>,
-  ): Promise<T> {
-    const session = await this.sessionFor(what, opts.signal);
-    const leaseMs = opts.leaseMs ?? this.options.defaultLeaseMs;
-    const seq = session.seqs.issue();
-    const pending = new PendingAcquire(seq, what);
-    session.pending.set(seq, pending);
-    const build = (): LoggedRequest => ({
-      ...fields,
-      client: session.id,
-      seq,
-      ack: session.seqs.ack(),
-      ...(leaseMs !== undefined ? { leaseMs } : {}),
-      ...(opts.waitMs !== undefined ? { waitMs: opts.waitMs } : {}),
-    });
-    return this.runAcquire(session, pending, build, opts.signal, this.pollMsFor(session, leaseMs), (grant) => adopt(session, grant));
-  }
-
-  /** The session to send an acquire on; CancelledError if `signal` aborts first. */
-  private async sessionFor(what: string, signal: AbortSignal | undefined): Promise<Session> {
-    if (signal?.aborted) throw this.cancelledBy(signal, what);
-    try {
-      return await raceSignal(this.ensureSession(), signal);
-    } catch (e) {
-      if (signal?.aborted) throw this.cancelledBy(signal, what);
-      throw e;
-    }
-  }
-
-  /** Poll a queued acquire often enough that a grant whose notification was lost is found with most of its lease left. */
-  private pollMsFor(session: Session, leaseMs: number | undefined): number {
-    const expectedLeaseMs = leaseMs ?? session.info?.defaultLeaseMs ?? DEFAULT_LIMITS.defaultLeaseMs;
-    return Math.max(MIN_POLL_MS, Math.min(this.options.requestTimeoutMs, expectedLeaseMs / 4));
+    return this.waits.queueFor(lock, opts, { op: "acquire", lock, ...shape }, (session, grant) => this.keeper.adopt(session, grant));
   }
 
   /**
@@ -531,7 +341,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     this.checkOpen();
     const list = lockList(locks);
     checkDurations(opts);
-    return this.inRounds(
+    return this.waits.inRounds(
       list.map((l) => l.lock),
       opts.signal,
       () => this.acquireAllOnce(list, opts),
@@ -540,7 +350,9 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
 
   private acquireAllOnce(list: Array<{ lock: string; mode: LockMode }>, opts: AcquireAllOptions): Promise<LeaseSet> {
     const what = list.map((l) => l.lock).join(", ");
-    return this.queueFor(what, opts, { op: "acquireAll", locks: list }, (session, grant) => this.adoptLeaseSet(session, grant, list.length));
+    return this.waits.queueFor(what, opts, { op: "acquireAll", locks: list }, (session, grant) =>
+      this.keeper.adoptSet(session, grant, list.length, (g) => this.sessions.releaseGrant(session, g)),
+    );
   }
 
   /**
@@ -645,32 +457,15 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
    * more renewals, reported lost with the abandon's error): the server ends
    * the grant when its lease runs out, which discards the section too.
    */
-  async endUncommitted(lease: Lease): Promise<void> {
-    let rec = this.records.get(lease);
-    if (!rec) return;
-    // A release or abandon in flight decides first.
-    const inFlight = rec.releasing ?? rec.abandoning;
-    if (inFlight) await inFlight.then(() => undefined, () => undefined);
-    rec = this.records.get(lease);
-    if (!rec || this.closed || lease.state !== "held") return;
-    try {
-      await this.abandon(lease);
-    } catch (e) {
-      this.log.warn({ lock: lease.lock, token: lease.token, err: describe(e) }, "dlm client: abandoning after a failed section failed; the lease will run out");
-      const left = this.records.get(lease);
-      if (left) this.loseLease(left, isDlmError(e) ? e : new InternalError(`abandon failed: ${describe(e)}`, { cause: e }));
-    }
+  endUncommitted(lease: Lease): Promise<void> {
+    return this.keeper.endUncommitted(lease);
   }
 
   /** Release a lease (default: the held lease on "global"), committing its staged appends. */
   release(leaseOrLock?: Lease | string): Promise<Committed> {
     try {
       this.checkOpen();
-      const rec = this.recordFor(leaseOrLock, "release");
-      rec.releasing ??= this.doRelease(rec).finally(() => {
-        rec.releasing = undefined;
-      });
-      return rec.releasing;
+      return this.keeper.release(this.keeper.recordFor(leaseOrLock, "release"));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -685,11 +480,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     if (lease.state === "lost" || lease.state === "released") return Promise.resolve({ appends: 0, bytes: 0 });
     try {
       this.checkOpen();
-      const rec = this.recordFor(lease, "abandon");
-      rec.abandoning ??= this.doAbandon(rec).finally(() => {
-        rec.abandoning = undefined;
-      });
-      return rec.abandoning;
+      return this.keeper.abandon(this.keeper.recordFor(lease, "abandon"));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -698,8 +489,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
   /** Renew a lease now; the client also renews every leaseMs * renewFraction. */
   async renew(lease: Lease): Promise<Lease> {
     this.checkOpen();
-    const rec = this.recordFor(lease, "renew");
-    await this.renewRecord(rec);
+    await this.keeper.renew(this.keeper.recordFor(lease, "renew"));
     return lease;
   }
 
@@ -719,14 +509,14 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     const bytes = toBytes(data);
     const lease = opts.lease ?? this.leaseFor(DEFAULT_LOCK);
     if (!lease) {
-      const lost = this.lastLost.get(DEFAULT_LOCK);
+      const lost = this.keeper.lastLost(DEFAULT_LOCK);
       if (lost?.lostReason) throw lost.lostReason;
       throw new NotHolderError(`append needs a held lease on "${DEFAULT_LOCK}" (the lock that guards the files): acquire it first`);
     }
     if (lease.lock !== DEFAULT_LOCK) {
       throw new NotHolderError(`files are guarded by lock "${DEFAULT_LOCK}", not by "${lease.lock}"`);
     }
-    const rec = this.recordFor(lease, "append");
+    const rec = this.keeper.recordFor(lease, "append");
     const max = rec.session.info?.maxAppendBytes;
     if (max !== undefined && bytes.length > max) {
       throw new TooLargeError(`append of ${bytes.length} bytes is larger than the server's limit of ${max}`);
@@ -735,97 +525,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       throw new NotHolderError(`cannot append: the lease on ${lease.lock} (token ${lease.token}) is being released`);
     }
     const payload = bytes.toString("base64");
-    const run = rec.appending.then(() => this.stage(rec, file, payload, bytes.length));
-    rec.appending = run.catch(() => undefined);
-    return run;
-  }
-
-  /** Adds one append to the lease's local section, spilling the earlier ones first if it would not fit one request. */
-  private async stage(rec: LeaseRecord, file: string, data: string, size: number): Promise<AppendResult> {
-    // The deadline timer may not have had its turn yet (a busy event loop
-    // runs promise continuations first, and a section's appends are all
-    // continuations), so the deadline itself is checked here: an append is
-    // never accepted under a lease past its safe local bound.
-    if (rec.lease.state === "held" && rec.confirmedAt + rec.lease.leaseMs <= now()) this.expireLocally(rec);
-    // A lease lost while an earlier append spilled is never written to again.
-    if (rec.lease.lost && rec.lease.lostReason) throw rec.lease.lostReason;
-    const section = rec.section;
-    const info = rec.session.info;
-    const maxSection = info?.maxSectionBytes;
-    if (maxSection !== undefined && section.spilledBytes + section.inlineBytes + size > maxSection) {
-      throw new TooLargeError(`the critical section would grow to ${section.spilledBytes + section.inlineBytes + size} bytes, over the server's limit of ${maxSection}`);
-    }
-    const item: WireAppend = { file, data };
-    section.inline.push(item);
-    section.inlineBytes += size;
-    section.inlineWireBytes += wireBytesOf(size);
-    // A server that does not take appends inside the release gets each one
-    // logged at once (and so does a client that asked for it); otherwise
-    // only what no longer fits one request spills.
-    const keep = maxSection === undefined || this.options.logEachAppend ? 0 : 1;
-    if (keep === 0 || section.inlineWireBytes + RELEASE_FIELDS_WIRE_BYTES > this.requestBudget(rec.session)) {
-      try {
-        await this.spill(rec, keep);
-      } catch (e) {
-        // This append failed, so it is not part of the section. (If its own
-        // request's outcome is unknown and it did land, the release's count
-        // no longer matches the server's and the release is refused.)
-        if (section.inline[section.inline.length - 1] === item) {
-          section.inline.pop();
-          section.inlineBytes -= size;
-          section.inlineWireBytes -= wireBytesOf(size);
-        }
-        throw e;
-      }
-    }
-    return { staged: { appends: section.spilled + section.inline.length, bytes: section.spilledBytes + section.inlineBytes } };
-  }
-
-  /**
-   * The most bytes a release or commit request may carry: what one append of
-   * the server's maxAppendBytes takes on the wire, which the server's
-   * maxRequestBytes is configured to admit.
-   */
-  private requestBudget(session: Session): number {
-    const maxAppend = session.info?.maxAppendBytes ?? DEFAULT_LIMITS.maxAppendBytes;
-    return Math.ceil(maxAppend / 3) * 4 + 512;
-  }
-
-  /**
-   * Logs the oldest staged appends on their own, one request each, until
-   * `keep` are left. On a failure the append that failed stays staged; if
-   * its outcome is unknown (TIMEOUT), the count the release names may not
-   * match the server's, which then refuses the release (SECTION_MISMATCH)
-   * rather than commit a section the client did not mean.
-   */
-  private async spill(rec: LeaseRecord, keep: number): Promise<void> {
-    const section = rec.section;
-    const { lease, session } = rec;
-    while (section.inline.length > keep) {
-      const next = section.inline[0];
-      try {
-        // Once the lease is declared lost its section can never commit: the
-        // attempt in flight may still bring the server's answer (its refusal
-        // at the token check), but no retry is sent for it.
-        await this.logged(
-          session,
-          (seq, ack) => ({ op: "append", client: session.id, seq, ack, file: next.file, data: next.data, token: lease.token }),
-          { noRetryAfter: lease.signal },
-        );
-      } catch (e) {
-        this.loseIfEnded(rec, e);
-        throw e;
-      }
-      // The loss was declared as the reply arrived: the append that
-      // overflowed must not report success for a section that never commits.
-      if (lease.lost && lease.lostReason) throw lease.lostReason;
-      const size = Buffer.byteLength(next.data, "base64");
-      section.inline.shift();
-      section.inlineBytes -= size;
-      section.inlineWireBytes -= wireBytesOf(size);
-      section.spilled++;
-      section.spilledBytes += size;
-    }
+    return this.sections.append(rec, file, payload, bytes.length);
   }
 
   /**
@@ -851,7 +551,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     }
     checkDurations(opts);
     if (opts.signal?.aborted) throw new CancelledError(`commit under ${lock} was cancelled before it was sent`, { cause: opts.signal.reason });
-    const session = await this.ensureSession();
+    const session = await this.sessions.ensure();
     const info = session.info;
     const wire: WireAppend[] = [];
     let bytes = 0;
@@ -869,7 +569,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     if (info?.maxSectionBytes !== undefined && bytes > info.maxSectionBytes) {
       throw new TooLargeError(`a section of ${bytes} bytes is larger than the server's limit of ${info.maxSectionBytes}`);
     }
-    if (info?.maxSectionBytes === undefined || wireBytes > this.requestBudget(session)) {
+    if (info?.maxSectionBytes === undefined || wireBytes > requestBudget(session.info)) {
       return this.commitInSteps(lock, appends, opts);
     }
     const seq = session.seqs.issue();
@@ -885,73 +585,9 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       ...(opts.leaseMs !== undefined ? { leaseMs: opts.leaseMs } : {}),
       ...(opts.waitMs !== undefined ? { waitMs: opts.waitMs } : {}),
     });
-    const stop = new Stopper();
-    const onClose = (): void => stop.abort(this.closing.reason);
-    this.closing.addEventListener("abort", onClose, { once: true });
-    let userAborted = false;
-    const onUserAbort = (): void => {
-      userAborted = true;
-      stop.abort(opts.signal?.reason);
-    };
-    opts.signal?.addEventListener("abort", onUserAbort, { once: true });
-    const loop = this.acquireLoop(session, pending, build, stop, this.options.requestTimeoutMs).catch((e: unknown) => {
-      if (!stop.aborted) pending.fail(e instanceof Error ? e : new InternalError(String(e)));
-    });
-    let abandoned = false;
-    const result = (grant: GrantResult): CommitResult => {
-      session.knownTokens.add(grant.info.token);
-      return { lock, token: grant.info.token, committed: { appends: wire.length, bytes } };
-    };
-    try {
-      return result(await raceSignal(pending.promise, stop));
-    } catch (e) {
-      if (this.closed) throw new ClosedError(`the client was closed while committing under ${lock}`, { cause: e });
-      if (userAborted) {
-        stop.abort(LOOP_ENDED);
-        await loop;
-        const ran = await this.cancelCommit(session, pending, build, lock);
-        return result(ran);
-      }
-      if (isDlmError(e, "TIMEOUT") || isDlmError(e, "UNAVAILABLE")) {
-        // It may still wait in the queue: cancel it in the background so it
-        // does not commit long after the caller was told it timed out.
-        abandoned = true;
-        void this.abandonCommit(session, pending).finally(() => this.forgetAcquire(session, pending));
-      }
-      throw e;
-    } finally {
-      stop.abort(LOOP_ENDED);
-      this.closing.removeEventListener("abort", onClose);
-      opts.signal?.removeEventListener("abort", onUserAbort);
-      await loop;
-      if (!abandoned) this.forgetAcquire(session, pending);
-    }
-  }
-
-  /**
-   * The caller aborted a commit: cancel it on the server. The server
-   * either takes it out of the queue, or refuses it ahead of its arrival
-   * (both: CancelledError), or says it is not waiting because it already
-   * ran; then its answer, cached under the same seq, is fetched and the
-   * commit's grant returned, since the section is in the files.
-   */
-  private async cancelCommit(session: Session, pending: PendingAcquire, build: () => LoggedRequest, lock: string): Promise<GrantResult> {
-    if (pending.state === "granted" && pending.result) return pending.result;
-    const reply = await this.logged(session, (cseq, ack) => ({ op: "cancel", client: session.id, seq: cseq, ack, target: pending.seq }));
-    if (reply.cancelled) throw new CancelledError(`commit under ${lock} was cancelled; nothing was written`);
-    const answer = await this.call(session, build, { signal: this.closing });
-    this.onAcquireAnswer(session, pending, answer);
-    if (pending.state === "granted" && pending.result) return pending.result;
-    throw pending.error ?? new InternalError(`a cancelled commit (seq ${pending.seq}) is neither waiting nor answered`);
-  }
-
-  /** Best effort: cancel a commit the client gave up on, if it is still waiting. */
-  private async abandonCommit(session: Session, pending: PendingAcquire): Promise<void> {
-    try {
-      await this.logged(session, (cseq, ack) => ({ op: "cancel", client: session.id, seq: cseq, ack, target: pending.seq }));
-    } catch (e) {
-      this.log.warn({ err: describe(e), seq: pending.seq }, "dlm client: cancelling an abandoned commit failed; it may still commit once");
-    }
+    const grant = await this.waits.runCommit(session, pending, build, opts.signal, lock);
+    session.rememberToken(grant.info.token);
+    return { lock, token: grant.info.token, committed: { appends: wire.length, bytes } };
   }
 
   /** A commit too large for one request: the same section as acquire, append…, release. */
@@ -979,14 +615,14 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     if (fileIndex(file) === undefined) {
       throw new FileNotFoundError(`${JSON.stringify(file)} is not one of file_0 … file_99`);
     }
-    const reply = await this.unlogged({ op: "read", file });
+    const reply = await this.requests.unlogged({ op: "read", file });
     return Buffer.from(reply.data ?? "", "base64");
   }
 
   /** The leader's view of locks, queues, sessions and files. */
   async status(): Promise<StatusView> {
     this.checkOpen();
-    const reply = await this.unlogged({ op: "status" });
+    const reply = await this.requests.unlogged({ op: "status" });
     if (!reply.view) throw new InternalError("status reply without a view");
     return reply.view;
   }
@@ -1007,20 +643,9 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
   private async doClose(): Promise<string | undefined> {
     const closedError = new ClosedError("the dlm client was closed");
     this.closing.abort(closedError);
-    const session = this.current;
-    this.current = undefined;
-    this.sessionPromise = undefined;
-    for (const rec of [...this.records.values()]) {
-      this.loseLease(rec, new ClosedError(`the client was closed while holding ${rec.lease.lock}; its grant ends without a commit`));
-    }
-    let message: string | undefined;
-    if (session) {
-      this.stopHeartbeat(session);
-      for (const pending of session.pending.values()) pending.fail(closedError);
-      if (!session.expired) message = await this.goodbye(session);
-      session.expired = true;
-      session.sub?.unsubscribe();
-    }
+    const session = this.sessions.detach();
+    this.keeper.loseAll(undefined, (lease) => new ClosedError(`the client was closed while holding ${lease.lock}; its grant ends without a commit`));
+    const message = session ? await this.sessions.end(session, closedError) : undefined;
     try {
       await this.transport.close();
     } catch (e) {
@@ -1028,818 +653,6 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     }
     this.emit("closed");
     return message;
-  }
-
-  private async goodbye(session: Session): Promise<string | undefined> {
-    const budget = this.options.closeTimeoutMs;
-    const stop = new Stopper();
-    const timer = setTimeout(() => stop.abort(new TimeoutError(`goodbye got no answer within ${budget}ms`)), budget);
-    const seq = session.seqs.issue();
-    try {
-      const answer = await this.call(
-        session,
-        () => ({ op: "goodbye", client: session.id, seq, ack: session.seqs.ack() }),
-        {
-          signal: stop,
-          policy: {
-            requestTimeoutMs: Math.min(this.options.requestTimeoutMs, budget),
-            maxAttempts: Number.MAX_SAFE_INTEGER,
-            unavailableTimeoutMs: budget,
-          },
-        },
-      );
-      const reply = answer.reply;
-      if (reply.ok) return reply.message;
-      // A retried goodbye whose first reply was lost finds no session: that is success.
-      if (reply.error === "SESSION_EXPIRED") return undefined;
-      this.log.warn({ reply }, "dlm client: goodbye refused");
-    } catch (e) {
-      this.log.warn({ err: describe(e) }, "dlm client: goodbye failed; the session will expire on the server");
-    } finally {
-      clearTimeout(timer);
-    }
-    return undefined;
-  }
-
-  // ---------------------------------------------------------------- sessions
-
-  private ensureSession(): Promise<Session> {
-    if (this.closed) return Promise.reject(new ClosedError("the dlm client is closed"));
-    if (!this.sessionPromise) {
-      const p = this.startSession();
-      this.sessionPromise = p;
-      p.catch(() => {
-        if (this.sessionPromise === p) this.sessionPromise = undefined;
-      });
-    }
-    return this.sessionPromise;
-  }
-
-  private async startSession(): Promise<Session> {
-    const generation = ++this.generation;
-    const ns = this.options.namespace;
-    const id = generation === 1 && this.options.clientId ? this.options.clientId : ns === undefined ? nanoid() : `${ns}.${nanoid()}`;
-    const session = new Session(id, generation);
-    try {
-      session.sub = await raceSignal(
-        this.transport.subscribe(this.names.notifySubject(id), (payload) => this.onNotification(session, payload)),
-        this.closing,
-      );
-    } catch (e) {
-      throw this.mapTransportFailure(e, "subscribe");
-    }
-    try {
-      const seq = session.seqs.issue();
-      const answer = await this.call(session, () => ({ op: "hello", client: id, seq, ack: session.seqs.ack() }), {
-        signal: this.closing,
-      });
-      session.seqs.done(seq);
-      const reply = answer.reply;
-      if (!reply.ok) throw errorFromReply(reply);
-      session.info = reply.session ?? {
-        sessionTimeoutMs: DEFAULT_LIMITS.sessionTimeoutMs,
-        defaultLeaseMs: DEFAULT_LIMITS.defaultLeaseMs,
-        maxAppendBytes: DEFAULT_LIMITS.maxAppendBytes,
-      };
-      session.serverVersion = reply.version;
-      if (this.closed) throw new ClosedError("the dlm client was closed during hello");
-      this.current = session;
-      this.log.info({ client: id, session: reply.session }, "dlm client: session started");
-      this.scheduleHeartbeat(session);
-      this.emit("session", id);
-      return session;
-    } catch (e) {
-      session.expired = true;
-      session.sub?.unsubscribe();
-      throw e;
-    }
-  }
-
-  private expireSession(session: Session, error: DlmError): void {
-    if (session.expired) return;
-    session.expired = true;
-    this.stopHeartbeat(session);
-    session.sub?.unsubscribe();
-    this.log.warn({ client: session.id }, "dlm client: session expired; starting a new one");
-    for (const pending of session.pending.values()) {
-      pending.fail(new SessionExpiredError(`session ${session.id} expired while waiting for ${pending.lock}`, { cause: error }));
-    }
-    for (const rec of [...this.records.values()]) {
-      if (rec.session === session) {
-        this.loseLease(rec, new SessionExpiredError(`session ${session.id} expired: the grant on ${rec.lease.lock} ended`, { cause: error }));
-      }
-    }
-    if (this.current === session) {
-      this.current = undefined;
-      this.sessionPromise = undefined;
-    }
-    this.safeEmit("sessionExpired", error, session.id);
-    if (!this.closed && !this.sessionPromise) {
-      this.ensureSession().catch((e: unknown) => {
-        this.log.warn({ err: describe(e) }, "dlm client: could not start a new session yet; the next operation retries");
-      });
-    }
-  }
-
-  /**
-   * The next heartbeat: an interval after the last request sent, or, after
-   * a ping that failed (no leader, or none answered it in time), soon: a
-   * new leader counts a client as silent since before the takeover, so it
-   * must hear this client well within one interval of taking over, not two
-   * (docs/design.md §5).
-   */
-  private scheduleHeartbeat(session: Session, failed = false): void {
-    this.stopHeartbeat(session);
-    if (session.expired || this.closed || !session.info) return;
-    const interval = session.info.sessionTimeoutMs / 3;
-    // 250 ms: a new leader starts serving within about that of its takeover.
-    const due = failed ? Math.min(250, interval / 4) : Math.max(0, session.lastSentAt + interval - now());
-    session.heartbeat = setTimeout(() => void this.heartbeat(session, interval, failed), due);
-    session.heartbeat.unref?.();
-  }
-
-  private stopHeartbeat(session: Session): void {
-    if (session.heartbeat) clearTimeout(session.heartbeat);
-    session.heartbeat = undefined;
-  }
-
-  private async heartbeat(session: Session, interval: number, retrying: boolean): Promise<void> {
-    session.heartbeat = undefined;
-    if (session.expired || this.closed) return;
-    let failed = false;
-    // A retry pings even though the failed ping counts as the last request sent.
-    if (retrying || now() - session.lastSentAt >= interval - 1) {
-      try {
-        // A leader answers a ping at once (or after one log append), so an
-        // attempt that takes a quarter interval went to a leader that is
-        // gone or frozen: give up on it and retry, rather than wait a whole
-        // request timeout while the next leader is already serving.
-        const answer = await this.call(session, () => ({ op: "ping", client: session.id }), {
-          signal: this.closing,
-          policy: { maxAttempts: 1, unavailableTimeoutMs: 0, requestTimeoutMs: Math.min(this.options.requestTimeoutMs, interval / 4) },
-        });
-        if (!answer.reply.ok) throw this.replyError(session, answer.reply);
-      } catch (e) {
-        failed = true;
-        this.log.debug({ err: describe(e) }, "dlm client: heartbeat failed; retrying soon");
-      }
-    }
-    this.scheduleHeartbeat(session, failed);
-  }
-
-  // ---------------------------------------------------------------- notifications
-
-  private onNotification(session: Session, payload: Uint8Array): void {
-    let n: Notification;
-    try {
-      n = JSON.parse(decoder.decode(payload)) as Notification;
-    } catch (e) {
-      this.log.warn({ err: describe(e) }, "dlm client: unreadable notification");
-      return;
-    }
-    if (this.faults?.shouldDropNotification(n, session.id)) return;
-    if (session.expired) return;
-    this.log.debug({ client: session.id, notification: n }, "dlm client: notification");
-    switch (n.event) {
-      case "granted": {
-        const pending = session.pending.get(n.seq);
-        const all = n.leases && n.leases.length > 0 ? n.leases : undefined;
-        if (pending) {
-          pending.grant(n.lease, now(), all);
-        } else {
-          for (const info of all ?? [n.lease]) if (!session.knownTokens.has(info.token)) this.releaseOrphan(session, info);
-        }
-        return;
-      }
-      case "lost": {
-        const error = makeError(n.error, `lost ${n.lock} (token ${n.token}): ${n.error}`);
-        if (n.error === "SESSION_EXPIRED") {
-          this.expireSession(session, error);
-          return;
-        }
-        for (const rec of this.records.values()) {
-          if (rec.session === session && rec.lease.lock === n.lock && rec.lease.token === n.token) {
-            this.loseLease(rec, error);
-            return;
-          }
-        }
-        return;
-      }
-      case "waitEnded": {
-        const error = makeError(n.error, `wait for ${n.lock} ended: ${n.error}`);
-        if (n.error === "SESSION_EXPIRED") {
-          this.expireSession(session, error);
-          return;
-        }
-        session.pending.get(n.seq)?.fail(error);
-        return;
-      }
-      default:
-        this.log.debug({ notification: n as unknown }, "dlm client: unknown notification");
-    }
-  }
-
-  /** Hands back every grant of an acquire (all of an acquireAll's) that nobody will use. */
-  private releaseGrant(session: Session, grant: GrantResult): void {
-    for (const info of grant.all ?? [grant.info]) this.releaseOrphan(session, info);
-  }
-
-  /** A grant nobody waits for (the acquire was given up or cancelled): hand it back. */
-  private releaseOrphan(session: Session, info: LeaseInfo): void {
-    session.knownTokens.add(info.token);
-    this.log.warn({ lock: info.lock, token: info.token }, "dlm client: releasing a grant nobody waits for");
-    this.logged(session, (seq, ack) => ({ op: "release", client: session.id, seq, ack, lock: info.lock, token: info.token })).catch(
-      (e: unknown) => this.log.debug({ err: describe(e) }, "dlm client: releasing an orphan grant failed"),
-    );
-  }
-
-  // ---------------------------------------------------------------- acquire internals
-
-  private cancelledBy(signal: AbortSignal, lock: string): CancelledError {
-    return new CancelledError(`acquire of ${lock} was cancelled`, { cause: signal.reason });
-  }
-
-  /** Forget a finished acquire: no more notifications for it, and its seq is acknowledged. */
-  private forgetAcquire(session: Session, pending: PendingAcquire): void {
-    session.pending.delete(pending.seq);
-    session.seqs.done(pending.seq);
-  }
-
-  /**
-   * Send an acquire (or acquireAll), wait for its grant (reply, notification
-   * or poll), and turn the grant into what the caller gets with `adopt`.
-   * Handles the user's abort (cancel on the server), close, and giving up.
-   */
-  private async runAcquire<T>(
-    session: Session,
-    pending: PendingAcquire,
-    build: () => LoggedRequest,
-    signal: AbortSignal | undefined,
-    pollMs: number,
-    adopt: (grant: GrantResult) => Promise<T>,
-  ): Promise<T> {
-    let cleanupInBackground = false;
-    // `stop` ends the send/poll loop: on the user's abort, on close, or once settled.
-    const stop = new Stopper();
-    const userAborted = { value: false };
-    const onUserAbort = (): void => {
-      userAborted.value = true;
-      stop.abort(this.cancelledBy(signal!, pending.lock));
-    };
-    const onClose = (): void => stop.abort(this.closing.reason);
-    signal?.addEventListener("abort", onUserAbort, { once: true });
-    this.closing.addEventListener("abort", onClose, { once: true });
-    const loop = this.acquireLoop(session, pending, build, stop, pollMs).catch((e: unknown) => {
-      if (!stop.aborted) pending.fail(e instanceof Error ? e : new InternalError(String(e)));
-    });
-    try {
-      let grant: GrantResult;
-      try {
-        grant = await raceSignal(pending.promise, stop);
-      } catch (e) {
-        if (userAborted.value && !this.closed) {
-          stop.abort(LOOP_ENDED);
-          // Wait for the cancel a little; if the server is slow to answer,
-          // finish it in the background (the seq stays outstanding until then)
-          // rather than hold the caller's rejection for the whole retry budget.
-          cleanupInBackground = true;
-          const cleanup = this.cancelWait(session, pending, build).finally(() => this.forgetAcquire(session, pending));
-          this.settleBeforeNextAcquire(build, cleanup);
-          await Promise.race([cleanup, sleep(2 * this.options.requestTimeoutMs, this.closing).catch(() => {})]);
-          throw this.cancelledBy(signal!, pending.lock);
-        }
-        if (this.closed) throw new ClosedError(`the client was closed while acquiring ${pending.lock}`, { cause: e });
-        if (isDlmError(e, "TIMEOUT") || isDlmError(e, "UNAVAILABLE")) {
-          // Giving up here does not end the wait on the server: it may still
-          // be queued, and would later block this client's own acquires
-          // (ALREADY_HELD) or hold the lock for a lease if its grant
-          // notification were lost. Cancel it, or hand back the grant, in
-          // the background.
-          cleanupInBackground = true;
-          const cleanup = this.abandonAcquire(session, pending, build).finally(() => this.forgetAcquire(session, pending));
-          this.settleBeforeNextAcquire(build, cleanup);
-        }
-        throw e;
-      }
-      stop.abort(LOOP_ENDED);
-      if (signal?.aborted) {
-        // Granted and aborted at about the same time: honour the abort.
-        this.releaseGrant(session, grant);
-        throw this.cancelledBy(signal, pending.lock);
-      }
-      return await adopt(grant);
-    } finally {
-      stop.abort(LOOP_ENDED);
-      signal?.removeEventListener("abort", onUserAbort);
-      this.closing.removeEventListener("abort", onClose);
-      await loop;
-      if (!cleanupInBackground) this.forgetAcquire(session, pending);
-    }
-  }
-
-  /** Send the acquire, then poll it (same seq) every pollMs while queued. */
-  private async acquireLoop(
-    session: Session,
-    pending: PendingAcquire,
-    build: () => LoggedRequest,
-    signal: StopSignal,
-    pollMs: number,
-  ): Promise<void> {
-    const onSend = (at: number): void => pending.sent(at);
-    const first = await this.call(session, build, { signal, onSend });
-    if (this.onAcquireAnswer(session, pending, first) !== "queued") return;
-    for (;;) {
-      await sleep(pollMs, signal);
-      if (pending.state !== "waiting") return;
-      const answer = await this.callOnce(session, build, signal, onSend);
-      if (answer && this.onAcquireAnswer(session, pending, answer) !== "queued") return;
-    }
-  }
-
-  private onAcquireAnswer(session: Session, pending: PendingAcquire, answer: Answer): "queued" | "settled" {
-    const reply = answer.reply;
-    if (reply.ok) {
-      if (reply.status === "queued") {
-        pending.queued(answer.sentAt);
-        return "queued";
-      }
-      if (reply.leases && reply.leases.length > 0) {
-        pending.grant(reply.leases[0]!, now(), reply.leases);
-        return "settled";
-      }
-      if (reply.lease) {
-        pending.grant(reply.lease, now());
-        return "settled";
-      }
-      pending.fail(new InternalError(`unexpected acquire reply: ${JSON.stringify(reply)}`));
-      return "settled";
-    }
-    pending.fail(this.replyError(session, reply));
-    return "settled";
-  }
-
-  /**
-   * The user aborted a wait: cancel it on the server. If it was not waiting
-   * any more, learn its outcome by re-sending the acquire's seq and hand back
-   * a grant. Best effort: if the server cannot be reached, a grant that
-   * arrives later is released as an orphan.
-   */
-  private async cancelWait(session: Session, pending: PendingAcquire, build: () => LoggedRequest): Promise<void> {
-    const seq = pending.seq;
-    try {
-      for (let round = 0; round < 3 && !session.expired; round++) {
-        if (pending.state === "granted") break;
-        if (pending.state === "failed") return;
-        const reply = await this.logged(session, (cseq, ack) => ({ op: "cancel", client: session.id, seq: cseq, ack, target: seq }));
-        if (reply.cancelled) {
-          pending.fail(new CancelledError("cancelled"));
-          return;
-        }
-        if (pending.state !== "waiting") break;
-        // Not waiting: granted, ended, or never arrived. Ask with the same seq.
-        const answer = await this.call(session, build, { signal: this.closing });
-        if (this.onAcquireAnswer(session, pending, answer) === "settled") break;
-      }
-      if (pending.state === "granted" && pending.result) this.releaseGrant(session, pending.result);
-    } catch (e) {
-      this.log.warn({ err: describe(e), seq }, "dlm client: cancelling a wait failed; a late grant will be released");
-      this.rememberUnendedWait(session, build, seq);
-    }
-  }
-
-  /**
-   * The client gave up on an acquire (no answer within its attempts) whose
-   * fate on the server is unknown: cancel the wait if it is still queued,
-   * otherwise learn the outcome with the same seq and hand back a grant.
-   */
-  private async abandonAcquire(session: Session, pending: PendingAcquire, build: () => LoggedRequest): Promise<void> {
-    try {
-      const reply = await this.logged(session, (cseq, ack) => ({ op: "cancel", client: session.id, seq: cseq, ack, target: pending.seq }));
-      if (reply.cancelled) return;
-      const answer = await this.call(session, build, { signal: this.closing });
-      if (answer.reply.ok) for (const info of grantsOf(answer.reply)) this.releaseOrphan(session, info);
-    } catch (e) {
-      this.log.warn({ err: describe(e), seq: pending.seq }, "dlm client: abandoning a timed-out acquire failed; a late grant will be released");
-      this.rememberUnendedWait(session, build, pending.seq);
-    }
-  }
-
-  private rememberUnendedWait(session: Session, build: () => LoggedRequest, seq: number): void {
-    if (session.expired) return;
-    for (const name of lockNamesOf(build())) this.unendedWaits.set(name, { sessionId: session.id, seq });
-    while (this.unendedWaits.size > MAX_KNOWN_TOKENS) this.unendedWaits.delete(this.unendedWaits.keys().next().value!);
-  }
-
-  /**
-   * An acquire of `locks` was refused ALREADY_HELD: if that is a wait this
-   * client gave up and could not cancel, cancel it again (by its seq; a
-   * grant it turned into is handed back) and say so, so the acquire is
-   * sent again. False when the refusal is about something else.
-   */
-  private async recancelUnendedWait(locks: readonly string[], e: AlreadyHeldError): Promise<boolean> {
-    if (e.lease) return false;
-    const session = this.current;
-    const name = locks.find((l) => this.unendedWaits.get(l)?.sessionId === session?.id);
-    const stale = name === undefined ? undefined : this.unendedWaits.get(name);
-    if (!session || name === undefined || !stale) return false;
-    try {
-      const reply = await this.logged(session, (cseq, ack) => ({ op: "cancel", client: session.id, seq: cseq, ack, target: stale.seq }));
-      this.log.info({ lock: name, seq: stale.seq, cancelled: reply.cancelled }, "dlm client: cancelled again a wait it had given up");
-    } catch (err) {
-      this.log.warn({ lock: name, seq: stale.seq, err: describe(err) }, "dlm client: could not cancel a wait it had given up");
-      return false;
-    }
-    for (const [lock, wait] of [...this.unendedWaits]) if (wait.seq === stale.seq && wait.sessionId === stale.sessionId) this.unendedWaits.delete(lock);
-    return true;
-  }
-
-  // ---------------------------------------------------------------- leases
-
-  /**
-   * Turn an acquireAll's grants into held Leases (each as adoptLease does)
-   * and gather them in a LeaseSet. All or none: if one cannot be adopted
-   * (it ran out before it was seen: LateGrant, so the set queues again),
-   * the others are ended without committing and the error is thrown.
-   */
-  private async adoptLeaseSet(session: Session, grant: GrantResult, expected: number): Promise<LeaseSet> {
-    const infos = grant.all ?? [grant.info];
-    if (infos.length !== expected) {
-      this.releaseGrant(session, grant);
-      throw new InternalError(`acquireAll asked for ${expected} locks and was granted ${infos.length}`);
-    }
-    const adopted = await Promise.allSettled(infos.map((info) => this.adoptLease(session, { info, grantedAfter: grant.grantedAfter })));
-    const leases = adopted.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
-    const failed = adopted.find((r): r is PromiseRejectedResult => r.status === "rejected");
-    if (failed) {
-      await Promise.all(leases.map((lease) => this.endUncommitted(lease)));
-      throw failed.reason;
-    }
-    return new LeaseSet(leases, (e) => this.log.error({ err: describe(e) }, "dlm client: a lease set 'lost' listener threw"));
-  }
-
-  /**
-   * Turn a grant into a held Lease with its renew and deadline timers. If
-   * less than half the lease is left by the safe local bound (the grant was
-   * found late, by polling), confirm it with a renew first; if the server
-   * says the grant already ended, throw LateGrant so acquire() queues again.
-   */
-  private async adoptLease(session: Session, grant: GrantResult): Promise<Lease> {
-    if (session.expired) {
-      throw new SessionExpiredError(`session ${session.id} expired as ${grant.info.lock} was granted`);
-    }
-    session.knownTokens.add(grant.info.token);
-    if (session.knownTokens.size > MAX_KNOWN_TOKENS) {
-      const oldest = session.knownTokens.values().next().value;
-      if (oldest !== undefined) session.knownTokens.delete(oldest);
-    }
-    let info = grant.info;
-    let confirmedAt = grant.grantedAfter;
-    if (confirmedAt + info.leaseMs - now() < info.leaseMs / 2) {
-      try {
-        const { reply, firstSentAt } = await this.sendRenew(session, info);
-        if (reply.lease) info = reply.lease;
-        if (firstSentAt !== undefined) confirmedAt = Math.max(confirmedAt, firstSentAt);
-      } catch (e) {
-        if (isDlmError(e, "LOCK_EXPIRED") || isDlmError(e, "NOT_HOLDER")) throw new LateGrant(e);
-        if (isDlmError(e, "SESSION_EXPIRED") || isDlmError(e, "CLOSED")) throw e;
-        // Outcome unknown: keep the grant; the local deadline decides.
-        this.log.debug({ err: describe(e) }, "dlm client: could not confirm a late grant");
-      }
-    }
-    if (confirmedAt + info.leaseMs <= now()) {
-      // Seen so late that even the safe local bound has passed, and no renew
-      // confirmed it: the server may already have granted the lock to the
-      // next waiter. Handing this lease out would let the caller stage a
-      // section under it before the deadline timer gets a turn, so end it on
-      // the server without committing and queue again.
-      void this.abandonOnServer(session, info.lock, info.token);
-      throw new LateGrant(
-        new LockExpiredError(`the grant of ${info.lock} (token ${info.token}) was seen after its lease ran out (measured locally)`),
-      );
-    }
-    const lease = new Lease(this, info, session.id);
-    const rec: LeaseRecord = {
-      lease,
-      session,
-      confirmedAt,
-      renewTimer: undefined,
-      deadlineTimer: undefined,
-      releasing: undefined,
-      abandoning: undefined,
-      section: { inline: [], inlineBytes: 0, inlineWireBytes: 0, spilled: 0, spilledBytes: 0 },
-      appending: Promise.resolve(),
-    };
-    this.records.set(lease, rec);
-    this.lastLost.delete(lease.lock);
-    this.log.debug({ lock: lease.lock, token: lease.token, leaseMs: lease.leaseMs }, "dlm client: granted");
-    this.scheduleRenew(rec);
-    this.scheduleDeadline(rec);
-    return lease;
-  }
-
-  private recordFor(leaseOrLock: Lease | string | undefined, what: string): LeaseRecord {
-    if (leaseOrLock instanceof Lease) {
-      const rec = this.records.get(leaseOrLock);
-      if (rec) return rec;
-      if (leaseOrLock.lost && leaseOrLock.lostReason) throw leaseOrLock.lostReason;
-      if (leaseOrLock.released) {
-        throw new NotHolderError(`cannot ${what}: the lease on ${leaseOrLock.lock} (token ${leaseOrLock.token}) was released`);
-      }
-      throw new NotHolderError(`cannot ${what}: this lease does not belong to this client`);
-    }
-    const lock = leaseOrLock ?? DEFAULT_LOCK;
-    const lease = this.leaseFor(lock);
-    if (!lease) {
-      const lost = this.lastLost.get(lock);
-      if (lost?.lostReason) throw lost.lostReason;
-      throw new NotHolderError(`cannot ${what}: this client holds no lease on ${lock}`);
-    }
-    return this.records.get(lease)!;
-  }
-
-  private scheduleRenew(rec: LeaseRecord): void {
-    if (rec.renewTimer) clearTimeout(rec.renewTimer);
-    rec.renewTimer = undefined;
-    if (rec.lease.state !== "held" || this.closed) return;
-    const every = Math.max(1, rec.lease.leaseMs * this.options.renewFraction);
-    rec.renewTimer = setTimeout(() => void this.backgroundRenew(rec), every);
-    rec.renewTimer.unref?.();
-  }
-
-  private async backgroundRenew(rec: LeaseRecord): Promise<void> {
-    rec.renewTimer = undefined;
-    if (rec.lease.state !== "held") return;
-    try {
-      await this.renewRecord(rec);
-    } catch (e) {
-      if (rec.lease.state === "held") {
-        this.log.warn({ lock: rec.lease.lock, err: describe(e) }, "dlm client: renew failed; retrying");
-      }
-    }
-    if (rec.lease.state === "held" && !rec.renewTimer) this.scheduleRenew(rec);
-  }
-
-  /**
-   * Renews one grant. Also returns when the first attempt was sent: the
-   * server renewed no earlier than that, so it is the safe start of the
-   * renewed lease by the local clock.
-   */
-  private async sendRenew(
-    session: Session,
-    grant: { lock: string; token: number; leaseMs: number },
-  ): Promise<{ reply: OkReply; firstSentAt: number | undefined }> {
-    let firstSentAt: number | undefined;
-    const reply = await this.logged(
-      session,
-      (seq, ack) => ({ op: "renew", client: session.id, seq, ack, lock: grant.lock, token: grant.token, leaseMs: grant.leaseMs }),
-      {
-        signal: this.closing,
-        onSend: (at) => {
-          firstSentAt ??= at;
-        },
-      },
-    );
-    return { reply, firstSentAt };
-  }
-
-  private async renewRecord(rec: LeaseRecord): Promise<void> {
-    const { lease, session } = rec;
-    try {
-      const { reply, firstSentAt } = await this.sendRenew(session, lease);
-      if (lease.state !== "held" && lease.state !== "releasing") return;
-      if (reply.lease) lease._update(reply.lease);
-      // The server renewed no earlier than our first send of this seq.
-      if (firstSentAt !== undefined && firstSentAt > rec.confirmedAt) rec.confirmedAt = firstSentAt;
-      this.scheduleDeadline(rec);
-    } catch (e) {
-      this.loseIfEnded(rec, e);
-      throw e;
-    }
-  }
-
-  private scheduleDeadline(rec: LeaseRecord): void {
-    if (rec.deadlineTimer) clearTimeout(rec.deadlineTimer);
-    rec.deadlineTimer = undefined;
-    const { lease } = rec;
-    if (lease.state === "lost" || lease.state === "released") return;
-    const due = rec.confirmedAt + lease.leaseMs - now();
-    rec.deadlineTimer = setTimeout(() => {
-      rec.deadlineTimer = undefined;
-      // While a release is in flight its answer decides.
-      if (lease.state !== "held") return;
-      if (rec.confirmedAt + lease.leaseMs - now() > 1) {
-        this.scheduleDeadline(rec);
-        return;
-      }
-      this.expireLocally(rec);
-    }, Math.max(0, due));
-    rec.deadlineTimer.unref?.();
-  }
-
-  /** The lease's safe local bound has passed: it is lost here, and ended on the server. */
-  private expireLocally(rec: LeaseRecord): void {
-    const { lease } = rec;
-    this.loseLease(
-      rec,
-      new LockExpiredError(
-        `the lease on ${lease.lock} (token ${lease.token}) ran out: no renew was confirmed within ${lease.leaseMs}ms (measured locally)`,
-      ),
-    );
-    // The server may still count the grant (its clock is on the late
-    // side of ours, or it never heard the renewals): end it there too.
-    this.giveUp(rec.session, lease);
-  }
-
-  /**
-   * Releases a grant: commits its section (the staged appends named by
-   * count, then those still in the client, sent with the release).
-   */
-  private async doRelease(rec: LeaseRecord): Promise<Committed> {
-    const { lease, session } = rec;
-    lease._setState("releasing");
-    if (rec.renewTimer) clearTimeout(rec.renewTimer);
-    rec.renewTimer = undefined;
-    try {
-      // Appends still spilling belong to the section: wait for them.
-      await rec.appending;
-      if (lease.lost && lease.lostReason) throw lease.lostReason;
-      const section = rec.section;
-      const reply = await this.logged(session, (seq, ack) => ({
-        op: "release",
-        client: session.id,
-        seq,
-        ack,
-        lock: lease.lock,
-        token: lease.token,
-        ...(session.info?.maxSectionBytes === undefined ? {} : { staged: section.spilled }),
-        ...(section.inline.length > 0 ? { appends: section.inline } : {}),
-      }));
-      this.dropRecord(rec);
-      lease._setState("released");
-      this.log.debug({ lock: lease.lock, token: lease.token, committed: reply.committed }, "dlm client: released");
-      return reply.committed ?? { appends: 0, bytes: 0 };
-    } catch (e) {
-      if (lease.state === "releasing") {
-        if (isDlmError(e) && LEASE_ENDING.has(e.codeName)) {
-          this.loseLease(rec, e);
-        } else {
-          // Outcome unknown (TIMEOUT, UNAVAILABLE...): keep holding; the caller may retry.
-          lease._setState("held");
-          this.scheduleRenew(rec);
-          this.scheduleDeadline(rec);
-        }
-      }
-      throw e;
-    }
-  }
-
-  /**
-   * Ends a grant without committing: the server drops what it staged (the
-   * spilled appends), and the client drops the rest of the section, which
-   * it never sent. An append still spilling is waited for first, so the
-   * count of what was discarded is whole.
-   */
-  private async doAbandon(rec: LeaseRecord): Promise<Discarded> {
-    const { lease, session } = rec;
-    lease._setState("releasing");
-    if (rec.renewTimer) clearTimeout(rec.renewTimer);
-    rec.renewTimer = undefined;
-    try {
-      await rec.appending;
-      if (lease.lost) return { appends: 0, bytes: 0 };
-      const local = { appends: rec.section.inline.length, bytes: rec.section.inlineBytes };
-      const reply = await this.logged(session, (seq, ack) => ({
-        op: "abandon",
-        client: session.id,
-        seq,
-        ack,
-        lock: lease.lock,
-        token: lease.token,
-      }));
-      this.dropRecord(rec);
-      lease._setState("released");
-      const discarded = {
-        appends: (reply.discarded?.appends ?? 0) + local.appends,
-        bytes: (reply.discarded?.bytes ?? 0) + local.bytes,
-      };
-      this.log.debug({ lock: lease.lock, token: lease.token, discarded }, "dlm client: abandoned");
-      return discarded;
-    } catch (e) {
-      if (lease.state === "releasing") {
-        if (isDlmError(e) && LEASE_ENDING.has(e.codeName)) {
-          // The grant had ended already: nothing of it will ever commit,
-          // which is what abandoning asked for.
-          this.loseLease(rec, e);
-          return { appends: 0, bytes: 0 };
-        }
-        lease._setState("held");
-        this.scheduleRenew(rec);
-        this.scheduleDeadline(rec);
-      }
-      throw e;
-    }
-  }
-
-  private loseIfEnded(rec: LeaseRecord, e: unknown): void {
-    if (isDlmError(e) && LEASE_ENDING.has(e.codeName)) this.loseLease(rec, e);
-  }
-
-  private dropRecord(rec: LeaseRecord): void {
-    if (rec.renewTimer) clearTimeout(rec.renewTimer);
-    if (rec.deadlineTimer) clearTimeout(rec.deadlineTimer);
-    rec.renewTimer = undefined;
-    rec.deadlineTimer = undefined;
-    this.records.delete(rec.lease);
-  }
-
-  private loseLease(rec: LeaseRecord, cause: DlmError): void {
-    this.dropRecord(rec);
-    const lease = rec.lease;
-    // To the holder, a grant that ended under it has expired: NOT_HOLDER
-    // from the server says the same thing less helpfully.
-    const error =
-      cause.codeName === "NOT_HOLDER"
-        ? new LockExpiredError(`the grant on ${lease.lock} (token ${lease.token}) has ended: ${cause.message}`, { cause })
-        : cause;
-    const onListenerError = (e: unknown): void => this.log.error({ err: describe(e) }, "dlm client: a lease 'lost' listener threw");
-    if (!lease._markLost(error, onListenerError)) return;
-    this.lastLost.delete(lease.lock);
-    this.lastLost.set(lease.lock, lease);
-    if (this.lastLost.size > MAX_KNOWN_TOKENS) this.lastLost.delete(this.lastLost.keys().next().value!);
-    this.log.warn({ lock: lease.lock, token: lease.token, error: error.codeName }, "dlm client: lease lost");
-    this.safeEmit("leaseLost", lease, error);
-  }
-
-  /**
-   * End on the server a grant this client has declared lost by its own
-   * clock, without committing (`abandon`), in the background. Until that is
-   * answered, an acquire of the same lock waits for it (settleGivenUp), so
-   * it is not refused ALREADY_HELD by the grant it gave up.
-   */
-  private giveUp(session: Session, lease: Lease): void {
-    if (this.closed || session.expired) return;
-    const done: Promise<boolean> = this.abandonOnServer(session, lease.lock, lease.token).then((ended) => {
-      if (ended && this.givenUp.get(lease.lock) === done) this.givenUp.delete(lease.lock);
-      return ended;
-    });
-    this.givenUp.delete(lease.lock);
-    this.givenUp.set(lease.lock, done);
-    if (this.givenUp.size > MAX_KNOWN_TOKENS) this.givenUp.delete(this.givenUp.keys().next().value!);
-  }
-
-  /** True when the grant is over on the server (abandoned now, or ended before). */
-  private async abandonOnServer(session: Session, lock: string, token: number): Promise<boolean> {
-    try {
-      const reply = await this.logged(session, (seq, ack) => ({ op: "abandon", client: session.id, seq, ack, lock, token }));
-      this.log.info({ lock, token, discarded: reply.discarded }, "dlm client: a lease lost locally was ended on the server");
-      return true;
-    } catch (e) {
-      if (isDlmError(e) && LEASE_ENDING.has(e.codeName)) return true;
-      this.log.warn({ lock, token, err: describe(e) }, "dlm client: could not end a lost lease on the server; the next acquire of the lock tries again");
-      return false;
-    }
-  }
-
-  /**
-   * A wait given up in the background (cancelled, or timed out) still stands
-   * on the server until its cleanup is answered; the next acquire of the
-   * same locks waits for that cleanup first, so it is not refused
-   * ALREADY_HELD by the wait (or the grant) this client already gave up.
-   */
-  private settleBeforeNextAcquire(build: () => LoggedRequest, cleanup: Promise<void>): void {
-    for (const name of lockNamesOf(build())) {
-      const before = this.givenUp.get(name);
-      const done: Promise<boolean> = Promise.all([before, cleanup.catch(() => undefined)]).then(() => {
-        if (this.givenUp.get(name) === done) this.givenUp.delete(name);
-        return true;
-      });
-      this.givenUp.set(name, done);
-    }
-    if (this.givenUp.size > MAX_KNOWN_TOKENS) this.givenUp.delete(this.givenUp.keys().next().value!);
-  }
-
-  /** Waits (within the caller's signal) for a lost grant on `lock` to be ended on the server. */
-  private async settleGivenUp(lock: string, signal: AbortSignal | undefined): Promise<void> {
-    const done = this.givenUp.get(lock);
-    if (!done) return;
-    try {
-      await raceSignal(done, signal);
-    } catch {
-      if (signal?.aborted) throw this.cancelledBy(signal, lock);
-    }
-  }
-
-  /**
-   * An acquire was refused ALREADY_HELD by a grant this client declared lost
-   * (its abandon has not got through): abandon it again. False when the
-   * refusal is about something else (a lease the caller still holds).
-   */
-  private regiveUp(lock: string, e: AlreadyHeldError): boolean {
-    const lost = this.lastLost.get(lock);
-    const session = this.current;
-    if (!lost || !session || e.lease?.token !== lost.token || lost.clientId !== session.id) return false;
-    this.giveUp(session, lost);
-    return true;
   }
 
   private safeEmit(event: string, ...args: unknown[]): void {
@@ -1850,140 +663,8 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     }
   }
 
-  // ---------------------------------------------------------------- requests
-
   private checkOpen(): void {
     if (this.closed) throw new ClosedError("the dlm client is closed");
-  }
-
-  /** A logged request on `session`: new seq, retries, typed errors. */
-  private async logged(
-    session: Session,
-    build: (seq: number, ack: number) => LoggedRequest,
-    opts: CallOptions = {},
-  ): Promise<OkReply> {
-    if (session.expired) throw new SessionExpiredError(`session ${session.id} has expired`);
-    const seq = session.seqs.issue();
-    try {
-      const answer = await this.call(session, () => build(seq, session.seqs.ack()), {
-        signal: this.closing,
-        ...opts,
-      });
-      if (!answer.reply.ok) throw this.replyError(session, answer.reply);
-      return answer.reply;
-    } finally {
-      session.seqs.done(seq);
-    }
-  }
-
-  /** An unlogged request that needs no session (status, read). */
-  private async unlogged(req: Request): Promise<OkReply> {
-    const answer = await this.call(undefined, () => req, { signal: this.closing });
-    if (!answer.reply.ok) throw errorFromReply(answer.reply);
-    return answer.reply;
-  }
-
-  /** The typed error for an error reply; SESSION_EXPIRED also ends the session. */
-  private replyError(session: Session, reply: Extract<Reply, { ok: false }>): DlmError {
-    const error = errorFromReply(reply);
-    if (error.codeName === "SESSION_EXPIRED") this.expireSession(session, error);
-    return error;
-  }
-
-  /** One attempt only; undefined if it timed out or nobody answered. */
-  private async callOnce(
-    session: Session,
-    build: () => Request,
-    signal: StopSignal,
-    onSend?: (at: number) => void,
-  ): Promise<Answer | undefined> {
-    try {
-      return await this.call(session, build, { signal, onSend, policy: { maxAttempts: 1, unavailableTimeoutMs: 0 } });
-    } catch (e) {
-      if (e instanceof TimeoutError || e instanceof UnavailableError) return undefined;
-      throw e;
-    }
-  }
-
-  /** Send `build()` under the retry policy; resolves with the first real answer. */
-  private async call(session: Session | undefined, build: () => Request, opts: CallOptions = {}): Promise<Answer> {
-    const policy: RetryPolicy = {
-      requestTimeoutMs: this.options.requestTimeoutMs,
-      firstAttemptTimeoutMs: this.options.firstAttemptTimeoutMs,
-      maxAttempts: this.options.maxAttempts,
-      backoff: this.options.backoff,
-      unavailableTimeoutMs: this.options.unavailableTimeoutMs,
-      ...opts.policy,
-    };
-    const subject = this.names.requestSubject;
-    let firstSentAt: number | undefined;
-    let op = "request";
-    let seq: number | undefined;
-    let waitedMs = 0;
-    return retry<Answer>(
-      policy,
-      async (attempt) => {
-        if (attempt > 1 && opts.noRetryAfter?.aborted) throw opts.noRetryAfter.reason;
-        const req = build();
-        op = req.op;
-        seq = "seq" in req ? req.seq : undefined;
-        const sentAt = now();
-        firstSentAt ??= sentAt;
-        if (session && "client" in req) session.lastSentAt = sentAt;
-        opts.onSend?.(sentAt);
-        let bytes: Uint8Array;
-        const timeoutMs = attemptTimeoutMs(policy, attempt);
-        try {
-          bytes = await raceSignal(this.transport.request(subject, encoder.encode(JSON.stringify(req)), timeoutMs), opts.signal);
-        } catch (e) {
-          if (e instanceof TransportTimeoutError) {
-            waitedMs += timeoutMs;
-            return { kind: "timeout", error: e };
-          }
-          if (e instanceof TransportUnavailableError) return { kind: "unavailable", error: e };
-          throw this.mapTransportFailure(e, op);
-        }
-        let reply: Reply;
-        try {
-          reply = JSON.parse(decoder.decode(bytes)) as Reply;
-          if (typeof reply !== "object" || reply === null || typeof reply.ok !== "boolean") throw new Error("not a reply object");
-        } catch (e) {
-          throw new InternalError(`unreadable reply to ${op}: ${describe(e)}`, { cause: e });
-        }
-        this.log.trace?.({ op, seq, attempt, reply }, "dlm client: reply");
-        if (!reply.ok && reply.error === "NOT_LEADER") return { kind: "unavailable", error: errorFromReply(reply) };
-        return { kind: "done", value: { reply, sentAt, firstSentAt } };
-      },
-      {
-        signal: opts.signal,
-        timeoutExhausted: (attempts, last) =>
-          new TimeoutError(
-            `dlm ${op}${seq !== undefined ? ` (seq ${seq})` : ""} got no reply after ${attempts} attempt(s) (${waitedMs} ms in all); it may or may not have taken effect`,
-            { cause: last },
-          ),
-        unavailableExhausted: (_elapsed, last) =>
-          new UnavailableError(
-            `no dlm coordinator answered on ${subject} within ${policy.unavailableTimeoutMs / 1000}s: is a node running?`,
-            { cause: last },
-          ),
-        onRetry: (info) =>
-          this.log.debug({ op, seq, attempt: info.attempt, kind: info.kind, delayMs: info.delayMs }, "dlm client: retrying"),
-      },
-    );
-  }
-
-  private mapTransportFailure(e: unknown, what: string): DlmError {
-    if (e instanceof DlmError) return e;
-    if (e instanceof TransportClosedError) return new ClosedError(`the NATS connection is closed (${what})`, { cause: e });
-    if (e instanceof TransportUnavailableError) return new UnavailableError(`NATS is not reachable (${what}): ${e.message}`, { cause: e });
-    if (e instanceof TransportTimeoutError) return new TimeoutError(`${what} timed out`, { cause: e });
-    if (e instanceof TransportPermissionError) {
-      return new InternalError(
-        `${what}: ${e.message}. The NATS user may not use this subject: check its permissions and the client's namespace (docs/operations.md, "Security").`,
-        { cause: e },
-      );
-    }
-    return new InternalError(`${what} failed: ${describe(e)}`, { cause: e });
   }
 }
 

@@ -14,6 +14,9 @@ import type { LeaseInfo } from "../protocol/messages";
 import type { DlmError } from "./errors";
 import type { TransportSubscription } from "./transport";
 
+/** Most tokens a session remembers (a duplicate grant notification older than that would be released as an orphan, and refused as not held). */
+export const MAX_KNOWN_TOKENS = 1024;
+
 export interface SessionInfo {
   sessionTimeoutMs: number;
   defaultLeaseMs: number;
@@ -133,6 +136,12 @@ export class Session {
   readonly pending = new Map<number, PendingAcquire>();
   /** Tokens granted to this session, so a late duplicate grant notification is not mistaken for an orphan. */
   readonly knownTokens = new Set<number>();
+
+  /** Remembers a token granted to this session, forgetting the oldest past MAX_KNOWN_TOKENS. */
+  rememberToken(token: number): void {
+    this.knownTokens.add(token);
+    if (this.knownTokens.size > MAX_KNOWN_TOKENS) this.knownTokens.delete(this.knownTokens.values().next().value!);
+  }
 
   constructor(
     readonly id: string,

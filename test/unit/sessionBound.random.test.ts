@@ -32,7 +32,7 @@ const STEP_MS = 10;
 const TICK_MS = 50;
 const RENEW_MS = 150;
 const CLOCK_OPTIONS: SessionClockOptions = { sessionDigestEveryMs: 0, sessionQuietAfterMs: 0, maxDigestSessions: 5000 };
-/** The library client's heartbeat (client.ts): interval, one attempt's timeout, and the retry after a failure. */
+/** The library client's heartbeat (sessions.ts): interval, one attempt's timeout, and the retry after a failure. */
 const INTERVAL_MS = TIMEOUT_MS / 3;
 const PING_TIMEOUT_MS = Math.min(2000, INTERVAL_MS / 4);
 const RETRY_MS = Math.min(250, INTERVAL_MS / 4);

@@ -1,0 +1,522 @@
+/**
+ * The client's held leases: a record per lease, its renewals in the
+ * background, its safe local deadline, how it ends (release commits the
+ * section, abandon discards it) and how it is lost.
+ *
+ * - A grant becomes a Lease in `adopt`. If less than half of it is left by
+ *   the safe local bound (it was found late, by polling), a renew confirms
+ *   it first; if the server says it already ended, `LateGrant` is thrown so
+ *   the acquire queues again.
+ * - Renewals go out every leaseMs * renewFraction. `confirmedAt` is the
+ *   first send of the last renew the server confirmed: the lease runs at
+ *   least until confirmedAt + leaseMs, and when that passes with no renew
+ *   confirmed the lease is lost here and abandoned on the server (giveUp),
+ *   since the server may still count it.
+ * - A lease is lost when the server says its grant ended (LOCK_EXPIRED,
+ *   NOT_HOLDER, SESSION_EXPIRED), by the local deadline, or when the client
+ *   closes. Later calls on the lock say why (`lastLost`).
+ */
+import { DEFAULT_LOCK, type OkReply } from "../protocol/messages";
+import {
+  type AlreadyHeldError,
+  type DlmError,
+  InternalError,
+  LockExpiredError,
+  NotHolderError,
+  SessionExpiredError,
+  isDlmError,
+} from "./errors";
+import { Lease, type Committed, type Discarded, type LeaseOwner } from "./lease";
+import { LeaseSet } from "./leaseSet";
+import type { Logger, ResolvedOptions } from "./options";
+import { describe, now, type Requests } from "./requests";
+import { emptySection, type LocalSection } from "./sections";
+import { MAX_TRACKED_LOCKS, type ServerCleanups } from "./serverCleanups";
+import type { GrantResult, Session } from "./session";
+import type { Stopper } from "./stopper";
+
+export interface LeaseRecord {
+  lease: Lease;
+  session: Session;
+  /** Monotonic time at or before which the server last granted/renewed: the lease runs at least until confirmedAt + leaseMs. */
+  confirmedAt: number;
+  renewTimer: NodeJS.Timeout | undefined;
+  deadlineTimer: NodeJS.Timeout | undefined;
+  releasing: Promise<Committed> | undefined;
+  abandoning: Promise<Discarded> | undefined;
+  section: LocalSection;
+  /** The last append() on this lease; each waits for the one before, so the section keeps the callers' order. */
+  appending: Promise<unknown>;
+}
+
+/** A grant that had already ended when the client learned of it (internal). */
+export class LateGrant extends Error {
+  constructor(readonly error: DlmError) {
+    super(`the grant ended before the client saw it: ${error.message}`);
+  }
+}
+
+/** Errors that end a grant: the lease is lost. */
+const LEASE_ENDING = new Set(["LOCK_EXPIRED", "NOT_HOLDER", "SESSION_EXPIRED"]);
+
+export class LeaseKeeper {
+  private readonly records = new Map<Lease, LeaseRecord>();
+  /** Per lock: the latest lease lost and not yet followed by a new grant, so later calls say why. */
+  private readonly lost = new Map<string, Lease>();
+
+  constructor(
+    /** The client: what a Lease calls back for release, abandon and renew. */
+    private readonly owner: LeaseOwner,
+    private readonly requests: Requests,
+    private readonly cleanups: ServerCleanups,
+    private readonly options: ResolvedOptions,
+    private readonly log: Logger,
+    private readonly closing: Stopper,
+    private readonly emit: (event: string, ...args: unknown[]) => void,
+  ) {}
+
+  /** Leases currently held (not released, not lost). */
+  held(): Lease[] {
+    return [...this.records.keys()];
+  }
+
+  /** The held lease on `lock`, if any. */
+  leaseFor(lock: string): Lease | undefined {
+    for (const lease of this.records.keys()) if (lease.lock === lock) return lease;
+    return undefined;
+  }
+
+  /** The latest lease on `lock` that was lost and not followed by a new grant. */
+  lastLost(lock: string): Lease | undefined {
+    return this.lost.get(lock);
+  }
+
+  /**
+   * The record of a held lease (or of the held lease on a lock, default
+   * "global"); throws why there is none: the loss, the release, or that
+   * nothing is held.
+   */
+  recordFor(leaseOrLock: Lease | string | undefined, what: string): LeaseRecord {
+    if (leaseOrLock instanceof Lease) {
+      const rec = this.records.get(leaseOrLock);
+      if (rec) return rec;
+      if (leaseOrLock.lost && leaseOrLock.lostReason) throw leaseOrLock.lostReason;
+      if (leaseOrLock.released) {
+        throw new NotHolderError(`cannot ${what}: the lease on ${leaseOrLock.lock} (token ${leaseOrLock.token}) was released`);
+      }
+      throw new NotHolderError(`cannot ${what}: this lease does not belong to this client`);
+    }
+    const lock = leaseOrLock ?? DEFAULT_LOCK;
+    const lease = this.leaseFor(lock);
+    if (!lease) {
+      const lost = this.lost.get(lock);
+      if (lost?.lostReason) throw lost.lostReason;
+      throw new NotHolderError(`cannot ${what}: this client holds no lease on ${lock}`);
+    }
+    return this.records.get(lease)!;
+  }
+
+  // ---------------------------------------------------------------- adopting grants
+
+  /**
+   * Turn a grant into a held Lease with its renew and deadline timers. If
+   * less than half the lease is left by the safe local bound (the grant was
+   * found late, by polling), confirm it with a renew first; if the server
+   * says the grant already ended, throw LateGrant so acquire() queues again.
+   */
+  async adopt(session: Session, grant: GrantResult): Promise<Lease> {
+    if (session.expired) {
+      throw new SessionExpiredError(`session ${session.id} expired as ${grant.info.lock} was granted`);
+    }
+    session.rememberToken(grant.info.token);
+    let info = grant.info;
+    let confirmedAt = grant.grantedAfter;
+    if (confirmedAt + info.leaseMs - now() < info.leaseMs / 2) {
+      try {
+        const { reply, firstSentAt } = await this.sendRenew(session, info);
+        if (reply.lease) info = reply.lease;
+        if (firstSentAt !== undefined) confirmedAt = Math.max(confirmedAt, firstSentAt);
+      } catch (e) {
+        if (isDlmError(e, "LOCK_EXPIRED") || isDlmError(e, "NOT_HOLDER")) throw new LateGrant(e);
+        if (isDlmError(e, "SESSION_EXPIRED") || isDlmError(e, "CLOSED")) throw e;
+        // Outcome unknown: keep the grant; the local deadline decides.
+        this.log.debug({ err: describe(e) }, "dlm client: could not confirm a late grant");
+      }
+    }
+    if (confirmedAt + info.leaseMs <= now()) {
+      // Seen so late that even the safe local bound has passed, and no renew
+      // confirmed it: the server may already have granted the lock to the
+      // next waiter. Handing this lease out would let the caller stage a
+      // section under it before the deadline timer gets a turn, so end it on
+      // the server without committing and queue again.
+      void this.abandonOnServer(session, info.lock, info.token);
+      throw new LateGrant(
+        new LockExpiredError(`the grant of ${info.lock} (token ${info.token}) was seen after its lease ran out (measured locally)`),
+      );
+    }
+    const lease = new Lease(this.owner, info, session.id);
+    const rec: LeaseRecord = {
+      lease,
+      session,
+      confirmedAt,
+      renewTimer: undefined,
+      deadlineTimer: undefined,
+      releasing: undefined,
+      abandoning: undefined,
+      section: emptySection(),
+      appending: Promise.resolve(),
+    };
+    this.records.set(lease, rec);
+    this.lost.delete(lease.lock);
+    this.log.debug({ lock: lease.lock, token: lease.token, leaseMs: lease.leaseMs }, "dlm client: granted");
+    this.scheduleRenew(rec);
+    this.scheduleDeadline(rec);
+    return lease;
+  }
+
+  /**
+   * Turn an acquireAll's grants into held Leases (each as `adopt` does)
+   * and gather them in a LeaseSet. All or none: if one cannot be adopted
+   * (it ran out before it was seen: LateGrant, so the set queues again),
+   * the others are ended without committing and the error is thrown.
+   */
+  async adoptSet(session: Session, grant: GrantResult, expected: number, releaseGrant: (grant: GrantResult) => void): Promise<LeaseSet> {
+    const infos = grant.all ?? [grant.info];
+    if (infos.length !== expected) {
+      releaseGrant(grant);
+      throw new InternalError(`acquireAll asked for ${expected} locks and was granted ${infos.length}`);
+    }
+    const adopted = await Promise.allSettled(infos.map((info) => this.adopt(session, { info, grantedAfter: grant.grantedAfter })));
+    const leases = adopted.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+    const failed = adopted.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed) {
+      await Promise.all(leases.map((lease) => this.endUncommitted(lease)));
+      throw failed.reason;
+    }
+    return new LeaseSet(leases, (e) => this.log.error({ err: describe(e) }, "dlm client: a lease set 'lost' listener threw"));
+  }
+
+  // ---------------------------------------------------------------- ending grants
+
+  /** Release (commit) the lease's section; one release at a time per lease. */
+  release(rec: LeaseRecord): Promise<Committed> {
+    rec.releasing ??= this.doRelease(rec).finally(() => {
+      rec.releasing = undefined;
+    });
+    return rec.releasing;
+  }
+
+  /** Abandon (discard) the lease's section; one abandon at a time per lease. */
+  abandon(rec: LeaseRecord): Promise<Discarded> {
+    rec.abandoning ??= this.doAbandon(rec).finally(() => {
+      rec.abandoning = undefined;
+    });
+    return rec.abandoning;
+  }
+
+  /**
+   * End `lease`'s grant without committing if it is still held, and never
+   * reject. If the abandon cannot be confirmed, the lease is dropped locally
+   * (no more renewals, reported lost with the abandon's error): the server
+   * ends the grant when its lease runs out, which discards the section too.
+   */
+  async endUncommitted(lease: Lease): Promise<void> {
+    let rec = this.records.get(lease);
+    if (!rec) return;
+    // A release or abandon in flight decides first.
+    const inFlight = rec.releasing ?? rec.abandoning;
+    if (inFlight) await inFlight.then(() => undefined, () => undefined);
+    rec = this.records.get(lease);
+    if (!rec || this.closing.aborted || lease.state !== "held") return;
+    try {
+      await this.abandon(rec);
+    } catch (e) {
+      this.log.warn({ lock: lease.lock, token: lease.token, err: describe(e) }, "dlm client: abandoning after a failed section failed; the lease will run out");
+      const left = this.records.get(lease);
+      if (left) this.loseLease(left, isDlmError(e) ? e : new InternalError(`abandon failed: ${describe(e)}`, { cause: e }));
+    }
+  }
+
+  /**
+   * Releases a grant: commits its section (the staged appends named by
+   * count, then those still in the client, sent with the release).
+   */
+  private async doRelease(rec: LeaseRecord): Promise<Committed> {
+    const { lease, session } = rec;
+    try {
+      // Appends still spilling belong to the section: wait for them.
+      await this.startEnding(rec);
+      if (lease.lost && lease.lostReason) throw lease.lostReason;
+      const section = rec.section;
+      const reply = await this.requests.logged(session, (seq, ack) => ({
+        op: "release",
+        client: session.id,
+        seq,
+        ack,
+        lock: lease.lock,
+        token: lease.token,
+        ...(session.info?.maxSectionBytes === undefined ? {} : { staged: section.spilled }),
+        ...(section.inline.length > 0 ? { appends: section.inline } : {}),
+      }));
+      this.dropRecord(rec);
+      lease._setState("released");
+      this.log.debug({ lock: lease.lock, token: lease.token, committed: reply.committed }, "dlm client: released");
+      return reply.committed ?? { appends: 0, bytes: 0 };
+    } catch (e) {
+      if (lease.state === "releasing") {
+        if (isDlmError(e) && LEASE_ENDING.has(e.codeName)) {
+          this.loseLease(rec, e);
+        } else {
+          // Outcome unknown (TIMEOUT, UNAVAILABLE...): keep holding; the caller may retry.
+          this.holdAgain(rec);
+        }
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Ends a grant without committing: the server drops what it staged (the
+   * spilled appends), and the client drops the rest of the section, which
+   * it never sent. An append still spilling is waited for first, so the
+   * count of what was discarded is whole.
+   */
+  private async doAbandon(rec: LeaseRecord): Promise<Discarded> {
+    const { lease, session } = rec;
+    try {
+      await this.startEnding(rec);
+      if (lease.lost) return { appends: 0, bytes: 0 };
+      const local = { appends: rec.section.inline.length, bytes: rec.section.inlineBytes };
+      const reply = await this.requests.logged(session, (seq, ack) => ({
+        op: "abandon",
+        client: session.id,
+        seq,
+        ack,
+        lock: lease.lock,
+        token: lease.token,
+      }));
+      this.dropRecord(rec);
+      lease._setState("released");
+      const discarded = {
+        appends: (reply.discarded?.appends ?? 0) + local.appends,
+        bytes: (reply.discarded?.bytes ?? 0) + local.bytes,
+      };
+      this.log.debug({ lock: lease.lock, token: lease.token, discarded }, "dlm client: abandoned");
+      return discarded;
+    } catch (e) {
+      if (lease.state === "releasing") {
+        if (isDlmError(e) && LEASE_ENDING.has(e.codeName)) {
+          // The grant had ended already: nothing of it will ever commit,
+          // which is what abandoning asked for.
+          this.loseLease(rec, e);
+          return { appends: 0, bytes: 0 };
+        }
+        this.holdAgain(rec);
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * A release or abandon begins: the lease stops renewing (its answer
+   * decides, not the deadline), and the appends still spilling are waited
+   * for, since they belong to the section either one ends.
+   */
+  private startEnding(rec: LeaseRecord): Promise<unknown> {
+    rec.lease._setState("releasing");
+    if (rec.renewTimer) clearTimeout(rec.renewTimer);
+    rec.renewTimer = undefined;
+    return rec.appending;
+  }
+
+  /** A release or abandon whose outcome is unknown: the lease is held (and renewed) again. */
+  private holdAgain(rec: LeaseRecord): void {
+    rec.lease._setState("held");
+    this.scheduleRenew(rec);
+    this.scheduleDeadline(rec);
+  }
+
+  // ---------------------------------------------------------------- renewals and deadlines
+
+  /** Renews the lease of `rec` now, and moves its local deadline. */
+  async renew(rec: LeaseRecord): Promise<void> {
+    const { lease, session } = rec;
+    try {
+      const { reply, firstSentAt } = await this.sendRenew(session, lease);
+      if (lease.state !== "held" && lease.state !== "releasing") return;
+      if (reply.lease) lease._update(reply.lease);
+      // The server renewed no earlier than our first send of this seq.
+      if (firstSentAt !== undefined && firstSentAt > rec.confirmedAt) rec.confirmedAt = firstSentAt;
+      this.scheduleDeadline(rec);
+    } catch (e) {
+      this.loseIfEnded(rec, e);
+      throw e;
+    }
+  }
+
+  /**
+   * Renews one grant. Also returns when the first attempt was sent: the
+   * server renewed no earlier than that, so it is the safe start of the
+   * renewed lease by the local clock.
+   */
+  private async sendRenew(
+    session: Session,
+    grant: { lock: string; token: number; leaseMs: number },
+  ): Promise<{ reply: OkReply; firstSentAt: number | undefined }> {
+    let firstSentAt: number | undefined;
+    const reply = await this.requests.logged(
+      session,
+      (seq, ack) => ({ op: "renew", client: session.id, seq, ack, lock: grant.lock, token: grant.token, leaseMs: grant.leaseMs }),
+      {
+        signal: this.closing,
+        onSend: (at) => {
+          firstSentAt ??= at;
+        },
+      },
+    );
+    return { reply, firstSentAt };
+  }
+
+  private scheduleRenew(rec: LeaseRecord): void {
+    if (rec.renewTimer) clearTimeout(rec.renewTimer);
+    rec.renewTimer = undefined;
+    if (rec.lease.state !== "held" || this.closing.aborted) return;
+    const every = Math.max(1, rec.lease.leaseMs * this.options.renewFraction);
+    rec.renewTimer = setTimeout(() => void this.backgroundRenew(rec), every);
+    rec.renewTimer.unref?.();
+  }
+
+  private async backgroundRenew(rec: LeaseRecord): Promise<void> {
+    rec.renewTimer = undefined;
+    if (rec.lease.state !== "held") return;
+    try {
+      await this.renew(rec);
+    } catch (e) {
+      if (rec.lease.state === "held") {
+        this.log.warn({ lock: rec.lease.lock, err: describe(e) }, "dlm client: renew failed; retrying");
+      }
+    }
+    if (rec.lease.state === "held" && !rec.renewTimer) this.scheduleRenew(rec);
+  }
+
+  private scheduleDeadline(rec: LeaseRecord): void {
+    if (rec.deadlineTimer) clearTimeout(rec.deadlineTimer);
+    rec.deadlineTimer = undefined;
+    const { lease } = rec;
+    if (lease.state === "lost" || lease.state === "released") return;
+    const due = rec.confirmedAt + lease.leaseMs - now();
+    rec.deadlineTimer = setTimeout(() => {
+      rec.deadlineTimer = undefined;
+      // While a release is in flight its answer decides.
+      if (lease.state !== "held") return;
+      if (rec.confirmedAt + lease.leaseMs - now() > 1) {
+        this.scheduleDeadline(rec);
+        return;
+      }
+      this.expireLocally(rec);
+    }, Math.max(0, due));
+    rec.deadlineTimer.unref?.();
+  }
+
+  /** The lease's safe local bound has passed: it is lost here, and ended on the server. */
+  expireLocally(rec: LeaseRecord): void {
+    const { lease } = rec;
+    this.loseLease(
+      rec,
+      new LockExpiredError(
+        `the lease on ${lease.lock} (token ${lease.token}) ran out: no renew was confirmed within ${lease.leaseMs}ms (measured locally)`,
+      ),
+    );
+    // The server may still count the grant (its clock is on the late
+    // side of ours, or it never heard the renewals): end it there too.
+    this.giveUp(rec.session, lease);
+  }
+
+  // ---------------------------------------------------------------- loss
+
+  /** Loses the lease of `rec` if `e` says its grant ended. */
+  loseIfEnded(rec: LeaseRecord, e: unknown): void {
+    if (isDlmError(e) && LEASE_ENDING.has(e.codeName)) this.loseLease(rec, e);
+  }
+
+  /** The server says the grant `token` on `lock` of `session` ended: its lease, if held, is lost. */
+  loseGrant(session: Session, lock: string, token: number, error: DlmError): void {
+    for (const rec of this.records.values()) {
+      if (rec.session === session && rec.lease.lock === lock && rec.lease.token === token) {
+        this.loseLease(rec, error);
+        return;
+      }
+    }
+  }
+
+  /** Every lease of `session` (of every session when undefined) is lost, with the error `errorFor` makes for it. */
+  loseAll(session: Session | undefined, errorFor: (lease: Lease) => DlmError): void {
+    for (const rec of [...this.records.values()]) {
+      if (session === undefined || rec.session === session) this.loseLease(rec, errorFor(rec.lease));
+    }
+  }
+
+  private dropRecord(rec: LeaseRecord): void {
+    if (rec.renewTimer) clearTimeout(rec.renewTimer);
+    if (rec.deadlineTimer) clearTimeout(rec.deadlineTimer);
+    rec.renewTimer = undefined;
+    rec.deadlineTimer = undefined;
+    this.records.delete(rec.lease);
+  }
+
+  private loseLease(rec: LeaseRecord, cause: DlmError): void {
+    this.dropRecord(rec);
+    const lease = rec.lease;
+    // To the holder, a grant that ended under it has expired: NOT_HOLDER
+    // from the server says the same thing less helpfully.
+    const error =
+      cause.codeName === "NOT_HOLDER"
+        ? new LockExpiredError(`the grant on ${lease.lock} (token ${lease.token}) has ended: ${cause.message}`, { cause })
+        : cause;
+    const onListenerError = (e: unknown): void => this.log.error({ err: describe(e) }, "dlm client: a lease 'lost' listener threw");
+    if (!lease._markLost(error, onListenerError)) return;
+    this.lost.delete(lease.lock);
+    this.lost.set(lease.lock, lease);
+    if (this.lost.size > MAX_TRACKED_LOCKS) this.lost.delete(this.lost.keys().next().value!);
+    this.log.warn({ lock: lease.lock, token: lease.token, error: error.codeName }, "dlm client: lease lost");
+    this.emit("leaseLost", lease, error);
+  }
+
+  // ---------------------------------------------------------------- giving up
+
+  /**
+   * End on the server a grant this client has declared lost by its own
+   * clock, without committing (`abandon`), in the background. Until that is
+   * answered, an acquire of the same lock waits for it (ServerCleanups), so
+   * it is not refused ALREADY_HELD by the grant it gave up.
+   */
+  private giveUp(session: Session, lease: Lease): void {
+    if (this.closing.aborted || session.expired) return;
+    this.cleanups.trackAbandon(lease.lock, this.abandonOnServer(session, lease.lock, lease.token));
+  }
+
+  /**
+   * An acquire was refused ALREADY_HELD by a grant this client declared lost
+   * (its abandon has not got through): abandon it again. False when the
+   * refusal is about something else (a lease the caller still holds).
+   */
+  regiveUp(session: Session | undefined, lock: string, e: AlreadyHeldError): boolean {
+    const lost = this.lost.get(lock);
+    if (!lost || !session || e.lease?.token !== lost.token || lost.clientId !== session.id) return false;
+    this.giveUp(session, lost);
+    return true;
+  }
+
+  /** True when the grant is over on the server (abandoned now, or ended before). */
+  async abandonOnServer(session: Session, lock: string, token: number): Promise<boolean> {
+    try {
+      const reply = await this.requests.logged(session, (seq, ack) => ({ op: "abandon", client: session.id, seq, ack, lock, token }));
+      this.log.info({ lock, token, discarded: reply.discarded }, "dlm client: a lease lost locally was ended on the server");
+      return true;
+    } catch (e) {
+      if (isDlmError(e) && LEASE_ENDING.has(e.codeName)) return true;
+      this.log.warn({ lock, token, err: describe(e) }, "dlm client: could not end a lost lease on the server; the next acquire of the lock tries again");
+      return false;
+    }
+  }
+}
