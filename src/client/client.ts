@@ -263,7 +263,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       if (e instanceof TimeoutError) {
         const total = allAttemptsTimeoutMs(this.options) / 1000;
         throw new UnavailableError(
-          `no dlm coordinator answered on ${this.names.requestSubject} within ${total}s: is a node running?`,
+          `no dlm coordinator answered on ${this.requests.subjectFor({ op: "status" })} within ${total}s: is a node running?`,
           { cause: e },
         );
       }

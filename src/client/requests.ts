@@ -10,9 +10,11 @@
  *   typed error of an error reply.
  * - An error reply of SESSION_EXPIRED also ends the session
  *   (`onSessionExpired`, set by the client to its session keeper).
+ * - A request goes to its namespace's subject (`subjectFor`): the leader
+ *   acts on a session only from there.
  */
 import type { LoggedRequest, OkReply, Reply, Request } from "../protocol/messages";
-import type { Names } from "../protocol/subjects";
+import { requestSubjectFor, type Names } from "../protocol/subjects";
 import { ClosedError, DlmError, InternalError, SessionExpiredError, TimeoutError, UnavailableError, errorFromReply } from "./errors";
 import type { Logger, ResolvedOptions } from "./options";
 import { attemptTimeoutMs, raceSignal, retry, type RetryPolicy } from "./retry";
@@ -119,7 +121,7 @@ export class Requests {
       unavailableTimeoutMs: this.options.unavailableTimeoutMs,
       ...opts.policy,
     };
-    const subject = this.names.requestSubject;
+    let subject = this.names.requestSubject;
     let firstSentAt: number | undefined;
     let op = "request";
     let seq: number | undefined;
@@ -129,6 +131,7 @@ export class Requests {
       async (attempt) => {
         if (attempt > 1 && opts.noRetryAfter?.aborted) throw opts.noRetryAfter.reason;
         const req = build();
+        subject = this.subjectFor(req);
         op = req.op;
         seq = "seq" in req ? req.seq : undefined;
         const sentAt = now();
@@ -174,6 +177,17 @@ export class Requests {
           this.log.debug({ op, seq, attempt: info.attempt, kind: info.kind, delayMs: info.delayMs }, "dlm client: retrying"),
       },
     );
+  }
+
+  /**
+   * Where `req` goes: a session's requests to its namespace's subject (the
+   * only one a namespaced client user may publish on), requests that name
+   * no session to the client's namespace's, if it has one.
+   */
+  subjectFor(req: Request): string {
+    if ("client" in req) return requestSubjectFor(this.names, req.client);
+    const namespace = this.options.namespace;
+    return namespace === undefined ? this.names.requestSubject : this.names.namespaceRequestSubject(namespace);
   }
 
   /** The client's own error for a transport failure (closed, unreachable, timed out, not permitted). */

@@ -2,10 +2,11 @@
  * The leader's loop. It exists only while its node leads, and does four
  * things:
  *
- * 1. Serves the request subject (not a queue group: see
- *    Names.requestSubject; a leader that is not fresh answers NOT_LEADER):
- *    validates each request, answers duplicates from the replicated session
- *    table, and turns new requests into commands.
+ * 1. Serves the request subjects, the plain one and every namespace's (not
+ *    a queue group: see Names.requestSubject; a leader that is not fresh
+ *    answers NOT_LEADER): validates each request (a session is only acted
+ *    on from its own namespace's subject), answers duplicates from the
+ *    replicated session table, and turns new requests into commands.
  * 2. Group commit, pipelined: commands wait in a queue and go out in the
  *    next entry; up to `maxEntriesInFlight` entries are appended at once,
  *    entry N+k with expected last sequence N+k-1, so an entry lands only
@@ -27,7 +28,7 @@ import { isWrongLastSequence, type LogStream } from "../log/logStream";
 import { fileIndex } from "../protocol/files";
 import { MAX_REQUEST_BYTES, type Limits } from "../protocol/limits";
 import type { LoggedRequest, Notification, Reply, WireAppend } from "../protocol/messages";
-import type { Names } from "../protocol/subjects";
+import { namespaceMismatch, type Names } from "../protocol/subjects";
 import { parseRequest } from "../protocol/validate";
 import { classify, dueCommands, entryVersion, errorReply, okReply, statusView } from "../state";
 import type { Command, Effect, LogEntry, SectionAppend, State } from "../state";
@@ -106,7 +107,7 @@ export const DEFAULT_COORDINATOR_OPTIONS: CoordinatorOptions = {
 const encoder = new TextEncoder();
 
 export class Coordinator {
-  private subscription: Subscription | undefined;
+  private readonly subscriptions: Subscription[] = [];
   private ticker: NodeJS.Timeout | undefined;
   private readonly queue: Command[] = [];
   /** When the oldest command in the queue was queued (performance.now()). */
@@ -151,15 +152,19 @@ export class Coordinator {
     const { nc, names } = this.host;
     // Not a queue group: see Names.requestSubject. A second subscriber is
     // always a leader that is no longer fresh, and it answers NOT_LEADER.
-    this.subscription = nc.subscribe(names.requestSubject, {
-      callback: (err, msg) => {
-        if (err) {
-          this.host.logger.warn({ err: err.message }, "request subscription error");
-          return;
-        }
-        this.onRequest(msg);
-      },
-    });
+    for (const subject of [names.requestSubject, names.namespaceRequestWildcard]) {
+      this.subscriptions.push(
+        nc.subscribe(subject, {
+          callback: (err, msg) => {
+            if (err) {
+              this.host.logger.warn({ err: err.message, subject }, "request subscription error");
+              return;
+            }
+            this.onRequest(msg);
+          },
+        }),
+      );
+    }
     // Each session is credited with the last time the log shows it heard,
     // plus the time nobody led since (without a digest in the log: the
     // takeover). Oldest first, as the tick expects.
@@ -182,7 +187,7 @@ export class Coordinator {
     // Drain rather than unsubscribe: requests already delivered to this
     // process are answered NOT_LEADER (clients retry at once) instead of
     // being dropped (clients would wait out a whole attempt timeout).
-    await this.subscription?.drain().catch(() => undefined);
+    await Promise.all(this.subscriptions.map((sub) => sub.drain().catch(() => undefined)));
     await this.flushing;
     this.queue.length = 0;
     this.timersInFlight.clear();
@@ -203,6 +208,10 @@ export class Coordinator {
       return this.respond(msg, parsed.reply);
     }
     this.arrivals.set(msg, { op: parsed.request.op, startedMs });
+    // Before anything is done for the session it names, not even hearing
+    // from it: a client user may only act under its own namespace's sessions.
+    const mismatch = namespaceMismatch(this.host.names, msg.subject, "client" in parsed.request ? parsed.request.client : undefined);
+    if (mismatch) return this.respond(msg, errorReply("BAD_REQUEST", mismatch));
     // Everything but a new logged request is answered from this node's
     // state without the log (cached replies, "no such session", reads). A
     // leader paused past its lease must not answer from a stale picture (a

@@ -9,10 +9,12 @@
  *   JetStream API, publishes entries and notifications, serves requests and
  *   answers `dlm status` (its replies go to the requesters' inboxes through
  *   `allow_responses`, so it needs no publish right on anyone's inbox).
- * - A **client** in namespace N may only send requests and hear what is
- *   meant for it: its notifications (`<prefix>.notify.N.>`) and its replies
- *   (`_INBOX_N.>`). It cannot touch the log, the leader bucket, the
- *   JetStream API, or another namespace's notifications.
+ * - A **client** in namespace N may only send requests on its namespace's
+ *   subject (`<prefix>.req.N`, where the leader acts only on sessions of N)
+ *   and hear what is meant for it: its notifications (`<prefix>.notify.N.>`)
+ *   and its replies (`_INBOX_N.>`). It cannot touch the log, the leader
+ *   bucket, the JetStream API, or another namespace's sessions,
+ *   notifications or replies.
  * - An **operator** (`dlm status`, `dlm read`) asks the leader and the nodes
  *   and reads the stream's info; it cannot change anything but may see
  *   replies on `_INBOX.>`.
@@ -75,11 +77,11 @@ export function dlmPermissions(prefix?: string): DlmPermissions {
           n.nodesInfoSubject,
         ],
       },
-      subscribe: { allow: ["_INBOX.>", n.requestSubject, n.nodesInfoSubject] },
+      subscribe: { allow: ["_INBOX.>", n.requestSubject, n.namespaceRequestWildcard, n.nodesInfoSubject] },
       allow_responses: true,
     },
     client: (namespace: string) => ({
-      publish: { allow: [n.requestSubject] },
+      publish: { allow: [n.namespaceRequestSubject(namespace)] },
       subscribe: { allow: [n.notifySubject(`${namespace}.>`), `_INBOX_${namespace}.>`] },
     }),
     operator: {

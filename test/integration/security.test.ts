@@ -115,6 +115,8 @@ describe("least privilege: node, operator and client users with the documented p
         "$KV.dlm_leader.leader", // the leader lease
         "dlm.notify.billing.abcdefgh12345678", // spoofing another namespace's notification
         "dlm.nodes.info",
+        "dlm.req.billing", // another namespace's requests
+        "dlm.req", // the plain request subject, where any session id would do
       ];
       for (const subject of forbiddenPublish) nc.publish(subject, encoder.encode('{"evil":true}'));
       await expect(nc.request("$JS.API.STREAM.INFO.DLM_LOG", undefined, { timeout: 1000 })).rejects.toThrow();
@@ -153,6 +155,36 @@ describe("least privilege: node, operator and client users with the documented p
     } finally {
       await reader.close();
     }
+  });
+
+  test("a client user cannot act under another namespace's session: the leader refuses it on the user's own subject", async () => {
+    const billing = await cluster.client({ user: "billing", pass: pw.billing, namespace: "billing" });
+    const lease = await billing.acquire("billing-lock");
+    const nc = await natsConnect({ servers: cluster.urls, user: "orders", pass: pw.orders, inboxPrefix: "_INBOX_orders" });
+    try {
+      // The holder's session id and token are no secret (dlm status lists them).
+      const spoofed = [
+        { op: "release", client: billing.clientId, seq: 1_000_000, ack: 0, lock: "billing-lock", token: lease.token },
+        { op: "abandon", client: billing.clientId, seq: 1_000_001, ack: 0, lock: "billing-lock", token: lease.token },
+        { op: "goodbye", client: billing.clientId, seq: 1_000_002, ack: 0 },
+        { op: "acquire", client: "V1StGXR8_Z5jdHi6B-myT", seq: 1, ack: 0, lock: "billing-lock" }, // no namespace at all
+      ];
+      for (const request of spoofed) {
+        const msg = await nc.request("dlm.req.orders", encoder.encode(JSON.stringify(request)), { timeout: 5000 });
+        const reply = JSON.parse(new TextDecoder().decode(msg.data)) as { ok: boolean; error?: string; message?: string };
+        expect(reply).toMatchObject({ ok: false, error: "BAD_REQUEST" });
+        expect(reply.message).toContain("may only name a session of namespace orders");
+      }
+      // What needs no session is served on the user's own subject.
+      const status = await nc.request("dlm.req.orders", encoder.encode(JSON.stringify({ op: "status" })), { timeout: 5000 });
+      expect(JSON.parse(new TextDecoder().decode(status.data))).toMatchObject({ ok: true });
+    } finally {
+      await nc.close();
+    }
+    // billing still holds its grant, and its section commits.
+    await billing.renew(lease);
+    expect(lease.lost).toBe(false);
+    await expect(billing.release(lease)).resolves.toEqual({ appends: 0, bytes: 0 });
   });
 
   test("the nodes never hit a permission they lack (nats-server logs every violation)", async () => {

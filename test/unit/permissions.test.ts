@@ -25,7 +25,9 @@ describe("dlmPermissions", () => {
   const client = p.client("orders");
 
   test("a client may send requests and hear only its own namespace", () => {
-    expect(allowed(client.publish.allow, "dlm.req")).toBe(true);
+    expect(allowed(client.publish.allow, "dlm.req.orders")).toBe(true);
+    // Not on another namespace's subject, nor on the plain one, where the leader would take any session id.
+    for (const subject of ["dlm.req", "dlm.req.billing", "dlm.req.orders.x", "dlm.req.>"]) expect(allowed(client.publish.allow, subject)).toBe(false);
     expect(allowed(client.subscribe.allow, "dlm.notify.orders.V1StGXR8_Z5jdHi6B-myT")).toBe(true);
     expect(allowed(client.subscribe.allow, "_INBOX_orders.abc.def")).toBe(true);
     for (const subject of ["dlm.log", "$JS.API.STREAM.INFO.DLM_LOG", "$KV.dlm_leader.leader", "dlm.notify.billing.x", "dlm.nodes.info"]) {
@@ -44,6 +46,8 @@ describe("dlmPermissions", () => {
     expect(allowed(p.node.publish.allow, "$JS.API.STREAM.DELETE.ORDERS")).toBe(false);
     expect(allowed(p.node.publish.allow, "$KV.other.key")).toBe(false);
     expect(p.node.allow_responses).toBe(true);
+    // It serves the plain request subject and every namespace's.
+    for (const subject of ["dlm.req", "dlm.req.orders"]) expect(allowed(p.node.subscribe.allow, subject)).toBe(true);
   });
 
   test("an operator can read but not write", () => {
