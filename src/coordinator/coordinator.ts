@@ -27,13 +27,14 @@ import type { Logger } from "../log/logger";
 import { isWrongLastSequence, type LogStream } from "../log/logStream";
 import { fileIndex } from "../protocol/files";
 import { MAX_REQUEST_BYTES, type Limits } from "../protocol/limits";
-import type { LoggedRequest, Notification, Reply, WireAppend } from "../protocol/messages";
+import type { LoggedRequest, Notification, Reply } from "../protocol/messages";
 import { namespaceMismatch, type Names } from "../protocol/subjects";
 import { parseRequest } from "../protocol/validate";
 import { classify, dueCommands, entryVersion, errorReply, okReply, statusView } from "../state";
-import type { Command, Effect, LogEntry, SectionAppend, State } from "../state";
+import type { Command, Effect, LogEntry, State } from "../state";
 import { assert } from "../util/assert";
 import { encodeEntry } from "./entries";
+import { toCommand } from "./requestCommands";
 import { shouldHold } from "./holdPolicy";
 import { SessionClock, type SessionClockOptions } from "./sessionClock";
 import { takeoverCredits } from "../state/sessionLiveness";
@@ -512,78 +513,4 @@ export class Coordinator {
     if (!msg.reply) return;
     msg.respond(encoder.encode(JSON.stringify(reply)));
   }
-}
-
-/** A waiting request's lease and wait as logged: the node's default lease, null for "wait as long as it takes". */
-function logWaitFields(request: { leaseMs?: number; waitMs?: number }, limits: Limits): { leaseMs: number; waitMs: number | null } {
-  return { leaseMs: request.leaseMs ?? limits.defaultLeaseMs, waitMs: request.waitMs ?? null };
-}
-
-function toCommand(request: LoggedRequest, limits: Limits): Command {
-  const { client, seq, ack } = request;
-  switch (request.op) {
-    case "hello":
-    case "goodbye":
-      return { type: request.op, client, seq, ack };
-    case "acquire":
-      // A new request always logs how it wants the lock (a semaphore: its
-      // limit and permits; a lock: its mode), so its grant and answers carry
-      // it; only commands logged before modes existed lack it.
-      return {
-        type: "acquire",
-        client,
-        seq,
-        ack,
-        lock: request.lock,
-        ...logWaitFields(request, limits),
-        ...(request.limit === undefined ? { mode: request.mode ?? "exclusive" } : { limit: request.limit, permits: request.permits ?? 1 }),
-      };
-    case "acquireAll":
-      return {
-        type: "acquireAll",
-        client,
-        seq,
-        ack,
-        locks: request.locks.map((l) => ({ lock: l.lock, mode: l.mode ?? "exclusive" })),
-        ...logWaitFields(request, limits),
-      };
-    case "release":
-      return {
-        type: "release",
-        client,
-        seq,
-        ack,
-        lock: request.lock,
-        token: request.token,
-        ...(request.staged !== undefined ? { staged: request.staged } : {}),
-        ...(request.appends ? { appends: request.appends.map(toSectionAppend) } : {}),
-      };
-    case "abandon":
-      return { type: request.op, client, seq, ack, lock: request.lock, token: request.token };
-    case "commit":
-      return {
-        type: "commit",
-        client,
-        seq,
-        ack,
-        lock: request.lock,
-        ...logWaitFields(request, limits),
-        appends: request.appends.map(toSectionAppend),
-      };
-    case "append": {
-      const file = fileIndex(request.file);
-      assert(file !== undefined, "validated file name has no index");
-      return { type: "append", client, seq, ack, token: request.token, file, data: request.data };
-    }
-    case "renew":
-      return { type: "renew", client, seq, ack, lock: request.lock, token: request.token, leaseMs: request.leaseMs ?? null };
-    case "cancel":
-      return { type: "cancel", client, seq, ack, target: request.target };
-  }
-}
-
-function toSectionAppend(append: WireAppend): SectionAppend {
-  const file = fileIndex(append.file);
-  assert(file !== undefined, "validated file name has no index");
-  return { file, data: append.data };
 }
