@@ -3,6 +3,7 @@
  * fsync on every write and three dlm nodes), the floor under it, a
  * closed-loop workload runner with percentiles, and per-process CPU use.
  */
+import { spawn } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { connect as natsConnect } from "@nats-io/transport-node";
@@ -129,8 +130,13 @@ export async function measure(
   };
 }
 
-/** Floor: request-reply to a responder on another connection, and an fsynced JetStream publish. */
-export async function measureFloor(urls: string[], replicas: number, seconds: number): Promise<{ rr: number[]; pub: number[] }> {
+/**
+ * Floor: request-reply to a responder on another connection, and an
+ * fsynced JetStream publish. Then, for context, the relay: a request to a
+ * responder in another process that makes one fsynced publish before it
+ * answers (relayResponder.ts), the path of a dlm request with no dlm in it.
+ */
+export async function measureFloor(urls: string[], replicas: number, seconds: number): Promise<{ rr: number[]; pub: number[]; relay: number[] }> {
   const server = await natsConnect({ servers: urls, noAsyncTraces: true });
   const client = await natsConnect({ servers: urls, noAsyncTraces: true });
   const sub = server.subscribe("bench.floor.echo", { callback: (_err: Error | null, msg: Msg) => msg.respond(msg.data) });
@@ -165,12 +171,39 @@ export async function measureFloor(urls: string[], replicas: number, seconds: nu
     last = ack.seq;
     pub.push(performance.now() - t);
   }
+  const relay = await measureRelay(urls, client, data, seconds);
   await jsm.streams.delete("BENCH_FLOOR");
   await server.close();
   await client.close();
   rr.sort((a, b) => a - b);
   pub.sort((a, b) => a - b);
-  return { rr, pub };
+  relay.sort((a, b) => a - b);
+  return { rr, pub, relay };
+}
+
+/** Requests to relayResponder.ts in a child process, for `seconds`: their latencies (ms). */
+async function measureRelay(urls: string[], client: NatsConnection, data: Uint8Array, seconds: number): Promise<number[]> {
+  const child = spawn(process.execPath, [path.join(__dirname, "relayResponder.js"), urls.join(","), "bench.floor.relay", "bench.floor.log"], {
+    stdio: ["pipe", "pipe", "inherit"],
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.once("data", () => resolve());
+      child.once("exit", (code) => reject(new Error(`relayResponder exited with ${code} before it was ready`)));
+    });
+    const mux = new RequestMux(client, undefined);
+    const relay: number[] = [];
+    const deadline = Date.now() + seconds * 1000;
+    while (Date.now() < deadline) {
+      const t = performance.now();
+      await mux.request("bench.floor.relay", data, 5000);
+      relay.push(performance.now() - t);
+    }
+    mux.close();
+    return relay;
+  } finally {
+    child.kill();
+  }
 }
 
 export async function waitSettled(nc: NatsConnection, timeoutMs: number): Promise<void> {

@@ -10,6 +10,10 @@
  *             the client's own request path, the cheapest here), and a
  *             JetStream publish to a file stream (same replicas) acknowledged
  *             after fsync: what one request plus one log append cost here.
+ *   relay     for context: a request to a responder in another process that
+ *             makes one such publish before it answers (relayResponder.ts),
+ *             the path of a dlm request with nothing of dlm in it; what a
+ *             request costs above it is dlm's own.
  *   section   one client: acquire "global" -> append 16 B -> release.
  *   commit    one client: client.commit([16 B]) (one request, one log entry).
  *   handoff   32 clients on "global", each looping acquire -> append 16 B ->
@@ -101,6 +105,10 @@ async function runTopology(natsCount: number, run: RunOptions): Promise<void> {
     const floorMs = rr + pub;
     console.log(
       `floor: request-reply p50 ${rr.toFixed(2)} ms (p99 ${percentile(floor.rr, 99).toFixed(2)}), JetStream fsynced publish p50 ${pub.toFixed(2)} ms (p99 ${percentile(floor.pub, 99).toFixed(2)}); floor = ${floorMs.toFixed(2)} ms`,
+    );
+    const relay = percentile(floor.relay, 50);
+    console.log(
+      `relay: request to another process that makes one fsynced publish, then answers (a dlm request's path, no dlm in it): p50 ${relay.toFixed(2)} ms = ${(relay / floorMs).toFixed(2)}x floor`,
     );
 
     const clients: DlmClient[] = [];
