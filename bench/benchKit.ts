@@ -144,14 +144,7 @@ export async function measureFloor(urls: string[], replicas: number, seconds: nu
   const data = new TextEncoder().encode(JSON.stringify({ op: "append", data: PAYLOAD }));
   // Through the client's own request path (the cheapest this process has), so the floor is not padded by nats.js's per-request costs.
   const mux = new RequestMux(client, undefined);
-  const rr: number[] = [];
-  let deadline = Date.now() + seconds * 1000;
-  while (Date.now() < deadline) {
-    const t = performance.now();
-    await mux.request("bench.floor.echo", data, 5000);
-    rr.push(performance.now() - t);
-  }
-  mux.close();
+  const rr = await timedFor(seconds, () => mux.request("bench.floor.echo", data, 5000));
   sub.unsubscribe();
   const jsm = await jetstreamManager(client);
   await jsm.streams.add({ name: "BENCH_FLOOR", subjects: ["bench.floor.log"], storage: StorageType.File, num_replicas: replicas });
@@ -162,16 +155,12 @@ export async function measureFloor(urls: string[], replicas: number, seconds: nu
     await sleep(100);
   }
   const js = jetstream(client, { timeout: 5000 });
-  const pub: number[] = [];
   let last = 0;
-  deadline = Date.now() + seconds * 1000;
-  while (Date.now() < deadline) {
-    const t = performance.now();
-    const ack = await js.publish("bench.floor.log", data, { expect: { lastSequence: last } });
-    last = ack.seq;
-    pub.push(performance.now() - t);
-  }
-  const relay = await measureRelay(urls, client, data, seconds);
+  const pub = await timedFor(seconds, async () => {
+    last = (await js.publish("bench.floor.log", data, { expect: { lastSequence: last } })).seq;
+  });
+  const relay = await measureRelay(urls, mux, data, seconds);
+  mux.close();
   await jsm.streams.delete("BENCH_FLOOR");
   await server.close();
   await client.close();
@@ -182,7 +171,7 @@ export async function measureFloor(urls: string[], replicas: number, seconds: nu
 }
 
 /** Requests to relayResponder.ts in a child process, for `seconds`: their latencies (ms). */
-async function measureRelay(urls: string[], client: NatsConnection, data: Uint8Array, seconds: number): Promise<number[]> {
+async function measureRelay(urls: string[], mux: RequestMux, data: Uint8Array, seconds: number): Promise<number[]> {
   const child = spawn(process.execPath, [path.join(__dirname, "relayResponder.js"), urls.join(","), "bench.floor.relay", "bench.floor.log"], {
     stdio: ["pipe", "pipe", "inherit"],
   });
@@ -191,19 +180,22 @@ async function measureRelay(urls: string[], client: NatsConnection, data: Uint8A
       child.stdout.once("data", () => resolve());
       child.once("exit", (code) => reject(new Error(`relayResponder exited with ${code} before it was ready`)));
     });
-    const mux = new RequestMux(client, undefined);
-    const relay: number[] = [];
-    const deadline = Date.now() + seconds * 1000;
-    while (Date.now() < deadline) {
-      const t = performance.now();
-      await mux.request("bench.floor.relay", data, 5000);
-      relay.push(performance.now() - t);
-    }
-    mux.close();
-    return relay;
+    return await timedFor(seconds, () => mux.request("bench.floor.relay", data, 5000));
   } finally {
     child.kill();
   }
+}
+
+/** Runs `op` back to back for `seconds`: each run's latency (ms), in order. */
+async function timedFor(seconds: number, op: () => Promise<unknown>): Promise<number[]> {
+  const latencies: number[] = [];
+  const deadline = Date.now() + seconds * 1000;
+  while (Date.now() < deadline) {
+    const t = performance.now();
+    await op();
+    latencies.push(performance.now() - t);
+  }
+  return latencies;
 }
 
 export async function waitSettled(nc: NatsConnection, timeoutMs: number): Promise<void> {
