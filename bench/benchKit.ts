@@ -101,19 +101,9 @@ export async function measure(
     while (Date.now() < warmDeadline) await cycle(i);
   }));
   const before = nc ? await leaderCounters(nc) : { entries: 0, commands: 0 };
-  const latencies: number[] = [];
   cpu.begin();
   const started = performance.now();
-  const deadline = Date.now() + seconds * 1000;
-  await Promise.all(
-    Array.from({ length: workers }, async (_, i) => {
-      while (Date.now() < deadline) {
-        const t = performance.now();
-        await cycle(i);
-        latencies.push(performance.now() - t);
-      }
-    }),
-  );
+  const latencies = (await Promise.all(Array.from({ length: workers }, (_, i) => timedFor(seconds, () => cycle(i))))).flat();
   const elapsed = (performance.now() - started) / 1000;
   const usage = cpu.end();
   const after = nc ? await leaderCounters(nc) : { entries: 0, commands: 0 };

@@ -14,6 +14,7 @@
 import { connect } from "@nats-io/transport-node";
 import type { Msg } from "@nats-io/nats-core";
 import { jetstream } from "@nats-io/jetstream";
+import { errorMessage } from "../src/util/errorMessage";
 
 async function main(): Promise<void> {
   const [urls, requestSubject, streamSubject] = process.argv.slice(2);
@@ -35,6 +36,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
-  process.stderr.write(`relayResponder: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.stderr.write(`relayResponder: ${errorMessage(e)}\n`);
   process.exit(1);
 });

@@ -2,6 +2,7 @@
 import { helpText, UsageError, type CommandSpec } from "./args";
 import { nodeSpec, runNode } from "./nodeCommand";
 import { version } from "../version";
+import { errorMessage } from "../util/errorMessage";
 
 interface Subcommand {
   spec: CommandSpec;
@@ -69,7 +70,7 @@ main(process.argv.slice(2)).catch((err: unknown) => {
     process.stderr.write(`dlm: ${err.message}\n`);
     process.exit(2);
   }
-  process.stderr.write(`dlm: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.stderr.write(`dlm: ${errorMessage(err)}\n`);
   // Errors that carry their own exit code (NatsConnectError: 4) keep it, so
   // a script can tell "NATS refused us" from other failures.
   const exitCode = (err as { exitCode?: unknown } | null)?.exitCode;

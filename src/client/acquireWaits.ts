@@ -26,7 +26,8 @@ import { AlreadyHeldError, CancelledError, ClosedError, InternalError, isDlmErro
 import { LateGrant, type LeaseKeeper } from "./leaseKeeper";
 import type { LockMode, ShapeFields } from "./lockShapes";
 import type { Logger, ResolvedOptions } from "./options";
-import { describe, now, type Answer, type Requests } from "./requests";
+import { errorMessage } from "../util/errorMessage";
+import type { Answer, Requests } from "./requests";
 import { raceSignal, sleep } from "./retry";
 import { MAX_TRACKED_LOCKS, type ServerCleanups } from "./serverCleanups";
 import { PendingAcquire, type GrantResult, type Session } from "./session";
@@ -57,6 +58,18 @@ function grantsOf(reply: OkReply): LeaseInfo[] {
 
 /** What an acquire or acquireAll request asks for, besides the session fields and the caller's lease and wait. */
 export type AcquireFields = ({ op: "acquire"; lock: string } & ShapeFields) | { op: "acquireAll"; locks: Array<{ lock: string; mode: LockMode }> };
+
+/** A running send/poll loop (startLoop). */
+interface WaitLoop {
+  /** Aborted when the loop is to end: the caller's abort, the client's close, or halt/end. */
+  readonly stop: Stopper;
+  /** The caller's signal aborted the wait. */
+  userAborted: boolean;
+  /** Ends the loop now (the waiter settled), without waiting for it. */
+  halt(): void;
+  /** Ends the loop, drops its listeners, and resolves once it has ended. Idempotent. */
+  end(): Promise<void>;
+}
 
 export class AcquireWaits {
   /**
@@ -178,26 +191,14 @@ export class AcquireWaits {
     adopt: (grant: GrantResult) => Promise<T>,
   ): Promise<T> {
     let cleanupInBackground = false;
-    // `stop` ends the send/poll loop: on the user's abort, on close, or once settled.
-    const stop = new Stopper();
-    const userAborted = { value: false };
-    const onUserAbort = (): void => {
-      userAborted.value = true;
-      stop.abort(this.cancelledBy(signal!, pending.lock));
-    };
-    const onClose = (): void => stop.abort(this.closing.reason);
-    signal?.addEventListener("abort", onUserAbort, { once: true });
-    this.closing.addEventListener("abort", onClose, { once: true });
-    const loop = this.acquireLoop(session, pending, build, stop, pollMs).catch((e: unknown) => {
-      if (!stop.aborted) pending.fail(e instanceof Error ? e : new InternalError(String(e)));
-    });
+    const wait = this.startLoop(session, pending, build, pollMs, signal, () => this.cancelledBy(signal!, pending.lock));
     try {
       let grant: GrantResult;
       try {
-        grant = await raceSignal(pending.promise, stop);
+        grant = await raceSignal(pending.promise, wait.stop);
       } catch (e) {
-        if (userAborted.value && !this.closing.aborted) {
-          stop.abort(LOOP_ENDED);
+        if (wait.userAborted && !this.closing.aborted) {
+          wait.halt();
           // Wait for the cancel a little; if the server is slow to answer,
           // finish it in the background (the seq stays outstanding until then)
           // rather than hold the caller's rejection for the whole retry budget.
@@ -220,7 +221,7 @@ export class AcquireWaits {
         }
         throw e;
       }
-      stop.abort(LOOP_ENDED);
+      wait.halt();
       if (signal?.aborted) {
         // Granted and aborted at about the same time: honour the abort.
         this.sessions.releaseGrant(session, grant);
@@ -228,12 +229,47 @@ export class AcquireWaits {
       }
       return await adopt(grant);
     } finally {
-      stop.abort(LOOP_ENDED);
-      signal?.removeEventListener("abort", onUserAbort);
-      this.closing.removeEventListener("abort", onClose);
-      await loop;
+      await wait.end();
       if (!cleanupInBackground) this.forgetAcquire(session, pending);
     }
+  }
+
+  /**
+   * Starts the send/poll loop of `pending`, stopped by the caller's abort
+   * (`signal`, with `userAbortReason`), by the client's close, or by the
+   * waiter once settled (`halt`, `end`).
+   */
+  private startLoop(
+    session: Session,
+    pending: PendingAcquire,
+    build: () => LoggedRequest,
+    pollMs: number,
+    signal: AbortSignal | undefined,
+    userAbortReason: () => unknown,
+  ): WaitLoop {
+    const stop = new Stopper();
+    const wait: WaitLoop = {
+      stop,
+      userAborted: false,
+      halt: () => stop.abort(LOOP_ENDED),
+      end: async () => {
+        stop.abort(LOOP_ENDED);
+        signal?.removeEventListener("abort", onUserAbort);
+        this.closing.removeEventListener("abort", onClose);
+        await loop;
+      },
+    };
+    const onUserAbort = (): void => {
+      wait.userAborted = true;
+      stop.abort(userAbortReason());
+    };
+    const onClose = (): void => stop.abort(this.closing.reason);
+    signal?.addEventListener("abort", onUserAbort, { once: true });
+    this.closing.addEventListener("abort", onClose, { once: true });
+    const loop = this.acquireLoop(session, pending, build, stop, pollMs).catch((e: unknown) => {
+      if (!stop.aborted) pending.fail(e instanceof Error ? e : new InternalError(String(e)));
+    });
+    return wait;
   }
 
   /** Send the acquire, then poll it (same seq) every pollMs while queued. */
@@ -263,11 +299,11 @@ export class AcquireWaits {
         return "queued";
       }
       if (reply.leases && reply.leases.length > 0) {
-        pending.grant(reply.leases[0]!, now(), reply.leases);
+        pending.grant(reply.leases[0]!, performance.now(), reply.leases);
         return "settled";
       }
       if (reply.lease) {
-        pending.grant(reply.lease, now());
+        pending.grant(reply.lease, performance.now());
         return "settled";
       }
       pending.fail(new InternalError(`unexpected acquire reply: ${JSON.stringify(reply)}`));
@@ -301,7 +337,7 @@ export class AcquireWaits {
       }
       if (pending.state === "granted" && pending.result) this.sessions.releaseGrant(session, pending.result);
     } catch (e) {
-      this.log.warn({ err: describe(e), seq }, "dlm client: cancelling a wait failed; a late grant will be released");
+      this.log.warn({ err: errorMessage(e), seq }, "dlm client: cancelling a wait failed; a late grant will be released");
       this.rememberUnendedWait(session, build, seq);
     }
   }
@@ -318,7 +354,7 @@ export class AcquireWaits {
       const answer = await this.requests.call(session, build, { signal: this.closing });
       if (answer.reply.ok) for (const info of grantsOf(answer.reply)) this.sessions.releaseOrphan(session, info);
     } catch (e) {
-      this.log.warn({ err: describe(e), seq: pending.seq }, "dlm client: abandoning a timed-out acquire failed; a late grant will be released");
+      this.log.warn({ err: errorMessage(e), seq: pending.seq }, "dlm client: abandoning a timed-out acquire failed; a late grant will be released");
       this.rememberUnendedWait(session, build, pending.seq);
     }
   }
@@ -345,7 +381,7 @@ export class AcquireWaits {
       const reply = await this.requests.logged(session, (cseq, ack) => ({ op: "cancel", client: session.id, seq: cseq, ack, target: stale.seq }));
       this.log.info({ lock: name, seq: stale.seq, cancelled: reply.cancelled }, "dlm client: cancelled again a wait it had given up");
     } catch (err) {
-      this.log.warn({ lock: name, seq: stale.seq, err: describe(err) }, "dlm client: could not cancel a wait it had given up");
+      this.log.warn({ lock: name, seq: stale.seq, err: errorMessage(err) }, "dlm client: could not cancel a wait it had given up");
       return false;
     }
     for (const [lock, wait] of [...this.unendedWaits]) if (wait.seq === stale.seq && wait.sessionId === stale.sessionId) this.unendedWaits.delete(lock);
@@ -364,26 +400,14 @@ export class AcquireWaits {
    * it timed out.
    */
   async runCommit(session: Session, pending: PendingAcquire, build: () => LoggedRequest, signal: AbortSignal | undefined, lock: string): Promise<GrantResult> {
-    const stop = new Stopper();
-    const onClose = (): void => stop.abort(this.closing.reason);
-    this.closing.addEventListener("abort", onClose, { once: true });
-    let userAborted = false;
-    const onUserAbort = (): void => {
-      userAborted = true;
-      stop.abort(signal?.reason);
-    };
-    signal?.addEventListener("abort", onUserAbort, { once: true });
-    const loop = this.acquireLoop(session, pending, build, stop, this.options.requestTimeoutMs).catch((e: unknown) => {
-      if (!stop.aborted) pending.fail(e instanceof Error ? e : new InternalError(String(e)));
-    });
+    const wait = this.startLoop(session, pending, build, this.options.requestTimeoutMs, signal, () => signal?.reason);
     let abandoned = false;
     try {
-      return await raceSignal(pending.promise, stop);
+      return await raceSignal(pending.promise, wait.stop);
     } catch (e) {
       if (this.closing.aborted) throw new ClosedError(`the client was closed while committing under ${lock}`, { cause: e });
-      if (userAborted) {
-        stop.abort(LOOP_ENDED);
-        await loop;
+      if (wait.userAborted) {
+        await wait.end();
         return await this.cancelCommit(session, pending, build, lock);
       }
       if (isDlmError(e, "TIMEOUT") || isDlmError(e, "UNAVAILABLE")) {
@@ -394,10 +418,7 @@ export class AcquireWaits {
       }
       throw e;
     } finally {
-      stop.abort(LOOP_ENDED);
-      this.closing.removeEventListener("abort", onClose);
-      signal?.removeEventListener("abort", onUserAbort);
-      await loop;
+      await wait.end();
       if (!abandoned) this.forgetAcquire(session, pending);
     }
   }
@@ -424,7 +445,7 @@ export class AcquireWaits {
     try {
       await this.requests.logged(session, (cseq, ack) => ({ op: "cancel", client: session.id, seq: cseq, ack, target: pending.seq }));
     } catch (e) {
-      this.log.warn({ err: describe(e), seq: pending.seq }, "dlm client: cancelling an abandoned commit failed; it may still commit once");
+      this.log.warn({ err: errorMessage(e), seq: pending.seq }, "dlm client: cancelling an abandoned commit failed; it may still commit once");
     }
   }
 }

@@ -125,7 +125,8 @@ import {
   type Logger,
   type ResolvedOptions,
 } from "./options";
-import { describe, Requests } from "./requests";
+import { Requests } from "./requests";
+import { errorMessage } from "../util/errorMessage";
 import { allAttemptsTimeoutMs } from "./retry";
 import { RELEASE_FIELDS_WIRE_BYTES, SectionStager, requestBudget, wireBytesOf, type AppendResult } from "./sections";
 import { ServerCleanups } from "./serverCleanups";
@@ -263,7 +264,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       if (e instanceof TimeoutError) {
         const total = allAttemptsTimeoutMs(this.options) / 1000;
         throw new UnavailableError(
-          `no dlm coordinator answered on ${this.requests.subjectFor({ op: "status" })} within ${total}s: is a node running?`,
+          `no dlm coordinator answered on ${this.requests.sessionlessSubject} within ${total}s: is a node running?`,
           { cause: e },
         );
       }
@@ -659,7 +660,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     try {
       this.emit(event, ...args);
     } catch (e) {
-      this.log.error({ err: describe(e), event }, "dlm client: an event listener threw");
+      this.log.error({ err: errorMessage(e), event }, "dlm client: an event listener threw");
     }
   }
 
@@ -707,7 +708,7 @@ export async function connect(options: ClientOptions = {}): Promise<DlmClient> {
       const nc = await natsConnect(natsConnectionOptions(options, resolved));
       transport = new NatsTransport(nc, true);
     } catch (e) {
-      throw new UnavailableError(`cannot connect to NATS at ${String(resolved.servers)}: ${describe(e)}`, { cause: e });
+      throw new UnavailableError(`cannot connect to NATS at ${String(resolved.servers)}: ${errorMessage(e)}`, { cause: e });
     }
   }
   const client = new DlmClient(transport, options);

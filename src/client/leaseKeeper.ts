@@ -29,7 +29,8 @@ import {
 import { Lease, type Committed, type Discarded, type LeaseOwner } from "./lease";
 import { LeaseSet } from "./leaseSet";
 import type { Logger, ResolvedOptions } from "./options";
-import { describe, now, type Requests } from "./requests";
+import { errorMessage } from "../util/errorMessage";
+import type { Requests } from "./requests";
 import { emptySection, type LocalSection } from "./sections";
 import { MAX_TRACKED_LOCKS, type ServerCleanups } from "./serverCleanups";
 import type { GrantResult, Session } from "./session";
@@ -131,7 +132,7 @@ export class LeaseKeeper {
     session.rememberToken(grant.info.token);
     let info = grant.info;
     let confirmedAt = grant.grantedAfter;
-    if (confirmedAt + info.leaseMs - now() < info.leaseMs / 2) {
+    if (confirmedAt + info.leaseMs - performance.now() < info.leaseMs / 2) {
       try {
         const { reply, firstSentAt } = await this.sendRenew(session, info);
         if (reply.lease) info = reply.lease;
@@ -140,10 +141,10 @@ export class LeaseKeeper {
         if (isDlmError(e, "LOCK_EXPIRED") || isDlmError(e, "NOT_HOLDER")) throw new LateGrant(e);
         if (isDlmError(e, "SESSION_EXPIRED") || isDlmError(e, "CLOSED")) throw e;
         // Outcome unknown: keep the grant; the local deadline decides.
-        this.log.debug({ err: describe(e) }, "dlm client: could not confirm a late grant");
+        this.log.debug({ err: errorMessage(e) }, "dlm client: could not confirm a late grant");
       }
     }
-    if (confirmedAt + info.leaseMs <= now()) {
+    if (confirmedAt + info.leaseMs <= performance.now()) {
       // Seen so late that even the safe local bound has passed, and no renew
       // confirmed it: the server may already have granted the lock to the
       // next waiter. Handing this lease out would let the caller stage a
@@ -193,7 +194,7 @@ export class LeaseKeeper {
       await Promise.all(leases.map((lease) => this.endUncommitted(lease)));
       throw failed.reason;
     }
-    return new LeaseSet(leases, (e) => this.log.error({ err: describe(e) }, "dlm client: a lease set 'lost' listener threw"));
+    return new LeaseSet(leases, (e) => this.log.error({ err: errorMessage(e) }, "dlm client: a lease set 'lost' listener threw"));
   }
 
   // ---------------------------------------------------------------- ending grants
@@ -231,9 +232,9 @@ export class LeaseKeeper {
     try {
       await this.abandon(rec);
     } catch (e) {
-      this.log.warn({ lock: lease.lock, token: lease.token, err: describe(e) }, "dlm client: abandoning after a failed section failed; the lease will run out");
+      this.log.warn({ lock: lease.lock, token: lease.token, err: errorMessage(e) }, "dlm client: abandoning after a failed section failed; the lease will run out");
       const left = this.records.get(lease);
-      if (left) this.loseLease(left, isDlmError(e) ? e : new InternalError(`abandon failed: ${describe(e)}`, { cause: e }));
+      if (left) this.loseLease(left, isDlmError(e) ? e : new InternalError(`abandon failed: ${errorMessage(e)}`, { cause: e }));
     }
   }
 
@@ -393,7 +394,7 @@ export class LeaseKeeper {
       await this.renew(rec);
     } catch (e) {
       if (rec.lease.state === "held") {
-        this.log.warn({ lock: rec.lease.lock, err: describe(e) }, "dlm client: renew failed; retrying");
+        this.log.warn({ lock: rec.lease.lock, err: errorMessage(e) }, "dlm client: renew failed; retrying");
       }
     }
     if (rec.lease.state === "held" && !rec.renewTimer) this.scheduleRenew(rec);
@@ -404,12 +405,12 @@ export class LeaseKeeper {
     rec.deadlineTimer = undefined;
     const { lease } = rec;
     if (lease.state === "lost" || lease.state === "released") return;
-    const due = rec.confirmedAt + lease.leaseMs - now();
+    const due = rec.confirmedAt + lease.leaseMs - performance.now();
     rec.deadlineTimer = setTimeout(() => {
       rec.deadlineTimer = undefined;
       // While a release is in flight its answer decides.
       if (lease.state !== "held") return;
-      if (rec.confirmedAt + lease.leaseMs - now() > 1) {
+      if (rec.confirmedAt + lease.leaseMs - performance.now() > 1) {
         this.scheduleDeadline(rec);
         return;
       }
@@ -473,7 +474,7 @@ export class LeaseKeeper {
       cause.codeName === "NOT_HOLDER"
         ? new LockExpiredError(`the grant on ${lease.lock} (token ${lease.token}) has ended: ${cause.message}`, { cause })
         : cause;
-    const onListenerError = (e: unknown): void => this.log.error({ err: describe(e) }, "dlm client: a lease 'lost' listener threw");
+    const onListenerError = (e: unknown): void => this.log.error({ err: errorMessage(e) }, "dlm client: a lease 'lost' listener threw");
     if (!lease._markLost(error, onListenerError)) return;
     this.lost.delete(lease.lock);
     this.lost.set(lease.lock, lease);
@@ -508,14 +509,14 @@ export class LeaseKeeper {
   }
 
   /** True when the grant is over on the server (abandoned now, or ended before). */
-  async abandonOnServer(session: Session, lock: string, token: number): Promise<boolean> {
+  private async abandonOnServer(session: Session, lock: string, token: number): Promise<boolean> {
     try {
       const reply = await this.requests.logged(session, (seq, ack) => ({ op: "abandon", client: session.id, seq, ack, lock, token }));
       this.log.info({ lock, token, discarded: reply.discarded }, "dlm client: a lease lost locally was ended on the server");
       return true;
     } catch (e) {
       if (isDlmError(e) && LEASE_ENDING.has(e.codeName)) return true;
-      this.log.warn({ lock, token, err: describe(e) }, "dlm client: could not end a lost lease on the server; the next acquire of the lock tries again");
+      this.log.warn({ lock, token, err: errorMessage(e) }, "dlm client: could not end a lost lease on the server; the next acquire of the lock tries again");
       return false;
     }
   }

@@ -10,13 +10,15 @@
  *   typed error of an error reply.
  * - An error reply of SESSION_EXPIRED also ends the session
  *   (`onSessionExpired`, set by the client to its session keeper).
- * - A request goes to its namespace's subject (`subjectFor`): the leader
- *   acts on a session only from there.
+ * - A session's requests go to its namespace's subject
+ *   (`Session.requestSubject`), where alone the leader acts on it; those
+ *   that name no session to `sessionlessSubject`.
  */
 import type { LoggedRequest, OkReply, Reply, Request } from "../protocol/messages";
-import { requestSubjectFor, type Names } from "../protocol/subjects";
+import type { Names } from "../protocol/subjects";
 import { ClosedError, DlmError, InternalError, SessionExpiredError, TimeoutError, UnavailableError, errorFromReply } from "./errors";
 import type { Logger, ResolvedOptions } from "./options";
+import { errorMessage } from "../util/errorMessage";
 import { attemptTimeoutMs, raceSignal, retry, type RetryPolicy } from "./retry";
 import type { Session } from "./session";
 import type { StopSignal } from "./stopper";
@@ -51,25 +53,25 @@ export interface CallOptions {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-export const now = (): number => performance.now();
-
-/** An error's message for a log line (whatever was thrown). */
-export function describe(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}
-
 export class Requests {
   /** Called when a request is answered SESSION_EXPIRED: the session is over. */
   onSessionExpired: (session: Session, error: DlmError) => void = () => {};
+  /**
+   * Where requests that name no session (status, read) go: the client's
+   * namespace's subject, the only one a namespaced client user may publish on.
+   */
+  readonly sessionlessSubject: string;
 
   constructor(
     private readonly transport: Transport,
-    private readonly names: Names,
+    names: Names,
     private readonly options: ResolvedOptions,
     private readonly log: Logger,
     /** The client's close: the default signal of every request. */
     private readonly closing: StopSignal,
-  ) {}
+  ) {
+    this.sessionlessSubject = options.namespace === undefined ? names.requestSubject : names.namespaceRequestSubject(options.namespace);
+  }
 
   /** A logged request on `session`: new seq, retries, typed errors. */
   async logged(session: Session, build: (seq: number, ack: number) => LoggedRequest, opts: CallOptions = {}): Promise<OkReply> {
@@ -121,7 +123,7 @@ export class Requests {
       unavailableTimeoutMs: this.options.unavailableTimeoutMs,
       ...opts.policy,
     };
-    let subject = this.names.requestSubject;
+    const subject = session?.requestSubject ?? this.sessionlessSubject;
     let firstSentAt: number | undefined;
     let op = "request";
     let seq: number | undefined;
@@ -131,10 +133,9 @@ export class Requests {
       async (attempt) => {
         if (attempt > 1 && opts.noRetryAfter?.aborted) throw opts.noRetryAfter.reason;
         const req = build();
-        subject = this.subjectFor(req);
         op = req.op;
         seq = "seq" in req ? req.seq : undefined;
-        const sentAt = now();
+        const sentAt = performance.now();
         firstSentAt ??= sentAt;
         if (session && "client" in req) session.lastSentAt = sentAt;
         opts.onSend?.(sentAt);
@@ -155,7 +156,7 @@ export class Requests {
           reply = JSON.parse(decoder.decode(bytes)) as Reply;
           if (typeof reply !== "object" || reply === null || typeof reply.ok !== "boolean") throw new Error("not a reply object");
         } catch (e) {
-          throw new InternalError(`unreadable reply to ${op}: ${describe(e)}`, { cause: e });
+          throw new InternalError(`unreadable reply to ${op}: ${errorMessage(e)}`, { cause: e });
         }
         this.log.trace?.({ op, seq, attempt, reply }, "dlm client: reply");
         if (!reply.ok && reply.error === "NOT_LEADER") return { kind: "unavailable", error: errorFromReply(reply) };
@@ -179,17 +180,6 @@ export class Requests {
     );
   }
 
-  /**
-   * Where `req` goes: a session's requests to its namespace's subject (the
-   * only one a namespaced client user may publish on), requests that name
-   * no session to the client's namespace's, if it has one.
-   */
-  subjectFor(req: Request): string {
-    if ("client" in req) return requestSubjectFor(this.names, req.client);
-    const namespace = this.options.namespace;
-    return namespace === undefined ? this.names.requestSubject : this.names.namespaceRequestSubject(namespace);
-  }
-
   /** The client's own error for a transport failure (closed, unreachable, timed out, not permitted). */
   mapTransportFailure(e: unknown, what: string): DlmError {
     if (e instanceof DlmError) return e;
@@ -202,6 +192,6 @@ export class Requests {
         { cause: e },
       );
     }
-    return new InternalError(`${what} failed: ${describe(e)}`, { cause: e });
+    return new InternalError(`${what} failed: ${errorMessage(e)}`, { cause: e });
   }
 }

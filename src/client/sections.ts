@@ -12,7 +12,7 @@ import type { WireAppend } from "../protocol/messages";
 import { TooLargeError } from "./errors";
 import type { LeaseKeeper, LeaseRecord } from "./leaseKeeper";
 import type { ResolvedOptions } from "./options";
-import { now, type Requests } from "./requests";
+import type { Requests } from "./requests";
 import type { SessionInfo } from "./session";
 
 export interface AppendResult {
@@ -83,7 +83,7 @@ export class SectionStager {
     // runs promise continuations first, and a section's appends are all
     // continuations), so the deadline itself is checked here: an append is
     // never accepted under a lease past its safe local bound.
-    if (rec.lease.state === "held" && rec.confirmedAt + rec.lease.leaseMs <= now()) this.leases.expireLocally(rec);
+    if (rec.lease.state === "held" && rec.confirmedAt + rec.lease.leaseMs <= performance.now()) this.leases.expireLocally(rec);
     // A lease lost while an earlier append spilled is never written to again.
     if (rec.lease.lost && rec.lease.lostReason) throw rec.lease.lostReason;
     const section = rec.section;

@@ -146,5 +146,7 @@ export class Session {
   constructor(
     readonly id: string,
     readonly generation: number,
+    /** Where this session's requests go: its namespace's subject (protocol/subjects.ts, requestSubjectFor). */
+    readonly requestSubject: string,
   ) {}
 }

@@ -18,12 +18,13 @@
 import { nanoid } from "nanoid";
 import { DEFAULT_LIMITS } from "../protocol/limits";
 import type { LeaseInfo, Notification } from "../protocol/messages";
-import type { Names } from "../protocol/subjects";
+import { requestSubjectFor, type Names } from "../protocol/subjects";
 import { ClosedError, SessionExpiredError, TimeoutError, errorFromReply, makeError, type DlmError } from "./errors";
 import type { FaultInjector } from "./faults";
 import type { LeaseKeeper } from "./leaseKeeper";
 import type { Logger, ResolvedOptions } from "./options";
-import { describe, now, type Requests } from "./requests";
+import { errorMessage } from "../util/errorMessage";
+import type { Requests } from "./requests";
 import { raceSignal } from "./retry";
 import { Session, type GrantResult } from "./session";
 import { Stopper } from "./stopper";
@@ -70,7 +71,7 @@ export class Sessions {
     const generation = ++this.generation;
     const ns = this.options.namespace;
     const id = generation === 1 && this.options.clientId ? this.options.clientId : ns === undefined ? nanoid() : `${ns}.${nanoid()}`;
-    const session = new Session(id, generation);
+    const session = new Session(id, generation, requestSubjectFor(this.names, id));
     try {
       session.sub = await raceSignal(
         this.transport.subscribe(this.names.notifySubject(id), (payload) => this.onNotification(session, payload)),
@@ -124,7 +125,7 @@ export class Sessions {
     this.emit("sessionExpired", error, session.id);
     if (!this.closing.aborted && !this.sessionPromise) {
       this.ensure().catch((e: unknown) => {
-        this.log.warn({ err: describe(e) }, "dlm client: could not start a new session yet; the next operation retries");
+        this.log.warn({ err: errorMessage(e) }, "dlm client: could not start a new session yet; the next operation retries");
       });
     }
   }
@@ -176,7 +177,7 @@ export class Sessions {
       if (reply.error === "SESSION_EXPIRED") return undefined;
       this.log.warn({ reply }, "dlm client: goodbye refused");
     } catch (e) {
-      this.log.warn({ err: describe(e) }, "dlm client: goodbye failed; the session will expire on the server");
+      this.log.warn({ err: errorMessage(e) }, "dlm client: goodbye failed; the session will expire on the server");
     } finally {
       clearTimeout(timer);
     }
@@ -197,7 +198,7 @@ export class Sessions {
     if (session.expired || this.closing.aborted || !session.info) return;
     const interval = session.info.sessionTimeoutMs / 3;
     // 250 ms: a new leader starts serving within about that of its takeover.
-    const due = failed ? Math.min(250, interval / 4) : Math.max(0, session.lastSentAt + interval - now());
+    const due = failed ? Math.min(250, interval / 4) : Math.max(0, session.lastSentAt + interval - performance.now());
     session.heartbeat = setTimeout(() => void this.heartbeat(session, interval, failed), due);
     session.heartbeat.unref?.();
   }
@@ -212,7 +213,7 @@ export class Sessions {
     if (session.expired || this.closing.aborted) return;
     let failed = false;
     // A retry pings even though the failed ping counts as the last request sent.
-    if (retrying || now() - session.lastSentAt >= interval - 1) {
+    if (retrying || performance.now() - session.lastSentAt >= interval - 1) {
       try {
         // A leader answers a ping at once (or after one log append), so an
         // attempt that takes a quarter interval went to a leader that is
@@ -225,7 +226,7 @@ export class Sessions {
         if (!answer.reply.ok) throw this.requests.replyError(session, answer.reply);
       } catch (e) {
         failed = true;
-        this.log.debug({ err: describe(e) }, "dlm client: heartbeat failed; retrying soon");
+        this.log.debug({ err: errorMessage(e) }, "dlm client: heartbeat failed; retrying soon");
       }
     }
     this.scheduleHeartbeat(session, failed);
@@ -238,7 +239,7 @@ export class Sessions {
     try {
       n = JSON.parse(decoder.decode(payload)) as Notification;
     } catch (e) {
-      this.log.warn({ err: describe(e) }, "dlm client: unreadable notification");
+      this.log.warn({ err: errorMessage(e) }, "dlm client: unreadable notification");
       return;
     }
     if (this.faults?.shouldDropNotification(n, session.id)) return;
@@ -249,7 +250,7 @@ export class Sessions {
         const pending = session.pending.get(n.seq);
         const all = n.leases && n.leases.length > 0 ? n.leases : undefined;
         if (pending) {
-          pending.grant(n.lease, now(), all);
+          pending.grant(n.lease, performance.now(), all);
         } else {
           for (const info of all ?? [n.lease]) if (!session.knownTokens.has(info.token)) this.releaseOrphan(session, info);
         }
@@ -289,6 +290,6 @@ export class Sessions {
     this.log.warn({ lock: info.lock, token: info.token }, "dlm client: releasing a grant nobody waits for");
     this.requests
       .logged(session, (seq, ack) => ({ op: "release", client: session.id, seq, ack, lock: info.lock, token: info.token }))
-      .catch((e: unknown) => this.log.debug({ err: describe(e) }, "dlm client: releasing an orphan grant failed"));
+      .catch((e: unknown) => this.log.debug({ err: errorMessage(e) }, "dlm client: releasing an orphan grant failed"));
   }
 }

@@ -22,6 +22,7 @@
 import { createInbox, nanos, type Msg, type NatsConnection, type Subscription } from "@nats-io/nats-core";
 import { AckPolicy, DeliverPolicy, type JetStreamManager } from "@nats-io/jetstream";
 import { connectionInboxPrefix } from "../protocol/subjects";
+import { errorMessage } from "../util/errorMessage";
 import type { Logger } from "./logger";
 import { checkGap, LogGapError, type EntryHandler, type Follower, type LogStream } from "./logStream";
 
@@ -179,7 +180,7 @@ export class LogPoller implements Follower {
       } catch (err) {
         if (err instanceof LogGapError || this.handlerFailed) throw err;
         if (this.nc.isClosed()) throw new Error("log poller: NATS connection closed", { cause: err });
-        restart = `error: ${err instanceof Error ? err.message : String(err)}`;
+        restart = `error: ${errorMessage(err)}`;
       }
       if (this.stopping) break;
       if (restart !== undefined) {

@@ -25,6 +25,7 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import { Kvm, type KV, type KvEntry } from "@nats-io/kv";
 import { type Logger, silentLogger } from "../log/logger";
+import { errorMessage } from "../util/errorMessage";
 
 export interface LeaderLeaseOptions {
   bucket: string;
@@ -76,7 +77,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 function errInfo(err: unknown): { message: string; code?: number } {
   if (err instanceof JetStreamApiError) return { message: err.message, code: err.code };
-  return { message: err instanceof Error ? err.message : String(err) };
+  return { message: errorMessage(err) };
 }
 
 function isWrongSeq(err: unknown): boolean {

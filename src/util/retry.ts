@@ -8,6 +8,7 @@
  */
 import type { Logger } from "../log/logger";
 import { InvariantError } from "./assert";
+import { errorMessage } from "./errorMessage";
 
 export interface RetryOptions {
   /** Give up (throw the last error) once this long has passed since the first try. */
@@ -33,7 +34,7 @@ export async function retryWithin<T>(what: string, fn: () => Promise<T>, opts: R
     } catch (err) {
       const final = err instanceof InvariantError || err instanceof RangeError || err instanceof TypeError || opts.isFinal?.(err) === true;
       if (final || Date.now() + pauseMs >= deadline || opts.abandoned?.() === true) throw err;
-      opts.logger.warn({ err: err instanceof Error ? err.message : String(err), attempt, what }, "JetStream call failed; retrying");
+      opts.logger.warn({ err: errorMessage(err), attempt, what }, "JetStream call failed; retrying");
       await sleep(pauseMs);
       pauseMs = Math.min(pauseMs * 2, opts.maxPauseMs ?? 1000);
     }
