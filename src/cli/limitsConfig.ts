@@ -13,6 +13,7 @@
  */
 import { DEFAULT_LIMITS, MAX_REQUEST_BYTES, type Limits } from "../protocol/limits";
 import { DEFAULT_COORDINATOR_OPTIONS, type CoordinatorOptions } from "../coordinator/coordinator";
+import { COMMAND_OVERHEAD_BYTES } from "../coordinator/entryBudget";
 import { sessionDigestSettings } from "../state/sessionLiveness";
 import { UsageError, type FlagSpec, type ParsedFlags } from "./args";
 
@@ -24,6 +25,8 @@ export interface LeaderBounds {
   maxQueuedCommands: number;
   /** Most commands in one log entry. */
   maxBatchCommands: number;
+  /** Most bytes in one log entry; the NATS server's max_payload less 4 KiB caps it. */
+  maxEntryBytes: number;
   /** Log entries the leader has appended and not yet seen acknowledged (pipelining). */
   maxEntriesInFlight: number;
   /** How long requests that can only join a lock's queue may wait for another to share their log entry; 0: never. */
@@ -69,6 +72,7 @@ const OPTIONS: LimitOption[] = [
   { key: "maxRequestBytes", help: "largest request the leader reads", min: 1024 },
   { key: "maxQueuedCommands", help: "requests waiting for the next log entry before LIMIT_EXCEEDED", min: 1 },
   { key: "maxBatchCommands", help: "most commands in one log entry", min: 1 },
+  { key: "maxEntryBytes", help: "most bytes in one log entry (the NATS server's max_payload less 4 KiB caps it)", min: 1 },
   { key: "maxEntriesInFlight", help: "log entries the leader appends before the first is acknowledged (pipelining)", min: 1 },
   { key: "holdQueuedMs", help: "how long requests that can only queue may wait to share a log entry with the next request (0: never)", min: 0 },
   { key: "statusMaxLocks", help: "locks listed in a status answer", min: 0 },
@@ -82,6 +86,7 @@ export const DEFAULT_LEADER_BOUNDS: LeaderBounds = {
   maxRequestBytes: MAX_REQUEST_BYTES,
   maxQueuedCommands: DEFAULT_COORDINATOR_OPTIONS.maxQueuedCommands,
   maxBatchCommands: DEFAULT_COORDINATOR_OPTIONS.maxBatchCommands,
+  maxEntryBytes: DEFAULT_COORDINATOR_OPTIONS.maxEntryBytes,
   maxEntriesInFlight: DEFAULT_COORDINATOR_OPTIONS.maxEntriesInFlight,
   holdQueuedMs: DEFAULT_COORDINATOR_OPTIONS.holdQueuedMs,
   statusMaxLocks: DEFAULT_COORDINATOR_OPTIONS.statusMaxLocks,
@@ -170,6 +175,14 @@ export function limitProblems(s: LimitSettings): string[] {
         `(base64 plus the request's fields need ${largestAppendRequest})`,
     );
   }
+  // Every request must fit a log entry on its own, or the largest ones
+  // could never be logged.
+  if (s.maxEntryBytes < s.maxRequestBytes + COMMAND_OVERHEAD_BYTES) {
+    problems.push(
+      `${describe("maxEntryBytes")} ${s.maxEntryBytes} cannot hold a request of ${describe("maxRequestBytes")} ${s.maxRequestBytes} ` +
+        `(a request's command needs up to ${s.maxRequestBytes + COMMAND_OVERHEAD_BYTES})`,
+    );
+  }
   return problems;
 }
 
@@ -206,6 +219,7 @@ export function coordinatorOptionsOf(s: LimitSettings): CoordinatorOptions {
     maxRequestBytes: s.maxRequestBytes,
     maxQueuedCommands: s.maxQueuedCommands,
     maxBatchCommands: s.maxBatchCommands,
+    maxEntryBytes: s.maxEntryBytes,
     maxEntriesInFlight: s.maxEntriesInFlight,
     holdQueuedMs: s.holdQueuedMs,
     statusMaxLocks: s.statusMaxLocks,

@@ -30,10 +30,10 @@ import { MAX_REQUEST_BYTES, type Limits } from "../protocol/limits";
 import type { LoggedRequest, Notification, Reply } from "../protocol/messages";
 import { namespaceMismatch, type Names } from "../protocol/subjects";
 import { parseRequest } from "../protocol/validate";
-import { classify, dueCommands, entryVersion, errorReply, okReply, statusView } from "../state";
+import { classify, dueCommands, errorReply, okReply, statusView } from "../state";
 import type { Command, Effect, LogEntry, State } from "../state";
 import { assert } from "../util/assert";
-import { encodeEntry } from "./entries";
+import { COMMAND_OVERHEAD_BYTES, DEFAULT_MAX_ENTRY_BYTES, fitEntry, maxEntryBytesFor } from "./entryBudget";
 import { toCommand } from "./requestCommands";
 import { shouldHold } from "./holdPolicy";
 import { SessionClock, type SessionClockOptions } from "./sessionClock";
@@ -64,6 +64,11 @@ export interface CoordinatorHost {
 export interface CoordinatorOptions extends SessionClockOptions {
   /** Most commands in one log entry. */
   maxBatchCommands: number;
+  /**
+   * Most bytes in one log entry; the NATS server's max_payload less
+   * ENTRY_HEADROOM_BYTES caps it whatever it is set to (entryBudget.ts).
+   */
+  maxEntryBytes: number;
   /** How often deadlines and session liveness are checked. */
   tickMs: number;
   /** Attempts for one append whose outcome is unknown (timeout), deduplicated by message id. */
@@ -90,6 +95,7 @@ export interface CoordinatorOptions extends SessionClockOptions {
 
 export const DEFAULT_COORDINATOR_OPTIONS: CoordinatorOptions = {
   maxBatchCommands: 512,
+  maxEntryBytes: DEFAULT_MAX_ENTRY_BYTES,
   tickMs: 50,
   appendAttempts: 3,
   maxEntriesInFlight: 8,
@@ -172,6 +178,13 @@ export class Coordinator {
     this.lastSweepAt = Date.now();
     for (const [client, heardAt] of takeoverCredits(this.host.state(), this.lastSweepAt)) this.lastHeard.set(client, heardAt);
     this.ticker = setInterval(() => this.tick(), this.opts.tickMs);
+    const budget = this.maxEntryBytes();
+    if (budget < this.opts.maxRequestBytes + COMMAND_OVERHEAD_BYTES) {
+      this.host.logger.warn(
+        { maxEntryBytes: budget, maxRequestBytes: this.opts.maxRequestBytes, serverMaxPayload: nc.info?.max_payload },
+        "a log entry is smaller than the largest request: requests near maxRequestBytes will be refused TOO_LARGE (raise the NATS server's max_payload or lower --max-request-bytes)",
+      );
+    }
   }
 
   /**
@@ -372,12 +385,26 @@ export class Coordinator {
         const t = Date.now();
         if (this.holdForCompany(t)) break;
         const digest = this.sessionClock.takeDigest(this.host.state(), this.lastHeard, t);
+        const oldestQueuedAt = this.queuedSince;
         const commands = this.queue.splice(0, this.opts.maxBatchCommands - (digest ? 1 : 0));
-        if (this.queue.length > 0) this.queuedSince = performance.now();
         if (digest) commands.unshift(digest);
-        const entry: LogEntry = { v: entryVersion(commands), t, node: this.host.nodeId, epoch: this.host.state().epoch, cmds: commands };
+        const header = { t, node: this.host.nodeId, epoch: this.host.state().epoch };
+        const fitted = fitEntry(header, commands, this.maxEntryBytes());
+        if (fitted.taken < commands.length) {
+          // What does not fit waits, in order, at the head of the queue for
+          // the next entry; it has waited already, so it is not held again.
+          this.queue.unshift(...commands.slice(Math.max(1, fitted.taken)));
+          this.queuedSince = oldestQueuedAt;
+          if (fitted.taken === 0) {
+            this.refuseOversized(commands[0] as Command);
+            continue;
+          }
+        } else if (this.queue.length > 0) {
+          this.queuedSince = performance.now();
+        }
+        const { entry, bytes } = fitted;
         const expected = this.host.appliedSeq() + this.inFlight.length;
-        this.inFlight.push({ entry, commands, seq: this.appendEntry(entry, expected) });
+        this.inFlight.push({ entry, commands: entry.cmds, seq: this.appendEntry(entry, bytes, expected) });
       }
       const head = this.inFlight[0];
       if (!head) return;
@@ -416,8 +443,32 @@ export class Coordinator {
     return true;
   }
 
-  private async appendEntry(entry: LogEntry, expected: number): Promise<number | undefined> {
-    const bytes = encodeEntry(entry);
+  /** The byte budget of the next entry: the setting, capped by what the connected server accepts in one message. */
+  private maxEntryBytes(): number {
+    return maxEntryBytesFor(this.opts.maxEntryBytes, this.host.nc.info?.max_payload);
+  }
+
+  /**
+   * A command that does not fit an entry even alone. A request gets
+   * TOO_LARGE (nothing was logged, so its retry gets the same answer); a
+   * session digest is dropped, which only delays expiries by a takeover
+   * (§5); a command of the leader's own is never this large.
+   */
+  private refuseOversized(command: Command): void {
+    const budget = this.maxEntryBytes();
+    if (command.type === "sessionDigest") {
+      this.host.logger.error({ sessions: command.quiet.length, maxEntryBytes: budget }, "session digest does not fit one log entry; dropped (lower --max-digest-sessions)");
+      return;
+    }
+    assert("seq" in command && "ack" in command, () => `a ${command.type} command of the leader's own does not fit a log entry of ${budget} bytes`);
+    const key = `${command.client}/${command.seq}`;
+    const message = `request does not fit one log entry of ${budget} bytes (the NATS server's max_payload, or --max-entry-bytes)`;
+    this.host.logger.warn({ client: command.client, seq: command.seq, type: command.type, maxEntryBytes: budget }, "request too large for a log entry; refused");
+    for (const msg of this.waiting.get(key) ?? []) this.respond(msg, errorReply("TOO_LARGE", message));
+    this.waiting.delete(key);
+  }
+
+  private async appendEntry(entry: LogEntry, bytes: Uint8Array, expected: number): Promise<number | undefined> {
     // The message id makes a retry after a lost ack idempotent: JetStream
     // answers a duplicate with the original sequence instead of a second entry.
     const msgId = `${this.host.nodeId}:${entry.epoch}:${expected + 1}`;

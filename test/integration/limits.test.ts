@@ -7,8 +7,12 @@ import * as fs from "fs";
 import * as path from "path";
 import { startDlmCluster, type DlmTestCluster } from "../kit/dlmCluster";
 import { runDlm } from "../kit/cli";
+import { readLogEntries } from "../kit/logEntries";
 import { RawSession } from "../kit/rawSession";
 import { makeTempDir, removeTempDir } from "../kit/tmp";
+import { until } from "../kit/wait";
+import { encodeEntry } from "../../src/coordinator/entries";
+import { ENTRY_HEADROOM_BYTES } from "../../src/coordinator/entryBudget";
 
 const packageVersion = (JSON.parse(fs.readFileSync(path.join(__dirname, "../../package.json"), "utf8")) as { version: string }).version;
 
@@ -123,5 +127,51 @@ describe("a two-node cluster configured by file", () => {
     const afterForget = await status();
     expect(afterForget.code).toBe(0);
     expect(afterForget.stdout).not.toMatch(/MISSING/);
+  });
+});
+
+describe("log entries stay within the NATS server's max_payload", () => {
+  // A server that takes at most 300,000 bytes per message, and a leader that
+  // holds queued commands long enough for all of the test's commits to meet
+  // in its queue: without a byte budget they would make one entry of about
+  // 660 KB, which NATS refuses, and the leader stepped down over it.
+  const MAX_PAYLOAD = 300_000;
+  let cluster: DlmTestCluster;
+  beforeAll(async () => {
+    cluster = await startDlmCluster({ nodes: 2, natsExtraConfig: `max_payload: ${MAX_PAYLOAD}`, extraArgs: ["--hold-queued-ms", "300"] });
+    await cluster.waitForLeader();
+    await cluster.waitCaughtUp();
+  });
+  afterAll(async () => {
+    await cluster?.close();
+  });
+
+  test("eight queued 60 KiB commits go out as entries under max_payload, the leader stays, each section lands once", async () => {
+    const leader = await cluster.waitForLeader();
+    const firstSeq = (await readLogEntries(cluster.nc, 1)).length + 1;
+    const holder = await cluster.client();
+    const lease = await holder.acquire("global");
+    const committers = await Promise.all(Array.from({ length: 8 }, () => cluster.client()));
+    // Each section is one 60 KiB line, about 82 KB in base64: three fit one entry, four do not.
+    const sections = committers.map((_, i) => `${String(i).padStart(2, "0")} ${"x".repeat(60 * 1024 - 4)}\n`);
+    const commits = committers.map((client, i) => client.commit([{ file: "file_42", data: sections[i]! }]));
+    await until(async () => (await cluster.status().catch(() => undefined))?.locks.find((l) => l.name === "global")?.queueLength === 8, 20_000, "all eight commits queued", () => cluster.nodes.map((n) => n.tail(3000)).join("\n"));
+    await lease.release();
+    const results = await Promise.all(commits);
+    expect(new Set(results.map((r) => r.token)).size).toBe(8);
+
+    // The same leader throughout: no append was refused.
+    expect(await cluster.waitForLeader()).toMatchObject({ id: leader.id, epoch: leader.epoch });
+    const entries = (await readLogEntries(cluster.nc, 1)).filter((e) => e.seq >= firstSeq);
+    const withCommits = entries.filter((e) => e.entry.cmds.some((c) => c.type === "commit"));
+    for (const { entry } of entries) expect(encodeEntry(entry).length).toBeLessThanOrEqual(MAX_PAYLOAD - ENTRY_HEADROOM_BYTES);
+    // Filled to the budget, not one commit an entry: 3 + 3 + 2.
+    expect(withCommits.map((e) => e.entry.cmds.filter((c) => c.type === "commit").length)).toEqual([3, 3, 2]);
+
+    // Every section once and whole, the same on both nodes.
+    await cluster.expectFilesIdentical(30_000);
+    const text = cluster.fileOn(0, 42).toString();
+    expect(text.length).toBe(8 * 60 * 1024);
+    for (const section of sections) expect(text.split(section).length - 1).toBe(1);
   });
 });

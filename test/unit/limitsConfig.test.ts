@@ -154,4 +154,13 @@ describe("checks", () => {
   test("the limits of a large append fit when raised together", () => {
     expect(settings(["--max-append-bytes", "512000", "--max-section-bytes", "4000000", "--max-request-bytes", "700000"]).maxAppendBytes).toBe(512_000);
   });
+
+  test("a log entry must hold the largest request: --max-entry-bytes below --max-request-bytes plus a command's envelope is refused", () => {
+    expect(usageError(["--max-entry-bytes", "200000"])).toMatch(
+      /maxEntryBytes \(--max-entry-bytes\) 200000 cannot hold a request of maxRequestBytes \(--max-request-bytes\) 262144/,
+    );
+    expect(usageError(["--max-request-bytes", "1100000"])).toMatch(/maxEntryBytes \(--max-entry-bytes\) 1044480 cannot hold/);
+    expect(settings(["--max-entry-bytes", "300000"]).maxEntryBytes).toBe(300_000);
+    expect(coordinatorOptionsOf(settings(["--max-entry-bytes", "300000"])).maxEntryBytes).toBe(300_000);
+  });
 });
