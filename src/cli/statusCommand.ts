@@ -8,7 +8,8 @@ import { jetstreamManager, type StreamInfo } from "@nats-io/jetstream";
 import { Objm } from "@nats-io/obj";
 import { LOG_ID_METADATA_KEY } from "../log/logStream";
 import { metaFromRecord } from "../storage/snapshotFormat";
-import type { Reply, StatusView } from "../protocol/messages";
+import type { ErrorReply, Reply, StatusView } from "../protocol/messages";
+import { readWholeFile, type ReadPage } from "../protocol/filePages";
 import { names as subjectNames, DEFAULT_PREFIX } from "../protocol/subjects";
 import type { NodeInfo } from "../replica/node";
 import { int, parseArgs, splitList, str, UsageError, type CommandSpec } from "./args";
@@ -258,20 +259,36 @@ export async function runStatus(argv: string[]): Promise<void> {
   }
 }
 
+/** An error answer to one page of `dlm read`, printed as the answer says. */
+class RefusedRead extends Error {
+  constructor(readonly reply: ErrorReply) {
+    super(reply.message);
+  }
+}
+
 export async function runRead(argv: string[]): Promise<void> {
   const { flags, positionals } = parseArgs(readSpec, argv);
   if (positionals.length !== 1) throw new UsageError("dlm read takes exactly one FILE (file_0 … file_99)");
   const nc = await connectNats(natsConnectionFromFlags(flags), { name: "dlm-read" });
   try {
     const names = subjectNames(str(flags, "prefix"));
-    const msg = await nc.request(names.requestSubject, encoder.encode(JSON.stringify({ op: "read", file: positionals[0] })), { timeout: 5000 });
-    const reply = JSON.parse(decoder.decode(msg.data)) as Reply;
-    if (!reply.ok) {
-      process.stderr.write(`dlm: ${reply.error} (code ${reply.code}): ${reply.message}\n`);
+    const file = positionals[0];
+    const fetchPage = async (offset: number): Promise<ReadPage> => {
+      const msg = await nc.request(names.requestSubject, encoder.encode(JSON.stringify({ op: "read", file, offset })), { timeout: 5000 });
+      const reply = JSON.parse(decoder.decode(msg.data)) as Reply;
+      if (!reply.ok) throw new RefusedRead(reply);
+      return reply;
+    };
+    let data: Buffer;
+    try {
+      data = await readWholeFile(fetchPage, (message) => new Error(`read ${file}: ${message}`));
+    } catch (err) {
+      if (!(err instanceof RefusedRead)) throw err;
+      process.stderr.write(`dlm: ${err.reply.error} (code ${err.reply.code}): ${err.reply.message}\n`);
       process.exitCode = 1;
       return;
     }
-    process.stdout.write(Buffer.from(reply.data ?? "", "base64"));
+    process.stdout.write(data);
   } finally {
     await nc.close();
   }

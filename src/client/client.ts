@@ -93,6 +93,7 @@
 import { EventEmitter } from "node:events";
 import { connect as natsConnect } from "@nats-io/transport-node";
 import type { ConnectionOptions } from "@nats-io/nats-core";
+import { readWholeFile } from "../protocol/filePages";
 import { fileIndex } from "../protocol/files";
 import { LOCK_NAME } from "../protocol/limits";
 import { DEFAULT_LOCK, type LoggedRequest, type StatusView, type WireAppend } from "../protocol/messages";
@@ -610,14 +611,20 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     }
   }
 
-  /** The committed content of `file`. */
+  /**
+   * The committed content of `file`, as it was when the first page was
+   * read: a file larger than one NATS message comes in pages
+   * (protocol/filePages.ts), and appends made meanwhile are not included.
+   */
   async read(file: string): Promise<Buffer> {
     this.checkOpen();
     if (fileIndex(file) === undefined) {
       throw new FileNotFoundError(`${JSON.stringify(file)} is not one of file_0 … file_99`);
     }
-    const reply = await this.requests.unlogged({ op: "read", file });
-    return Buffer.from(reply.data ?? "", "base64");
+    return readWholeFile(
+      (offset) => this.requests.unlogged({ op: "read", file, offset }),
+      (message) => new InternalError(`read ${file}: ${message}`),
+    );
   }
 
   /** The leader's view of locks, queues, sessions and files. */

@@ -32,7 +32,9 @@ import { namespaceMismatch, type Names } from "../protocol/subjects";
 import { parseRequest } from "../protocol/validate";
 import { classify, dueCommands, errorReply, okReply, statusView } from "../state";
 import type { Command, Effect, LogEntry, State } from "../state";
-import { assert } from "../util/assert";
+import { assert, InvariantError } from "../util/assert";
+import { errorMessage } from "../util/errorMessage";
+import { readPageBytes, readReply } from "../protocol/filePages";
 import { COMMAND_OVERHEAD_BYTES, DEFAULT_MAX_ENTRY_BYTES, fitEntry, maxEntryBytesFor } from "./entryBudget";
 import { toCommand } from "./requestCommands";
 import { shouldHold } from "./holdPolicy";
@@ -167,7 +169,11 @@ export class Coordinator {
               this.host.logger.warn({ err: err.message, subject }, "request subscription error");
               return;
             }
-            this.onRequest(msg);
+            try {
+              this.onRequest(msg);
+            } catch (err) {
+              this.requestFailed(msg, err);
+            }
           },
         }),
       );
@@ -256,8 +262,7 @@ export class Coordinator {
         }
         const index = fileIndex(request.file);
         assert(index !== undefined, "validated file name has no index");
-        const data = this.host.readFile(index);
-        return this.respond(msg, okReply("Read", { data: data.toString("base64"), length: data.length }));
+        return this.respond(msg, readReply(request.file, this.host.readFile(index), request.offset, readPageBytes(this.host.nc.info?.max_payload)));
       }
       default:
         return this.onLoggedRequest(msg, request, state);
@@ -553,6 +558,25 @@ export class Coordinator {
     }
   }
 
+  /**
+   * An exception out of a subscription callback would end nats.js's reader
+   * for this connection, silently: the node would stop answering and stop
+   * renewing its lease without exiting. A broken invariant crashes the node
+   * as everywhere else (thrown again outside nats.js, to the process's
+   * handler); anything else is a bug in handling one request, which gets
+   * INTERNAL while the node goes on serving.
+   */
+  private requestFailed(msg: Msg, err: unknown): void {
+    if (err instanceof InvariantError) {
+      setImmediate(() => {
+        throw err;
+      });
+      return;
+    }
+    this.host.logger.error({ err: errorMessage(err), stack: (err as Error).stack, subject: msg.subject }, "request handling failed");
+    this.respond(msg, errorReply("INTERNAL", `the leader failed to handle this request: ${errorMessage(err)}`));
+  }
+
   /** Answers a request message and records how long it took, by op and outcome. */
   private respond(msg: Msg, reply: Reply): void {
     const arrival = this.arrivals.get(msg);
@@ -562,6 +586,20 @@ export class Coordinator {
     }
     // A request published without a reply subject gets no answer, by design.
     if (!msg.reply) return;
-    msg.respond(encoder.encode(JSON.stringify(reply)));
+    const bytes = encoder.encode(JSON.stringify(reply));
+    try {
+      msg.respond(bytes);
+    } catch (err) {
+      // Larger than the server's max_payload (answers are bounded so that
+      // this does not happen), or the connection is closing: say so in an
+      // answer that fits, if it can still be sent.
+      this.host.logger.error({ err: errorMessage(err), bytes: bytes.length, reply: reply.message }, "answer could not be sent");
+      const error = errorReply(reply.ok ? "INTERNAL" : reply.error, `the leader's answer could not be sent (${bytes.length} bytes): ${errorMessage(err)}`);
+      try {
+        msg.respond(encoder.encode(JSON.stringify(error)));
+      } catch {
+        // Nothing more can be said on this connection.
+      }
+    }
   }
 }

@@ -75,5 +75,15 @@ export const CLIENT_NAMESPACE = /^[A-Za-z0-9_-]{1,32}$/;
  * so the id is one or two subject tokens of the notify subject.
  */
 export const CLIENT_ID = /^(?:[A-Za-z0-9_-]{1,32}\.)?[A-Za-z0-9_-]{8,64}$/;
+/** NATS's default max_payload, also assumed when a server does not say its own (never, in practice). */
+export const NATS_DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024;
+
+/**
+ * Room a node leaves in a NATS message beside its JSON body: headers (a log
+ * entry's message id and expected last sequence are under 200 bytes), an
+ * answer's envelope and the protocol line, with a wide margin.
+ */
+export const MESSAGE_HEADROOM_BYTES = 4096;
+
 /** Largest request the node will parse, in bytes; larger ones are TOO_LARGE without parsing. */
 export const MAX_REQUEST_BYTES = 256 * 1024;

@@ -131,6 +131,11 @@ export interface StatusRequest {
 export interface ReadRequest {
   op: "read";
   file: string;
+  /**
+   * Where the page starts (filePages.ts). Without it the answer is the
+   * whole file, or TOO_LARGE when that does not fit one message.
+   */
+  offset?: number;
 }
 
 export type LoggedRequest =
@@ -182,9 +187,11 @@ export interface OkReply {
   session?: { sessionTimeoutMs: number; defaultLeaseMs: number; maxAppendBytes: number; maxSectionBytes?: number };
   /** hello: the dlm version of the leader that started this session. */
   version?: string;
-  /** read */
+  /** read: `data` is base64 of the page (or of the whole file, to a read without an offset), `length` the file's size now. */
   data?: string;
   length?: number;
+  /** read with an offset: where `data` starts in the file. */
+  offset?: number;
   /** status */
   view?: StatusView;
 }

@@ -56,7 +56,7 @@ function parseOrThrow(bytes: Uint8Array, limits: Limits, maxRequestBytes: number
     case "status":
       return { op };
     case "read":
-      return { op, file: fileName(raw) };
+      return { op, file: fileName(raw), ...optionalInt(raw, "offset", 0, Number.MAX_SAFE_INTEGER) };
     case "ping":
       return { op, client: clientId(raw) };
     case "hello":

@@ -130,7 +130,7 @@ describe("a two-node cluster configured by file", () => {
   });
 });
 
-describe("log entries stay within the NATS server's max_payload", () => {
+describe("a NATS server with a small max_payload: log entries and answers stay within it", () => {
   // A server that takes at most 300,000 bytes per message, and a leader that
   // holds queued commands long enough for all of the test's commits to meet
   // in its queue: without a byte budget they would make one entry of about
@@ -173,5 +173,30 @@ describe("log entries stay within the NATS server's max_payload", () => {
     const text = cluster.fileOn(0, 42).toString();
     expect(text.length).toBe(8 * 60 * 1024);
     for (const section of sections) expect(text.split(section).length - 1).toBe(1);
+  });
+
+  test("a file larger than one message reads in pages through the client and dlm read; a read without pages gets TOO_LARGE and the leader goes on", async () => {
+    const leader = await cluster.waitForLeader();
+    const client = await cluster.client();
+    // 300 KiB: its base64 alone (400 KiB) is over max_payload, and it takes two pages.
+    for (let i = 0; i < 5; i++) await client.commit([{ file: "file_43", data: `${i} ${"y".repeat(60 * 1024 - 3)}\n` }]);
+    await cluster.expectFilesIdentical(30_000);
+    const onDisk = cluster.fileOn(0, 43);
+    expect(onDisk.length).toBe(5 * 60 * 1024);
+
+    expect((await client.read("file_43")).equals(onDisk)).toBe(true);
+    const cli = await runDlm(["read", "--nats", cluster.urls.join(","), "file_43"]);
+    expect(cli.code).toBe(0);
+    expect(cli.stdout).toBe(onDisk.toString());
+
+    // A client from before pages asks for the whole file: a clear refusal,
+    // where the answer used to stop the leader's connection for good.
+    const whole = await cluster.rawRequest({ op: "read", file: "file_43" });
+    expect(whole).toMatchObject({ ok: false, error: "TOO_LARGE" });
+    expect((whole as { message: string }).message).toMatch(/file_43 holds 307200 bytes, more than one answer carries \(\d+\): read it in pages/);
+    // The same leader still answers, and still logs.
+    await client.commit([{ file: "file_43", data: "after\n" }]);
+    expect(await cluster.waitForLeader()).toMatchObject({ id: leader.id, epoch: leader.epoch });
+    expect((await client.read("file_43")).subarray(onDisk.length).toString()).toBe("after\n");
   });
 });

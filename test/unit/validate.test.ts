@@ -31,6 +31,9 @@ describe("request validation", () => {
     ["file_100", { op: "append", ...session, file: "file_100", data: "QQ==", token: 1 }, "FILE_NOT_FOUND"],
     ["file_01", { op: "append", ...session, file: "file_01", data: "QQ==", token: 1 }, "FILE_NOT_FOUND"],
     ["file_-1", { op: "read", file: "file_-1" }, "FILE_NOT_FOUND"],
+    ["read offset negative", { op: "read", file: "file_1", offset: -1 }, "BAD_REQUEST"],
+    ["read offset fractional", { op: "read", file: "file_1", offset: 1.5 }, "BAD_REQUEST"],
+    ["read offset a string", { op: "read", file: "file_1", offset: "0" }, "BAD_REQUEST"],
     ["file a number", { op: "append", ...session, file: 3, data: "QQ==", token: 1 }, "BAD_REQUEST"],
     ["data not base64", { op: "append", ...session, file: "file_1", data: "%%%", token: 1 }, "BAD_REQUEST"],
     ["data missing", { op: "append", ...session, file: "file_1", token: 1 }, "BAD_REQUEST"],
@@ -113,6 +116,12 @@ describe("request validation", () => {
       reply: { error: "BAD_REQUEST", message: "field 'locks' names 2 locks, over maxLocksPerRequest 1" },
     });
     expect(parseRequest(enc({ op: "acquire", ...session, lock: "pool", limit: 11 }), { ...limits, maxSemaphoreLimit: 10 })).toMatchObject({ ok: false, reply: { error: "BAD_REQUEST" } });
+  });
+
+  test("a read names its page by offset, or none for the whole file", () => {
+    expect(parseRequest(enc({ op: "read", file: "file_1" }), limits)).toEqual({ ok: true, request: { op: "read", file: "file_1" } });
+    expect(parseRequest(enc({ op: "read", file: "file_1", offset: 0 }), limits)).toEqual({ ok: true, request: { op: "read", file: "file_1", offset: 0 } });
+    expect(parseRequest(enc({ op: "read", file: "file_1", offset: 783_360 }), limits)).toEqual({ ok: true, request: { op: "read", file: "file_1", offset: 783_360 } });
   });
 
   test("error replies carry the numeric code of the registry", () => {

@@ -1,0 +1,79 @@
+/**
+ * Reading a file in pages.
+ *
+ * A `read` answer is one NATS message, and files only grow: once a file
+ * passed about 780 KB its base64 no longer fitted NATS's default 1 MB
+ * max_payload. The leader's reply then threw inside nats.js's subscription
+ * callback, which stopped that connection's reader for good: the node
+ * neither answered nor renewed its leader lease, and the client's retry did
+ * the same to the next leader. So a `read` that names an `offset` is
+ * answered with a page that fits one message, and the reader asks for the
+ * rest page by page; a `read` without one (a client from before pages) gets
+ * the whole file when it fits and TOO_LARGE when it does not.
+ *
+ * A file is append-only, so every page of the first answer's `length`
+ * bytes is the same whenever it is read: the pages together are the file as
+ * it was at the first answer, even while others append.
+ */
+import type { Reply } from "./messages";
+import { errorReply, okReply } from "./replies";
+import { MESSAGE_HEADROOM_BYTES, NATS_DEFAULT_MAX_PAYLOAD_BYTES } from "./limits";
+
+/**
+ * Bytes of file one answer carries to a server with this max_payload: the
+ * message less the headroom, in base64 (4 characters per 3 bytes).
+ */
+export function readPageBytes(serverMaxPayloadBytes: number | undefined): number {
+  const payload = serverMaxPayloadBytes !== undefined && serverMaxPayloadBytes > 0 ? serverMaxPayloadBytes : NATS_DEFAULT_MAX_PAYLOAD_BYTES;
+  return Math.max(3, Math.floor((payload - MESSAGE_HEADROOM_BYTES) / 4) * 3);
+}
+
+/** One page of a file as a `read` answer carries it. */
+export type ReadPage = Pick<Extract<Reply, { ok: true }>, "data" | "length" | "offset">;
+
+/**
+ * The whole file, fetched page by page from offset 0. `fetchPage` asks the
+ * leader for the page at an offset (and throws on an error answer). An
+ * answer without `offset` comes from a server from before pages and holds
+ * the whole file. `fail` makes the error for a page that does not follow on
+ * (a broken server).
+ */
+export async function readWholeFile(fetchPage: (offset: number) => Promise<ReadPage>, fail: (message: string) => Error): Promise<Buffer> {
+  const first = await fetchPage(0);
+  const firstBytes = Buffer.from(first.data ?? "", "base64");
+  if (first.offset === undefined) return firstBytes;
+  const total = first.length ?? firstBytes.length;
+  const pages = [firstBytes];
+  let got = firstBytes.length;
+  while (got < total) {
+    const page = await fetchPage(got);
+    const bytes = Buffer.from(page.data ?? "", "base64");
+    // Files never shrink, so a leader (even a new one, which caught up with
+    // the log before it served) has at least `total` bytes.
+    if (page.offset !== got || bytes.length === 0) {
+      throw fail(`asked for the page at ${got} of a ${total}-byte file, got ${bytes.length} bytes at ${String(page.offset)}`);
+    }
+    pages.push(bytes);
+    got += bytes.length;
+  }
+  return Buffer.concat(pages).subarray(0, total);
+}
+
+/**
+ * The leader's answer to a `read` of `data` (the file's committed bytes).
+ * With an offset: the page there, at most `pageBytes` long (empty at or past
+ * the end). Without one: the whole file, or TOO_LARGE if it does not fit.
+ */
+export function readReply(file: string, data: Buffer, offset: number | undefined, pageBytes: number): Reply {
+  if (offset === undefined) {
+    if (data.length > pageBytes) {
+      return errorReply(
+        "TOO_LARGE",
+        `${file} holds ${data.length} bytes, more than one answer carries (${pageBytes}): read it in pages, with "offset" (the dlm client and \`dlm read\` do; upgrade an older client)`,
+      );
+    }
+    return okReply("Read", { data: data.toString("base64"), length: data.length });
+  }
+  const start = Math.min(offset, data.length);
+  return okReply("Read", { data: data.subarray(start, start + pageBytes).toString("base64"), length: data.length, offset: start });
+}
