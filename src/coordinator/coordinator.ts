@@ -26,17 +26,18 @@ import type { Msg, NatsConnection, Subscription } from "@nats-io/nats-core";
 import type { Logger } from "../log/logger";
 import { isWrongLastSequence, type LogStream } from "../log/logStream";
 import { fileIndex } from "../protocol/files";
-import { MAX_REQUEST_BYTES, type Limits } from "../protocol/limits";
+import { MAX_REQUEST_BYTES, MESSAGE_HEADROOM_BYTES, NATS_DEFAULT_MAX_PAYLOAD_BYTES, type Limits } from "../protocol/limits";
 import type { LoggedRequest, Notification, Reply } from "../protocol/messages";
 import { namespaceMismatch, type Names } from "../protocol/subjects";
 import { parseRequest } from "../protocol/validate";
-import { classify, dueCommands, errorReply, okReply, statusView } from "../state";
+import { classify, dueCommands, errorReply, okReply } from "../state";
 import type { Command, Effect, LogEntry, State } from "../state";
 import { assert, InvariantError } from "../util/assert";
 import { errorMessage } from "../util/errorMessage";
 import { readPageBytes, readReply } from "../protocol/filePages";
 import { COMMAND_OVERHEAD_BYTES, DEFAULT_MAX_ENTRY_BYTES, fitEntry, maxEntryBytesFor } from "./entryBudget";
 import { toCommand } from "./requestCommands";
+import { fittedStatusReply } from "./statusAnswer";
 import { shouldHold } from "./holdPolicy";
 import { SessionClock, type SessionClockOptions } from "./sessionClock";
 import { takeoverCredits } from "../state/sessionLiveness";
@@ -253,8 +254,8 @@ export class Coordinator {
       case "read":
       case "ping": {
         if (request.op === "status") {
-          const view = statusView(state, this.host.appliedSeq(), { maxLocks: this.opts.statusMaxLocks, maxWaiters: this.opts.statusMaxWaiters });
-          return this.respond(msg, okReply("Status", { view }));
+          const caps = { maxLocks: this.opts.statusMaxLocks, maxWaiters: this.opts.statusMaxWaiters };
+          return this.respond(msg, fittedStatusReply(state, this.host.appliedSeq(), caps, this.maxAnswerBytes()));
         }
         if (request.op === "ping") {
           if (state.sessions.has(request.client) && this.sessionClock.holdPing(request.client, msg)) return;
@@ -446,6 +447,11 @@ export class Coordinator {
       }, Math.max(0, this.queuedSince + holdQueuedMs - now));
     }
     return true;
+  }
+
+  /** The largest answer the connected server carries, less the headroom. */
+  private maxAnswerBytes(): number {
+    return (this.host.nc.info?.max_payload || NATS_DEFAULT_MAX_PAYLOAD_BYTES) - MESSAGE_HEADROOM_BYTES;
   }
 
   /** The byte budget of the next entry: the setting, capped by what the connected server accepts in one message. */

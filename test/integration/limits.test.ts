@@ -199,4 +199,27 @@ describe("a NATS server with a small max_payload: log entries and answers stay w
     expect(await cluster.waitForLeader()).toMatchObject({ id: leader.id, epoch: leader.epoch });
     expect((await client.read("file_43")).subarray(onDisk.length).toString()).toBe("after\n");
   });
+
+  test("a status of queues far larger than one message lists what fits, counts everything, and dlm status prints it", async () => {
+    // One holder of 32 locks with 128-character names and 19 acquireAll
+    // waiters for all of them: listed whole, about 2.6 MB.
+    const locks = Array.from({ length: 32 }, (_, i) => ({ lock: `wide-${String(i).padStart(2, "0")}-${"w".repeat(119)}` }));
+    const sessions = Array.from({ length: 20 }, () => new RawSession(cluster));
+    for (const session of sessions) await session.call("hello");
+    expect(await sessions[0]!.call("acquireAll", { locks })).toMatchObject({ ok: true, status: "granted" });
+    for (const session of sessions.slice(1)) expect(await session.call("acquireAll", { locks })).toMatchObject({ ok: true, status: "queued" });
+
+    const view = await cluster.status();
+    const wide = view.locks.filter((l) => l.name.startsWith("wide-"));
+    expect(wide.length).toBeGreaterThan(0);
+    for (const lock of wide) {
+      expect(lock.queueLength).toBe(19);
+      expect(lock.queue.length).toBeLessThan(19);
+    }
+    expect(JSON.stringify(view).length).toBeLessThan(MAX_PAYLOAD);
+    const cli = await runDlm(["status", "--nats", cluster.urls.join(","), "--wait-ms", "1000"]);
+    expect(cli.code).toBe(0);
+    expect(cli.stdout).toMatch(/wide-00-w+/);
+    for (const session of sessions) await session.call("goodbye");
+  });
 });
