@@ -35,7 +35,7 @@ import type { Command, Effect, LogEntry, State } from "../state";
 import { assert, InvariantError } from "../util/assert";
 import { errorMessage } from "../util/errorMessage";
 import { readPageBytes, readReply } from "../protocol/filePages";
-import { COMMAND_OVERHEAD_BYTES, DEFAULT_MAX_ENTRY_BYTES, fitEntry, maxEntryBytesFor } from "./entryBudget";
+import { COMMAND_OVERHEAD_BYTES, DEFAULT_MAX_ENTRY_BYTES, fitEntry, maxEntryBytesFor, trimDigestToFit } from "./entryBudget";
 import { toCommand } from "./requestCommands";
 import { fittedStatusReply } from "./statusAnswer";
 import { shouldHold } from "./holdPolicy";
@@ -143,6 +143,8 @@ export class Coordinator {
    * land only right behind the one before it.
    */
   private readonly inFlight: Array<{ entry: LogEntry; commands: Command[]; seq: Promise<number | undefined> }> = [];
+  /** Whether this leader has warned that a session digest had to be cut to fit an entry (it warns once). */
+  private warnedDigestCut = false;
   /** Set once an append failed: this coordinator appends nothing more. */
   private appendFailed = false;
   private stopped = false;
@@ -402,7 +404,7 @@ export class Coordinator {
           this.queue.unshift(...commands.slice(Math.max(1, fitted.taken)));
           this.queuedSince = oldestQueuedAt;
           if (fitted.taken === 0) {
-            this.refuseOversized(commands[0] as Command);
+            this.oversized(header, commands[0] as Command);
             continue;
           }
         } else if (this.queue.length > 0) {
@@ -460,15 +462,21 @@ export class Coordinator {
   }
 
   /**
-   * A command that does not fit an entry even alone. A request gets
-   * TOO_LARGE (nothing was logged, so its retry gets the same answer); a
-   * session digest is dropped, which only delays expiries by a takeover
-   * (§5); a command of the leader's own is never this large.
+   * A command that does not fit an entry even alone. A session digest is
+   * cut to the sessions that fit and goes first in the next entry (a
+   * session it leaves out is expired later by a new leader, never sooner:
+   * §5). A request gets TOO_LARGE (nothing was logged, so its retry gets
+   * the same answer). A command of the leader's own is never this large.
    */
-  private refuseOversized(command: Command): void {
+  private oversized(header: Omit<LogEntry, "v" | "cmds">, command: Command): void {
     const budget = this.maxEntryBytes();
     if (command.type === "sessionDigest") {
-      this.host.logger.error({ sessions: command.quiet.length, maxEntryBytes: budget }, "session digest does not fit one log entry; dropped (lower --max-digest-sessions)");
+      const trimmed = trimDigestToFit(header, command, budget);
+      assert(trimmed !== undefined, () => `an empty session digest does not fit a log entry of ${budget} bytes`);
+      const log = this.warnedDigestCut ? this.host.logger.debug.bind(this.host.logger) : this.host.logger.warn.bind(this.host.logger);
+      log({ sessions: command.quiet.length, listed: trimmed.quiet.length, maxEntryBytes: budget }, "session digest cut to fit one log entry (lower --max-digest-sessions)");
+      this.warnedDigestCut = true;
+      this.queue.unshift(trimmed);
       return;
     }
     assert("seq" in command && "ack" in command, () => `a ${command.type} command of the leader's own does not fit a log entry of ${budget} bytes`);

@@ -14,6 +14,7 @@
  */
 import { MESSAGE_HEADROOM_BYTES, NATS_DEFAULT_MAX_PAYLOAD_BYTES } from "../protocol/limits";
 import type { Command, LogEntry } from "../state";
+import type { SessionDigestCommand } from "../state/sessionLiveness";
 import { entryVersion } from "../state";
 import { assert } from "../util/assert";
 import { encodeEntry } from "./entries";
@@ -67,6 +68,27 @@ export function fitEntry(header: Omit<LogEntry, "v" | "cmds">, commands: Command
   const bytes = encodeEntry(entry);
   assert(bytes.length <= maxBytes, () => `an entry of ${taken} commands measured ${total} bytes but encodes to ${bytes.length}, over ${maxBytes}`);
   return { taken, entry, bytes };
+}
+
+/**
+ * A session digest cut to as many of its sessions, from the first, as fit
+ * an entry of their own; undefined if not even an empty one does. The
+ * digest lists the longest-quiet sessions first, and a session it leaves
+ * out only counts as heard more recently, so a new leader expires it later,
+ * never sooner (design.md §5): the same cut `maxDigestSessions` makes.
+ */
+export function trimDigestToFit(header: Omit<LogEntry, "v" | "cmds">, digest: SessionDigestCommand, maxBytes: number): SessionDigestCommand | undefined {
+  const fits = (count: number): boolean => encodeEntry(build(header, [{ ...digest, quiet: digest.quiet.slice(0, count) }])).length <= maxBytes;
+  if (!fits(0)) return undefined;
+  // The largest count that fits, by bisection: fits(lo) holds, fits(hi + 1) does not.
+  let lo = 0;
+  let hi = digest.quiet.length;
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (fits(mid)) lo = mid;
+    else hi = mid - 1;
+  }
+  return { ...digest, quiet: digest.quiet.slice(0, lo) };
 }
 
 function build(header: Omit<LogEntry, "v" | "cmds">, cmds: Command[]): LogEntry {

@@ -6,7 +6,8 @@
  * commits add up to more than max_payload) is in test/integration/limits.test.ts.
  */
 import { decodeEntry, encodeEntry } from "../../src/coordinator/entries";
-import { DEFAULT_MAX_ENTRY_BYTES, ENTRY_HEADROOM_BYTES, fitEntry, maxEntryBytesFor } from "../../src/coordinator/entryBudget";
+import { DEFAULT_MAX_ENTRY_BYTES, ENTRY_HEADROOM_BYTES, fitEntry, maxEntryBytesFor, trimDigestToFit } from "../../src/coordinator/entryBudget";
+import type { SessionDigestCommand } from "../../src/state/sessionLiveness";
 import type { Command } from "../../src/state";
 import { mulberry32 } from "../support/random";
 
@@ -104,5 +105,29 @@ describe("fitEntry", () => {
         expect(decodeEntry(1, fitted.bytes)).toEqual(fitted.entry);
       }
     }
+  });
+});
+
+describe("trimDigestToFit", () => {
+  const digest: SessionDigestCommand = {
+    type: "sessionDigest",
+    everyMs: 750,
+    quietAfterMs: 5250,
+    quiet: Array.from({ length: 1000 }, (_, i): [string, number] => [`ns.client-${String(i).padStart(6, "0")}`, 100_000 - i]),
+  };
+  const size = (d: SessionDigestCommand) => encodeEntry({ v: 1, ...header, cmds: [d] }).length;
+
+  test("keeps the longest-quiet sessions, in order, as many as fit alone in an entry", () => {
+    const maxBytes = Math.floor(size(digest) / 3);
+    const trimmed = trimDigestToFit(header, digest, maxBytes)!;
+    expect(size(trimmed)).toBeLessThanOrEqual(maxBytes);
+    expect(trimmed.quiet).toEqual(digest.quiet.slice(0, trimmed.quiet.length));
+    expect(size({ ...digest, quiet: digest.quiet.slice(0, trimmed.quiet.length + 1) })).toBeGreaterThan(maxBytes);
+    expect(trimmed).toMatchObject({ everyMs: 750, quietAfterMs: 5250 });
+  });
+
+  test("a digest that fits is kept whole; one that cannot fit even empty is undefined", () => {
+    expect(trimDigestToFit(header, digest, size(digest))?.quiet.length).toBe(1000);
+    expect(trimDigestToFit(header, digest, 50)).toBeUndefined();
   });
 });
