@@ -223,3 +223,40 @@ describe("a NATS server with a small max_payload: log entries and answers stay w
     for (const session of sessions) await session.call("goodbye");
   });
 });
+
+describe("a session digest larger than a log entry", () => {
+  // Entries of at most 4 KiB (requests of 2 KiB, appends of 512 bytes), and
+  // a digest of quiet sessions that soon outgrows that.
+  let cluster: DlmTestCluster;
+  beforeAll(async () => {
+    const args = ["--max-entry-bytes", "4096", "--max-request-bytes", "2048", "--max-append-bytes", "512"];
+    cluster = await startDlmCluster({ nodes: 1, sessionTimeoutMs: 4000, extraArgs: args });
+    await cluster.waitForLeader();
+  });
+  afterAll(async () => {
+    await cluster?.close();
+  });
+
+  test("is logged cut to the longest-quiet sessions that fit, with one warning, and the leader goes on", async () => {
+    const firstSeq = (await readLogEntries(cluster.nc, 1)).length + 1;
+    const sessions = Array.from({ length: 200 }, () => new RawSession(cluster));
+    await Promise.all(sessions.map((s) => s.call("hello")));
+    // Quiet after 0.35 of the timeout (1.4 s): 200 sessions listed would take about 7 KB.
+    await until(
+      async () => (await readLogEntries(cluster.nc, 1, firstSeq)).some((e) => e.entry.cmds.some((c) => c.type === "sessionDigest" && c.quiet.length > 0)),
+      10_000,
+      "a digest listing quiet sessions",
+    );
+    const digests = (await readLogEntries(cluster.nc, 1, firstSeq)).filter((e) => e.entry.cmds.some((c) => c.type === "sessionDigest"));
+    for (const { entry } of digests) expect(encodeEntry(entry).length).toBeLessThanOrEqual(4096);
+    const listed = Math.max(...digests.map((e) => e.entry.cmds.map((c) => (c.type === "sessionDigest" ? c.quiet.length : 0)).reduce((a, b) => a + b)));
+    expect(listed).toBeGreaterThan(50);
+    expect(listed).toBeLessThan(200);
+    expect(cluster.nodes[0]!.tail(20_000).match(/session digest cut to fit one log entry/g)).toHaveLength(1);
+    // The same leader still logs requests.
+    const leader = await cluster.waitForLeader();
+    const late = new RawSession(cluster);
+    expect(await late.call("hello")).toMatchObject({ ok: true });
+    expect(await cluster.waitForLeader()).toMatchObject({ id: leader.id, epoch: leader.epoch });
+  });
+});
