@@ -496,7 +496,7 @@ export class Coordinator {
       try {
         const seq = await this.host.log.append(bytes, expected, { msgId });
         assert(seq === expected + 1, () => `log appended at ${seq}, expected ${expected + 1}`);
-        this.host.metrics.recordAppend(entry.cmds.length, Date.now() - started);
+        this.host.metrics.recordAppend(entry.cmds.length, bytes.length, Date.now() - started);
         return seq;
       } catch (err) {
         if (this.appendFailed) return undefined;

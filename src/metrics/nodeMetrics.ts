@@ -60,6 +60,9 @@ const LATENCY_BUCKETS_SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
 /** Commands per log entry: group commit batches up to maxBatchCommands (512 by default). */
 const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
 
+/** Bytes per log entry: up to the entry budget, NATS's max_payload (1 MiB by default) less 4 KiB. */
+const ENTRY_BYTES_BUCKETS = [256, 1024, 4096, 16_384, 65_536, 262_144, 524_288, 786_432, 1_048_576];
+
 const EXPIRY_KINDS: Partial<Record<Command["type"], string>> = { expireLease: "lease", expireWait: "wait", expireSession: "session" };
 
 export class NodeMetrics {
@@ -90,6 +93,12 @@ export class NodeMetrics {
     name: "dlm_log_entry_commands",
     help: "Commands per appended log entry (group commit batch size; leader only).",
     buckets: BATCH_BUCKETS,
+    registers: [this.registry],
+  });
+  private readonly entryBytes = new Histogram({
+    name: "dlm_log_entry_bytes",
+    help: "Bytes per appended log entry; an entry is never larger than --max-entry-bytes or the NATS server's max_payload less 4 KiB (leader only).",
+    buckets: ENTRY_BYTES_BUCKETS,
     registers: [this.registry],
   });
   private readonly entryCommandsMax = new Gauge({
@@ -238,9 +247,10 @@ export class NodeMetrics {
     this.duplicates.inc();
   }
 
-  recordAppend(commands: number, elapsedMs: number): void {
+  recordAppend(commands: number, bytes: number, elapsedMs: number): void {
     this.appendSeconds.observe(elapsedMs / 1000);
     this.entryCommands.observe(commands);
+    this.entryBytes.observe(bytes);
     // prom-client gauges have no synchronous read, so the maxima are kept
     // beside them to compare against.
     if (commands > this.largestBatch) this.entryCommandsMax.set((this.largestBatch = commands));

@@ -59,6 +59,7 @@ describe("NodeMetrics registry", () => {
         "dlm_log_append_duration_seconds",
         "dlm_log_applied_sequence",
         "dlm_log_entries_applied_total",
+        "dlm_log_entry_bytes",
         "dlm_log_entry_commands",
         "dlm_log_entry_commands_max",
         "dlm_log_lag_entries",
@@ -118,8 +119,8 @@ describe("NodeMetrics registry", () => {
     metrics.recordRequest("acquire", okReply("Queued", { status: "queued" }), 0.004);
     metrics.recordRequest("release", errorReply("NOT_HOLDER"), 0.001);
     metrics.recordRequest("invalid", errorReply("BAD_REQUEST"), 0.0001);
-    metrics.recordAppend(3, 4);
-    metrics.recordAppend(7, 2);
+    metrics.recordAppend(3, 300, 4);
+    metrics.recordAppend(7, 5000, 2);
     metrics.recordApplied();
     metrics.countNotification({ event: "granted", seq: 2, lease: { lock: "global", token: 2, leaseMs: 5000, expiresAt: 0 } as never });
     metrics.countCommitted({ type: "expireSession", client: "client-aaaaaaaa" });
@@ -133,6 +134,9 @@ describe("NodeMetrics registry", () => {
     expect(s.get("dlm_log_entry_commands_sum")).toBe(10);
     expect(s.get("dlm_log_entry_commands_count")).toBe(2);
     expect(s.get("dlm_log_entry_commands_max")).toBe(7);
+    expect(s.get("dlm_log_entry_bytes_sum")).toBe(5300);
+    expect(s.get('dlm_log_entry_bytes_bucket{le="1024"}')).toBe(1);
+    expect(s.get('dlm_log_entry_bytes_bucket{le="16384"}')).toBe(2);
     expect(s.get('dlm_notifications_total{event="granted",reason="none"}')).toBe(1);
     expect(s.get('dlm_expiries_total{kind="session"}')).toBe(1);
     expect(s.get('dlm_role{role="leader"}')).toBe(1);
