@@ -245,6 +245,18 @@ export class Sessions {
     if (this.faults?.shouldDropNotification(n, session.id)) return;
     if (session.expired) return;
     this.log.debug({ client: session.id, notification: n }, "dlm client: notification");
+    // This runs inside the NATS subscription callback: an exception here
+    // would end nats.js's reader, and with it every reply and notification
+    // on this connection, silently. A notification that cannot be handled
+    // is only lost, which polling already covers.
+    try {
+      this.handleNotification(session, n);
+    } catch (e) {
+      this.log.error({ err: errorMessage(e), notification: n as unknown }, "dlm client: a notification could not be handled; dropped");
+    }
+  }
+
+  private handleNotification(session: Session, n: Notification): void {
     switch (n.event) {
       case "granted": {
         const pending = session.pending.get(n.seq);

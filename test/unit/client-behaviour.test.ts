@@ -561,6 +561,19 @@ describe("DlmClient against a fake leader", () => {
     expect(server.ops("acquire", waiter.clientId)).toHaveLength(1);
   });
 
+  test("a malformed notification is logged and dropped; the client's connection goes on delivering", async () => {
+    const server = new FakeServer();
+    const client = await mk(server);
+    // Each of these made the handler throw inside the NATS subscription
+    // callback, which ends nats.js's reader for the connection for good.
+    server.notify(client.clientId!, { event: "granted", seq: 99 });
+    server.notify(client.clientId!, { event: "lost" });
+    server.notify(client.clientId!, { event: "granted", seq: 98, lease: null, leases: [null] });
+    await pause(20);
+    const lease = await client.acquire("after");
+    await lease.release();
+  });
+
   test("UnavailableError when nobody serves the subject past the budget", async () => {
     const server = new FakeServer();
     server.noResponders = true;
