@@ -22,6 +22,7 @@ import type { Limits } from "../protocol/limits";
 import { names as subjectNames, type Names } from "../protocol/subjects";
 import { apply, createState, restore, snapshot, type Effect, type LogEntry, type State } from "../state";
 import { readSnapshot, writeSnapshot } from "../storage/snapshotStore";
+import { errorMessage } from "../util/errorMessage";
 import { assert, InvariantError } from "../util/assert";
 import { Coordinator, DEFAULT_COORDINATOR_OPTIONS, type CoordinatorHost, type CoordinatorOptions } from "../coordinator/coordinator";
 import { decodeEntry, encodeEntry } from "../coordinator/entries";
@@ -525,12 +526,20 @@ export class DlmNode implements CoordinatorHost {
   private async run(): Promise<void> {
     this.infoSub = this.nc.subscribe(this.names.nodesInfoSubject, {
       callback: (_err, msg) => {
-        if (msg.reply) void this.info().then((info) => msg.respond(JSON.stringify(info)));
+        // An answer that cannot go out (the connection is draining at
+        // shutdown) is only a missed status line, not a reason to crash.
+        if (msg.reply) void this.info().then((info) => msg.respond(JSON.stringify(info))).catch((err: unknown) => this.logger.debug({ err: errorMessage(err) }, "node info answer not sent"));
       },
     });
     this.checkpointTimer = setInterval(() => this.checkpoint(), this.opts.checkpointIntervalMs);
     if (this.opts.statsIntervalMs > 0) {
-      this.statsTimer = setInterval(() => void this.info().then((info) => this.logger.info({ ...info }, "stats")), this.opts.statsIntervalMs);
+      this.statsTimer = setInterval(
+        () =>
+          void this.info()
+            .then((info) => this.logger.info({ ...info }, "stats"))
+            .catch((err: unknown) => this.logger.warn({ err: errorMessage(err) }, "stats not gathered")),
+        this.opts.statsIntervalMs,
+      );
       this.statsTimer.unref();
     }
     this.stopWatch = await this.lease.watch(
