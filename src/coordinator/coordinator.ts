@@ -56,8 +56,10 @@ export interface CoordinatorHost {
   appliedSeq(): number;
   /** Applies an acknowledged entry to the state and the files; returns the effects. */
   applyEntry(seq: number, entry: LogEntry): Effect[];
-  /** Committed content of a file on this node. */
-  readFile(index: number): Buffer;
+  /** Committed size of a file on this node. */
+  fileLength(index: number): number;
+  /** Committed bytes of a file on this node from `offset`, at most `maxBytes` of them. */
+  readFile(index: number, offset: number, maxBytes: number): Buffer;
   /** True while this node's leader lease is fresh by its own clock. */
   leaseFresh(): boolean;
   /** Called when the coordinator must stop leading (log refused or unreachable). */
@@ -265,7 +267,9 @@ export class Coordinator {
         }
         const index = fileIndex(request.file);
         assert(index !== undefined, "validated file name has no index");
-        return this.respond(msg, readReply(request.file, this.host.readFile(index), request.offset, readPageBytes(this.host.nc.info?.max_payload)));
+        const pageBytes = readPageBytes(this.host.nc.info?.max_payload);
+        const read = (start: number, maxBytes: number): Buffer => this.host.readFile(index, start, maxBytes);
+        return this.respond(msg, readReply(request.file, this.host.fileLength(index), request.offset, pageBytes, read));
       }
       default:
         return this.onLoggedRequest(msg, request, state);

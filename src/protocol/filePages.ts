@@ -60,20 +60,22 @@ export async function readWholeFile(fetchPage: (offset: number) => Promise<ReadP
 }
 
 /**
- * The leader's answer to a `read` of `data` (the file's committed bytes).
- * With an offset: the page there, at most `pageBytes` long (empty at or past
- * the end). Without one: the whole file, or TOO_LARGE if it does not fit.
+ * The leader's answer to a `read` of a file of `length` committed bytes;
+ * `read(start, maxBytes)` reads them, and is asked for one page at most, so
+ * a large file is never read whole for one answer. With an offset: the
+ * page there, at most `pageBytes` long (empty at or past the end). Without
+ * one: the whole file, or TOO_LARGE if it does not fit.
  */
-export function readReply(file: string, data: Buffer, offset: number | undefined, pageBytes: number): Reply {
+export function readReply(file: string, length: number, offset: number | undefined, pageBytes: number, read: (start: number, maxBytes: number) => Buffer): Reply {
   if (offset === undefined) {
-    if (data.length > pageBytes) {
+    if (length > pageBytes) {
       return errorReply(
         "TOO_LARGE",
-        `${file} holds ${data.length} bytes, more than one answer carries (${pageBytes}): read it in pages, with "offset" (the dlm client and \`dlm read\` do; upgrade an older client)`,
+        `${file} holds ${length} bytes, more than one answer carries (${pageBytes}): read it in pages, with "offset" (the dlm client and \`dlm read\` do; upgrade an older client)`,
       );
     }
-    return okReply("Read", { data: data.toString("base64"), length: data.length });
+    return okReply("Read", { data: read(0, length).toString("base64"), length });
   }
-  const start = Math.min(offset, data.length);
-  return okReply("Read", { data: data.subarray(start, start + pageBytes).toString("base64"), length: data.length, offset: start });
+  const start = Math.min(offset, length);
+  return okReply("Read", { data: read(start, Math.min(pageBytes, length - start)).toString("base64"), length, offset: start });
 }

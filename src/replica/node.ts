@@ -266,8 +266,12 @@ export class DlmNode implements CoordinatorHost {
     return this.applied;
   }
 
-  readFile(index: number): Buffer {
-    return this.files.read(index);
+  fileLength(index: number): number {
+    return this.files.length(index);
+  }
+
+  readFile(index: number, offset: number, maxBytes: number): Buffer {
+    return this.files.read(index, offset, maxBytes);
   }
 
   leaseFresh(): boolean {

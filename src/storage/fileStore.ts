@@ -330,20 +330,23 @@ export class FileStore {
     this.writeCheckpoint(next);
   }
 
-  /** Current content of file `index` (up to its in-memory length). */
-  read(index: number): Buffer {
+  /** Current content of file `index` (up to its in-memory length): from `offset`, at most `maxBytes`. */
+  read(index: number, offset = 0, maxBytes = Infinity): Buffer {
     this.checkOpen();
     this.checkIndex(index);
-    const len = this.current[index] as number;
+    const end = this.current[index] as number;
+    const start = Math.min(Math.max(0, offset), end);
+    const len = Math.min(end - start, maxBytes);
     const buf = Buffer.alloc(len);
     let done = 0;
     while (done < len) {
-      const n = fs.readSync(this.fds[index] as number, buf, done, len - done, done);
-      if (n === 0) throw new InvariantError(`${fileName(index)}: EOF at ${done}, expected ${len} bytes`);
+      const n = fs.readSync(this.fds[index] as number, buf, done, len - done, start + done);
+      if (n === 0) throw new InvariantError(`${fileName(index)}: EOF at ${start + done}, expected ${end} bytes`);
       done += n;
     }
     return buf;
   }
+
 
   /**
    * Wipes the files for a different log: the data directory belonged to a log

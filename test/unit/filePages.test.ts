@@ -15,7 +15,8 @@ function leader(file: () => Buffer, pageBytes: number) {
   const asked: number[] = [];
   const fetchPage = async (offset: number): Promise<ReadPage> => {
     asked.push(offset);
-    const reply = readReply("file_1", file(), offset, pageBytes);
+    const now = file();
+    const reply = readReply("file_1", now.length, offset, pageBytes, (start, maxBytes) => now.subarray(start, start + maxBytes));
     if (!reply.ok) throw new Error(reply.message);
     return reply;
   };
@@ -39,23 +40,41 @@ describe("readPageBytes", () => {
 
 describe("readReply", () => {
   const data = Buffer.from("0123456789");
+  const reads: Array<[number, number]> = [];
+  const reply = (offset: number | undefined, pageBytes: number) =>
+    readReply("file_1", data.length, offset, pageBytes, (start, maxBytes) => {
+      reads.push([start, maxBytes]);
+      return data.subarray(start, start + maxBytes);
+    });
+  beforeEach(() => {
+    reads.length = 0;
+  });
 
   test("without an offset (a client from before pages): the whole file when it fits", () => {
-    expect(readReply("file_1", data, undefined, 10)).toEqual({ ok: true, code: 0, message: "Read", data: data.toString("base64"), length: 10 });
+    expect(reply(undefined, 10)).toEqual({ ok: true, code: 0, message: "Read", data: data.toString("base64"), length: 10 });
   });
 
   test("without an offset, a file larger than one answer is TOO_LARGE, and the message says what to do", () => {
-    const reply = readReply("file_1", data, undefined, 9);
-    expect(reply).toMatchObject({ ok: false, error: "TOO_LARGE" });
-    expect(reply.message).toMatch(/file_1 holds 10 bytes, more than one answer carries \(9\): read it in pages, with "offset"/);
+    const refused = reply(undefined, 9);
+    expect(refused).toMatchObject({ ok: false, error: "TOO_LARGE" });
+    expect(refused.message).toMatch(/file_1 holds 10 bytes, more than one answer carries \(9\): read it in pages, with "offset"/);
+    // Refused without reading the file.
+    expect(reads).toEqual([]);
   });
 
   test("with an offset: the page there, the file's length, and where the page starts", () => {
-    expect(readReply("file_1", data, 0, 4)).toMatchObject({ ok: true, data: Buffer.from("0123").toString("base64"), length: 10, offset: 0 });
-    expect(readReply("file_1", data, 8, 4)).toMatchObject({ ok: true, data: Buffer.from("89").toString("base64"), length: 10, offset: 8 });
+    expect(reply(0, 4)).toMatchObject({ ok: true, data: Buffer.from("0123").toString("base64"), length: 10, offset: 0 });
+    expect(reply(8, 4)).toMatchObject({ ok: true, data: Buffer.from("89").toString("base64"), length: 10, offset: 8 });
     // At or past the end: an empty page at the end.
-    expect(readReply("file_1", data, 10, 4)).toMatchObject({ ok: true, data: "", length: 10, offset: 10 });
-    expect(readReply("file_1", data, 99, 4)).toMatchObject({ ok: true, data: "", length: 10, offset: 10 });
+    expect(reply(10, 4)).toMatchObject({ ok: true, data: "", length: 10, offset: 10 });
+    expect(reply(99, 4)).toMatchObject({ ok: true, data: "", length: 10, offset: 10 });
+    // Only the page is read, never the whole file.
+    expect(reads).toEqual([
+      [0, 4],
+      [8, 2],
+      [10, 0],
+      [10, 0],
+    ]);
   });
 });
 

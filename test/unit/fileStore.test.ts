@@ -63,6 +63,18 @@ describe("FileStore", () => {
     expect(t.read(0)).toHaveLength(0);
   });
 
+  test("read takes a range: from an offset, at most so many bytes, never past the current length", () => {
+    const s = openStore();
+    s.setLogId("log-r");
+    s.append(4, enc("0123456789"));
+    expect(s.read(4, 2, 3).toString()).toBe("234");
+    expect(s.read(4, 8, 100).toString()).toBe("89");
+    expect(s.read(4, 10, 5)).toHaveLength(0);
+    expect(s.read(4, 50, 5)).toHaveLength(0);
+    expect(s.read(4).toString()).toBe("0123456789");
+    expect(s.length(4)).toBe(10);
+  });
+
   test("bytes appended after the last flush are cut off on reopen (crash)", () => {
     const s = openStore();
     s.append(5, enc("kept"));
