@@ -16,7 +16,7 @@
  */
 import type { LoggedRequest, OkReply, Reply, Request } from "../protocol/messages";
 import type { Names } from "../protocol/subjects";
-import { ClosedError, DlmError, InternalError, SessionExpiredError, TimeoutError, UnavailableError, errorFromReply } from "./errors";
+import { ClosedError, DlmError, InternalError, SessionExpiredError, TimeoutError, TooLargeError, UnavailableError, errorFromReply } from "./errors";
 import type { Logger, ResolvedOptions } from "./options";
 import { errorMessage } from "../util/errorMessage";
 import { attemptTimeoutMs, raceSignal, retry, type RetryPolicy } from "./retry";
@@ -26,6 +26,7 @@ import {
   TransportClosedError,
   TransportPermissionError,
   TransportTimeoutError,
+  TransportTooLargeError,
   TransportUnavailableError,
   type Transport,
 } from "./transport";
@@ -186,6 +187,9 @@ export class Requests {
     if (e instanceof TransportClosedError) return new ClosedError(`the NATS connection is closed (${what})`, { cause: e });
     if (e instanceof TransportUnavailableError) return new UnavailableError(`NATS is not reachable (${what}): ${e.message}`, { cause: e });
     if (e instanceof TransportTimeoutError) return new TimeoutError(`${what} timed out`, { cause: e });
+    if (e instanceof TransportTooLargeError) {
+      return new TooLargeError(`${what}: ${e.message}. Nothing was sent: stage smaller appends, or raise the NATS server's max_payload`, { cause: e });
+    }
     if (e instanceof TransportPermissionError) {
       return new InternalError(
         `${what}: ${e.message}. The NATS user may not use this subject: check its permissions and the client's namespace (docs/operations.md, "Security").`,

@@ -14,6 +14,8 @@
  * - `TransportClosedError`: the connection is closed for good.
  * - `TransportPermissionError`: NATS refused a subject this connection needs.
  *   Not retried.
+ * - `TransportTooLargeError`: the message is larger than the server's
+ *   max_payload, so it was never sent. Not retried.
  *
  * Anything else is a bug or a misuse and is passed through unchanged.
  */
@@ -55,6 +57,8 @@ export class DisconnectedError extends TransportUnavailableError {
  * client's namespace) must change.
  */
 export class TransportPermissionError extends TransportError {}
+/** A message larger than the server's max_payload: nats.js refuses to send it, so nothing reached the server. */
+export class TransportTooLargeError extends TransportError {}
 export class TransportClosedError extends TransportError {
   constructor(message = "NATS connection is closed", options?: { cause?: unknown }) {
     super(message, options);
@@ -62,7 +66,7 @@ export class TransportClosedError extends TransportError {
 }
 
 /** What kind of failure a NATS error is, for the retry policy. */
-export type NatsErrorKind = "timeout" | "noResponders" | "closed" | "forbidden" | "disconnected" | "other";
+export type NatsErrorKind = "timeout" | "noResponders" | "closed" | "forbidden" | "disconnected" | "tooLarge" | "other";
 
 interface ErrorLike {
   name?: unknown;
@@ -90,7 +94,9 @@ export function messageOf(e: unknown): string {
  * plain `RequestError("connection disconnected")`; a closed or draining
  * connection with `ClosedConnectionError` / `DrainingConnectionError`; a
  * subject the user may not use with a `PermissionViolationError` (or a
- * `RequestError` caused by one).
+ * `RequestError` caused by one); a message over the server's max_payload
+ * throws an `InvalidArgumentError` ("'payload' max_payload size exceeded")
+ * before anything is sent.
  */
 export function classifyNatsError(e: unknown): NatsErrorKind {
   const name = nameOf(e);
@@ -99,6 +105,7 @@ export function classifyNatsError(e: unknown): NatsErrorKind {
   if (name === "NoResponders" || name === "NoRespondersError" || /^no responders/i.test(message)) return "noResponders";
   if (name === "ClosedConnectionError" || name === "DrainingConnectionError") return "closed";
   if (name === "PermissionViolationError" || /permissions violation/i.test(message)) return "forbidden";
+  if (/max_payload/i.test(message)) return "tooLarge";
   if (name === "RequestError") {
     const cause = (e as ErrorLike).cause;
     if (cause !== undefined && cause !== null && cause !== e) {
@@ -123,6 +130,8 @@ export function mapNatsError(e: unknown, subject: string, timeoutMs: number): un
       return new TransportPermissionError(`NATS refused ${subject}: ${messageOf(e)}`, { cause: e });
     case "disconnected":
       return new DisconnectedError(`NATS request failed: ${messageOf(e)}`, { cause: e });
+    case "tooLarge":
+      return new TransportTooLargeError(`a message on ${subject} is larger than the NATS server's max_payload: ${messageOf(e)}`, { cause: e });
     default:
       return e;
   }

@@ -6,7 +6,8 @@
  */
 import { connect, type DlmClient } from "../../src/client/client";
 import type { ClientOptions } from "../../src/client/options";
-import type { Transport, TransportSubscription } from "../../src/client/transport";
+import { errors } from "@nats-io/nats-core";
+import { mapNatsError, type Transport, type TransportSubscription } from "../../src/client/transport";
 import { ErrorCodes, type ErrorName } from "../../src/protocol/errors";
 import type { Reply } from "../../src/protocol/messages";
 
@@ -26,11 +27,16 @@ export abstract class FakeTransport<Req extends { op: string; client?: string }>
   /** Every request that reached the server, in order. */
   readonly received: Req[] = [];
   private readonly subs = new Map<string, Set<(p: Uint8Array) => void>>();
+  /** Set: a request larger than this is refused before it is sent, as nats.js refuses one over the server's max_payload. */
+  maxPayloadBytes: number | undefined;
 
   /** The fake leader's answer to one request. */
   protected abstract handle(req: Req): Reply;
 
-  async request(_subject: string, payload: Uint8Array): Promise<Uint8Array> {
+  async request(subject: string, payload: Uint8Array): Promise<Uint8Array> {
+    if (this.maxPayloadBytes !== undefined && payload.length > this.maxPayloadBytes) {
+      throw mapNatsError(errors.InvalidArgumentError.format("payload", "max_payload size exceeded"), subject, 0);
+    }
     // A real request never answers within the same tick.
     await new Promise((r) => setImmediate(r));
     const req = dec(payload) as Req;

@@ -561,6 +561,20 @@ describe("DlmClient against a fake leader", () => {
     expect(server.ops("acquire", waiter.clientId)).toHaveLength(1);
   });
 
+  test("a request over the NATS server's max_payload is a TooLargeError at once: nothing sent, no retry", async () => {
+    const server = new FakeServer();
+    const client = await mk(server);
+    server.maxPayloadBytes = 2000;
+    const before = server.received.length;
+    await expect(client.commit([{ file: "file_1", data: "z".repeat(3000) }])).rejects.toMatchObject({
+      codeName: "TOO_LARGE",
+      message: expect.stringMatching(/larger than the NATS server's max_payload.*Nothing was sent/),
+    });
+    // This fake leader predates one-request commits, so commit() ran as
+    // acquire, append, release: the append never left, the grant was ended.
+    expect(server.received.slice(before).map((r) => r.op)).toEqual(["acquire", "abandon"]);
+  });
+
   test("a malformed notification is logged and dropped; the client's connection goes on delivering", async () => {
     const server = new FakeServer();
     const client = await mk(server);

@@ -12,6 +12,7 @@ import {
   TransportClosedError,
   TransportPermissionError,
   TransportTimeoutError,
+  TransportTooLargeError,
   TransportUnavailableError,
 } from "../../src/client/transport";
 import { loadForeignNats } from "../kit/foreignNats";
@@ -64,6 +65,14 @@ describe.each(copies)("errors from %s", (_label, errors) => {
     expect(mapNatsError(new errors.RequestError(pv.message, { cause: pv }), "dlm.req", 200)).toBeInstanceOf(TransportPermissionError);
   });
 
+  test("a message over the server's max_payload (nats.js refuses it before sending) is a TransportTooLargeError", () => {
+    const tooBig = errors.InvalidArgumentError.format("payload", "max_payload size exceeded");
+    expect(classifyNatsError(tooBig)).toBe("tooLarge");
+    const mapped = mapNatsError(tooBig, "dlm.req", 200);
+    expect(mapped).toBeInstanceOf(TransportTooLargeError);
+    expect((mapped as Error).message).toMatch(/a message on dlm\.req is larger than the NATS server's max_payload/);
+  });
+
   test("anything else passes through unchanged", () => {
     const other = new errors.InvalidArgumentError("bad");
     expect(mapNatsError(other, "dlm.req", 200)).toBe(other);
@@ -80,6 +89,7 @@ test("every transport error is named after its class (what callers with another 
     new TransportClosedError(),
     new TransportPermissionError("refused"),
     new TransportUnavailableError("down"),
+    new TransportTooLargeError("too large"),
   ];
   expect(made.map((e) => e.name)).toEqual([
     "TransportTimeoutError",
@@ -88,6 +98,7 @@ test("every transport error is named after its class (what callers with another 
     "TransportClosedError",
     "TransportPermissionError",
     "TransportUnavailableError",
+    "TransportTooLargeError",
   ]);
   expect(made.map((e) => e.message)).toEqual([
     "no reply on dlm.req within 200ms",
@@ -96,5 +107,6 @@ test("every transport error is named after its class (what callers with another 
     "NATS connection is closed",
     "refused",
     "down",
+    "too large",
   ]);
 });
