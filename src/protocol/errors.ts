@@ -39,7 +39,7 @@ export const ErrorDescriptions: Record<ErrorName, string> = {
     "The request is malformed: not JSON, a field missing or of the wrong type, or a value out of range. Nothing was changed.",
   UNKNOWN_OP: "The request names an operation the server does not know. Nothing was changed.",
   TOO_LARGE:
-    "The payload, or the critical section it would grow, is larger than the configured limit; or a request does not fit one log entry, or a `read` without an offset asked for a file larger than one answer carries (read it in pages). Nothing was changed.",
+    "The payload, or the critical section it would grow, is larger than the configured limit or the NATS server's max_payload; or a request does not fit one log entry, or a `read` without an offset asked for a file larger than one answer carries (read it in pages). Nothing was changed.",
   NOT_HOLDER:
     "The fencing token is not the lock's current one (the lock was released or passed on, or was never held under that token). Nothing was changed.",
   LOCK_EXPIRED:
