@@ -52,6 +52,7 @@ import { connect as natsConnect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { connect, type DlmClient } from "../src/client";
 import { CpuMeter, exitOnInterrupt, measure, measureFloor, NODES, PAYLOAD, percentile, startDeployment, type Result } from "./benchKit";
+import { checkTargets, formatTargets } from "./targets";
 import { helpText, parseArgs, splitList, UsageError, type CommandSpec } from "../src/cli/args";
 
 
@@ -128,32 +129,47 @@ async function runTopology(natsCount: number, run: RunOptions): Promise<void> {
     };
 
     const results: Result[] = [];
+    /** Each workload's result by its key, for the targets. */
+    const byKey = new Map<string, Result>();
+    const keep = (key: string, r: Result): Result => {
+      byKey.set(key, r);
+      return r;
+    };
     const [solo] = await open(1, 1);
     if (wanted("section")) {
       results.push(
-        await measure("section: acquire -> append 16 B -> release (1 client)", nc, cpu, 1, seconds, async () => {
-          const lease = await solo.acquire("global");
-          await solo.append("file_0", PAYLOAD, { lease });
-          await lease.release();
-        }),
+        keep(
+          "section",
+          await measure("section: acquire -> append 16 B -> release (1 client)", nc, cpu, 1, seconds, async () => {
+            const lease = await solo.acquire("global");
+            await solo.append("file_0", PAYLOAD, { lease });
+            await lease.release();
+          }),
+        ),
       );
     }
     if (wanted("commit")) {
       results.push(
-        await measure("commit: client.commit([16 B]) (1 client)", nc, cpu, 1, seconds, async () => {
-          await solo.commit([{ file: "file_1", data: PAYLOAD }]);
-        }),
+        keep(
+          "commit",
+          await measure("commit: client.commit([16 B]) (1 client)", nc, cpu, 1, seconds, async () => {
+            await solo.commit([{ file: "file_1", data: PAYLOAD }]);
+          }),
+        ),
       );
     }
     if (wanted("handoff")) {
       const contenders = await open(32, 32);
       results.push(
-        await measure("handoff: 32 clients on one lock, acquire -> append 16 B -> release", nc, cpu, 32, seconds, async (i) => {
-          const c = contenders[i];
-          const lease = await c.acquire("global");
-          await c.append("file_2", PAYLOAD, { lease });
-          await lease.release();
-        }),
+        keep(
+          "handoff",
+          await measure("handoff: 32 clients on one lock, acquire -> append 16 B -> release", nc, cpu, 32, seconds, async (i) => {
+            const c = contenders[i];
+            const lease = await c.acquire("global");
+            await c.append("file_2", PAYLOAD, { lease });
+            await lease.release();
+          }),
+        ),
       );
     }
     if (wanted("handoff-commit")) {
@@ -167,10 +183,13 @@ async function runTopology(natsCount: number, run: RunOptions): Promise<void> {
     if (wanted("locks")) {
       const many = await open(256, 32);
       results.push(
-        await measure("locks: 256 clients on 256 locks (32 connections), acquire -> release", nc, cpu, 256, seconds, async (i) => {
-          const lease = await many[i].acquire(`bench-${i}`);
-          await lease.release();
-        }),
+        keep(
+          "locks",
+          await measure("locks: 256 clients on 256 locks (32 connections), acquire -> release", nc, cpu, 256, seconds, async (i) => {
+            const lease = await many[i].acquire(`bench-${i}`);
+            await lease.release();
+          }),
+        ),
       );
     }
 
@@ -181,6 +200,22 @@ async function runTopology(natsCount: number, run: RunOptions): Promise<void> {
       console.log(
         `${r.name.padEnd(70)} ${perSecond.toFixed(0).padStart(8)} ${r.p50.toFixed(2).padStart(8)} ${r.p99.toFixed(2).padStart(8)} ${(r.p50 / floorMs).toFixed(2).padStart(8)} ${((perSecond * floorMs) / 1000).toFixed(2).padStart(12)} ${(r.entries / Math.max(1, r.cycles)).toFixed(2).padStart(14)} ${(r.commands / Math.max(1, r.entries)).toFixed(1).padStart(11)}  ${r.cpu}`,
       );
+    }
+    const rate = (key: string): number | undefined => {
+      const r = byKey.get(key);
+      return r ? r.cycles / r.seconds : undefined;
+    };
+    const verdicts = checkTargets({
+      floorMs,
+      sectionP50Ms: byKey.get("section")?.p50,
+      commitP50Ms: byKey.get("commit")?.p50,
+      handoffsPerSecond: rate("handoff"),
+      locksPerSecond: rate("locks"),
+    });
+    if (verdicts.length > 0) {
+      console.log("");
+      console.log(`issue 10's targets${natsCount === 1 ? "" : " (set for 1 nats-server; shown here for comparison)"}:`);
+      for (const line of formatTargets(verdicts)) console.log(line);
     }
   } finally {
     for (const fn of cleanups.reverse()) await fn().catch(() => undefined);
