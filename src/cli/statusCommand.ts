@@ -44,8 +44,11 @@ export const EXIT_NO_LEADER = 3;
 
 export const readSpec: CommandSpec = {
   usage: "dlm read FILE [flags]",
-  summary: "Prints the committed content of FILE (file_0 … file_99) as the leader has it.",
-  flags: commonFlags.filter((f) => f.name !== "json"),
+  summary: "Prints the committed content of FILE (file_0 … file_99) as the leader has it, in pages when it is larger than one NATS message.",
+  flags: [
+    ...commonFlags.filter((f) => f.name !== "json"),
+    { name: "offset", kind: "int", default: 0, help: "start this many bytes into the file (what was appended since a length read before)" },
+  ],
 };
 
 const encoder = new TextEncoder();
@@ -269,6 +272,8 @@ class RefusedRead extends Error {
 export async function runRead(argv: string[]): Promise<void> {
   const { flags, positionals } = parseArgs(readSpec, argv);
   if (positionals.length !== 1) throw new UsageError("dlm read takes exactly one FILE (file_0 … file_99)");
+  // The flag parser takes non-negative integers only.
+  const from = int(flags, "offset");
   const nc = await connectNats(natsConnectionFromFlags(flags), { name: "dlm-read" });
   try {
     const names = subjectNames(str(flags, "prefix"));
@@ -281,7 +286,7 @@ export async function runRead(argv: string[]): Promise<void> {
     };
     let data: Buffer;
     try {
-      data = await readWholeFile(fetchPage, (message) => new Error(`read ${file}: ${message}`));
+      data = await readWholeFile(fetchPage, (message) => new Error(`read ${file}: ${message}`), from);
     } catch (err) {
       if (!(err instanceof RefusedRead)) throw err;
       process.stderr.write(`dlm: ${err.reply.error} (code ${err.reply.code}): ${err.reply.message}\n`);

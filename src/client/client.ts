@@ -200,6 +200,15 @@ export interface CommitOptions {
   signal?: AbortSignal;
 }
 
+export interface ReadOptions {
+  /**
+   * Where to start, in bytes from the start of the file (default 0). Files
+   * only grow, so a reader that keeps the length it has read so far can ask
+   * for what was appended since; past the end it gets no bytes.
+   */
+  offset?: number;
+}
+
 export interface CommitResult {
   lock: string;
   /** The fencing token the section was committed under. */
@@ -612,18 +621,22 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
   }
 
   /**
-   * The committed content of `file`, as it was when the first page was
-   * read: a file larger than one NATS message comes in pages
-   * (protocol/filePages.ts), and appends made meanwhile are not included.
+   * The committed content of `file` (from `opts.offset`), as it was when
+   * the first page was read: a file larger than one NATS message comes in
+   * pages (protocol/filePages.ts), and appends made meanwhile are not
+   * included.
    */
-  async read(file: string): Promise<Buffer> {
+  async read(file: string, opts: ReadOptions = {}): Promise<Buffer> {
     this.checkOpen();
     if (fileIndex(file) === undefined) {
       throw new FileNotFoundError(`${JSON.stringify(file)} is not one of file_0 … file_99`);
     }
+    const from = opts.offset ?? 0;
+    if (!Number.isSafeInteger(from) || from < 0) throw new BadRequestError(`read offset must be a non-negative integer, got ${String(opts.offset)}`);
     return readWholeFile(
       (offset) => this.requests.unlogged({ op: "read", file, offset }),
       (message) => new InternalError(`read ${file}: ${message}`),
+      from,
     );
   }
 

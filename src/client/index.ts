@@ -33,6 +33,7 @@ export type {
   CommitOptions,
   CommitResult,
   Committed,
+  ReadOptions,
   Discarded,
   SessionInfo,
 } from "./client";

@@ -32,19 +32,20 @@ export function readPageBytes(serverMaxPayloadBytes: number | undefined): number
 export type ReadPage = Pick<Extract<Reply, { ok: true }>, "data" | "length" | "offset">;
 
 /**
- * The whole file, fetched page by page from offset 0. `fetchPage` asks the
- * leader for the page at an offset (and throws on an error answer). An
- * answer without `offset` comes from a server from before pages and holds
- * the whole file. `fail` makes the error for a page that does not follow on
- * (a broken server).
+ * The file from `fromOffset` (0: all of it) to its end as the first page
+ * found it, fetched page by page. `fetchPage` asks the leader for the page
+ * at an offset (and throws on an error answer). An answer without `offset`
+ * comes from a server from before pages and holds the whole file. `fail`
+ * makes the error for a page that does not follow on (a broken server).
  */
-export async function readWholeFile(fetchPage: (offset: number) => Promise<ReadPage>, fail: (message: string) => Error): Promise<Buffer> {
-  const first = await fetchPage(0);
+export async function readWholeFile(fetchPage: (offset: number) => Promise<ReadPage>, fail: (message: string) => Error, fromOffset = 0): Promise<Buffer> {
+  const first = await fetchPage(fromOffset);
   const firstBytes = Buffer.from(first.data ?? "", "base64");
-  if (first.offset === undefined) return firstBytes;
+  if (first.offset === undefined) return firstBytes.subarray(Math.min(fromOffset, firstBytes.length));
   const total = first.length ?? firstBytes.length;
   const pages = [firstBytes];
-  let got = firstBytes.length;
+  // Past the end, the answer is an empty page at the end.
+  let got = first.offset + firstBytes.length;
   while (got < total) {
     const page = await fetchPage(got);
     const bytes = Buffer.from(page.data ?? "", "base64");
@@ -56,7 +57,7 @@ export async function readWholeFile(fetchPage: (offset: number) => Promise<ReadP
     pages.push(bytes);
     got += bytes.length;
   }
-  return Buffer.concat(pages).subarray(0, total);
+  return Buffer.concat(pages).subarray(0, total - first.offset);
 }
 
 /**

@@ -188,6 +188,13 @@ describe("a NATS server with a small max_payload: log entries and answers stay w
     const cli = await runDlm(["read", "--nats", cluster.urls.join(","), "file_43"]);
     expect(cli.code).toBe(0);
     expect(cli.stdout).toBe(onDisk.toString());
+    // From an offset, across the page boundary: the rest of the file.
+    const from = 100_000;
+    expect((await client.read("file_43", { offset: from })).equals(onDisk.subarray(from))).toBe(true);
+    const tail = await runDlm(["read", "--nats", cluster.urls.join(","), "--offset", String(from), "file_43"]);
+    expect(tail.code).toBe(0);
+    expect(tail.stdout).toBe(onDisk.subarray(from).toString());
+    await expect(client.read("file_43", { offset: -1 })).rejects.toMatchObject({ codeName: "BAD_REQUEST" });
 
     // A client from before pages asks for the whole file: a clear refusal,
     // where the answer used to stop the leader's connection for good.

@@ -86,6 +86,18 @@ describe("readWholeFile", () => {
     expect(asked).toEqual([0, 6, 12, 18, 24]);
   });
 
+  test("from an offset: the rest of the file, the first page asked for there; past the end, nothing", async () => {
+    const file = Buffer.from("abcdefghijklmnopqrstuvwxyz");
+    const { asked, fetchPage } = leader(() => file, 6);
+    expect((await readWholeFile(fetchPage, fail, 10)).toString()).toBe("klmnopqrstuvwxyz");
+    expect(asked).toEqual([10, 16, 22]);
+    expect((await readWholeFile(fetchPage, fail, 26)).length).toBe(0);
+    expect((await readWholeFile(fetchPage, fail, 40)).length).toBe(0);
+    // A server from before pages sends the whole file; the reader cuts it.
+    const old = async (): Promise<ReadPage> => ({ data: file.toString("base64"), length: file.length });
+    expect((await readWholeFile(old, fail, 20)).toString()).toBe("uvwxyz");
+  });
+
   test("an empty file is one page", async () => {
     const { asked, fetchPage } = leader(() => Buffer.alloc(0), 6);
     expect((await readWholeFile(fetchPage, fail)).length).toBe(0);
@@ -130,6 +142,8 @@ describe("readWholeFile", () => {
       const read = await readWholeFile(fetchPage, fail);
       expect({ round, same: read.equals(file) }).toEqual({ round, same: true });
       expect(asked.length).toBe(Math.max(1, Math.ceil(file.length / pageBytes)));
+      const from = Math.floor(random() * (file.length + 10));
+      expect({ round, from, same: (await readWholeFile(fetchPage, fail, from)).equals(file.subarray(from)) }).toEqual({ round, from, same: true });
     }
   });
 });
