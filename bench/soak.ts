@@ -9,7 +9,10 @@
  *   sections on "global" with journal lines, two of them through a fault
  *   injector that drops and duplicates ~20% of their requests and replies;
  * - a lock worker: acquire / renew / release on other lock names, and
- *   tryAcquire, through its own client.
+ *   tryAcquire, through its own client;
+ * - commit workers (test/kit/commitWorkers.ts): two clients looping
+ *   one-request commits of 24 KiB sections into file_51, whose data rides
+ *   in the log (large entries, paged reads).
  *
  * A seeded schedule injects one fault at a time, each healed before the
  * next: SIGKILL of a dlm node (restarted), SIGSTOP of the leader, SIGKILL of
@@ -22,7 +25,8 @@
  * p99, the log stream's messages and bytes, open sessions; and the
  * operations done so far. At the end it heals everything and checks: all
  * files identical on every node, the journal holds exactly what the
- * section outcomes allow, tokens increase, the fence held (no operation
+ * section outcomes allow, file_51 holds every acknowledged commit once
+ * (read back through the client, in pages) and nothing torn, tokens increase, the fence held (no operation
  * under an older token acknowledged after a newer grant was seen), no node
  * exited on its own; and memory: for each node, a least-squares line
  * through its heap and RSS samples of the second half of the run (its last
@@ -39,6 +43,7 @@ import { sleep, startDlmCluster, type DlmTestCluster } from "../test/kit/dlmClus
 import { JOURNAL_INDEX } from "../test/kit/journal";
 import { scrape } from "../test/kit/metrics";
 import { SectionWorkers } from "../test/kit/sectionWorkers";
+import { CommitWorkers } from "../test/kit/commitWorkers";
 import { growthProblems, slope, type MemorySample } from "./memoryGrowth";
 import { exitOnInterrupt } from "./benchKit";
 
@@ -76,6 +81,8 @@ interface Sample extends MemorySample {
 type Fault = { name: string; run: (c: DlmTestCluster, rand: () => number) => Promise<void> };
 
 const MiB = 1024 * 1024;
+/** The file the commit workers write (the section workers' journal is file_0). */
+const COMMIT_FILE_INDEX = 51;
 
 async function leaderIndex(c: DlmTestCluster): Promise<number> {
   const l = await c.waitForLeader(60_000);
@@ -234,6 +241,8 @@ async function main(): Promise<void> {
       workerLinks.push(link);
     }
     const workers = new SectionWorkers(sectionClients, { lines: 2, tag: "s" });
+    const commitClients = [await c.client({ name: "soak-commit-0" }), await c.client({ name: "soak-commit-1" })];
+    const commitWorkers = new CommitWorkers(commitClients, { file: `file_${COMMIT_FILE_INDEX}`, sectionBytes: 24 * 1024, pauseMs: 250, tag: "big" });
     const lockClient = await c.client({ name: "soak-locks" });
     let lockOps = 0;
     let stopLocks = false;
@@ -302,9 +311,14 @@ async function main(): Promise<void> {
     await c.waitForLeader(60_000);
     stopLocks = true;
     await workers.stop();
+    await commitWorkers.stop();
     await lockLoop;
     await c.expectFilesIdentical(60_000);
     problems.push(...workers.check(c.fileOn(0, JOURNAL_INDEX).toString("utf8")));
+    const commitFile = await commitClients[0]!.read(`file_${COMMIT_FILE_INDEX}`);
+    if (!commitFile.equals(c.fileOn(0, COMMIT_FILE_INDEX))) problems.push(`file_${COMMIT_FILE_INDEX} read through the client differs from the node's copy`);
+    problems.push(...commitWorkers.check(commitFile.toString("latin1")));
+    if (commitWorkers.committed() === 0) problems.push("no one-request commit was acknowledged");
     problems.push(...unexpectedExits);
     problems.push(...growthProblems(samples, runMs));
     if (workers.committed() === 0) problems.push("no section was committed");
@@ -313,6 +327,7 @@ async function main(): Promise<void> {
     console.log(`faults: ${JSON.stringify(Object.fromEntries(faultCounts))}`);
     console.log(`section workers: ${workers.summary()}`);
     console.log(`lock worker: ${lockOps} acquire/renew/release + tryAcquire rounds`);
+    console.log(`commit workers: ${commitWorkers.summary()}, file_${COMMIT_FILE_INDEX} ${(commitFile.length / MiB).toFixed(1)} MiB`);
     for (let i = 0; i < c.nodes.length; i++) {
       const mine = samples.filter((s) => s.node === i && s.atMs >= runMs / 2);
       if (mine.length < 2) continue;
