@@ -267,3 +267,35 @@ describe("a session digest larger than a log entry", () => {
     expect(await cluster.waitForLeader()).toMatchObject({ id: leader.id, epoch: leader.epoch });
   });
 });
+
+describe("a request larger than a log entry can be", () => {
+  // max_payload 300,000 caps an entry at 295,904 bytes, while requests of up
+  // to 299,000 bytes are read: the leader says so when it starts, and a
+  // request whose command does not fit an entry is refused, not logged.
+  let cluster: DlmTestCluster;
+  beforeAll(async () => {
+    cluster = await startDlmCluster({ nodes: 1, natsExtraConfig: "max_payload: 300000", extraArgs: ["--max-request-bytes", "299000"] });
+    await cluster.waitForLeader();
+  });
+  afterAll(async () => {
+    await cluster?.close();
+  });
+
+  test("is refused TOO_LARGE before it is logged, the leader warned at start, and it goes on", async () => {
+    const leader = await cluster.waitForLeader();
+    expect(cluster.nodes[0]!.tail(20_000)).toMatch(/a log entry is smaller than the largest request/);
+    const session = new RawSession(cluster);
+    expect(await session.call("hello")).toMatchObject({ ok: true });
+    // Four appends of 55,500 bytes: about 296,250 bytes of request, just over the entry budget.
+    const appends = Array.from({ length: 4 }, () => ({ file: "file_44", data: Buffer.alloc(55_500, 0x61).toString("base64") }));
+    const refused = await session.call("commit", { lock: "global", appends });
+    expect(refused).toMatchObject({ ok: false, error: "TOO_LARGE" });
+    expect((refused as { message: string }).message).toMatch(/request does not fit one log entry of 295904 bytes/);
+    expect((await cluster.status()).fileLengths[44]).toBe(0);
+    // Nothing was logged for it, and the leader goes on.
+    expect(await session.call("commit", { lock: "global", appends: [{ file: "file_44", data: Buffer.from("small\n").toString("base64") }] })).toMatchObject({ ok: true });
+    expect((await cluster.status()).fileLengths[44]).toBe(6);
+    expect(await cluster.waitForLeader()).toMatchObject({ id: leader.id, epoch: leader.epoch });
+    await session.call("goodbye");
+  });
+});
