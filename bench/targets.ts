@@ -37,30 +37,20 @@ export const TARGETS = {
 /** One verdict per target whose workload ran. */
 export function checkTargets(m: TargetInputs): TargetVerdict[] {
   const out: TargetVerdict[] = [];
-  if (m.sectionP50Ms !== undefined) {
-    const ratio = m.sectionP50Ms / m.floorMs;
-    out.push({ what: "lone section p50", target: `<= ${TARGETS.sectionFloorRatio}x floor`, measured: `${ratio.toFixed(2)}x`, met: ratio <= TARGETS.sectionFloorRatio });
-  }
-  if (m.commitP50Ms !== undefined) {
-    const ratio = m.commitP50Ms / m.floorMs;
-    out.push({ what: "lone commit() p50", target: `<= ${TARGETS.commitFloorRatio}x floor`, measured: `${ratio.toFixed(2)}x`, met: ratio <= TARGETS.commitFloorRatio });
-  }
-  if (m.handoffsPerSecond !== undefined) {
-    out.push({
-      what: "32 clients on one lock",
-      target: `>= ${TARGETS.handoffsPerSecond.toLocaleString("en-US")} handoffs/s`,
-      measured: `${Math.round(m.handoffsPerSecond).toLocaleString("en-US")}/s`,
-      met: m.handoffsPerSecond >= TARGETS.handoffsPerSecond,
-    });
-  }
-  if (m.locksPerSecond !== undefined) {
-    out.push({
-      what: "256 clients on 256 locks",
-      target: `>= ${TARGETS.locksPerSecond.toLocaleString("en-US")} ops/s`,
-      measured: `${Math.round(m.locksPerSecond).toLocaleString("en-US")}/s`,
-      met: m.locksPerSecond >= TARGETS.locksPerSecond,
-    });
-  }
+  const ratio = (what: string, p50Ms: number | undefined, most: number): void => {
+    if (p50Ms === undefined) return;
+    const measured = p50Ms / m.floorMs;
+    out.push({ what, target: `<= ${most}x floor`, measured: `${measured.toFixed(2)}x`, met: measured <= most });
+  };
+  const rate = (what: string, perSecond: number | undefined, least: number, unit: string): void => {
+    if (perSecond === undefined) return;
+    const n = (x: number) => Math.round(x).toLocaleString("en-US");
+    out.push({ what, target: `>= ${n(least)} ${unit}/s`, measured: `${n(perSecond)}/s`, met: perSecond >= least });
+  };
+  ratio("lone section p50", m.sectionP50Ms, TARGETS.sectionFloorRatio);
+  ratio("lone commit() p50", m.commitP50Ms, TARGETS.commitFloorRatio);
+  rate("32 clients on one lock", m.handoffsPerSecond, TARGETS.handoffsPerSecond, "handoffs");
+  rate("256 clients on 256 locks", m.locksPerSecond, TARGETS.locksPerSecond, "ops");
   return out;
 }
 

@@ -9,7 +9,7 @@ import { Objm } from "@nats-io/obj";
 import { LOG_ID_METADATA_KEY } from "../log/logStream";
 import { metaFromRecord } from "../storage/snapshotFormat";
 import type { ErrorReply, Reply, StatusView } from "../protocol/messages";
-import { readWholeFile, type ReadPage } from "../protocol/filePages";
+import { readFileFrom, type ReadPage } from "../protocol/filePages";
 import { names as subjectNames, DEFAULT_PREFIX } from "../protocol/subjects";
 import type { NodeInfo } from "../replica/node";
 import { int, parseArgs, splitList, str, UsageError, type CommandSpec } from "./args";
@@ -286,7 +286,7 @@ export async function runRead(argv: string[]): Promise<void> {
     };
     let data: Buffer;
     try {
-      data = await readWholeFile(fetchPage, (message) => new Error(`read ${file}: ${message}`), from);
+      data = await readFileFrom(fetchPage, (message) => new Error(`read ${file}: ${message}`), from);
     } catch (err) {
       if (!(err instanceof RefusedRead)) throw err;
       process.stderr.write(`dlm: ${err.reply.error} (code ${err.reply.code}): ${err.reply.message}\n`);

@@ -93,7 +93,7 @@
 import { EventEmitter } from "node:events";
 import { connect as natsConnect } from "@nats-io/transport-node";
 import type { ConnectionOptions } from "@nats-io/nats-core";
-import { readWholeFile } from "../protocol/filePages";
+import { readFileFrom } from "../protocol/filePages";
 import { fileIndex } from "../protocol/files";
 import { LOCK_NAME } from "../protocol/limits";
 import { DEFAULT_LOCK, type LoggedRequest, type StatusView, type WireAppend } from "../protocol/messages";
@@ -633,7 +633,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     }
     const from = opts.offset ?? 0;
     if (!Number.isSafeInteger(from) || from < 0) throw new BadRequestError(`read offset must be a non-negative integer, got ${String(opts.offset)}`);
-    return readWholeFile(
+    return readFileFrom(
       (offset) => this.requests.unlogged({ op: "read", file, offset }),
       (message) => new InternalError(`read ${file}: ${message}`),
       from,

@@ -26,7 +26,7 @@ import type { Msg, NatsConnection, Subscription } from "@nats-io/nats-core";
 import type { Logger } from "../log/logger";
 import { isWrongLastSequence, type LogStream } from "../log/logStream";
 import { fileIndex } from "../protocol/files";
-import { MAX_REQUEST_BYTES, MESSAGE_HEADROOM_BYTES, NATS_DEFAULT_MAX_PAYLOAD_BYTES, type Limits } from "../protocol/limits";
+import { MAX_REQUEST_BYTES, messageBudgetBytes, type Limits } from "../protocol/limits";
 import type { LoggedRequest, Notification, Reply } from "../protocol/messages";
 import { namespaceMismatch, type Names } from "../protocol/subjects";
 import { parseRequest } from "../protocol/validate";
@@ -71,7 +71,7 @@ export interface CoordinatorOptions extends SessionClockOptions {
   maxBatchCommands: number;
   /**
    * Most bytes in one log entry; the NATS server's max_payload less
-   * ENTRY_HEADROOM_BYTES caps it whatever it is set to (entryBudget.ts).
+   * MESSAGE_HEADROOM_BYTES caps it whatever it is set to (entryBudget.ts).
    */
   maxEntryBytes: number;
   /** How often deadlines and session liveness are checked. */
@@ -144,7 +144,7 @@ export class Coordinator {
    * was appended with expected last sequence appliedSeq() + i, so each can
    * land only right behind the one before it.
    */
-  private readonly inFlight: Array<{ entry: LogEntry; commands: Command[]; seq: Promise<number | undefined> }> = [];
+  private readonly inFlight: Array<{ entry: LogEntry; seq: Promise<number | undefined> }> = [];
   /** Whether this leader has warned that a session digest had to be cut to fit an entry (it warns once). */
   private warnedDigestCut = false;
   /** Set once an append failed: this coordinator appends nothing more. */
@@ -393,7 +393,7 @@ export class Coordinator {
         // no smaller than the one before it, else pipelining would trade
         // one big batch for many small ones and lower throughput.
         const last = this.inFlight[this.inFlight.length - 1];
-        if (last && this.queue.length < Math.min(last.commands.length, this.opts.maxBatchCommands)) break;
+        if (last && this.queue.length < Math.min(last.entry.cmds.length, this.opts.maxBatchCommands)) break;
         const t = Date.now();
         if (this.holdForCompany(t)) break;
         const digest = this.sessionClock.takeDigest(this.host.state(), this.lastHeard, t);
@@ -416,7 +416,7 @@ export class Coordinator {
         }
         const { entry, bytes } = fitted;
         const expected = this.host.appliedSeq() + this.inFlight.length;
-        this.inFlight.push({ entry, commands: entry.cmds, seq: this.appendEntry(entry, bytes, expected) });
+        this.inFlight.push({ entry, seq: this.appendEntry(entry, bytes, expected) });
       }
       const head = this.inFlight[0];
       if (!head) return;
@@ -424,7 +424,7 @@ export class Coordinator {
       if (seq === undefined) break;
       this.inFlight.shift();
       const effects = this.host.applyEntry(seq, head.entry);
-      this.carryOut(effects, head.commands);
+      this.carryOut(effects, head.entry.cmds);
       // Let requests that arrived meanwhile join the next entry rather than
       // each going out alone while the pipeline has room.
       if (this.queue.length > 0 && this.inFlight.length > 0) await new Promise<void>((resolve) => setImmediate(resolve));
@@ -457,7 +457,7 @@ export class Coordinator {
 
   /** The largest answer the connected server carries, less the headroom. */
   private maxAnswerBytes(): number {
-    return (this.host.nc.info?.max_payload || NATS_DEFAULT_MAX_PAYLOAD_BYTES) - MESSAGE_HEADROOM_BYTES;
+    return messageBudgetBytes(this.host.nc.info?.max_payload);
   }
 
   /** The byte budget of the next entry: the setting, capped by what the connected server accepts in one message. */

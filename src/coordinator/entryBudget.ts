@@ -12,21 +12,18 @@
  *
  * Pure: the caller passes the budget (see `maxEntryBytesFor`).
  */
-import { MESSAGE_HEADROOM_BYTES, NATS_DEFAULT_MAX_PAYLOAD_BYTES } from "../protocol/limits";
+import { messageBudgetBytes } from "../protocol/limits";
 import type { Command, LogEntry } from "../state";
 import type { SessionDigestCommand } from "../state/sessionLiveness";
 import { entryVersion } from "../state";
 import { assert } from "../util/assert";
 import { encodeEntry } from "./entries";
 
-/** Room left in the NATS message beside the entry (headers, protocol line). */
-export const ENTRY_HEADROOM_BYTES = MESSAGE_HEADROOM_BYTES;
-
 /** A command made from a request is its fields in another envelope: at most this much larger than the request. */
 export const COMMAND_OVERHEAD_BYTES = 2048;
 
 /** The default budget: a whole message of a server with NATS's default max_payload, less the headroom. */
-export const DEFAULT_MAX_ENTRY_BYTES = NATS_DEFAULT_MAX_PAYLOAD_BYTES - ENTRY_HEADROOM_BYTES;
+export const DEFAULT_MAX_ENTRY_BYTES = messageBudgetBytes(undefined);
 
 /**
  * The byte budget of one entry: what the operator configured, never more
@@ -34,8 +31,7 @@ export const DEFAULT_MAX_ENTRY_BYTES = NATS_DEFAULT_MAX_PAYLOAD_BYTES - ENTRY_HE
  * larger message cannot be published at all.
  */
 export function maxEntryBytesFor(configuredBytes: number, serverMaxPayloadBytes: number | undefined): number {
-  const payload = serverMaxPayloadBytes !== undefined && serverMaxPayloadBytes > 0 ? serverMaxPayloadBytes : NATS_DEFAULT_MAX_PAYLOAD_BYTES;
-  return Math.min(configuredBytes, payload - ENTRY_HEADROOM_BYTES);
+  return Math.min(configuredBytes, messageBudgetBytes(serverMaxPayloadBytes));
 }
 
 export interface FittedEntry {

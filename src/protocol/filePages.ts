@@ -17,15 +17,14 @@
  */
 import type { Reply } from "./messages";
 import { errorReply, okReply } from "./replies";
-import { MESSAGE_HEADROOM_BYTES, NATS_DEFAULT_MAX_PAYLOAD_BYTES } from "./limits";
+import { messageBudgetBytes } from "./limits";
 
 /**
  * Bytes of file one answer carries to a server with this max_payload: the
  * message less the headroom, in base64 (4 characters per 3 bytes).
  */
 export function readPageBytes(serverMaxPayloadBytes: number | undefined): number {
-  const payload = serverMaxPayloadBytes !== undefined && serverMaxPayloadBytes > 0 ? serverMaxPayloadBytes : NATS_DEFAULT_MAX_PAYLOAD_BYTES;
-  return Math.max(3, Math.floor((payload - MESSAGE_HEADROOM_BYTES) / 4) * 3);
+  return Math.max(3, Math.floor(messageBudgetBytes(serverMaxPayloadBytes) / 4) * 3);
 }
 
 /** One page of a file as a `read` answer carries it. */
@@ -38,7 +37,7 @@ export type ReadPage = Pick<Extract<Reply, { ok: true }>, "data" | "length" | "o
  * comes from a server from before pages and holds the whole file. `fail`
  * makes the error for a page that does not follow on (a broken server).
  */
-export async function readWholeFile(fetchPage: (offset: number) => Promise<ReadPage>, fail: (message: string) => Error, fromOffset = 0): Promise<Buffer> {
+export async function readFileFrom(fetchPage: (offset: number) => Promise<ReadPage>, fail: (message: string) => Error, fromOffset = 0): Promise<Buffer> {
   const first = await fetchPage(fromOffset);
   const firstBytes = Buffer.from(first.data ?? "", "base64");
   if (first.offset === undefined) return firstBytes.subarray(Math.min(fromOffset, firstBytes.length));

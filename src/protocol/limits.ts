@@ -85,5 +85,15 @@ export const NATS_DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024;
  */
 export const MESSAGE_HEADROOM_BYTES = 4096;
 
+/**
+ * The JSON body one message to or from this server may carry: its
+ * max_payload (NATS's default when it did not say) less the headroom. Log
+ * entries, answers and read pages are all sized from this.
+ */
+export function messageBudgetBytes(serverMaxPayloadBytes: number | undefined): number {
+  const payload = serverMaxPayloadBytes !== undefined && serverMaxPayloadBytes > 0 ? serverMaxPayloadBytes : NATS_DEFAULT_MAX_PAYLOAD_BYTES;
+  return payload - MESSAGE_HEADROOM_BYTES;
+}
+
 /** Largest request the node will parse, in bytes; larger ones are TOO_LARGE without parsing. */
 export const MAX_REQUEST_BYTES = 256 * 1024;

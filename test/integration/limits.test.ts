@@ -12,7 +12,7 @@ import { RawSession } from "../kit/rawSession";
 import { makeTempDir, removeTempDir } from "../kit/tmp";
 import { until } from "../kit/wait";
 import { encodeEntry } from "../../src/coordinator/entries";
-import { ENTRY_HEADROOM_BYTES } from "../../src/coordinator/entryBudget";
+import { MESSAGE_HEADROOM_BYTES } from "../../src/protocol/limits";
 
 const packageVersion = (JSON.parse(fs.readFileSync(path.join(__dirname, "../../package.json"), "utf8")) as { version: string }).version;
 
@@ -164,7 +164,7 @@ describe("a NATS server with a small max_payload: log entries and answers stay w
     expect(await cluster.waitForLeader()).toMatchObject({ id: leader.id, epoch: leader.epoch });
     const entries = (await readLogEntries(cluster.nc, 1)).filter((e) => e.seq >= firstSeq);
     const withCommits = entries.filter((e) => e.entry.cmds.some((c) => c.type === "commit"));
-    for (const { entry } of entries) expect(encodeEntry(entry).length).toBeLessThanOrEqual(MAX_PAYLOAD - ENTRY_HEADROOM_BYTES);
+    for (const { entry } of entries) expect(encodeEntry(entry).length).toBeLessThanOrEqual(MAX_PAYLOAD - MESSAGE_HEADROOM_BYTES);
     // Filled to the budget, not one commit an entry: 3 + 3 + 2.
     expect(withCommits.map((e) => e.entry.cmds.filter((c) => c.type === "commit").length)).toEqual([3, 3, 2]);
 

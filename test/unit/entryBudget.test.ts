@@ -6,7 +6,8 @@
  * commits add up to more than max_payload) is in test/integration/limits.test.ts.
  */
 import { decodeEntry, encodeEntry } from "../../src/coordinator/entries";
-import { DEFAULT_MAX_ENTRY_BYTES, ENTRY_HEADROOM_BYTES, fitEntry, maxEntryBytesFor, trimDigestToFit } from "../../src/coordinator/entryBudget";
+import { DEFAULT_MAX_ENTRY_BYTES, fitEntry, maxEntryBytesFor, trimDigestToFit } from "../../src/coordinator/entryBudget";
+import { MESSAGE_HEADROOM_BYTES } from "../../src/protocol/limits";
 import type { SessionDigestCommand } from "../../src/state/sessionLiveness";
 import type { Command } from "../../src/state";
 import { mulberry32 } from "../support/random";
@@ -28,14 +29,14 @@ function longestFittingPrefix(commands: Command[], maxBytes: number): number {
 
 describe("maxEntryBytesFor", () => {
   test("the default is a whole message of a server with NATS's default max_payload, less the headroom", () => {
-    expect(DEFAULT_MAX_ENTRY_BYTES).toBe(1_048_576 - ENTRY_HEADROOM_BYTES);
+    expect(DEFAULT_MAX_ENTRY_BYTES).toBe(1_048_576 - MESSAGE_HEADROOM_BYTES);
     expect(maxEntryBytesFor(DEFAULT_MAX_ENTRY_BYTES, 1_048_576)).toBe(DEFAULT_MAX_ENTRY_BYTES);
   });
 
   test("a setting below the server's limit is used; one above it, or a server with a smaller max_payload, caps it", () => {
     expect(maxEntryBytesFor(500_000, 1_048_576)).toBe(500_000);
-    expect(maxEntryBytesFor(8_000_000, 1_048_576)).toBe(1_048_576 - ENTRY_HEADROOM_BYTES);
-    expect(maxEntryBytesFor(DEFAULT_MAX_ENTRY_BYTES, 300_000)).toBe(300_000 - ENTRY_HEADROOM_BYTES);
+    expect(maxEntryBytesFor(8_000_000, 1_048_576)).toBe(1_048_576 - MESSAGE_HEADROOM_BYTES);
+    expect(maxEntryBytesFor(DEFAULT_MAX_ENTRY_BYTES, 300_000)).toBe(300_000 - MESSAGE_HEADROOM_BYTES);
   });
 
   test("a server that did not say: NATS's default of 1 MiB", () => {

@@ -4,7 +4,7 @@
  * the file was at the first page. Against real processes: the max_payload
  * scenario in test/integration/limits.test.ts.
  */
-import { readPageBytes, readReply, readWholeFile, type ReadPage } from "../../src/protocol/filePages";
+import { readPageBytes, readReply, readFileFrom, type ReadPage } from "../../src/protocol/filePages";
 import { MESSAGE_HEADROOM_BYTES } from "../../src/protocol/limits";
 import { mulberry32 } from "../support/random";
 
@@ -78,29 +78,29 @@ describe("readReply", () => {
   });
 });
 
-describe("readWholeFile", () => {
+describe("readFileFrom", () => {
   test("puts the pages back together, asking for each where the last ended", async () => {
     const file = Buffer.from("abcdefghijklmnopqrstuvwxyz");
     const { asked, fetchPage } = leader(() => file, 6);
-    expect((await readWholeFile(fetchPage, fail)).toString()).toBe(file.toString());
+    expect((await readFileFrom(fetchPage, fail)).toString()).toBe(file.toString());
     expect(asked).toEqual([0, 6, 12, 18, 24]);
   });
 
   test("from an offset: the rest of the file, the first page asked for there; past the end, nothing", async () => {
     const file = Buffer.from("abcdefghijklmnopqrstuvwxyz");
     const { asked, fetchPage } = leader(() => file, 6);
-    expect((await readWholeFile(fetchPage, fail, 10)).toString()).toBe("klmnopqrstuvwxyz");
+    expect((await readFileFrom(fetchPage, fail, 10)).toString()).toBe("klmnopqrstuvwxyz");
     expect(asked).toEqual([10, 16, 22]);
-    expect((await readWholeFile(fetchPage, fail, 26)).length).toBe(0);
-    expect((await readWholeFile(fetchPage, fail, 40)).length).toBe(0);
+    expect((await readFileFrom(fetchPage, fail, 26)).length).toBe(0);
+    expect((await readFileFrom(fetchPage, fail, 40)).length).toBe(0);
     // A server from before pages sends the whole file; the reader cuts it.
     const old = async (): Promise<ReadPage> => ({ data: file.toString("base64"), length: file.length });
-    expect((await readWholeFile(old, fail, 20)).toString()).toBe("uvwxyz");
+    expect((await readFileFrom(old, fail, 20)).toString()).toBe("uvwxyz");
   });
 
   test("an empty file is one page", async () => {
     const { asked, fetchPage } = leader(() => Buffer.alloc(0), 6);
-    expect((await readWholeFile(fetchPage, fail)).length).toBe(0);
+    expect((await readFileFrom(fetchPage, fail)).length).toBe(0);
     expect(asked).toEqual([0]);
   });
 
@@ -111,13 +111,13 @@ describe("readWholeFile", () => {
       file = Buffer.concat([file, Buffer.from("more;")]);
       return now;
     }, 4);
-    expect((await readWholeFile(fetchPage, fail)).toString()).toBe("first section;");
+    expect((await readFileFrom(fetchPage, fail)).toString()).toBe("first section;");
   });
 
   test("a server from before pages answers without an offset: its answer is the whole file", async () => {
     const whole = Buffer.from("all of it");
     const old = async (): Promise<ReadPage> => ({ data: whole.toString("base64"), length: whole.length });
-    expect((await readWholeFile(old, fail)).toString()).toBe("all of it");
+    expect((await readFileFrom(old, fail)).toString()).toBe("all of it");
   });
 
   test("a page that does not follow on is an error, not a torn file", async () => {
@@ -125,12 +125,12 @@ describe("readWholeFile", () => {
       { data: Buffer.from("abc").toString("base64"), length: 9, offset: 0 },
       { data: "", length: 9, offset: 3 },
     ];
-    await expect(readWholeFile(async () => pages.shift()!, fail)).rejects.toThrow(/asked for the page at 3 of a 9-byte file, got 0 bytes at 3/);
+    await expect(readFileFrom(async () => pages.shift()!, fail)).rejects.toThrow(/asked for the page at 3 of a 9-byte file, got 0 bytes at 3/);
     const skipped: ReadPage[] = [
       { data: Buffer.from("abc").toString("base64"), length: 9, offset: 0 },
       { data: Buffer.from("ghi").toString("base64"), length: 9, offset: 6 },
     ];
-    await expect(readWholeFile(async () => skipped.shift()!, fail)).rejects.toThrow(/got 3 bytes at 6/);
+    await expect(readFileFrom(async () => skipped.shift()!, fail)).rejects.toThrow(/got 3 bytes at 6/);
   });
 
   test("random files and page sizes read back byte for byte (seeded)", async () => {
@@ -139,11 +139,11 @@ describe("readWholeFile", () => {
       const file = Buffer.from(Array.from({ length: Math.floor(random() * 3000) }, () => Math.floor(random() * 256)));
       const pageBytes = 3 * (1 + Math.floor(random() * 400));
       const { asked, fetchPage } = leader(() => file, pageBytes);
-      const read = await readWholeFile(fetchPage, fail);
+      const read = await readFileFrom(fetchPage, fail);
       expect({ round, same: read.equals(file) }).toEqual({ round, same: true });
       expect(asked.length).toBe(Math.max(1, Math.ceil(file.length / pageBytes)));
       const from = Math.floor(random() * (file.length + 10));
-      expect({ round, from, same: (await readWholeFile(fetchPage, fail, from)).equals(file.subarray(from)) }).toEqual({ round, from, same: true });
+      expect({ round, from, same: (await readFileFrom(fetchPage, fail, from)).equals(file.subarray(from)) }).toEqual({ round, from, same: true });
     }
   });
 });
