@@ -76,6 +76,10 @@ test("metrics move with a workload; /healthz and /readyz follow a cut link and a
   expect(moved('dlm_request_duration_seconds_count{op="invalid",outcome="BAD_REQUEST"}')).toBe(1);
   expect(after.get('dlm_request_duration_seconds_bucket{le="+Inf",op="acquire",outcome="ok"}')).toBe(after.get('dlm_request_duration_seconds_count{op="acquire",outcome="ok"}'));
   expect(moved("dlm_log_append_duration_seconds_count")).toBeGreaterThanOrEqual(5);
+  // Timed finer than whole milliseconds (a local append takes a fraction of
+  // one): a millisecond clock would make the sum a whole number of them.
+  const appendMs = Math.round(after.get("dlm_log_append_duration_seconds_sum")! * 1e6) / 1000;
+  expect({ appendMs, whole: Number.isInteger(appendMs) }).toMatchObject({ whole: false });
   expect(moved("dlm_log_entry_commands_sum")).toBeGreaterThanOrEqual(16);
   expect(moved("dlm_grants_total")).toBe(5);
   expect(moved("dlm_log_entries_applied_total")).toBeGreaterThanOrEqual(5);
