@@ -296,6 +296,7 @@ export class AcquireWaits {
     if (reply.ok) {
       if (reply.status === "queued") {
         pending.queued(answer.sentAt);
+        session.seqs.queued(pending.seq);
         return "queued";
       }
       if (reply.leases && reply.leases.length > 0) {

@@ -134,6 +134,15 @@ export class Requests {
       async (attempt) => {
         if (attempt > 1 && opts.noRetryAfter?.aborted) throw opts.noRetryAfter.reason;
         const req = build();
+        // Every logged request says which of the waits below its ack it has
+        // not seen answered (session.ts). A poll of a queued request re-sends
+        // an old seq, which the session's ack may have passed since: an ack
+        // is always below the seq that carries it.
+        if (session && "ack" in req) {
+          req.ack = Math.min(req.ack, req.seq - 1);
+          const waits = session.seqs.waitsUpTo(req.ack);
+          if (waits.length > 0) req.waits = waits;
+        }
         op = req.op;
         seq = "seq" in req ? req.seq : undefined;
         const sentAt = performance.now();

@@ -9,7 +9,15 @@
  * flight that is (lowest outstanding seq) - 1, or the highest seq issued when
  * nothing is outstanding. It never goes down, and it is always below the seq
  * of any outstanding request, in particular the one that carries it.
+ *
+ * With a server that takes `waits` (protocol/messages.ts), a request the
+ * server has queued does not hold the ack back: the ack passes it and the
+ * request carries it in `waits` until its final answer is seen. Otherwise
+ * an acquire that waited an hour kept every answer sent meanwhile (renewals,
+ * commits) in the server's reply cache, until the cache was full and the
+ * session refused everything with LIMIT_EXCEEDED.
  */
+import { MAX_LISTED_WAITS } from "../protocol/limits";
 import type { LeaseInfo } from "../protocol/messages";
 import type { DlmError } from "./errors";
 import type { TransportSubscription } from "./transport";
@@ -27,12 +35,18 @@ export interface SessionInfo {
    * that does not, every append is logged on its own, as before.
    */
   maxSectionBytes?: number;
+  /** The server takes `waits` beside `ack`: queued requests do not hold the ack back (SeqTracker). */
+  acceptsWaits?: boolean;
 }
 
 export class SeqTracker {
   private nextSeq = 1;
   private highest = 0;
   private readonly outstanding = new Set<number>();
+  /** Outstanding seqs the server has queued (answered "queued"); the ack may pass them when `acceptsWaits`. */
+  private readonly queuedSeqs = new Set<number>();
+  /** Set once the server said it takes `waits` (its hello answer). */
+  acceptsWaits = false;
 
   /** Take the next seq; it is outstanding until `done`. */
   issue(): number {
@@ -45,6 +59,12 @@ export class SeqTracker {
   /** The answer to `seq` has been seen (or the client gave up on it). */
   done(seq: number): void {
     this.outstanding.delete(seq);
+    this.queuedSeqs.delete(seq);
+  }
+
+  /** The server answered outstanding `seq` "queued": it is logged and waits for its final answer. */
+  queued(seq: number): void {
+    if (this.outstanding.has(seq)) this.queuedSeqs.add(seq);
   }
 
   isOutstanding(seq: number): boolean {
@@ -52,9 +72,20 @@ export class SeqTracker {
   }
 
   ack(): number {
+    const passable = this.acceptsWaits ? this.queuedSeqs : undefined;
     let lowest = Infinity;
-    for (const seq of this.outstanding) if (seq < lowest) lowest = seq;
-    return lowest === Infinity ? this.highest : lowest - 1;
+    for (const seq of this.outstanding) if (seq < lowest && !passable?.has(seq)) lowest = seq;
+    const ack = lowest === Infinity ? this.highest : lowest - 1;
+    if (!passable || passable.size <= MAX_LISTED_WAITS) return ack;
+    // A request lists at most MAX_LISTED_WAITS waits: stop below the next one.
+    const below = [...passable].filter((seq) => seq <= ack).sort((a, b) => a - b);
+    return below.length > MAX_LISTED_WAITS ? (below[MAX_LISTED_WAITS] as number) - 1 : ack;
+  }
+
+  /** The queued seqs at or below `ack` whose final answer has not been seen, ascending: a request's `waits`. */
+  waitsUpTo(ack: number): number[] {
+    if (!this.acceptsWaits || this.queuedSeqs.size === 0) return [];
+    return [...this.queuedSeqs].filter((seq) => seq <= ack).sort((a, b) => a - b);
   }
 
   get inFlight(): number {

@@ -82,7 +82,7 @@ export class Sessions {
     }
     try {
       const seq = session.seqs.issue();
-      const answer = await this.requests.call(session, () => ({ op: "hello", client: id, seq, ack: session.seqs.ack() }), {
+      const answer = await this.requests.call(session, () => ({ op: "hello", client: id, seq, ack: session.seqs.ack(), listsWaits: true }), {
         signal: this.closing,
       });
       session.seqs.done(seq);
@@ -94,6 +94,7 @@ export class Sessions {
         maxAppendBytes: DEFAULT_LIMITS.maxAppendBytes,
       };
       session.serverVersion = reply.version;
+      session.seqs.acceptsWaits = session.info.acceptsWaits === true;
       if (this.closing.aborted) throw new ClosedError("the dlm client was closed during hello");
       this.currentSession = session;
       this.log.info({ client: id, session: reply.session }, "dlm client: session started");

@@ -8,7 +8,7 @@
 import { fileIndex } from "../protocol/files";
 import type { Limits } from "../protocol/limits";
 import type { LoggedRequest, WireAppend } from "../protocol/messages";
-import type { Command, SectionAppend } from "../state";
+import type { ClientCommand, Command, SectionAppend } from "../state";
 import { assert } from "../util/assert";
 
 /** A waiting request's lease and wait as logged: the node's default lease, null for "wait as long as it takes". */
@@ -17,9 +17,17 @@ function logWaitFields(request: { leaseMs?: number; waitMs?: number }, limits: L
 }
 
 export function toCommand(request: LoggedRequest, limits: Limits): Command {
+  const command = commandOf(request, limits);
+  // Listed only when there is something to list: a command without waits is
+  // logged exactly as before waits existed (and in an entry older nodes read).
+  return request.waits && request.waits.length > 0 ? { ...command, waits: request.waits } : command;
+}
+
+function commandOf(request: LoggedRequest, limits: Limits): ClientCommand {
   const { client, seq, ack } = request;
   switch (request.op) {
     case "hello":
+      return request.listsWaits ? { type: "hello", client, seq, ack, listsWaits: true } : { type: "hello", client, seq, ack };
     case "goodbye":
       return { type: request.op, client, seq, ack };
     case "acquire":

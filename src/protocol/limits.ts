@@ -97,3 +97,10 @@ export function messageBudgetBytes(serverMaxPayloadBytes: number | undefined): n
 
 /** Largest request the node will parse, in bytes; larger ones are TOO_LARGE without parsing. */
 export const MAX_REQUEST_BYTES = 256 * 1024;
+
+/**
+ * Most waiting requests one logged request may list in `waits` (see
+ * messages.ts). A client with more requests queued at once keeps its `ack`
+ * below the one past this many, as every client did before `waits`.
+ */
+export const MAX_LISTED_WAITS = 64;

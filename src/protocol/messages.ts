@@ -5,7 +5,13 @@
  * Requests that change state carry the client's session id (`client`), a
  * per-client sequence number (`seq`, starting at 1, strictly increasing) and
  * `ack`: every request with a sequence number at or below `ack` has been
- * answered and its answer seen, so the server may forget those answers.
+ * answered and its answer seen, so the server may forget those answers,
+ * except the seqs listed in `waits`: requests the server has queued (it
+ * answered them "queued") whose final answer the client has not seen yet.
+ * Without `waits` a client's `ack` could never pass a request that waits,
+ * and every answer after it stayed cached until that wait ended: a client
+ * that held one lock while it waited an hour for another filled its reply
+ * cache with renewals and was refused LIMIT_EXCEEDED.
  * Retries reuse the same `seq`; that is what makes effects at-most-once.
  */
 import type { ErrorName } from "./errors";
@@ -24,10 +30,17 @@ interface SessionFields {
   client: string;
   seq: number;
   ack: number;
+  /** Queued requests at or below `ack` still waiting for their final answer: strictly increasing, at most MAX_LISTED_WAITS. */
+  waits?: number[];
 }
 
 export interface HelloRequest extends SessionFields {
   op: "hello";
+  /**
+   * The client will list `waits`; a server that takes them says so in its
+   * answer (`session.acceptsWaits`), one that does not ignores this.
+   */
+  listsWaits?: boolean;
 }
 export interface GoodbyeRequest extends SessionFields {
   op: "goodbye";
@@ -184,7 +197,14 @@ export interface OkReply {
   /** cancel: whether the target wait was still waiting and is now cancelled. */
   cancelled?: boolean;
   /** hello: the server's settings the client should follow. */
-  session?: { sessionTimeoutMs: number; defaultLeaseMs: number; maxAppendBytes: number; maxSectionBytes?: number };
+  session?: {
+    sessionTimeoutMs: number;
+    defaultLeaseMs: number;
+    maxAppendBytes: number;
+    maxSectionBytes?: number;
+    /** This server takes `waits` beside `ack` (SessionFields). */
+    acceptsWaits?: boolean;
+  };
   /** hello: the dlm version of the leader that started this session. */
   version?: string;
   /** read: `data` is base64 of the page (or of the whole file, to a read without an offset), `length` the file's size now. */

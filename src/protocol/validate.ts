@@ -6,7 +6,7 @@
  */
 import type { ErrorName } from "./errors";
 import { fileIndex } from "./files";
-import { CLIENT_ID, LOCK_NAME, MAX_REQUEST_BYTES, type Limits } from "./limits";
+import { CLIENT_ID, LOCK_NAME, MAX_LISTED_WAITS, MAX_REQUEST_BYTES, type Limits } from "./limits";
 import { DEFAULT_LOCK, LOGGED_OPS, UNLOGGED_OPS, type ErrorReply, type LockMode, type Request, type WireAppend } from "./messages";
 import { errorReply } from "./replies";
 
@@ -60,6 +60,8 @@ function parseOrThrow(bytes: Uint8Array, limits: Limits, maxRequestBytes: number
     case "ping":
       return { op, client: clientId(raw) };
     case "hello":
+      if (raw.listsWaits !== undefined && typeof raw.listsWaits !== "boolean") throw new Invalid("BAD_REQUEST", "field 'listsWaits' must be a boolean");
+      return raw.listsWaits === true ? { op, ...session(raw), listsWaits: true } : { op, ...session(raw) };
     case "goodbye":
       return { op, ...session(raw) };
     case "acquire": {
@@ -204,11 +206,24 @@ function lockList(raw: Record<string, unknown>, maxLocksPerRequest: number): Arr
   });
 }
 
-function session(raw: Record<string, unknown>): { client: string; seq: number; ack: number } {
+function session(raw: Record<string, unknown>): { client: string; seq: number; ack: number; waits?: number[] } {
   const client = clientId(raw);
   const seq = integer(raw, "seq", 1, Number.MAX_SAFE_INTEGER);
   const ack = raw.ack === undefined ? 0 : integer(raw, "ack", 0, seq - 1);
-  return { client, seq, ack };
+  if (raw.waits === undefined) return { client, seq, ack };
+  return { client, seq, ack, waits: waits(raw.waits, ack) };
+}
+
+/** `waits`: the queued seqs at or below `ack` the client still waits on (messages.ts). */
+function waits(value: unknown, ack: number): number[] {
+  const rule = `field 'waits' must be a list of at most ${MAX_LISTED_WAITS} strictly increasing integers between 1 and ack (${ack})`;
+  if (!Array.isArray(value) || value.length > MAX_LISTED_WAITS) throw new Invalid("BAD_REQUEST", rule);
+  let previous = 0;
+  for (const seq of value) {
+    if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq <= previous || seq > ack) throw new Invalid("BAD_REQUEST", rule);
+    previous = seq;
+  }
+  return value as number[];
 }
 
 function clientId(raw: Record<string, unknown>): string {

@@ -15,7 +15,7 @@ import { DEFAULT_LOCK, type LeaseInfo, type Reply } from "../protocol/messages";
 import { FILE_COUNT } from "../protocol/files";
 import { assert, InvariantError, unreachable } from "../util/assert";
 import { errorReply, okReply } from "../protocol/replies";
-import type { ClientCommand, Command, Effect, EndReason, Grant, LockMode, LockRequest, LockState, LogEntry, SectionAppend, Session, State, Waiter } from "./types";
+import type { ClientCommand, Command, Effect, EndReason, EntryVersion, Grant, LockMode, LockRequest, LockState, LogEntry, SectionAppend, Session, State, Waiter } from "./types";
 import { sectionBytes } from "./sectionBytes";
 import { applySessionDigest, noteSessionCreated, noteSessionEnded, noteSessionHeard, shiftSessionDigest } from "./sessionLiveness";
 
@@ -37,18 +37,21 @@ export function createState(limits: Limits = DEFAULT_LIMITS): State {
 
 
 /**
- * The log entry version `cmds` need: 2 if any of them is one a node from
- * before shared locks would misread (it ignores `mode` and `limit`, and
- * knows no acquireAll), else 1.
+ * The log entry version `cmds` need: 3 if any of them lists `waits` or is a
+ * hello that will (a node from before them would forget answers the others
+ * keep, or answer the hello differently); 2 if any of them
+ * is one a node from before shared locks would misread (it ignores `mode`
+ * and `limit`, and knows no acquireAll); else 1.
  */
-export function entryVersion(cmds: readonly Command[]): 1 | 2 {
+export function entryVersion(cmds: readonly Command[]): EntryVersion {
+  if (cmds.some((c) => ("waits" in c && c.waits !== undefined) || (c.type === "hello" && c.listsWaits !== undefined))) return 3;
   const newShape = cmds.some((c) => c.type === "acquireAll" || (c.type === "acquire" && (c.mode === "shared" || c.limit !== undefined)));
   return newShape ? 2 : 1;
 }
 
 export function apply(state: State, entry: LogEntry): Effect[] {
-  assert(entry.v === 1 || entry.v === 2, () => `unknown log entry version ${String(entry.v)}`);
-  assert(entry.v === 2 || entryVersion(entry.cmds) === 1, "a version-1 log entry holds a shared, semaphore or acquireAll request");
+  assert(entry.v === 1 || entry.v === 2 || entry.v === 3, () => `unknown log entry version ${String(entry.v)}`);
+  assert(entryVersion(entry.cmds) <= entry.v, () => `a version-${entry.v} log entry holds a command of version ${entryVersion(entry.cmds)}`);
   assert(Array.isArray(entry.cmds) && entry.cmds.length > 0, "log entry without commands");
   const leaderCommand = entry.cmds.find((c) => c.type === "leader");
   if (leaderCommand) {
@@ -163,7 +166,8 @@ function applyClientCommand(state: State, cmd: ClientCommand, fx: Effect[]): voi
   noteSessionHeard(state, session.id);
   // At-most-once: a request already answered gets its cached answer, a
   // waiting acquire is still waiting, an acknowledged one is gone for good.
-  if (cmd.seq <= session.acked) return;
+  // The first two come first: a wait the client listed in `waits` stays
+  // known below the floor.
   const cached = session.replies.get(cmd.seq);
   if (cached) {
     fx.push(replyEffect(cmd, cached, false));
@@ -173,7 +177,8 @@ function applyClientCommand(state: State, cmd: ClientCommand, fx: Effect[]): voi
     fx.push(replyEffect(cmd, queuedReply(state, session, cmd.seq), false));
     return;
   }
-  acknowledge(session, Math.min(cmd.ack, cmd.seq - 1));
+  if (cmd.seq <= session.acked) return;
+  acknowledge(session, Math.min(cmd.ack, cmd.seq - 1), cmd.waits);
   if (session.replies.size + session.pending.size >= state.limits.maxCachedReplies) {
     fx.push(replyEffect(cmd, errorReply("LIMIT_EXCEEDED", "too many unacknowledged requests for this client"), false));
     return;
@@ -206,6 +211,8 @@ function execute(state: State, session: Session, cmd: ClientCommand, fx: Effect[
           defaultLeaseMs: state.limits.defaultLeaseMs,
           maxAppendBytes: state.limits.maxAppendBytes,
           maxSectionBytes: state.limits.maxSectionBytes,
+          // Only to a client that asked: an old log replays to the very answers it gave then.
+          ...(cmd.listsWaits ? { acceptsWaits: true } : {}),
         },
         ...(state.leaderVersion === null ? {} : { version: state.leaderVersion }),
       });
@@ -792,17 +799,22 @@ function dropIfIdle(state: State, lock: LockState): void {
   if (lock.holders.size === 0 && lock.queue.length === 0) state.locks.delete(lock.name);
 }
 
-function acknowledge(session: Session, requested: number): void {
+function acknowledge(session: Session, requested: number, waits: readonly number[] = []): void {
   // A client cannot have seen the answer to an acquire that is still
-  // waiting, so the floor never passes one (a confused client must not be
-  // able to make a later grant look like an old duplicate).
+  // waiting, so the floor passes one only if the client lists it as a wait
+  // (a confused client must not be able to make a later grant look like an
+  // old duplicate). A listed one stays in `pending`, and once answered in
+  // `replies`, below the floor, until a request no longer lists it.
+  const listed = new Set(waits);
   let ack = requested;
-  for (const seq of session.pending.keys()) ack = Math.min(ack, seq - 1);
-  if (ack <= session.acked) return;
+  for (const seq of session.pending.keys()) if (!listed.has(seq)) ack = Math.min(ack, seq - 1);
+  const floor = Math.max(ack, session.acked);
+  // Also when the floor stays: an answer kept for a wait that is no longer
+  // listed has been seen.
   for (const seq of session.replies.keys()) {
-    if (seq <= ack) session.replies.delete(seq);
+    if (seq <= floor && !listed.has(seq)) session.replies.delete(seq);
   }
-  session.acked = ack;
+  session.acked = floor;
 }
 
 function newSession(id: string, now: number): Session {

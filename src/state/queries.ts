@@ -17,10 +17,11 @@ export type RequestClass =
 export function classify(state: State, client: string, seq: number): RequestClass {
   const session = state.sessions.get(client);
   if (!session) return { kind: "noSession" };
-  if (seq <= session.acked) return { kind: "stale" };
+  // Cached and pending first: a wait the client listed in `waits` is known below the floor.
   const reply = session.replies.get(seq);
   if (reply) return { kind: "cached", reply };
   if (session.pending.has(seq)) return { kind: "pending" };
+  if (seq <= session.acked) return { kind: "stale" };
   return { kind: "new" };
 }
 

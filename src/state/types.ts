@@ -9,17 +9,21 @@ export type { LockMode };
 
 /**
  * One command inside a log entry. Client commands carry the session id and
- * sequence number that make them at-most-once; leader commands (expiries,
- * leader change) are decided by the leader's clock and carry no session.
+ * sequence number that make them at-most-once, and the client's `ack` and
+ * `waits` (protocol/messages.ts: which cached answers it has seen); leader
+ * commands (expiries, leader change) are decided by the leader's clock and
+ * carry no session.
  */
 export type Command =
-  | { type: "hello"; client: string; seq: number; ack: number }
-  | { type: "goodbye"; client: string; seq: number; ack: number }
+  /** `listsWaits`: the client will list `waits`, so its answer says the server takes them. */
+  | { type: "hello"; client: string; seq: number; ack: number; waits?: number[]; listsWaits?: boolean }
+  | { type: "goodbye"; client: string; seq: number; ack: number; waits?: number[] }
   | {
       type: "acquire";
       client: string;
       seq: number;
       ack: number;
+      waits?: number[];
       lock: string;
       leaseMs: number;
       /** null: wait as long as it takes. 0: try-acquire. */
@@ -47,6 +51,7 @@ export type Command =
       client: string;
       seq: number;
       ack: number;
+      waits?: number[];
       /** 1..maxLocksPerRequest distinct names, in the caller's order (answers list leases in it). */
       locks: LockRequest[];
       leaseMs: number;
@@ -57,6 +62,7 @@ export type Command =
       client: string;
       seq: number;
       ack: number;
+      waits?: number[];
       lock: string;
       token: number;
       /**
@@ -71,7 +77,7 @@ export type Command =
       appends?: SectionAppend[];
     }
   /** Ends the caller's grant without committing its staged appends (the section is discarded). */
-  | { type: "abandon"; client: string; seq: number; ack: number; lock: string; token: number }
+  | { type: "abandon"; client: string; seq: number; ack: number; waits?: number[]; lock: string; token: number }
   /**
    * The one-request fenced commit: wait for the lock in FIFO order like an
    * acquire, then append the section and release, all when it is granted.
@@ -81,6 +87,7 @@ export type Command =
       client: string;
       seq: number;
       ack: number;
+      waits?: number[];
       lock: string;
       leaseMs: number;
       waitMs: number | null;
@@ -91,6 +98,7 @@ export type Command =
       client: string;
       seq: number;
       ack: number;
+      waits?: number[];
       token: number;
       file: number;
       /** base64, already validated and size-checked by the coordinator. */
@@ -101,12 +109,13 @@ export type Command =
       client: string;
       seq: number;
       ack: number;
+      waits?: number[];
       lock: string;
       token: number;
       /** null: keep the grant's current lease length. */
       leaseMs: number | null;
     }
-  | { type: "cancel"; client: string; seq: number; ack: number; target: number }
+  | { type: "cancel"; client: string; seq: number; ack: number; waits?: number[]; target: number }
   | { type: "expireLease"; lock: string; token: number }
   | { type: "expireWait"; client: string; seq: number }
   | { type: "expireSession"; client: string }
@@ -142,6 +151,9 @@ export interface LockRequest {
   mode: LockMode;
 }
 
+/** The log entry versions this build reads (LogEntry.v). */
+export type EntryVersion = 1 | 2 | 3;
+
 export type ClientCommand = Extract<Command, { client: string; seq: number; ack: number }>;
 
 /**
@@ -156,9 +168,11 @@ export interface LogEntry {
    * exclusive one, an acquireAll): such a node refuses a version it does
    * not know and crashes instead of silently diverging. 1 otherwise, so a
    * cluster mid-upgrade keeps old followers in step until the new
-   * commands are used. See `entryVersion`.
+   * commands are used. 3 when a command lists `waits`: a node from before
+   * them would drop cached answers the others keep, and their reply caches
+   * would part. See `entryVersion`.
    */
-  v: 1 | 2;
+  v: EntryVersion;
   t: number;
   node: string;
   epoch: number;
@@ -236,7 +250,12 @@ export type EndReason = "released" | "abandoned" | "expired" | "sessionExpired";
 export interface Session {
   id: string;
   createdAt: number;
-  /** Every request with seq <= acked was answered and the client saw it. */
+  /**
+   * Every request with seq <= acked was answered and the client saw it,
+   * except those the client listed in `waits` (still queued, or answered
+   * and the answer not seen yet): their entries in `pending` and `replies`
+   * stay below the floor until the client stops listing them.
+   */
   acked: number;
   /** Completed requests and their replies, until the client acknowledges them. */
   replies: Map<number, Reply>;

@@ -299,3 +299,37 @@ describe("a request larger than a log entry can be", () => {
     await session.call("goodbye");
   });
 });
+
+describe("a client that waits long for one lock while it works under others", () => {
+  // A reply cache of 8 answers per session. Before `waits`, the wait for x
+  // held the session's ack back, every later answer stayed cached, and the
+  // eighth request after the wait was refused LIMIT_EXCEEDED.
+  let cluster: DlmTestCluster;
+  beforeAll(async () => {
+    cluster = await startDlmCluster({ nodes: 1, extraArgs: ["--max-cached-replies", "8"] });
+    await cluster.waitForLeader();
+  });
+  afterAll(async () => {
+    await cluster?.close();
+  });
+
+  test("commits and renews as much as it likes while it waits, and gets the lock after", async () => {
+    const holder = await cluster.client({ name: "holder" });
+    const held = await holder.acquire("x", { leaseMs: 60_000 });
+    const worker = await cluster.client({ name: "worker" });
+    const other = await worker.acquire("y", { leaseMs: 900 });
+    const waiting = worker.acquire("x", { leaseMs: 10_000 });
+    waiting.catch(() => undefined); // awaited below; a failure before then is the test's, not an unhandled rejection
+    await until(async () => (await cluster.status()).locks.some((l) => l.name === "x" && l.queueLength === 1), 10_000, "the worker to queue for x");
+    for (let i = 0; i < 30; i++) await worker.commit([{ file: "file_45", data: `commit ${i}\n` }]);
+    // Renewals every 300 ms for 2 s: more answers the session has seen.
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    expect(other.lost).toBe(false);
+    await holder.release(held);
+    const granted = await waiting;
+    expect(granted.lock).toBe("x");
+    await worker.release(granted);
+    await worker.release(other);
+    expect((await cluster.status()).fileLengths[45]).toBe(Array.from({ length: 30 }, (_, i) => `commit ${i}\n`).join("").length);
+  });
+});

@@ -361,7 +361,7 @@ describe("DlmClient against a fake leader", () => {
   test("connect says hello (seq 1, ack 0) and learns the session settings", async () => {
     const server = new FakeServer();
     const c = await mk(server);
-    expect(server.received[0]).toEqual({ op: "hello", client: c.clientId, seq: 1, ack: 0 });
+    expect(server.received[0]).toEqual({ op: "hello", client: c.clientId, seq: 1, ack: 0, listsWaits: true });
     expect(c.clientId).toHaveLength(21); // nanoid
     expect(c.session).toEqual({ sessionTimeoutMs: 15_000, defaultLeaseMs: 10_000, maxAppendBytes: 65536 });
   });
@@ -948,7 +948,7 @@ describe("DlmClient against a fake leader", () => {
     expect(expired).toHaveBeenCalledTimes(1);
     await waitFor(() => c.clientId !== undefined && c.clientId !== oldId);
     const hello = server.ops("hello", c.clientId);
-    expect(hello).toEqual([{ op: "hello", client: c.clientId, seq: 1, ack: 0 }]);
+    expect(hello).toEqual([{ op: "hello", client: c.clientId, seq: 1, ack: 0, listsWaits: true }]);
     const again = await c.acquire("mine");
     expect(again.clientId).toBe(c.clientId);
     expect(server.ops("acquire", c.clientId)[0]!.seq).toBe(2);

@@ -52,6 +52,8 @@ interface Model {
   cancelledAhead: Set<string>;
   /** Tokens whose section was committed: a section never commits twice. */
   committedTokens: Set<number>;
+  /** Per client, every seq it ever listed in `waits`: only those may stay cached or queued below its floor. */
+  listed: Map<string, Set<number>>;
 }
 
 /** The locks a client command asks for, in its order (acquire and commit: one; acquireAll: its list). */
@@ -83,6 +85,10 @@ const seen = {
   queuedCommitBytesRefused: 0,
   /** A cancel that reached the log before the request it cancels (which then never took effect). */
   cancelledBeforeArrival: 0,
+  /** A listed wait still queued, or its answer still cached, below its session's floor. */
+  keptBelowFloor: 0,
+  /** A wait granted while it stood below its session's floor. */
+  grantedBelowFloor: 0,
 };
 
 /** A request cancelled before it arrived never takes effect: every later answer to it is a refusal. */
@@ -124,6 +130,12 @@ function countSeen(state: State, effects: Effect[], cmds: Command[]): void {
     }
   }
   for (const n of grantedFromQueue.values()) if (n > 1) seen.sharedGrantedTogetherFromQueue++;
+  for (const session of state.sessions.values()) {
+    if ([...session.replies.keys(), ...session.pending.keys()].some((seq) => seq <= session.acked)) seen.keptBelowFloor++;
+  }
+  for (const e of effects) {
+    if (e.type === "notify" && e.notification.event === "granted" && e.notification.seq <= (state.sessions.get(e.client)?.acked ?? 0)) seen.grantedBelowFloor++;
+  }
   const ended = effects.findIndex((e) => e.type === "notify" && e.notification.event === "waitEnded");
   if (ended >= 0 && effects.slice(ended).some((e) => e.type === "notify" && e.notification.event === "granted")) seen.grantedAfterWaitEnded++;
 }
@@ -133,6 +145,9 @@ const RENEW_MS = 150;
 
 function run(seed: number, steps: number): void {
   const rand = mulberry32(seed);
+  // The waits a client lists draw from a stream of their own, so the
+  // commands themselves stay the ones each seed always made.
+  const waitsRand = mulberry32(seed * 7919 + 17);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(rand() * items.length)];
   const state = createState(LIMITS);
   const log: LogEntry[] = [];
@@ -149,6 +164,7 @@ function run(seed: number, steps: number): void {
     sentByKey: new Map(),
     cancelledAhead: new Set(),
     committedTokens: new Set(),
+    listed: new Map(),
   };
   const clients = ["client-aaaa", "client-bbbb", "client-cccc", "client-dddd", "client-eeee", "client-ffff"];
   const nextSeq = new Map<string, number>();
@@ -194,7 +210,7 @@ function run(seed: number, steps: number): void {
     // Sometimes a token that is off by one: a stale or future grant.
     const token = rand() < 0.8 ? known.token : known.token + pick([-1, 1, 7]);
     let cmd: Command;
-    if (roll < 0.15) cmd = { type: "hello", client, seq, ack };
+    if (roll < 0.15) cmd = { type: "hello", client, seq, ack, ...(waitsRand() < 0.5 ? { listsWaits: true } : {}) };
     else if (roll < 0.33) {
       // A lock: exclusive or shared (never shared on the files lock), or
       // without a mode, as commands logged before modes existed.
@@ -271,6 +287,21 @@ function run(seed: number, steps: number): void {
       cmd = { type: "cancel", client, seq, ack, target };
     }
     else cmd = { type: "goodbye", client, seq, ack };
+    // Now and then the client lists waits below its ack, as a client of a
+    // server that takes them does: its queued requests, answers it may not
+    // have seen, and sometimes a seq that is neither.
+    if (ack > 0 && waitsRand() < 0.35) {
+      const session = state.sessions.get(client);
+      const candidates = [...(session?.pending.keys() ?? []), ...(session?.replies.keys() ?? [])].filter((n) => n <= ack && waitsRand() < 0.7);
+      if (waitsRand() < 0.2) candidates.push(1 + Math.floor(waitsRand() * ack));
+      const waits = [...new Set(candidates)].sort((a, b) => a - b).slice(0, 64);
+      if (waits.length > 0) {
+        (cmd as { waits?: number[] }).waits = waits;
+        const listed = model.listed.get(client) ?? new Set<number>();
+        for (const n of waits) listed.add(n);
+        model.listed.set(client, listed);
+      }
+    }
     sent.push(cmd);
     model.sentByKey.set(`${client}/${seq}`, cmd);
     return cmd;
@@ -574,7 +605,9 @@ function checkInvariants(state: State, model: Model): void {
       }
       check(session.replies.has(seq) === false, `session.replies.has(seq) === false`);
     }
-    for (const seq of session.replies.keys()) check(seq > session.acked, `seq > session.acked`);
+    // Below the floor only what the client listed as a wait stays known.
+    for (const seq of session.replies.keys()) check(seq > session.acked || model.listed.get(session.id)?.has(seq) === true, `reply ${seq} <= acked ${session.acked} and never listed`);
+    for (const seq of session.pending.keys()) check(seq > session.acked || model.listed.get(session.id)?.has(seq) === true, `pending ${seq} <= acked ${session.acked} and never listed`);
     check(session.replies.size <= state.limits.maxCachedReplies + state.limits.maxQueueLength, `session.replies.size <= state.limits.maxCachedReplies + state.limits.maxQueueLength`);
   }
   check(state.nextToken > maxToken, `state.nextToken > maxToken`);
