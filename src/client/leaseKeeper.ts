@@ -350,7 +350,11 @@ export class LeaseKeeper {
       if (firstSentAt !== undefined && firstSentAt > rec.confirmedAt) rec.confirmedAt = firstSentAt;
       this.scheduleDeadline(rec);
     } catch (e) {
-      this.loseIfEnded(rec, e);
+      // Only a held lease is lost by a renew's refusal. While a release or
+      // abandon is in flight its own answer decides: a renew that reached
+      // the server after a release that committed is refused NOT_HOLDER,
+      // and that lease was released, not lost.
+      if (lease.state === "held") this.loseIfEnded(rec, e);
       throw e;
     }
   }

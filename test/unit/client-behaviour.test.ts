@@ -1028,3 +1028,33 @@ describe("DlmClient against a fake leader", () => {
     expect(order).toEqual([0, 1, 2]);
   });
 });
+
+describe("DlmClient: a renew that crosses a release", () => {
+  test("a renew refused NOT_HOLDER because the release got there first does not mark the released lease lost", async () => {
+    const server = new FakeServer();
+    server.maxSectionBytes = 1024;
+    const faults = new FaultInjector({
+      rules: [
+        // The background renew reaches the server after the release, and is
+        // refused NOT_HOLDER while the release's answer is still on its way.
+        { op: "renew", nth: 1, attempt: 1, action: { kind: "delayRequest", ms: 30 } },
+        { op: "release", nth: 1, action: { kind: "delayReply", ms: 50 } },
+      ],
+    });
+    const c = await mk(server, { faults, requestTimeoutMs: 100 });
+    const lost = jest.fn();
+    c.on("leaseLost", lost);
+    const lease = await c.acquire("global", { leaseMs: 600 });
+    await c.append("file_5", "ok");
+    await waitFor(() => faults.events.some((e) => e.op === "renew"));
+    expect(await lease.release()).toEqual({ appends: 1, bytes: 2 });
+    expect(server.ops("renew")).toHaveLength(1);
+    const order = server.received.filter((r) => r.op === "renew" || r.op === "release").map((r) => r.op);
+    expect(order).toEqual(["release", "renew"]); // it did cross the release
+    expect(lease.released).toBe(true);
+    expect(lease.lost).toBe(false);
+    expect(lease.signal.aborted).toBe(false);
+    expect(lost).not.toHaveBeenCalled();
+    expect((await c.read("file_5")).toString()).toBe("ok");
+  });
+});
