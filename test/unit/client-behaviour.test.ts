@@ -1058,3 +1058,80 @@ describe("DlmClient: a renew that crosses a release", () => {
     expect((await c.read("file_5")).toString()).toBe("ok");
   });
 });
+
+describe("DlmClient: a release that got no answer is asked about again under its own seq", () => {
+  /** A client on a fast-path server whose first release loses the replies of its first three attempts (TimeoutError). */
+  async function releaseWithoutAnswer(extraRules: FaultRule[] = [], leaseMs?: number) {
+    const server = new FakeServer();
+    server.maxSectionBytes = 1024;
+    const faults = new FaultInjector({ rules: [{ op: "release", nth: 1, attempt: [1, 2, 3], action: { kind: "dropReply" } }, ...extraRules] });
+    const c = await mk(server, { faults });
+    const lost = jest.fn();
+    c.on("leaseLost", lost);
+    const lease = await c.acquire("global", leaseMs === undefined ? {} : { leaseMs });
+    await c.append("file_1", "data");
+    await expect(lease.release()).rejects.toBeInstanceOf(TimeoutError);
+    return { server, c, lease, lost };
+  }
+
+  test("release() after a TimeoutError sends the same seq again and resolves with what the first one committed", async () => {
+    const { server, c, lease, lost } = await releaseWithoutAnswer();
+    // The section may be in the files already: it takes no more appends.
+    await expect(c.append("file_1", "more")).rejects.toThrow(/got no answer and may have committed/);
+    expect(await lease.release()).toEqual({ appends: 1, bytes: 4 });
+    expect(lease.released).toBe(true);
+    expect(lost).not.toHaveBeenCalled();
+    expect((await c.read("file_1")).toString()).toBe("data");
+    expect(new Set(server.ops("release").map((r) => r.seq)).size).toBe(1);
+  });
+
+  test("a renew refused NOT_HOLDER after a release with no answer asks about the release in the background; the next release() says it committed", async () => {
+    const { c, lease, lost } = await releaseWithoutAnswer([], 600);
+    await waitFor(() => lease.released || lease.lost);
+    expect(lease.released).toBe(true);
+    expect(lost).not.toHaveBeenCalled();
+    expect(await lease.release()).toEqual({ appends: 1, bytes: 4 });
+    expect((await c.read("file_1")).toString()).toBe("data");
+  });
+
+  test("abandon() after a release with no answer that committed rejects saying so, and the lease is released, not lost", async () => {
+    const { server, c, lease, lost } = await releaseWithoutAnswer();
+    await expect(lease.abandon()).rejects.toThrow(/had committed the section \(1 appends, 4 bytes\)/);
+    expect(lease.released).toBe(true);
+    expect(lost).not.toHaveBeenCalled();
+    expect(await lease.release()).toEqual({ appends: 1, bytes: 4 });
+    expect((await c.read("file_1")).toString()).toBe("data");
+    expect(new Set(server.ops("release").map((r) => r.seq)).size).toBe(1);
+  });
+
+  test("abandon() after a release that never reached the server discards the section, and that release never commits", async () => {
+    const server = new FakeServer();
+    server.maxSectionBytes = 1024;
+    const faults = new FaultInjector({ rules: [{ op: "release", nth: 1, attempt: [1, 2, 3], action: { kind: "dropRequest" } }] });
+    const c = await mk(server, { faults });
+    const lease = await c.acquire();
+    await c.append("file_1", "data");
+    await expect(lease.release()).rejects.toBeInstanceOf(TimeoutError);
+    expect(await lease.abandon()).toEqual({ appends: 1, bytes: 4 });
+    expect(lease.released).toBe(true);
+    expect(server.ops("release")).toHaveLength(0);
+    expect(server.lock("global").holder).toBeNull();
+    expect(server.files.get("file_1")).toBeUndefined();
+  });
+
+  test("a lease whose release still has no answer when its local deadline passes is lost with TimeoutError, not LOCK_EXPIRED", async () => {
+    const { c, lease, lost } = await releaseWithoutAnswer(
+      [
+        { op: "release", nth: 1, action: { kind: "dropReply" } },
+        { op: "renew", action: { kind: "dropReply" } },
+      ],
+      300,
+    );
+    await waitFor(() => lease.lost);
+    // The release did commit: LOCK_EXPIRED ("nothing was written") would be false.
+    expect(lease.lostReason).toBeInstanceOf(TimeoutError);
+    expect(lost).toHaveBeenCalledTimes(1);
+    await expect(lease.release()).rejects.toBeInstanceOf(TimeoutError);
+    expect((await c.read("file_1")).toString()).toBe("data");
+  });
+});
