@@ -352,7 +352,8 @@ export class AcquireWaits {
       const reply = await this.requests.logged(session, (cseq, ack) => ({ op: "cancel", client: session.id, seq: cseq, ack, target: pending.seq }));
       if (reply.cancelled) return;
       const answer = await this.requests.call(session, build, { signal: this.closing });
-      if (answer.reply.ok) for (const info of grantsOf(answer.reply)) this.sessions.releaseOrphan(session, info);
+      // A grant whose notification came meanwhile was released as an orphan then (its token is known).
+      if (answer.reply.ok) for (const info of grantsOf(answer.reply)) if (!session.knownTokens.has(info.token)) this.sessions.releaseOrphan(session, info);
     } catch (e) {
       this.log.warn({ err: errorMessage(e), seq: pending.seq }, "dlm client: abandoning a timed-out acquire failed; a late grant will be released");
       this.rememberUnendedWait(session, build, pending.seq);

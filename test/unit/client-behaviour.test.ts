@@ -1135,3 +1135,53 @@ describe("DlmClient: a release that got no answer is asked about again under its
     expect((await c.read("file_1")).toString()).toBe("data");
   });
 });
+
+describe("DlmClient: what it owes the server after giving up is paid, and the next acquire waits for it", () => {
+  test("a grant notification that arrives while a given-up acquire is being cancelled is released as an orphan", async () => {
+    const server = new FakeServer();
+    const holder = await mk(server);
+    const held = await holder.acquire("jobs");
+    const faults = new FaultInjector({
+      rules: [
+        { op: "acquire", nth: 1, action: { kind: "dropReply" } },
+        // The cancel of the given-up wait reaches the server after the grant,
+        // and none of its answers comes back.
+        { op: "cancel", nth: 1, attempt: 1, action: { kind: "delayRequest", ms: 20 } },
+        { op: "cancel", nth: 1, action: { kind: "dropReply" } },
+      ],
+    });
+    const c = await mk(server, { faults });
+    await expect(c.acquire("jobs")).rejects.toBeInstanceOf(TimeoutError);
+    // The old wait is granted now; its notification reaches c while the cancel is in flight.
+    await holder.release(held);
+    await waitFor(() => server.ops("release", c.clientId).length === 1);
+    expect(server.lock("jobs").holder).toBeNull();
+    expect(c.leases).toHaveLength(0);
+    const next = await c.acquire("jobs");
+    expect(next.lock).toBe("jobs");
+    expect(server.ops("release", c.clientId)).toHaveLength(1);
+  });
+
+  test("a grant released as an orphan while its wait was being cancelled is not released again by that cleanup", async () => {
+    const server = new FakeServer();
+    const holder = await mk(server);
+    const held = await holder.acquire("jobs");
+    const faults = new FaultInjector({
+      rules: [
+        { op: "acquire", nth: 1, attempt: [1, 2, 3], action: { kind: "dropReply" } },
+        // The cancel reaches the server after the grant: "not waiting", so
+        // the cleanup asks the acquire's seq and learns of the same grant.
+        { op: "cancel", nth: 1, attempt: 1, action: { kind: "delayRequest", ms: 20 } },
+      ],
+    });
+    const c = await mk(server, { faults });
+    await expect(c.acquire("jobs")).rejects.toBeInstanceOf(TimeoutError);
+    await holder.release(held);
+    const next = await c.acquire("jobs"); // after the cleanup
+    const gaveUp = server.ops("acquire", c.clientId)[0]!.seq;
+    // Three attempts, then the cleanup's question after "not waiting".
+    expect(server.ops("acquire", c.clientId).filter((r) => r.seq === gaveUp)).toHaveLength(4);
+    expect(server.ops("release", c.clientId)).toHaveLength(1); // handed back once
+    expect(next.lock).toBe("jobs");
+  });
+});
