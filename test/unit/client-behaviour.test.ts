@@ -173,7 +173,7 @@ class FakeServer extends FakeTransport<Req> {
     return reply;
   }
 
-  private execute(s: FakeSession, req: Req): Reply | "queued" {
+  protected execute(s: FakeSession, req: Req): Reply | "queued" {
     switch (req.op) {
       case "hello":
         return ok("Connected!", {
@@ -1136,7 +1136,52 @@ describe("DlmClient: a release that got no answer is asked about again under its
   });
 });
 
+/** A fake whose commit on a held lock waits in the lock's queue, as the real leader's does (the plain fake refuses it). */
+class QueueingCommits extends FakeServer {
+  protected override execute(s: FakeSession, req: Req): Reply | "queued" {
+    if (req.op === "commit" && this.lock(req.lock).holder) {
+      this.lock(req.lock).queue.push({ client: s.id, seq: req.seq, leaseMs: 1000 });
+      s.waiting.set(req.seq, req.lock);
+      return "queued";
+    }
+    return super.execute(s, req);
+  }
+}
+
 describe("DlmClient: what it owes the server after giving up is paid, and the next acquire waits for it", () => {
+  /** A commit that waits behind another client's grant of "global" and is given up (TimeoutError), with `rules` on its cleanup. */
+  async function giveUpOnCommit(rules: FaultRule[], opts: ClientOptions) {
+    const server = new QueueingCommits();
+    server.maxSectionBytes = 1024;
+    const holder = await mk(server);
+    const held = await holder.acquire("global");
+    const faults = new FaultInjector({ rules: [{ op: "commit", nth: 1, action: { kind: "dropReply" } }, ...rules] });
+    const c = await mk(server, { faults, ...opts });
+    await expect(c.commit([{ file: "file_2", data: "x" }])).rejects.toBeInstanceOf(TimeoutError);
+    const gaveUp = server.ops("commit", c.clientId)[0]!.seq as number;
+    return { server, held, c, gaveUp };
+  }
+
+  test("an acquire right after a commit given up on TIMEOUT waits for that commit's cancel instead of being refused ALREADY_HELD", async () => {
+    // The cancel is slow to reach the server, so the commit still waits there when the caller acquires.
+    const { server, held, c, gaveUp } = await giveUpOnCommit([{ op: "cancel", nth: 1, action: { kind: "delayRequest", ms: 150 } }], { requestTimeoutMs: 400 });
+    const next = c.acquire("global");
+    await waitFor(() => server.ops("cancel", c.clientId).some((r) => r.target === gaveUp));
+    await held.release();
+    expect((await next).lock).toBe("global");
+    expect(server.files.get("file_2")).toBeUndefined();
+  });
+
+  test("a commit given up whose cancel never got through is cancelled again when the next acquire is refused ALREADY_HELD by it", async () => {
+    const { server, held, c, gaveUp } = await giveUpOnCommit([{ op: "cancel", action: { kind: "dropRequest" }, times: 3 }], { requestTimeoutMs: 50 });
+    const next = c.acquire("global");
+    await waitFor(() => server.ops("cancel", c.clientId).some((r) => r.target === gaveUp));
+    await waitFor(() => server.lock("global").queue.length === 1 && server.lock("global").queue[0]!.seq !== gaveUp);
+    await held.release();
+    expect((await next).lock).toBe("global");
+    expect(server.files.get("file_2")).toBeUndefined();
+  });
+
   test("a grant notification that arrives while a given-up acquire is being cancelled is released as an orphan", async () => {
     const server = new FakeServer();
     const holder = await mk(server);
