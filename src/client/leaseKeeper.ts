@@ -171,8 +171,10 @@ export class LeaseKeeper {
       // confirmed it: the server may already have granted the lock to the
       // next waiter. Handing this lease out would let the caller stage a
       // section under it before the deadline timer gets a turn, so end it on
-      // the server without committing and queue again.
-      void this.abandonOnServer(session, info.lock, info.token);
+      // the server without committing and queue again. The acquire's next
+      // round waits for that abandon (ServerCleanups), or the server, still
+      // counting this grant, would refuse it ALREADY_HELD.
+      this.giveUp(session, info.lock, info.token);
       throw new LateGrant(
         new LockExpiredError(`the grant of ${info.lock} (token ${info.token}) was seen after its lease ran out (measured locally)`),
       );
@@ -581,7 +583,7 @@ export class LeaseKeeper {
     );
     // The server may still count the grant (its clock is on the late
     // side of ours, or it never heard the renewals): end it there too.
-    this.giveUp(rec.session, lease);
+    this.giveUp(rec.session, lease.lock, lease.token);
   }
 
   // ---------------------------------------------------------------- loss
@@ -640,13 +642,14 @@ export class LeaseKeeper {
 
   /**
    * End on the server a grant this client has declared lost by its own
-   * clock, without committing (`abandon`), in the background. Until that is
+   * clock (or seen too late to hand out), without committing (`abandon`),
+   * in the background. Until that is
    * answered, an acquire of the same lock waits for it (ServerCleanups), so
    * it is not refused ALREADY_HELD by the grant it gave up.
    */
-  private giveUp(session: Session, lease: Lease): void {
+  private giveUp(session: Session, lock: string, token: number): void {
     if (this.closing.aborted || session.expired) return;
-    this.cleanups.trackAbandon(lease.lock, this.abandonOnServer(session, lease.lock, lease.token));
+    this.cleanups.trackAbandon(lock, this.abandonOnServer(session, lock, token));
   }
 
   /**
@@ -657,7 +660,7 @@ export class LeaseKeeper {
   regiveUp(session: Session | undefined, lock: string, e: AlreadyHeldError): boolean {
     const lost = this.lost.get(lock);
     if (!lost || !session || e.lease?.token !== lost.token || lost.clientId !== session.id) return false;
-    this.giveUp(session, lost);
+    this.giveUp(session, lost.lock, lost.token);
     return true;
   }
 

@@ -1182,6 +1182,28 @@ describe("DlmClient: what it owes the server after giving up is paid, and the ne
     expect(server.files.get("file_2")).toBeUndefined();
   });
 
+  test("the abandon of a grant seen too late is waited for before the acquire queues again, also when its first attempt is lost", async () => {
+    // As "a grant seen after its local deadline that no renew confirms is
+    // not handed out", and the first attempt of that abandon is lost.
+    const server = new FakeServer();
+    const holder = await mk(server);
+    const faults = new FaultInjector({ rules: [{ action: { kind: "dropNotification", event: "granted" } }] });
+    const waiter = await mk(server, { faults, requestTimeoutMs: 30 });
+    faults.add({ op: "acquire", client: waiter.clientId, seq: 2, attempt: [2, 3, 4, 5, 6, 7, 8, 9, 10, 11], action: { kind: "dropReply" } });
+    faults.add({ op: "renew", client: waiter.clientId, action: { kind: "dropReply" } });
+    faults.add({ op: "abandon", client: waiter.clientId, nth: 1, attempt: 1, action: { kind: "dropRequest" } });
+    const held = await holder.acquire("x");
+    const p = waiter.acquire("x", { leaseMs: 150 });
+    await waitFor(() => server.lock("x").queue.length === 1);
+    await held.release();
+    const lease = await p;
+    expect(server.ops("abandon", waiter.clientId).map((r) => r.token)).toEqual([2]); // its second attempt got through
+    expect(lease.token).toBeGreaterThan(2);
+    // The acquire queued again only after the abandon: never refused ALREADY_HELD by the grant it gave back.
+    const acquires = server.ops("acquire", waiter.clientId);
+    expect(new Set(acquires.map((r) => r.seq)).size).toBe(2);
+  });
+
   test("a grant notification that arrives while a given-up acquire is being cancelled is released as an orphan", async () => {
     const server = new FakeServer();
     const holder = await mk(server);
