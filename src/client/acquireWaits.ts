@@ -264,7 +264,11 @@ export class AcquireWaits {
       stop.abort(userAbortReason());
     };
     const onClose = (): void => stop.abort(this.closing.reason);
-    signal?.addEventListener("abort", onUserAbort, { once: true });
+    // A listener added to a signal that has already aborted never runs: an
+    // abort that came after the caller's last check (while the session
+    // started, say) would be ignored and the request sent anyway.
+    if (signal?.aborted) onUserAbort();
+    else signal?.addEventListener("abort", onUserAbort, { once: true });
     this.closing.addEventListener("abort", onClose, { once: true });
     const loop = this.acquireLoop(session, pending, build, stop, pollMs).catch((e: unknown) => {
       if (!stop.aborted) pending.fail(e instanceof Error ? e : new InternalError(String(e)));

@@ -133,10 +133,10 @@ import {
 } from "./options";
 import { Requests } from "./requests";
 import { errorMessage } from "../util/errorMessage";
-import { allAttemptsTimeoutMs } from "./retry";
+import { allAttemptsTimeoutMs, raceSignal } from "./retry";
 import { RELEASE_FIELDS_WIRE_BYTES, SectionStager, requestBudget, wireBytesOf, type AppendResult } from "./sections";
 import { ServerCleanups } from "./serverCleanups";
-import { PendingAcquire, type SessionInfo } from "./session";
+import { PendingAcquire, type Session, type SessionInfo } from "./session";
 import { Sessions } from "./sessions";
 import { Stopper } from "./stopper";
 import { NatsTransport, type Transport } from "./transport";
@@ -574,8 +574,19 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       throw new BadRequestError(`files are guarded by lock "${DEFAULT_LOCK}", not by "${lock}"`);
     }
     checkDurations(opts);
-    if (opts.signal?.aborted) throw new CancelledError(`commit under ${lock} was cancelled before it was sent`, { cause: opts.signal.reason });
-    const session = await this.sessions.ensure();
+    const cancelled = (signal: AbortSignal): CancelledError =>
+      new CancelledError(`commit under ${lock} was cancelled before it was sent`, { cause: signal.reason });
+    if (opts.signal?.aborted) throw cancelled(opts.signal);
+    // A session may be starting (the first call, or after an expiry), which
+    // can take the whole retry budget: an abort meanwhile ends the wait, and
+    // nothing is sent.
+    let session: Session;
+    try {
+      session = await raceSignal(this.sessions.ensure(), opts.signal);
+    } catch (e) {
+      if (opts.signal?.aborted) throw cancelled(opts.signal);
+      throw e;
+    }
     const info = session.info;
     const wire: WireAppend[] = [];
     let bytes = 0;

@@ -252,7 +252,15 @@ class FakeServer extends FakeTransport<Req> {
       }
       case "cancel": {
         const name = s.waiting.get(req.target);
-        if (name === undefined) return ok("Not waiting", { cancelled: false });
+        if (name === undefined) {
+          // As the real leader: a request sent before the cancel that has not
+          // arrived yet is cancelled ahead of its arrival.
+          if (req.target > s.acked && req.target < req.seq && !s.replies.has(req.target)) {
+            s.replies.set(req.target, fail("CANCELLED"));
+            return ok("Cancelled before it arrived", { cancelled: true });
+          }
+          return ok("Not waiting", { cancelled: false });
+        }
         const l = this.lock(name);
         l.queue = l.queue.filter((w) => !(w.client === s.id && w.seq === req.target));
         s.waiting.delete(req.target);
@@ -1250,5 +1258,46 @@ describe("DlmClient: what it owes the server after giving up is paid, and the ne
     expect(server.ops("acquire", c.clientId).filter((r) => r.seq === gaveUp)).toHaveLength(4);
     expect(server.ops("release", c.clientId)).toHaveLength(1); // handed back once
     expect(next.lock).toBe("jobs");
+  });
+});
+
+describe("DlmClient: an abort before a commit is sent", () => {
+  test("commit() aborted while a new session's hello is in flight rejects CancelledError and sends nothing", async () => {
+    const server = new FakeServer();
+    server.maxSectionBytes = 1024;
+    const faults = new FaultInjector({ rules: [{ op: "hello", nth: 2, action: { kind: "delayRequest", ms: 100 } }] });
+    const c = await mk(server, { faults, requestTimeoutMs: 400 });
+    server.expireSession(c.clientId!);
+    // A logged request learns of the expiry; the client starts a new session, whose hello is slow.
+    await expect(c.tryAcquire("other")).rejects.toBeInstanceOf(SessionExpiredError);
+    const ac = new AbortController();
+    const p = c.commit([{ file: "file_9", data: "must not land" }], { signal: ac.signal });
+    await waitFor(() => faults.events.some((e) => e.op === "hello"));
+    expect(server.ops("hello")).toHaveLength(1); // the new session's hello has not arrived yet
+    ac.abort();
+    await expect(p).rejects.toBeInstanceOf(CancelledError);
+    await waitFor(() => server.ops("hello").length === 2);
+    expect(server.ops("commit")).toHaveLength(0);
+    expect(server.ops("cancel")).toHaveLength(0);
+    expect(server.files.get("file_9")).toBeUndefined();
+  });
+
+  test("commit() aborted after its session is ready but before its request goes out is cancelled, not sent", async () => {
+    const server = new FakeServer();
+    server.maxSectionBytes = 1024;
+    const c = await mk(server);
+    const ac = new AbortController();
+    // The abort lands after commit() has its session and checked the signal,
+    // just before the send loop starts: reading the append's data aborts it.
+    const append = {
+      file: "file_9",
+      get data(): string {
+        ac.abort();
+        return "must not land";
+      },
+    };
+    await expect(c.commit([append], { signal: ac.signal })).rejects.toBeInstanceOf(CancelledError);
+    expect(server.ops("commit")).toHaveLength(0);
+    expect(server.files.get("file_9")).toBeUndefined();
   });
 });
