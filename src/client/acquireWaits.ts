@@ -264,7 +264,11 @@ export class AcquireWaits {
       stop.abort(userAbortReason());
     };
     const onClose = (): void => stop.abort(this.closing.reason);
-    signal?.addEventListener("abort", onUserAbort, { once: true });
+    // A listener added to a signal that has already aborted never runs: an
+    // abort that came after the caller's last check (while the session
+    // started, say) would be ignored and the request sent anyway.
+    if (signal?.aborted) onUserAbort();
+    else signal?.addEventListener("abort", onUserAbort, { once: true });
     this.closing.addEventListener("abort", onClose, { once: true });
     const loop = this.acquireLoop(session, pending, build, stop, pollMs).catch((e: unknown) => {
       if (!stop.aborted) pending.fail(e instanceof Error ? e : new InternalError(String(e)));
@@ -353,7 +357,8 @@ export class AcquireWaits {
       const reply = await this.requests.logged(session, (cseq, ack) => ({ op: "cancel", client: session.id, seq: cseq, ack, target: pending.seq }));
       if (reply.cancelled) return;
       const answer = await this.requests.call(session, build, { signal: this.closing });
-      if (answer.reply.ok) for (const info of grantsOf(answer.reply)) this.sessions.releaseOrphan(session, info);
+      // A grant whose notification came meanwhile was released as an orphan then (its token is known).
+      if (answer.reply.ok) for (const info of grantsOf(answer.reply)) if (!session.knownTokens.has(info.token)) this.sessions.releaseOrphan(session, info);
     } catch (e) {
       this.log.warn({ err: errorMessage(e), seq: pending.seq }, "dlm client: abandoning a timed-out acquire failed; a late grant will be released");
       this.rememberUnendedWait(session, build, pending.seq);
@@ -398,7 +403,8 @@ export class AcquireWaits {
    * ran anyway, its grant is returned, since the section is in the files.
    * A commit the client gives up on (TIMEOUT, UNAVAILABLE) is cancelled in
    * the background, so it does not commit long after the caller was told
-   * it timed out.
+   * it timed out; the next acquire or commit of the lock waits for that
+   * cancel, as after a given-up acquire.
    */
   async runCommit(session: Session, pending: PendingAcquire, build: () => LoggedRequest, signal: AbortSignal | undefined, lock: string): Promise<GrantResult> {
     const wait = this.startLoop(session, pending, build, this.options.requestTimeoutMs, signal, () => signal?.reason);
@@ -413,9 +419,13 @@ export class AcquireWaits {
       }
       if (isDlmError(e, "TIMEOUT") || isDlmError(e, "UNAVAILABLE")) {
         // It may still wait in the queue: cancel it in the background so it
-        // does not commit long after the caller was told it timed out.
+        // does not commit long after the caller was told it timed out. Like
+        // a given-up acquire's wait, it would also refuse this client's next
+        // acquire or commit of the lock ALREADY_HELD: that one waits for the
+        // cancel first.
         abandoned = true;
-        void this.abandonCommit(session, pending).finally(() => this.forgetAcquire(session, pending));
+        const cleanup = this.abandonCommit(session, pending, build).finally(() => this.forgetAcquire(session, pending));
+        this.cleanups.trackWait([lock], cleanup);
       }
       throw e;
     } finally {
@@ -441,12 +451,17 @@ export class AcquireWaits {
     throw pending.error ?? new InternalError(`a cancelled commit (seq ${pending.seq}) is neither waiting nor answered`);
   }
 
-  /** Best effort: cancel a commit the client gave up on, if it is still waiting. */
-  private async abandonCommit(session: Session, pending: PendingAcquire): Promise<void> {
+  /**
+   * Best effort: cancel a commit the client gave up on, if it is still
+   * waiting. If the cancel does not get through, the next acquire refused
+   * ALREADY_HELD by that wait cancels it again (`unendedWaits`).
+   */
+  private async abandonCommit(session: Session, pending: PendingAcquire, build: () => LoggedRequest): Promise<void> {
     try {
       await this.requests.logged(session, (cseq, ack) => ({ op: "cancel", client: session.id, seq: cseq, ack, target: pending.seq }));
     } catch (e) {
       this.log.warn({ err: errorMessage(e), seq: pending.seq }, "dlm client: cancelling an abandoned commit failed; it may still commit once");
+      this.rememberUnendedWait(session, build, pending.seq);
     }
   }
 }

@@ -42,9 +42,10 @@
  *   cancel is answered, or after 2 * requestTimeoutMs at most (the cleanup
  *   then finishes in the background).
  * - A request the client gave up on (TIMEOUT, UNAVAILABLE, CLOSED) is no
- *   longer tracked: its seq is acknowledged. If an acquire the client gave up
- *   on is granted later anyway, the grant notification finds no waiter and
- *   the client releases that grant at once (an "orphan").
+ *   longer tracked: its seq is acknowledged (a release's is not; see
+ *   below). If an acquire the client gave up on is granted later anyway,
+ *   the grant notification finds no waiter and the client releases that
+ *   grant at once (an "orphan").
  * - `append` stages the bytes in the client and sends nothing: the release
  *   carries the section and names how many appends were logged before it,
  *   so a section costs one request and no log entry of its own. A section
@@ -83,6 +84,10 @@
  *   same seq on every retry and poll, cancel on abort or give-up, orphan
  *   release of a grant nobody waits for (every grant of a set). Each grant
  *   becomes an ordinary Lease with its own token, renewal and loss.
+ * - A release that got no answer (TimeoutError) may have committed: its
+ *   seq stays outstanding on the lease, the lease takes no appends, and the
+ *   next release sends the same seq again (leaseKeeper.ts), so a release
+ *   that did commit is reported committed, never LOCK_EXPIRED.
  * - `close()` does not release (commit) held leases: goodbye ends them
  *   without committing, and they are reported lost with ClosedError. Release
  *   first if you want your appends.
@@ -128,10 +133,10 @@ import {
 } from "./options";
 import { Requests } from "./requests";
 import { errorMessage } from "../util/errorMessage";
-import { allAttemptsTimeoutMs } from "./retry";
+import { allAttemptsTimeoutMs, raceSignal } from "./retry";
 import { RELEASE_FIELDS_WIRE_BYTES, SectionStager, requestBudget, wireBytesOf, type AppendResult } from "./sections";
 import { ServerCleanups } from "./serverCleanups";
-import { PendingAcquire, type SessionInfo } from "./session";
+import { PendingAcquire, type Session, type SessionInfo } from "./session";
 import { Sessions } from "./sessions";
 import { Stopper } from "./stopper";
 import { NatsTransport, type Transport } from "./transport";
@@ -476,7 +481,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
   release(leaseOrLock?: Lease | string): Promise<Committed> {
     try {
       this.checkOpen();
-      return this.keeper.release(this.keeper.recordFor(leaseOrLock, "release"));
+      return this.keeper.releaseOf(leaseOrLock);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -535,6 +540,14 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     if (rec.lease.state !== "held") {
       throw new NotHolderError(`cannot append: the lease on ${lease.lock} (token ${lease.token}) is being released`);
     }
+    if (rec.releaseSeq !== undefined) {
+      // The release got no answer and may have committed the section: an
+      // append now would join a section that is already in the files, or
+      // change the one the release is sent again with.
+      throw new NotHolderError(
+        `cannot append: the release of the lease on ${lease.lock} (token ${lease.token}) got no answer and may have committed the section; release() again to learn its outcome`,
+      );
+    }
     const payload = bytes.toString("base64");
     return this.sections.append(rec, file, payload, bytes.length);
   }
@@ -561,8 +574,19 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       throw new BadRequestError(`files are guarded by lock "${DEFAULT_LOCK}", not by "${lock}"`);
     }
     checkDurations(opts);
-    if (opts.signal?.aborted) throw new CancelledError(`commit under ${lock} was cancelled before it was sent`, { cause: opts.signal.reason });
-    const session = await this.sessions.ensure();
+    const cancelled = (signal: AbortSignal): CancelledError =>
+      new CancelledError(`commit under ${lock} was cancelled before it was sent`, { cause: signal.reason });
+    if (opts.signal?.aborted) throw cancelled(opts.signal);
+    // A session may be starting (the first call, or after an expiry), which
+    // can take the whole retry budget: an abort meanwhile ends the wait, and
+    // nothing is sent.
+    let session: Session;
+    try {
+      session = await raceSignal(this.sessions.ensure(), opts.signal);
+    } catch (e) {
+      if (opts.signal?.aborted) throw cancelled(opts.signal);
+      throw e;
+    }
     const info = session.info;
     const wire: WireAppend[] = [];
     let bytes = 0;

@@ -16,7 +16,8 @@
  * `signal` aborts (its reason is the error), `lost` becomes true, `lostReason`
  * holds the error, and "lost" is emitted once. A lost lease is never used
  * again: `release()` and appends under it reject with `lostReason`
- * (LockExpiredError unless the session expired or the client closed)
+ * (LockExpiredError unless the session expired or the client closed, or a
+ * release that got no answer was still unanswered: TimeoutError)
  * without asking the server, so staged appends of a lost lease are never
  * committed, and an append still in flight when the loss is declared
  * rejects too. A lease lost by the local clock is also ended on the server
@@ -148,7 +149,9 @@ export class Lease extends LostEmitter implements AsyncDisposable {
    * End the grant without committing: what was staged under it is dropped
    * and the lock passes to the next waiter at once. For a section that
    * failed half-way; a lease that is already lost resolves with nothing
-   * discarded (the server ended it already).
+   * discarded (the server ended it already). After a `release()` that got
+   * no answer (TimeoutError) it rejects NotHolderError if that release had
+   * committed the section.
    */
   abandon(): Promise<Discarded> {
     return this.owner.abandon(this);

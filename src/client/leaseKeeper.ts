@@ -15,6 +15,13 @@
  * - A lease is lost when the server says its grant ended (LOCK_EXPIRED,
  *   NOT_HOLDER, SESSION_EXPIRED), by the local deadline, or when the client
  *   closes. Later calls on the lock say why (`lastLost`).
+ * - A release that got no answer (TIMEOUT, UNAVAILABLE) may have committed.
+ *   Its seq stays outstanding on the record (`releaseSeq`), the lease takes
+ *   no more appends, and the next release sends the same seq again: the
+ *   server answers it from its reply cache if it ran (committed, or its
+ *   refusal), and runs it now if it never arrived. A new seq would be
+ *   refused NOT_HOLDER after a release that did commit, and the caller,
+ *   told LOCK_EXPIRED, would run the section again and write it twice.
  */
 import { DEFAULT_LOCK, type OkReply } from "../protocol/messages";
 import {
@@ -24,13 +31,14 @@ import {
   LockExpiredError,
   NotHolderError,
   SessionExpiredError,
+  TimeoutError,
   isDlmError,
 } from "./errors";
 import { Lease, type Committed, type Discarded, type LeaseOwner } from "./lease";
 import { LeaseSet } from "./leaseSet";
 import type { Logger, ResolvedOptions } from "./options";
 import { errorMessage } from "../util/errorMessage";
-import type { Requests } from "./requests";
+import { outcomeUnknown, type Requests } from "./requests";
 import { emptySection, type LocalSection } from "./sections";
 import { MAX_TRACKED_LOCKS, type ServerCleanups } from "./serverCleanups";
 import type { GrantResult, Session } from "./session";
@@ -48,6 +56,13 @@ export interface LeaseRecord {
   section: LocalSection;
   /** The last append() on this lease; each waits for the one before, so the section keeps the callers' order. */
   appending: Promise<unknown>;
+  /**
+   * The seq of a release of this lease that got no answer: it may have
+   * committed. Outstanding (not acknowledged) until it is answered or the
+   * lease ends here, so the server keeps its answer; the next release sends
+   * it again. While it is set the lease takes no appends.
+   */
+  releaseSeq: number | undefined;
 }
 
 /** A grant that had already ended when the client learned of it (internal). */
@@ -64,6 +79,13 @@ export class LeaseKeeper {
   private readonly records = new Map<Lease, LeaseRecord>();
   /** Per lock: the latest lease lost and not yet followed by a new grant, so later calls say why. */
   private readonly lost = new Map<string, Lease>();
+  /**
+   * Leases whose release got no answer at first and was answered later,
+   * not through the caller's own release() (in the background, or inside
+   * an abandon): what it committed, so the caller's next release() of the
+   * lease says so instead of "already released".
+   */
+  private readonly committedLate = new WeakMap<Lease, Committed>();
 
   constructor(
     /** The client: what a Lease calls back for release, abandon and renew. */
@@ -149,8 +171,10 @@ export class LeaseKeeper {
       // confirmed it: the server may already have granted the lock to the
       // next waiter. Handing this lease out would let the caller stage a
       // section under it before the deadline timer gets a turn, so end it on
-      // the server without committing and queue again.
-      void this.abandonOnServer(session, info.lock, info.token);
+      // the server without committing and queue again. The acquire's next
+      // round waits for that abandon (ServerCleanups), or the server, still
+      // counting this grant, would refuse it ALREADY_HELD.
+      this.giveUp(session, info.lock, info.token);
       throw new LateGrant(
         new LockExpiredError(`the grant of ${info.lock} (token ${info.token}) was seen after its lease ran out (measured locally)`),
       );
@@ -166,6 +190,7 @@ export class LeaseKeeper {
       abandoning: undefined,
       section: emptySection(),
       appending: Promise.resolve(),
+      releaseSeq: undefined,
     };
     this.records.set(lease, rec);
     this.lost.delete(lease.lock);
@@ -198,6 +223,18 @@ export class LeaseKeeper {
   }
 
   // ---------------------------------------------------------------- ending grants
+
+  /**
+   * Release `leaseOrLock` (a Lease, or the held lease on a lock, default
+   * "global"), as client.release() does. A lease whose release was answered
+   * after the caller's last release() gave up on it resolves with what that
+   * release committed.
+   */
+  releaseOf(leaseOrLock: Lease | string | undefined): Promise<Committed> {
+    const late = leaseOrLock instanceof Lease ? this.committedLate.get(leaseOrLock) : undefined;
+    if (late) return Promise.resolve(late);
+    return this.release(this.recordFor(leaseOrLock, "release"));
+  }
 
   /** Release (commit) the lease's section; one release at a time per lease. */
   release(rec: LeaseRecord): Promise<Committed> {
@@ -232,6 +269,12 @@ export class LeaseKeeper {
     try {
       await this.abandon(rec);
     } catch (e) {
+      if (lease.released) {
+        // The abandon found that a release sent earlier, whose answer had
+        // been lost, committed the section: the grant is over all the same.
+        this.log.info({ lock: lease.lock, token: lease.token, err: errorMessage(e) }, "dlm client: the lease's earlier release had committed its section");
+        return;
+      }
       this.log.warn({ lock: lease.lock, token: lease.token, err: errorMessage(e) }, "dlm client: abandoning after a failed section failed; the lease will run out");
       const left = this.records.get(lease);
       if (left) this.loseLease(left, isDlmError(e) ? e : new InternalError(`abandon failed: ${errorMessage(e)}`, { cause: e }));
@@ -243,22 +286,12 @@ export class LeaseKeeper {
    * count, then those still in the client, sent with the release).
    */
   private async doRelease(rec: LeaseRecord): Promise<Committed> {
-    const { lease, session } = rec;
+    const { lease } = rec;
     try {
       // Appends still spilling belong to the section: wait for them.
       await this.startEnding(rec);
       if (lease.lost && lease.lostReason) throw lease.lostReason;
-      const section = rec.section;
-      const reply = await this.requests.logged(session, (seq, ack) => ({
-        op: "release",
-        client: session.id,
-        seq,
-        ack,
-        lock: lease.lock,
-        token: lease.token,
-        ...(session.info?.maxSectionBytes === undefined ? {} : { staged: section.spilled }),
-        ...(section.inline.length > 0 ? { appends: section.inline } : {}),
-      }));
+      const reply = await this.sendRelease(rec);
       this.dropRecord(rec);
       lease._setState("released");
       this.log.debug({ lock: lease.lock, token: lease.token, committed: reply.committed }, "dlm client: released");
@@ -268,12 +301,55 @@ export class LeaseKeeper {
         if (isDlmError(e) && LEASE_ENDING.has(e.codeName)) {
           this.loseLease(rec, e);
         } else {
-          // Outcome unknown (TIMEOUT, UNAVAILABLE...): keep holding; the caller may retry.
+          // Refused for another reason (nothing committed), or the outcome
+          // is unknown (its seq is kept in releaseSeq): keep holding; the
+          // caller may release again.
           this.holdAgain(rec);
         }
       }
       throw e;
     }
+  }
+
+  /**
+   * Sends the lease's release: the section (the count of appends logged on
+   * their own, and those still in the client). A release that got no answer
+   * before goes again under its own seq (`releaseSeq`); the section is the
+   * same, since the lease took no appends since. If this one gets no answer
+   * either, its seq stays outstanding in `releaseSeq`.
+   */
+  private async sendRelease(rec: LeaseRecord): Promise<OkReply> {
+    const { lease, session, section } = rec;
+    rec.releaseSeq ??= session.seqs.issue();
+    const seq = rec.releaseSeq;
+    try {
+      const reply = await this.requests.logged(
+        session,
+        (s, ack) => ({
+          op: "release",
+          client: session.id,
+          seq: s,
+          ack,
+          lock: lease.lock,
+          token: lease.token,
+          ...(session.info?.maxSectionBytes === undefined ? {} : { staged: section.spilled }),
+          ...(section.inline.length > 0 ? { appends: section.inline } : {}),
+        }),
+        { seq },
+      );
+      this.settleRelease(rec);
+      return reply;
+    } catch (e) {
+      if (!outcomeUnknown(e)) this.settleRelease(rec);
+      throw e;
+    }
+  }
+
+  /** The lease's release was answered, or will never be asked about again: its seq is acknowledged. */
+  private settleRelease(rec: LeaseRecord): void {
+    if (rec.releaseSeq === undefined) return;
+    rec.session.seqs.done(rec.releaseSeq);
+    rec.releaseSeq = undefined;
   }
 
   /**
@@ -288,14 +364,25 @@ export class LeaseKeeper {
       await this.startEnding(rec);
       if (lease.lost) return { appends: 0, bytes: 0 };
       const local = { appends: rec.section.inline.length, bytes: rec.section.inlineBytes };
-      const reply = await this.requests.logged(session, (seq, ack) => ({
-        op: "abandon",
-        client: session.id,
-        seq,
-        ack,
-        lock: lease.lock,
-        token: lease.token,
-      }));
+      let reply: OkReply;
+      try {
+        reply = await this.requests.logged(session, (seq, ack) => ({
+          op: "abandon",
+          client: session.id,
+          seq,
+          ack,
+          lock: lease.lock,
+          token: lease.token,
+        }));
+      } catch (e) {
+        // The grant is over. If a release of it got no answer, that release
+        // may be what ended it (a released token is NOT_HOLDER; one that
+        // expired or was abandoned is LOCK_EXPIRED): its own seq tells.
+        if (rec.releaseSeq !== undefined && isDlmError(e, "NOT_HOLDER")) throw await this.releasedBeforeAbandon(rec);
+        throw e;
+      }
+      // Abandoned: a release still unanswered had not run, and never will
+      // (the grant is over); dropRecord acknowledges its seq.
       this.dropRecord(rec);
       lease._setState("released");
       const discarded = {
@@ -316,6 +403,30 @@ export class LeaseKeeper {
       }
       throw e;
     }
+  }
+
+  /**
+   * An abandon was refused NOT_HOLDER while a release of the lease had no
+   * answer: send that release again (same seq) to learn whether it
+   * committed. If it did, the lease is released and this returns the error
+   * the abandon rejects with, since the caller must not think the section
+   * was discarded. If it did not, this throws the release's refusal (the
+   * grant ended without a commit) or its TimeoutError, which doAbandon
+   * handles as its own.
+   */
+  private async releasedBeforeAbandon(rec: LeaseRecord): Promise<DlmError> {
+    const { lease } = rec;
+    const seq = rec.releaseSeq;
+    const reply = await this.sendRelease(rec);
+    const committed = reply.committed ?? { appends: 0, bytes: 0 };
+    this.dropRecord(rec);
+    lease._setState("released");
+    this.committedLate.set(lease, committed);
+    this.log.info({ lock: lease.lock, token: lease.token, committed }, "dlm client: released (an earlier release, asked again before abandoning)");
+    return new NotHolderError(
+      `cannot abandon the lease on ${lease.lock} (token ${lease.token}): its release sent earlier (seq ${seq}), whose answer was lost, ` +
+        `had committed the section (${committed.appends} appends, ${committed.bytes} bytes)`,
+    );
   }
 
   /**
@@ -350,9 +461,45 @@ export class LeaseKeeper {
       if (firstSentAt !== undefined && firstSentAt > rec.confirmedAt) rec.confirmedAt = firstSentAt;
       this.scheduleDeadline(rec);
     } catch (e) {
-      this.loseIfEnded(rec, e);
+      this.onRenewRefused(rec, e);
       throw e;
     }
+  }
+
+  /**
+   * A renew of `rec` failed with `e`. Only a held lease is lost by it: while
+   * a release or abandon is in flight, its own answer decides (a renew that
+   * reached the server after a release that committed is refused
+   * NOT_HOLDER, and the lease is released, not lost). On a lease whose
+   * release got no answer, NOT_HOLDER may be that release's doing: the
+   * release is sent again (same seq) in the background to learn which.
+   * LOCK_EXPIRED cannot be (the server says NOT_HOLDER for a released
+   * token), so it loses the lease as usual.
+   */
+  private onRenewRefused(rec: LeaseRecord, e: unknown): void {
+    if (rec.lease.state !== "held") return;
+    if (rec.releaseSeq !== undefined && isDlmError(e, "NOT_HOLDER")) {
+      this.releaseInBackground(rec);
+      return;
+    }
+    this.loseIfEnded(rec, e);
+  }
+
+  /**
+   * Sends again, in the background, a release of `rec` that got no answer.
+   * Answered, the lease is released (what it committed is kept for the
+   * caller's next release()) or lost with the server's refusal; unanswered
+   * again, the lease is held as before and the local deadline still bounds it.
+   */
+  private releaseInBackground(rec: LeaseRecord): void {
+    const { lease } = rec;
+    this.release(rec).then(
+      (committed) => {
+        this.committedLate.set(lease, committed);
+        this.log.info({ lock: lease.lock, token: lease.token, committed }, "dlm client: a release whose answer was lost committed");
+      },
+      (e: unknown) => this.log.debug({ lock: lease.lock, token: lease.token, err: errorMessage(e) }, "dlm client: asking again about a release with no answer failed"),
+    );
   }
 
   /**
@@ -424,13 +571,19 @@ export class LeaseKeeper {
     const { lease } = rec;
     this.loseLease(
       rec,
-      new LockExpiredError(
-        `the lease on ${lease.lock} (token ${lease.token}) ran out: no renew was confirmed within ${lease.leaseMs}ms (measured locally)`,
-      ),
+      rec.releaseSeq === undefined
+        ? new LockExpiredError(
+            `the lease on ${lease.lock} (token ${lease.token}) ran out: no renew was confirmed within ${lease.leaseMs}ms (measured locally)`,
+          )
+        : // LOCK_EXPIRED would say nothing was written; the release may have committed.
+          new TimeoutError(
+            `the lease on ${lease.lock} (token ${lease.token}) ran out (no renew was confirmed within ${lease.leaseMs}ms, measured locally) ` +
+              `while its release (seq ${rec.releaseSeq}) had no answer: the section may or may not have been committed`,
+          ),
     );
     // The server may still count the grant (its clock is on the late
     // side of ours, or it never heard the renewals): end it there too.
-    this.giveUp(rec.session, lease);
+    this.giveUp(rec.session, lease.lock, lease.token);
   }
 
   // ---------------------------------------------------------------- loss
@@ -457,11 +610,13 @@ export class LeaseKeeper {
     }
   }
 
+  /** The lease ends here: no more timers, and a release still unanswered will not be asked about again. */
   private dropRecord(rec: LeaseRecord): void {
     if (rec.renewTimer) clearTimeout(rec.renewTimer);
     if (rec.deadlineTimer) clearTimeout(rec.deadlineTimer);
     rec.renewTimer = undefined;
     rec.deadlineTimer = undefined;
+    this.settleRelease(rec);
     this.records.delete(rec.lease);
   }
 
@@ -487,13 +642,14 @@ export class LeaseKeeper {
 
   /**
    * End on the server a grant this client has declared lost by its own
-   * clock, without committing (`abandon`), in the background. Until that is
+   * clock (or seen too late to hand out), without committing (`abandon`),
+   * in the background. Until that is
    * answered, an acquire of the same lock waits for it (ServerCleanups), so
    * it is not refused ALREADY_HELD by the grant it gave up.
    */
-  private giveUp(session: Session, lease: Lease): void {
+  private giveUp(session: Session, lock: string, token: number): void {
     if (this.closing.aborted || session.expired) return;
-    this.cleanups.trackAbandon(lease.lock, this.abandonOnServer(session, lease.lock, lease.token));
+    this.cleanups.trackAbandon(lock, this.abandonOnServer(session, lock, token));
   }
 
   /**
@@ -504,7 +660,7 @@ export class LeaseKeeper {
   regiveUp(session: Session | undefined, lock: string, e: AlreadyHeldError): boolean {
     const lost = this.lost.get(lock);
     if (!lost || !session || e.lease?.token !== lost.token || lost.clientId !== session.id) return false;
-    this.giveUp(session, lost);
+    this.giveUp(session, lost.lock, lost.token);
     return true;
   }
 

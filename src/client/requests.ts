@@ -7,7 +7,9 @@
  *   "nobody answered yet" and is retried like no responders).
  * - `logged` takes a new seq on the session for a request that goes into
  *   the log, acknowledges it once answered or given up, and throws the
- *   typed error of an error reply.
+ *   typed error of an error reply. A caller that must be able to ask again
+ *   about a request whose outcome is unknown (a release) passes its own
+ *   seq instead, and acknowledges it itself.
  * - An error reply of SESSION_EXPIRED also ends the session
  *   (`onSessionExpired`, set by the client to its session keeper).
  * - A session's requests go to its namespace's subject
@@ -38,6 +40,28 @@ export interface Answer {
   sentAt: number;
   /** When the first attempt of this request was sent. */
   firstSentAt: number;
+}
+
+/** Options of a logged request. */
+export interface LoggedOptions extends CallOptions {
+  /**
+   * Send under this seq, which the caller took (session.seqs.issue()) and
+   * acknowledges itself (session.seqs.done()) once it knows the outcome.
+   * Given up without an answer (`outcomeUnknown`), the request may have
+   * taken effect; sent again under the same seq, it is answered from the
+   * server's reply cache if it did, and acted on now if it did not.
+   */
+  seq?: number;
+}
+
+/**
+ * True when a request that failed with `e` may still have taken effect: it
+ * was sent, and no answer came (TIMEOUT), or the attempts that did not time
+ * out found nobody serving (UNAVAILABLE). Any other failure is an answer,
+ * or a request that never left the client.
+ */
+export function outcomeUnknown(e: unknown): boolean {
+  return e instanceof TimeoutError || e instanceof UnavailableError;
 }
 
 export interface CallOptions {
@@ -74,19 +98,20 @@ export class Requests {
     this.sessionlessSubject = options.namespace === undefined ? names.requestSubject : names.namespaceRequestSubject(options.namespace);
   }
 
-  /** A logged request on `session`: new seq, retries, typed errors. */
-  async logged(session: Session, build: (seq: number, ack: number) => LoggedRequest, opts: CallOptions = {}): Promise<OkReply> {
+  /** A logged request on `session`: new seq (or the caller's, `opts.seq`), retries, typed errors. */
+  async logged(session: Session, build: (seq: number, ack: number) => LoggedRequest, opts: LoggedOptions = {}): Promise<OkReply> {
     if (session.expired) throw new SessionExpiredError(`session ${session.id} has expired`);
-    const seq = session.seqs.issue();
+    const { seq: callersSeq, ...callOpts } = opts;
+    const seq = callersSeq ?? session.seqs.issue();
     try {
       const answer = await this.call(session, () => build(seq, session.seqs.ack()), {
         signal: this.closing,
-        ...opts,
+        ...callOpts,
       });
       if (!answer.reply.ok) throw this.replyError(session, answer.reply);
       return answer.reply;
     } finally {
-      session.seqs.done(seq);
+      if (callersSeq === undefined) session.seqs.done(seq);
     }
   }
 

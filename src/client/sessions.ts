@@ -262,9 +262,14 @@ export class Sessions {
       case "granted": {
         const pending = session.pending.get(n.seq);
         const all = n.leases && n.leases.length > 0 ? n.leases : undefined;
-        if (pending) {
+        // A wait that already failed (given up on TIMEOUT, and still being
+        // cancelled) stays in `pending` until its cleanup ends, but nobody
+        // will take this grant: it is an orphan as much as one with no
+        // entry. Dropping it would leave the grant to the cleanup, whose
+        // cancel may never be answered, and the lock held for a whole lease.
+        if (pending?.state === "waiting") {
           pending.grant(n.lease, performance.now(), all);
-        } else {
+        } else if (pending?.state !== "granted") {
           for (const info of all ?? [n.lease]) if (!session.knownTokens.has(info.token)) this.releaseOrphan(session, info);
         }
         return;

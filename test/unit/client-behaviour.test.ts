@@ -173,7 +173,7 @@ class FakeServer extends FakeTransport<Req> {
     return reply;
   }
 
-  private execute(s: FakeSession, req: Req): Reply | "queued" {
+  protected execute(s: FakeSession, req: Req): Reply | "queued" {
     switch (req.op) {
       case "hello":
         return ok("Connected!", {
@@ -252,7 +252,15 @@ class FakeServer extends FakeTransport<Req> {
       }
       case "cancel": {
         const name = s.waiting.get(req.target);
-        if (name === undefined) return ok("Not waiting", { cancelled: false });
+        if (name === undefined) {
+          // As the real leader: a request sent before the cancel that has not
+          // arrived yet is cancelled ahead of its arrival.
+          if (req.target > s.acked && req.target < req.seq && !s.replies.has(req.target)) {
+            s.replies.set(req.target, fail("CANCELLED"));
+            return ok("Cancelled before it arrived", { cancelled: true });
+          }
+          return ok("Not waiting", { cancelled: false });
+        }
         const l = this.lock(name);
         l.queue = l.queue.filter((w) => !(w.client === s.id && w.seq === req.target));
         s.waiting.delete(req.target);
@@ -1026,5 +1034,270 @@ describe("DlmClient against a fake leader", () => {
     await first.release();
     await Promise.all(ps);
     expect(order).toEqual([0, 1, 2]);
+  });
+});
+
+describe("DlmClient: a renew that crosses a release", () => {
+  test("a renew refused NOT_HOLDER because the release got there first does not mark the released lease lost", async () => {
+    const server = new FakeServer();
+    server.maxSectionBytes = 1024;
+    const faults = new FaultInjector({
+      rules: [
+        // The background renew reaches the server after the release, and is
+        // refused NOT_HOLDER while the release's answer is still on its way.
+        { op: "renew", nth: 1, attempt: 1, action: { kind: "delayRequest", ms: 30 } },
+        { op: "release", nth: 1, action: { kind: "delayReply", ms: 50 } },
+      ],
+    });
+    const c = await mk(server, { faults, requestTimeoutMs: 100 });
+    const lost = jest.fn();
+    c.on("leaseLost", lost);
+    const lease = await c.acquire("global", { leaseMs: 600 });
+    await c.append("file_5", "ok");
+    await waitFor(() => faults.events.some((e) => e.op === "renew"));
+    expect(await lease.release()).toEqual({ appends: 1, bytes: 2 });
+    expect(server.ops("renew")).toHaveLength(1);
+    const order = server.received.filter((r) => r.op === "renew" || r.op === "release").map((r) => r.op);
+    expect(order).toEqual(["release", "renew"]); // it did cross the release
+    expect(lease.released).toBe(true);
+    expect(lease.lost).toBe(false);
+    expect(lease.signal.aborted).toBe(false);
+    expect(lost).not.toHaveBeenCalled();
+    expect((await c.read("file_5")).toString()).toBe("ok");
+  });
+});
+
+describe("DlmClient: a release that got no answer is asked about again under its own seq", () => {
+  /** A client on a fast-path server whose first release loses the replies of its first three attempts (TimeoutError). */
+  async function releaseWithoutAnswer(extraRules: FaultRule[] = [], leaseMs?: number) {
+    const server = new FakeServer();
+    server.maxSectionBytes = 1024;
+    const faults = new FaultInjector({ rules: [{ op: "release", nth: 1, attempt: [1, 2, 3], action: { kind: "dropReply" } }, ...extraRules] });
+    const c = await mk(server, { faults });
+    const lost = jest.fn();
+    c.on("leaseLost", lost);
+    const lease = await c.acquire("global", leaseMs === undefined ? {} : { leaseMs });
+    await c.append("file_1", "data");
+    await expect(lease.release()).rejects.toBeInstanceOf(TimeoutError);
+    return { server, c, lease, lost };
+  }
+
+  test("release() after a TimeoutError sends the same seq again and resolves with what the first one committed", async () => {
+    const { server, c, lease, lost } = await releaseWithoutAnswer();
+    // The section may be in the files already: it takes no more appends.
+    await expect(c.append("file_1", "more")).rejects.toThrow(/got no answer and may have committed/);
+    expect(await lease.release()).toEqual({ appends: 1, bytes: 4 });
+    expect(lease.released).toBe(true);
+    expect(lost).not.toHaveBeenCalled();
+    expect((await c.read("file_1")).toString()).toBe("data");
+    expect(new Set(server.ops("release").map((r) => r.seq)).size).toBe(1);
+  });
+
+  test("a renew refused NOT_HOLDER after a release with no answer asks about the release in the background; the next release() says it committed", async () => {
+    const { c, lease, lost } = await releaseWithoutAnswer([], 600);
+    await waitFor(() => lease.released || lease.lost);
+    expect(lease.released).toBe(true);
+    expect(lost).not.toHaveBeenCalled();
+    expect(await lease.release()).toEqual({ appends: 1, bytes: 4 });
+    expect((await c.read("file_1")).toString()).toBe("data");
+  });
+
+  test("abandon() after a release with no answer that committed rejects saying so, and the lease is released, not lost", async () => {
+    const { server, c, lease, lost } = await releaseWithoutAnswer();
+    await expect(lease.abandon()).rejects.toThrow(/had committed the section \(1 appends, 4 bytes\)/);
+    expect(lease.released).toBe(true);
+    expect(lost).not.toHaveBeenCalled();
+    expect(await lease.release()).toEqual({ appends: 1, bytes: 4 });
+    expect((await c.read("file_1")).toString()).toBe("data");
+    expect(new Set(server.ops("release").map((r) => r.seq)).size).toBe(1);
+  });
+
+  test("abandon() after a release that never reached the server discards the section, and that release never commits", async () => {
+    const server = new FakeServer();
+    server.maxSectionBytes = 1024;
+    const faults = new FaultInjector({ rules: [{ op: "release", nth: 1, attempt: [1, 2, 3], action: { kind: "dropRequest" } }] });
+    const c = await mk(server, { faults });
+    const lease = await c.acquire();
+    await c.append("file_1", "data");
+    await expect(lease.release()).rejects.toBeInstanceOf(TimeoutError);
+    expect(await lease.abandon()).toEqual({ appends: 1, bytes: 4 });
+    expect(lease.released).toBe(true);
+    expect(server.ops("release")).toHaveLength(0);
+    expect(server.lock("global").holder).toBeNull();
+    expect(server.files.get("file_1")).toBeUndefined();
+  });
+
+  test("a lease whose release still has no answer when its local deadline passes is lost with TimeoutError, not LOCK_EXPIRED", async () => {
+    const { c, lease, lost } = await releaseWithoutAnswer(
+      [
+        { op: "release", nth: 1, action: { kind: "dropReply" } },
+        { op: "renew", action: { kind: "dropReply" } },
+      ],
+      300,
+    );
+    await waitFor(() => lease.lost);
+    // The release did commit: LOCK_EXPIRED ("nothing was written") would be false.
+    expect(lease.lostReason).toBeInstanceOf(TimeoutError);
+    expect(lost).toHaveBeenCalledTimes(1);
+    await expect(lease.release()).rejects.toBeInstanceOf(TimeoutError);
+    expect((await c.read("file_1")).toString()).toBe("data");
+  });
+});
+
+/** A fake whose commit on a held lock waits in the lock's queue, as the real leader's does (the plain fake refuses it). */
+class QueueingCommits extends FakeServer {
+  protected override execute(s: FakeSession, req: Req): Reply | "queued" {
+    if (req.op === "commit" && this.lock(req.lock).holder) {
+      this.lock(req.lock).queue.push({ client: s.id, seq: req.seq, leaseMs: 1000 });
+      s.waiting.set(req.seq, req.lock);
+      return "queued";
+    }
+    return super.execute(s, req);
+  }
+}
+
+describe("DlmClient: what it owes the server after giving up is paid, and the next acquire waits for it", () => {
+  /** A commit that waits behind another client's grant of "global" and is given up (TimeoutError), with `rules` on its cleanup. */
+  async function giveUpOnCommit(rules: FaultRule[], opts: ClientOptions) {
+    const server = new QueueingCommits();
+    server.maxSectionBytes = 1024;
+    const holder = await mk(server);
+    const held = await holder.acquire("global");
+    const faults = new FaultInjector({ rules: [{ op: "commit", nth: 1, action: { kind: "dropReply" } }, ...rules] });
+    const c = await mk(server, { faults, ...opts });
+    await expect(c.commit([{ file: "file_2", data: "x" }])).rejects.toBeInstanceOf(TimeoutError);
+    const gaveUp = server.ops("commit", c.clientId)[0]!.seq as number;
+    return { server, held, c, gaveUp };
+  }
+
+  test("an acquire right after a commit given up on TIMEOUT waits for that commit's cancel instead of being refused ALREADY_HELD", async () => {
+    // The cancel is slow to reach the server, so the commit still waits there when the caller acquires.
+    const { server, held, c, gaveUp } = await giveUpOnCommit([{ op: "cancel", nth: 1, action: { kind: "delayRequest", ms: 150 } }], { requestTimeoutMs: 400 });
+    const next = c.acquire("global");
+    await waitFor(() => server.ops("cancel", c.clientId).some((r) => r.target === gaveUp));
+    await held.release();
+    expect((await next).lock).toBe("global");
+    expect(server.files.get("file_2")).toBeUndefined();
+  });
+
+  test("a commit given up whose cancel never got through is cancelled again when the next acquire is refused ALREADY_HELD by it", async () => {
+    const { server, held, c, gaveUp } = await giveUpOnCommit([{ op: "cancel", action: { kind: "dropRequest" }, times: 3 }], { requestTimeoutMs: 50 });
+    const next = c.acquire("global");
+    await waitFor(() => server.ops("cancel", c.clientId).some((r) => r.target === gaveUp));
+    await waitFor(() => server.lock("global").queue.length === 1 && server.lock("global").queue[0]!.seq !== gaveUp);
+    await held.release();
+    expect((await next).lock).toBe("global");
+    expect(server.files.get("file_2")).toBeUndefined();
+  });
+
+  test("the abandon of a grant seen too late is waited for before the acquire queues again, also when its first attempt is lost", async () => {
+    // As "a grant seen after its local deadline that no renew confirms is
+    // not handed out", and the first attempt of that abandon is lost.
+    const server = new FakeServer();
+    const holder = await mk(server);
+    const faults = new FaultInjector({ rules: [{ action: { kind: "dropNotification", event: "granted" } }] });
+    const waiter = await mk(server, { faults, requestTimeoutMs: 30 });
+    faults.add({ op: "acquire", client: waiter.clientId, seq: 2, attempt: [2, 3, 4, 5, 6, 7, 8, 9, 10, 11], action: { kind: "dropReply" } });
+    faults.add({ op: "renew", client: waiter.clientId, action: { kind: "dropReply" } });
+    faults.add({ op: "abandon", client: waiter.clientId, nth: 1, attempt: 1, action: { kind: "dropRequest" } });
+    const held = await holder.acquire("x");
+    const p = waiter.acquire("x", { leaseMs: 150 });
+    await waitFor(() => server.lock("x").queue.length === 1);
+    await held.release();
+    const lease = await p;
+    expect(server.ops("abandon", waiter.clientId).map((r) => r.token)).toEqual([2]); // its second attempt got through
+    expect(lease.token).toBeGreaterThan(2);
+    // The acquire queued again only after the abandon: never refused ALREADY_HELD by the grant it gave back.
+    const acquires = server.ops("acquire", waiter.clientId);
+    expect(new Set(acquires.map((r) => r.seq)).size).toBe(2);
+  });
+
+  test("a grant notification that arrives while a given-up acquire is being cancelled is released as an orphan", async () => {
+    const server = new FakeServer();
+    const holder = await mk(server);
+    const held = await holder.acquire("jobs");
+    const faults = new FaultInjector({
+      rules: [
+        { op: "acquire", nth: 1, action: { kind: "dropReply" } },
+        // The cancel of the given-up wait reaches the server after the grant,
+        // and none of its answers comes back.
+        { op: "cancel", nth: 1, attempt: 1, action: { kind: "delayRequest", ms: 20 } },
+        { op: "cancel", nth: 1, action: { kind: "dropReply" } },
+      ],
+    });
+    const c = await mk(server, { faults });
+    await expect(c.acquire("jobs")).rejects.toBeInstanceOf(TimeoutError);
+    // The old wait is granted now; its notification reaches c while the cancel is in flight.
+    await holder.release(held);
+    await waitFor(() => server.ops("release", c.clientId).length === 1);
+    expect(server.lock("jobs").holder).toBeNull();
+    expect(c.leases).toHaveLength(0);
+    const next = await c.acquire("jobs");
+    expect(next.lock).toBe("jobs");
+    expect(server.ops("release", c.clientId)).toHaveLength(1);
+  });
+
+  test("a grant released as an orphan while its wait was being cancelled is not released again by that cleanup", async () => {
+    const server = new FakeServer();
+    const holder = await mk(server);
+    const held = await holder.acquire("jobs");
+    const faults = new FaultInjector({
+      rules: [
+        { op: "acquire", nth: 1, attempt: [1, 2, 3], action: { kind: "dropReply" } },
+        // The cancel reaches the server after the grant: "not waiting", so
+        // the cleanup asks the acquire's seq and learns of the same grant.
+        { op: "cancel", nth: 1, attempt: 1, action: { kind: "delayRequest", ms: 20 } },
+      ],
+    });
+    const c = await mk(server, { faults });
+    await expect(c.acquire("jobs")).rejects.toBeInstanceOf(TimeoutError);
+    await holder.release(held);
+    const next = await c.acquire("jobs"); // after the cleanup
+    const gaveUp = server.ops("acquire", c.clientId)[0]!.seq;
+    // Three attempts, then the cleanup's question after "not waiting".
+    expect(server.ops("acquire", c.clientId).filter((r) => r.seq === gaveUp)).toHaveLength(4);
+    expect(server.ops("release", c.clientId)).toHaveLength(1); // handed back once
+    expect(next.lock).toBe("jobs");
+  });
+});
+
+describe("DlmClient: an abort before a commit is sent", () => {
+  test("commit() aborted while a new session's hello is in flight rejects CancelledError and sends nothing", async () => {
+    const server = new FakeServer();
+    server.maxSectionBytes = 1024;
+    const faults = new FaultInjector({ rules: [{ op: "hello", nth: 2, action: { kind: "delayRequest", ms: 100 } }] });
+    const c = await mk(server, { faults, requestTimeoutMs: 400 });
+    server.expireSession(c.clientId!);
+    // A logged request learns of the expiry; the client starts a new session, whose hello is slow.
+    await expect(c.tryAcquire("other")).rejects.toBeInstanceOf(SessionExpiredError);
+    const ac = new AbortController();
+    const p = c.commit([{ file: "file_9", data: "must not land" }], { signal: ac.signal });
+    await waitFor(() => faults.events.some((e) => e.op === "hello"));
+    expect(server.ops("hello")).toHaveLength(1); // the new session's hello has not arrived yet
+    ac.abort();
+    await expect(p).rejects.toBeInstanceOf(CancelledError);
+    await waitFor(() => server.ops("hello").length === 2);
+    expect(server.ops("commit")).toHaveLength(0);
+    expect(server.ops("cancel")).toHaveLength(0);
+    expect(server.files.get("file_9")).toBeUndefined();
+  });
+
+  test("commit() aborted after its session is ready but before its request goes out is cancelled, not sent", async () => {
+    const server = new FakeServer();
+    server.maxSectionBytes = 1024;
+    const c = await mk(server);
+    const ac = new AbortController();
+    // The abort lands after commit() has its session and checked the signal,
+    // just before the send loop starts: reading the append's data aborts it.
+    const append = {
+      file: "file_9",
+      get data(): string {
+        ac.abort();
+        return "must not land";
+      },
+    };
+    await expect(c.commit([append], { signal: ac.signal })).rejects.toBeInstanceOf(CancelledError);
+    expect(server.ops("commit")).toHaveLength(0);
+    expect(server.files.get("file_9")).toBeUndefined();
   });
 });
