@@ -9,9 +9,10 @@
  *    replicated session table, and turns new requests into commands.
  * 2. Group commit, pipelined: commands wait in a queue and go out in the
  *    next entry; up to `maxEntriesInFlight` entries are appended at once,
- *    entry N+k with expected last sequence N+k-1, so an entry lands only
- *    right after this leader's previous one and nobody else can write in
- *    between.
+ *    entry N+k with expected last sequence N+k-1 and, after the first, the
+ *    previous in-flight entry's message id as the expected last message
+ *    id, so an entry lands only right after this leader's previous one and
+ *    nobody else can write in between.
  * 3. After JetStream acknowledges an entry, and after every earlier entry
  *    was applied, applies it through the node (state machine and files)
  *    and only then carries out the effects: replies to the waiting request
@@ -24,7 +25,7 @@
  */
 import type { Msg, NatsConnection, Subscription } from "@nats-io/nats-core";
 import type { Logger } from "../log/logger";
-import { isWrongLastSequence, type LogStream } from "../log/logStream";
+import { isWrongLastSequence, type AppendOptions, type LogStream } from "../log/logStream";
 import { fileIndex } from "../protocol/files";
 import { MAX_REQUEST_BYTES, messageBudgetBytes, type Limits } from "../protocol/limits";
 import type { LoggedRequest, Notification, Reply } from "../protocol/messages";
@@ -141,10 +142,11 @@ export class Coordinator {
   private flushing: Promise<void> | undefined;
   /**
    * Entries appended to the log and not yet applied, oldest first. Entry i
-   * was appended with expected last sequence appliedSeq() + i, so each can
-   * land only right behind the one before it.
+   * was appended with expected last sequence appliedSeq() + i and, for
+   * i > 0, with entry i-1's message id as the expected last message id, so
+   * each can land only right behind the one before it.
    */
-  private readonly inFlight: Array<{ entry: LogEntry; seq: Promise<number | undefined> }> = [];
+  private readonly inFlight: Array<{ entry: LogEntry; msgId: string; seq: Promise<number | undefined> }> = [];
   /** Whether this leader has warned that a session digest had to be cut to fit an entry (it warns once). */
   private warnedDigestCut = false;
   /** Set once an append failed: this coordinator appends nothing more. */
@@ -371,11 +373,16 @@ export class Coordinator {
    * and its requests answered, only after every earlier one was.
    *
    * If an append fails, this leader stops at that entry: nothing after it is
-   * applied or answered here, even if it landed (an entry behind a refused
-   * one can land after another leader's entries; the state machine treats an
-   * entry from a deposed epoch as void, and one from this epoch is decided
-   * at apply time like any other, so either way the log stays consistent
-   * and its clients learn the outcome by retrying with the same seq).
+   * applied or answered here, even if it landed (its clients learn the
+   * outcome by retrying with the same seq). An entry behind a refused one
+   * does not land after another leader's entries: the expected sequence
+   * alone would let it (after a stall, entry k's expected sequence can be
+   * the slot right behind the new leader's `leader` entry, and the new
+   * leader's next append would then be refused although nobody else
+   * leads), so each entry after the first also names its predecessor's
+   * message id, which is the log's last only if the predecessor landed
+   * right there. The state machine still treats an entry from a deposed
+   * epoch as void, should one ever land.
    */
   private async flushLoop(): Promise<void> {
     // Let requests that arrived in the same tick of the event loop join.
@@ -416,7 +423,12 @@ export class Coordinator {
         }
         const { entry, bytes } = fitted;
         const expected = this.host.appliedSeq() + this.inFlight.length;
-        this.inFlight.push({ entry, seq: this.appendEntry(entry, bytes, expected) });
+        // The message id makes a retry after a lost ack idempotent: JetStream
+        // answers a duplicate with the original sequence instead of a second
+        // entry, and it does so before it checks the expectations.
+        const msgId = `${this.host.nodeId}:${entry.epoch}:${expected + 1}`;
+        const after = this.inFlight[this.inFlight.length - 1]?.msgId;
+        this.inFlight.push({ entry, msgId, seq: this.appendEntry(entry, bytes, expected, { msgId, ...(after !== undefined ? { expectedLastMsgId: after } : {}) }) });
       }
       const head = this.inFlight[0];
       if (!head) return;
@@ -491,17 +503,14 @@ export class Coordinator {
     this.waiting.delete(key);
   }
 
-  private async appendEntry(entry: LogEntry, bytes: Uint8Array, expected: number): Promise<number | undefined> {
-    // The message id makes a retry after a lost ack idempotent: JetStream
-    // answers a duplicate with the original sequence instead of a second entry.
-    const msgId = `${this.host.nodeId}:${entry.epoch}:${expected + 1}`;
+  private async appendEntry(entry: LogEntry, bytes: Uint8Array, expected: number, appendOpts: AppendOptions): Promise<number | undefined> {
     // performance.now(), not Date.now(): an append takes a fraction of a
     // millisecond on a local disk, and whole milliseconds would put every
     // one of them in the histogram's 0 or 1 ms bucket.
     const started = performance.now();
     for (let attempt = 1; ; attempt++) {
       try {
-        const seq = await this.host.log.append(bytes, expected, { msgId });
+        const seq = await this.host.log.append(bytes, expected, appendOpts);
         assert(seq === expected + 1, () => `log appended at ${seq}, expected ${expected + 1}`);
         this.host.metrics.recordAppend(entry.cmds.length, bytes.length, performance.now() - started);
         return seq;

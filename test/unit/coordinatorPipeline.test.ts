@@ -1,0 +1,80 @@
+/**
+ * The leader's append pipeline when JetStream misbehaves: a deposed
+ * leader's entries delivered late, a stream electing a leader, an apply
+ * that fails while the coordinator stops. A real Coordinator over the
+ * in-memory log of test/support/coordinatorHarness.ts.
+ */
+import { HarnessNode, Link, MemoryLog, settle } from "../support/coordinatorHarness";
+import type { AppendOptions } from "../../src/log/logStream";
+
+const CLIENT = "client-aaaaaaaa";
+
+describe("coordinator pipeline", () => {
+  const nodes: HarnessNode[] = [];
+  afterEach(async () => {
+    await Promise.all(nodes.splice(0).map((n) => n.coordinator?.stop("test over")));
+  });
+  const node = (id: string, log: MemoryLog): HarnessNode => {
+    const n = new HarnessNode(id, new Link(log));
+    nodes.push(n);
+    return n;
+  };
+
+  test("a deposed leader's pipelined entries, delivered after a stall, do not land behind the new leader's entry", async () => {
+    const log = new MemoryLog();
+    const a = node("A", log);
+    const b = node("B", log);
+    // One command per entry: several entries go out at once, as under load.
+    await a.lead({ maxBatchCommands: 1 });
+    const hello = a.request({ op: "hello", client: CLIENT, seq: 1 });
+    await settle();
+    expect(hello.replies[0]).toMatchObject({ ok: true });
+
+    // A's link to JetStream stalls: what A appends is held, not lost.
+    a.link.held = true;
+    const pending = [2, 3, 4].map((seq) => a.request({ op: "acquire", client: CLIENT, seq, lock: `L${seq}` }));
+    await settle(3);
+    const tailBefore = log.lastSeq();
+
+    // B sees A silent, takes over and appends its leader entry right after the tail.
+    await b.lead();
+    expect(b.appliedSeq()).toBe(tailBefore + 1);
+
+    // The stall ends: A's held entries reach JetStream in order, and none lands.
+    a.link.heal();
+    await settle();
+    expect(log.lastSeq()).toBe(tailBefore + 1);
+    expect(a.stepDowns).toHaveLength(1);
+    for (const msg of pending) expect(msg.replies.map((r) => (r.ok ? "ok" : r.error))).toEqual(["NOT_LEADER"]);
+
+    // B's next append expects its own leader entry at the tail: it lands, and B still leads.
+    const hello2 = b.request({ op: "hello", client: "client-bbbbbbbb", seq: 1 });
+    await settle();
+    expect(hello2.replies[0]).toMatchObject({ ok: true });
+    expect(b.stepDowns).toEqual([]);
+  });
+
+  test("every pipelined entry after the first names the one before it as the log's last message id", async () => {
+    const log = new MemoryLog();
+    const a = node("A", log);
+    await a.lead({ maxBatchCommands: 1 });
+    a.request({ op: "hello", client: CLIENT, seq: 1 });
+    await settle();
+    const sent: AppendOptions[] = [];
+    const append = a.link.append.bind(a.link);
+    a.link.append = (data, expected, opts = {}) => {
+      sent.push(opts);
+      return append(data, expected, opts);
+    };
+    a.link.held = true;
+    const acquires = [2, 3, 4].map((seq) => a.request({ op: "acquire", client: CLIENT, seq, lock: `L${seq}` }));
+    await settle(3);
+    a.link.heal();
+    await settle();
+    for (const msg of acquires) expect(msg.replies[0]).toMatchObject({ ok: true });
+    expect(sent.length).toBeGreaterThanOrEqual(3);
+    expect(sent[0]?.expectedLastMsgId).toBeUndefined();
+    for (let i = 1; i < sent.length; i++) expect(sent[i]?.expectedLastMsgId).toBe(sent[i - 1]?.msgId);
+    expect(a.stepDowns).toEqual([]);
+  });
+});
