@@ -21,7 +21,9 @@
  *    liveness from what it heard, each expiry logged as a command.
  *
  * A refused append (someone else appended) or an unreachable log ends its
- * leadership at once; from then on it answers nothing but NOT_LEADER.
+ * leadership at once; from then on it answers nothing but NOT_LEADER. A log
+ * whose stream is electing a leader (no responders) is waited for while the
+ * lease is fresh.
  */
 import type { Msg, NatsConnection, Subscription } from "@nats-io/nats-core";
 import type { Logger } from "../log/logger";
@@ -35,6 +37,7 @@ import { classify, dueCommands, errorReply, okReply } from "../state";
 import type { Command, Effect, LogEntry, State } from "../state";
 import { assert, InvariantError } from "../util/assert";
 import { errorMessage } from "../util/errorMessage";
+import { NoRespondersError } from "../protocol/transportErrors";
 import { readPageBytes, readReply } from "../protocol/filePages";
 import { COMMAND_OVERHEAD_BYTES, DEFAULT_MAX_ENTRY_BYTES, fitEntry, maxEntryBytesFor, trimDigestToFit } from "./entryBudget";
 import { toCommand } from "./requestCommands";
@@ -77,7 +80,11 @@ export interface CoordinatorOptions extends SessionClockOptions {
   maxEntryBytes: number;
   /** How often deadlines and session liveness are checked. */
   tickMs: number;
-  /** Attempts for one append whose outcome is unknown (timeout), deduplicated by message id. */
+  /**
+   * Attempts for one append whose outcome is unknown (timeout), deduplicated
+   * by message id. An append that found no stream leader (no responders) is
+   * not counted: it is retried after a pause while the lease is fresh.
+   */
   appendAttempts: number;
   /**
    * Log entries appended but not yet acknowledged at once (pipelining). 1
@@ -118,6 +125,17 @@ export const DEFAULT_COORDINATOR_OPTIONS: CoordinatorOptions = {
 };
 
 const encoder = new TextEncoder();
+
+/**
+ * Pauses between appends that found no stream leader (no responders): the
+ * first, then doubling up to the last. A JetStream stream elects a leader
+ * in a few hundred milliseconds to a few seconds; these keep the retries
+ * few while it does and lose at most a quarter second once it has.
+ */
+const NO_STREAM_LEADER_FIRST_PAUSE_MS = 50;
+const NO_STREAM_LEADER_MAX_PAUSE_MS = 250;
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class Coordinator {
   private readonly subscriptions: Subscription[] = [];
@@ -508,7 +526,9 @@ export class Coordinator {
     // millisecond on a local disk, and whole milliseconds would put every
     // one of them in the histogram's 0 or 1 ms bucket.
     const started = performance.now();
-    for (let attempt = 1; ; attempt++) {
+    let attempt = 1;
+    let pauseMs = NO_STREAM_LEADER_FIRST_PAUSE_MS;
+    for (;;) {
       try {
         const seq = await this.host.log.append(bytes, expected, appendOpts);
         assert(seq === expected + 1, () => `log appended at ${seq}, expected ${expected + 1}`);
@@ -522,6 +542,21 @@ export class Coordinator {
           this.host.stepDown("another leader appended to the log");
           return undefined;
         }
+        if (err instanceof NoRespondersError && !this.stopped && this.host.leaseFresh()) {
+          // Nobody took the append: the log's stream is electing a leader
+          // (a nats-server was lost, or a partition between them healed).
+          // Nothing was written and nobody else can write either, so this
+          // is not a failed attempt: retrying at once used the three
+          // attempts within a millisecond and deposed the leader at every
+          // stream-leader election. Wait a little and try again for as long
+          // as this node's lease is fresh, as the lease renewal does when
+          // its bucket has no leader ("notWritten", node.ts).
+          const log = pauseMs === NO_STREAM_LEADER_FIRST_PAUSE_MS ? this.host.logger.warn.bind(this.host.logger) : this.host.logger.debug.bind(this.host.logger);
+          log({ err: errorMessage(err), expected, pauseMs }, "log append found no stream leader; retrying while the lease is fresh");
+          await sleep(pauseMs);
+          pauseMs = Math.min(pauseMs * 2, NO_STREAM_LEADER_MAX_PAUSE_MS);
+          continue;
+        }
         if (attempt >= this.opts.appendAttempts || this.stopped) {
           this.appendFailed = true;
           this.host.logger.error({ err: (err as Error).message, attempt }, "log append failed; stepping down");
@@ -529,6 +564,7 @@ export class Coordinator {
           return undefined;
         }
         this.host.logger.warn({ err: (err as Error).message, attempt }, "log append failed; retrying");
+        attempt++;
       }
     }
   }

@@ -4,7 +4,8 @@
  * that fails while the coordinator stops. A real Coordinator over the
  * in-memory log of test/support/coordinatorHarness.ts.
  */
-import { HarnessNode, Link, MemoryLog, settle } from "../support/coordinatorHarness";
+import { HarnessNode, Link, MemoryLog, settle, until } from "../support/coordinatorHarness";
+import { NoRespondersError } from "../../src/protocol/transportErrors";
 import type { AppendOptions } from "../../src/log/logStream";
 
 const CLIENT = "client-aaaaaaaa";
@@ -76,5 +77,47 @@ describe("coordinator pipeline", () => {
     expect(sent[0]?.expectedLastMsgId).toBeUndefined();
     for (let i = 1; i < sent.length; i++) expect(sent[i]?.expectedLastMsgId).toBe(sent[i - 1]?.msgId);
     expect(a.stepDowns).toEqual([]);
+  });
+
+  test("an append that finds no stream leader (no responders) is retried after a pause while the lease is fresh", async () => {
+    const log = new MemoryLog();
+    const a = node("A", log);
+    await a.lead();
+    // The stream elects a leader: appends find no responders until the test says it has one.
+    let elected = false;
+    let refused = 0;
+    const append = a.link.append.bind(a.link);
+    a.link.append = (data, expected, opts) => {
+      if (elected) return append(data, expected, opts);
+      refused++;
+      return Promise.reject(new NoRespondersError("dlm.log"));
+    };
+    const hello = a.request({ op: "hello", client: CLIENT, seq: 1 });
+    // More refusals than the attempt cap (3) for a timeout: no-responders is not counted against it.
+    await until(() => refused >= 5 || a.stepDowns.length > 0, "five appends refused, or a step-down");
+    expect(a.stepDowns).toEqual([]);
+    expect(hello.replies).toEqual([]);
+    elected = true;
+    await until(() => hello.replies.length > 0, "the hello answered");
+    expect(hello.replies[0]).toMatchObject({ ok: true });
+    expect(a.stepDowns).toEqual([]);
+  });
+
+  test("an append that finds no stream leader steps down once the lease is no longer fresh", async () => {
+    const log = new MemoryLog();
+    const a = node("A", log);
+    await a.lead();
+    let refused = 0;
+    a.link.append = () => {
+      refused++;
+      return Promise.reject(new NoRespondersError("dlm.log"));
+    };
+    const hello = a.request({ op: "hello", client: CLIENT, seq: 1 });
+    await until(() => refused >= 2 || a.stepDowns.length > 0, "two appends refused, or a step-down");
+    expect(a.stepDowns).toEqual([]);
+    a.fresh = false;
+    await until(() => hello.replies.length > 0, "the hello answered");
+    expect(a.stepDowns).toHaveLength(1);
+    expect(hello.replies[0]).toMatchObject({ ok: false, error: "NOT_LEADER" });
   });
 });
