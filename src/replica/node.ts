@@ -656,10 +656,17 @@ export class DlmNode implements CoordinatorHost {
     }
   }
 
-  /** Role changes run one at a time. */
+  /**
+   * Role changes run one at a time. A step handles the failures it expects
+   * (a take-over that cannot reach the log follows again); anything that
+   * escapes one, such as the coordinator's stop() failing to apply an entry
+   * in flight, leaves the role half changed (a "candidate" that neither
+   * leads nor follows), so it crashes the node like any broken invariant
+   * instead of being dropped without a word.
+   */
   private serialize(step: () => Promise<void>): Promise<void> {
     const next = this.transition.then(step, step);
-    this.transition = next.catch(() => undefined);
+    this.transition = next.catch((err: unknown) => this.fatal(err));
     return next;
   }
 
@@ -670,6 +677,16 @@ export class DlmNode implements CoordinatorHost {
     this.term++;
     this.lastLeaseOkAt = leaseSentAt;
     this.leaseTimer = setInterval(() => void this.renewLease(), this.opts.leaderRenewMs);
+    // An entry that fails to apply (a broken invariant, a full disk) leaves
+    // the state and files part-way through it: crash, as a follower does,
+    // rather than count it as a failed take-over and follow on from there.
+    const applyOrCrash = (seq: number, entry: () => LogEntry): void => {
+      try {
+        this.applyEntry(seq, entry());
+      } catch (err) {
+        this.fatal(err);
+      }
+    };
     try {
       await this.follower?.stop();
       this.follower = undefined;
@@ -677,7 +694,7 @@ export class DlmNode implements CoordinatorHost {
         // Catch up to the end of the log, then claim the next slot. If
         // someone appended in between, catch up again.
         const lastSeq = await this.log.lastSeq();
-        await this.log.read(this.applied + 1, lastSeq, this.applyFromLog);
+        await this.log.read(this.applied + 1, lastSeq, (seq, data) => applyOrCrash(seq, () => decodeEntry(seq, data)));
         const epoch = this.current.epoch + 1;
         const entry: LogEntry = {
           v: 1,
@@ -690,7 +707,7 @@ export class DlmNode implements CoordinatorHost {
         };
         try {
           const seq = await this.log.append(encodeEntry(entry), this.applied);
-          this.applyEntry(seq, entry);
+          applyOrCrash(seq, () => entry);
           break;
         } catch (err) {
           if (!isWrongLastSequence(err) || attempt >= 5) throw err;

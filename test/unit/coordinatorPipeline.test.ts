@@ -120,4 +120,22 @@ describe("coordinator pipeline", () => {
     expect(a.stepDowns).toHaveLength(1);
     expect(hello.replies[0]).toMatchObject({ ok: false, error: "NOT_LEADER" });
   });
+
+  test("stop() passes on an apply that fails while the entries in flight settle", async () => {
+    const log = new MemoryLog();
+    const a = node("A", log);
+    await a.lead();
+    a.link.held = true;
+    a.request({ op: "hello", client: CLIENT, seq: 1 });
+    await settle(3);
+    const coordinator = a.coordinator;
+    a.coordinator = undefined;
+    const stopping = coordinator?.stop("leader lease could not be renewed");
+    a.applyEntry = () => {
+      throw Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" });
+    };
+    a.link.heal();
+    // DlmNode.leaveLeadership awaits this; the node's fatal path takes it from there.
+    await expect(stopping).rejects.toThrow(/ENOSPC/);
+  });
 });
