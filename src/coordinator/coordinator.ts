@@ -23,7 +23,7 @@
  * A refused append (someone else appended) or an unreachable log ends its
  * leadership at once; from then on it answers nothing but NOT_LEADER. A log
  * whose stream is electing a leader (no responders) is waited for while the
- * lease is fresh.
+ * lease is fresh, for up to noStreamLeaderWaitMs.
  */
 import type { Msg, NatsConnection, Subscription } from "@nats-io/nats-core";
 import type { Logger } from "../log/logger";
@@ -83,9 +83,19 @@ export interface CoordinatorOptions extends SessionClockOptions {
   /**
    * Attempts for one append whose outcome is unknown (timeout), deduplicated
    * by message id. An append that found no stream leader (no responders) is
-   * not counted: it is retried after a pause while the lease is fresh.
+   * not counted while it waits (noStreamLeaderWaitMs).
    */
   appendAttempts: number;
+  /**
+   * How long one append that keeps finding no stream leader (no responders)
+   * is retried, after pauses, while the lease is fresh, before it counts as
+   * failed. Long enough for an election after a leader stepped down or a
+   * partition healed (milliseconds); shorter than an election after the
+   * stream leader's server died (4-9 s of raft timeouts), where stepping
+   * down tells the clients NOT_LEADER, and they back off as unavailable,
+   * instead of holding their requests until those time out.
+   */
+  noStreamLeaderWaitMs: number;
   /**
    * Log entries appended but not yet acknowledged at once (pipelining). 1
    * is the old behaviour: the next entry waits for the previous ack.
@@ -111,6 +121,7 @@ export const DEFAULT_COORDINATOR_OPTIONS: CoordinatorOptions = {
   maxEntryBytes: DEFAULT_MAX_ENTRY_BYTES,
   tickMs: 50,
   appendAttempts: 3,
+  noStreamLeaderWaitMs: 1000,
   maxEntriesInFlight: 8,
   maxQueuedCommands: 10_000,
   maxRequestBytes: MAX_REQUEST_BYTES,
@@ -128,9 +139,8 @@ const encoder = new TextEncoder();
 
 /**
  * Pauses between appends that found no stream leader (no responders): the
- * first, then doubling up to the last. A JetStream stream elects a leader
- * in a few hundred milliseconds to a few seconds; these keep the retries
- * few while it does and lose at most a quarter second once it has.
+ * first, then doubling up to the last. They keep the retries few while the
+ * stream elects a leader and lose at most a quarter second once it has.
  */
 const NO_STREAM_LEADER_FIRST_PAUSE_MS = 50;
 const NO_STREAM_LEADER_MAX_PAUSE_MS = 250;
@@ -528,6 +538,7 @@ export class Coordinator {
     const started = performance.now();
     let attempt = 1;
     let pauseMs = NO_STREAM_LEADER_FIRST_PAUSE_MS;
+    let unledSince: number | undefined;
     for (;;) {
       try {
         const seq = await this.host.log.append(bytes, expected, appendOpts);
@@ -542,20 +553,27 @@ export class Coordinator {
           this.host.stepDown("another leader appended to the log");
           return undefined;
         }
-        if (err instanceof NoRespondersError && !this.stopped && this.host.leaseFresh()) {
+        if (err instanceof NoRespondersError) {
           // Nobody took the append: the log's stream is electing a leader
-          // (a nats-server was lost, or a partition between them healed).
-          // Nothing was written and nobody else can write either, so this
-          // is not a failed attempt: retrying at once used the three
-          // attempts within a millisecond and deposed the leader at every
-          // stream-leader election. Wait a little and try again for as long
-          // as this node's lease is fresh, as the lease renewal does when
-          // its bucket has no leader ("notWritten", node.ts).
-          const log = pauseMs === NO_STREAM_LEADER_FIRST_PAUSE_MS ? this.host.logger.warn.bind(this.host.logger) : this.host.logger.debug.bind(this.host.logger);
-          log({ err: errorMessage(err), expected, pauseMs }, "log append found no stream leader; retrying while the lease is fresh");
-          await sleep(pauseMs);
-          pauseMs = Math.min(pauseMs * 2, NO_STREAM_LEADER_MAX_PAUSE_MS);
-          continue;
+          // (its leader stepped down, a partition between nats-servers
+          // healed, a server died). Nothing was written and nobody else can
+          // write either, so this is not a failed attempt: retrying at once
+          // used the three attempts within a millisecond and deposed the
+          // leader at every stream-leader election. Wait a little and try
+          // again while this node's lease is fresh, as the lease renewal
+          // does when its bucket has no leader ("notWritten", node.ts), but
+          // only for noStreamLeaderWaitMs: past that the election is a long
+          // one, and the clients waiting here are better told NOT_LEADER.
+          const first = unledSince === undefined;
+          unledSince ??= performance.now();
+          const waitedMs = performance.now() - unledSince;
+          if (!this.stopped && this.host.leaseFresh() && waitedMs < this.opts.noStreamLeaderWaitMs) {
+            const log = first ? this.host.logger.warn.bind(this.host.logger) : this.host.logger.debug.bind(this.host.logger);
+            log({ err: errorMessage(err), expected, pauseMs }, "log append found no stream leader; retrying");
+            await sleep(pauseMs);
+            pauseMs = Math.min(pauseMs * 2, NO_STREAM_LEADER_MAX_PAUSE_MS);
+            continue;
+          }
         }
         if (attempt >= this.opts.appendAttempts || this.stopped) {
           this.appendFailed = true;

@@ -82,7 +82,8 @@ describe("coordinator pipeline", () => {
   test("an append that finds no stream leader (no responders) is retried after a pause while the lease is fresh", async () => {
     const log = new MemoryLog();
     const a = node("A", log);
-    await a.lead();
+    // The election here ends when the test says so, not within the default wait.
+    await a.lead({ noStreamLeaderWaitMs: 60_000 });
     // The stream elects a leader: appends find no responders until the test says it has one.
     let elected = false;
     let refused = 0;
@@ -106,7 +107,7 @@ describe("coordinator pipeline", () => {
   test("an append that finds no stream leader steps down once the lease is no longer fresh", async () => {
     const log = new MemoryLog();
     const a = node("A", log);
-    await a.lead();
+    await a.lead({ noStreamLeaderWaitMs: 60_000 });
     let refused = 0;
     a.link.append = () => {
       refused++;
@@ -117,6 +118,23 @@ describe("coordinator pipeline", () => {
     expect(a.stepDowns).toEqual([]);
     a.fresh = false;
     await until(() => hello.replies.length > 0, "the hello answered");
+    expect(a.stepDowns).toHaveLength(1);
+    expect(hello.replies[0]).toMatchObject({ ok: false, error: "NOT_LEADER" });
+  });
+
+  test("an append that finds no stream leader for longer than noStreamLeaderWaitMs steps down, so its clients hear NOT_LEADER", async () => {
+    const log = new MemoryLog();
+    const a = node("A", log);
+    await a.lead({ noStreamLeaderWaitMs: 100 });
+    let refused = 0;
+    a.link.append = () => {
+      refused++;
+      return Promise.reject(new NoRespondersError("dlm.log"));
+    };
+    // A long election (the stream leader's server died): the lease stays fresh throughout.
+    const hello = a.request({ op: "hello", client: CLIENT, seq: 1 });
+    await until(() => hello.replies.length > 0, "the hello answered");
+    expect(refused).toBeGreaterThan(1);
     expect(a.stepDowns).toHaveLength(1);
     expect(hello.replies[0]).toMatchObject({ ok: false, error: "NOT_LEADER" });
   });
