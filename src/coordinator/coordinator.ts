@@ -9,9 +9,10 @@
  *    replicated session table, and turns new requests into commands.
  * 2. Group commit, pipelined: commands wait in a queue and go out in the
  *    next entry; up to `maxEntriesInFlight` entries are appended at once,
- *    entry N+k with expected last sequence N+k-1, so an entry lands only
- *    right after this leader's previous one and nobody else can write in
- *    between.
+ *    entry N+k with expected last sequence N+k-1 and, after the first, the
+ *    previous in-flight entry's message id as the expected last message
+ *    id, so an entry lands only right after this leader's previous one and
+ *    nobody else can write in between.
  * 3. After JetStream acknowledges an entry, and after every earlier entry
  *    was applied, applies it through the node (state machine and files)
  *    and only then carries out the effects: replies to the waiting request
@@ -20,11 +21,13 @@
  *    liveness from what it heard, each expiry logged as a command.
  *
  * A refused append (someone else appended) or an unreachable log ends its
- * leadership at once; from then on it answers nothing but NOT_LEADER.
+ * leadership at once; from then on it answers nothing but NOT_LEADER. A log
+ * whose stream is electing a leader (no responders) is waited for while the
+ * lease is fresh, for up to noStreamLeaderWaitMs.
  */
 import type { Msg, NatsConnection, Subscription } from "@nats-io/nats-core";
 import type { Logger } from "../log/logger";
-import { isWrongLastSequence, type LogStream } from "../log/logStream";
+import { isWrongLastSequence, type AppendOptions, type LogStream } from "../log/logStream";
 import { fileIndex } from "../protocol/files";
 import { MAX_REQUEST_BYTES, messageBudgetBytes, type Limits } from "../protocol/limits";
 import type { LoggedRequest, Notification, Reply } from "../protocol/messages";
@@ -34,6 +37,7 @@ import { classify, dueCommands, errorReply, okReply } from "../state";
 import type { Command, Effect, LogEntry, State } from "../state";
 import { assert, InvariantError } from "../util/assert";
 import { errorMessage } from "../util/errorMessage";
+import { NoRespondersError } from "../protocol/transportErrors";
 import { readPageBytes, readReply } from "../protocol/filePages";
 import { COMMAND_OVERHEAD_BYTES, DEFAULT_MAX_ENTRY_BYTES, fitEntry, maxEntryBytesFor, trimDigestToFit } from "./entryBudget";
 import { toCommand } from "./requestCommands";
@@ -76,8 +80,22 @@ export interface CoordinatorOptions extends SessionClockOptions {
   maxEntryBytes: number;
   /** How often deadlines and session liveness are checked. */
   tickMs: number;
-  /** Attempts for one append whose outcome is unknown (timeout), deduplicated by message id. */
+  /**
+   * Attempts for one append whose outcome is unknown (timeout), deduplicated
+   * by message id. An append that found no stream leader (no responders) is
+   * not counted while it waits (noStreamLeaderWaitMs).
+   */
   appendAttempts: number;
+  /**
+   * How long one append that keeps finding no stream leader (no responders)
+   * is retried, after pauses, while the lease is fresh, before it counts as
+   * failed. Long enough for an election after a leader stepped down or a
+   * partition healed (milliseconds); shorter than an election after the
+   * stream leader's server died (4-9 s of raft timeouts), where stepping
+   * down tells the clients NOT_LEADER, and they back off as unavailable,
+   * instead of holding their requests until those time out.
+   */
+  noStreamLeaderWaitMs: number;
   /**
    * Log entries appended but not yet acknowledged at once (pipelining). 1
    * is the old behaviour: the next entry waits for the previous ack.
@@ -103,6 +121,7 @@ export const DEFAULT_COORDINATOR_OPTIONS: CoordinatorOptions = {
   maxEntryBytes: DEFAULT_MAX_ENTRY_BYTES,
   tickMs: 50,
   appendAttempts: 3,
+  noStreamLeaderWaitMs: 1000,
   maxEntriesInFlight: 8,
   maxQueuedCommands: 10_000,
   maxRequestBytes: MAX_REQUEST_BYTES,
@@ -117,6 +136,16 @@ export const DEFAULT_COORDINATOR_OPTIONS: CoordinatorOptions = {
 };
 
 const encoder = new TextEncoder();
+
+/**
+ * Pauses between appends that found no stream leader (no responders): the
+ * first, then doubling up to the last. They keep the retries few while the
+ * stream elects a leader and lose at most a quarter second once it has.
+ */
+const NO_STREAM_LEADER_FIRST_PAUSE_MS = 50;
+const NO_STREAM_LEADER_MAX_PAUSE_MS = 250;
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class Coordinator {
   private readonly subscriptions: Subscription[] = [];
@@ -141,10 +170,11 @@ export class Coordinator {
   private flushing: Promise<void> | undefined;
   /**
    * Entries appended to the log and not yet applied, oldest first. Entry i
-   * was appended with expected last sequence appliedSeq() + i, so each can
-   * land only right behind the one before it.
+   * was appended with expected last sequence appliedSeq() + i and, for
+   * i > 0, with entry i-1's message id as the expected last message id, so
+   * each can land only right behind the one before it.
    */
-  private readonly inFlight: Array<{ entry: LogEntry; seq: Promise<number | undefined> }> = [];
+  private readonly inFlight: Array<{ entry: LogEntry; msgId: string; seq: Promise<number | undefined> }> = [];
   /** Whether this leader has warned that a session digest had to be cut to fit an entry (it warns once). */
   private warnedDigestCut = false;
   /** Set once an append failed: this coordinator appends nothing more. */
@@ -371,11 +401,16 @@ export class Coordinator {
    * and its requests answered, only after every earlier one was.
    *
    * If an append fails, this leader stops at that entry: nothing after it is
-   * applied or answered here, even if it landed (an entry behind a refused
-   * one can land after another leader's entries; the state machine treats an
-   * entry from a deposed epoch as void, and one from this epoch is decided
-   * at apply time like any other, so either way the log stays consistent
-   * and its clients learn the outcome by retrying with the same seq).
+   * applied or answered here, even if it landed (its clients learn the
+   * outcome by retrying with the same seq). An entry behind a refused one
+   * does not land after another leader's entries: the expected sequence
+   * alone would let it (after a stall, entry k's expected sequence can be
+   * the slot right behind the new leader's `leader` entry, and the new
+   * leader's next append would then be refused although nobody else
+   * leads), so each entry after the first also names its predecessor's
+   * message id, which is the log's last only if the predecessor landed
+   * right there. The state machine still treats an entry from a deposed
+   * epoch as void, should one ever land.
    */
   private async flushLoop(): Promise<void> {
     // Let requests that arrived in the same tick of the event loop join.
@@ -416,7 +451,12 @@ export class Coordinator {
         }
         const { entry, bytes } = fitted;
         const expected = this.host.appliedSeq() + this.inFlight.length;
-        this.inFlight.push({ entry, seq: this.appendEntry(entry, bytes, expected) });
+        // The message id makes a retry after a lost ack idempotent: JetStream
+        // answers a duplicate with the original sequence instead of a second
+        // entry, and it does so before it checks the expectations.
+        const msgId = `${this.host.nodeId}:${entry.epoch}:${expected + 1}`;
+        const after = this.inFlight[this.inFlight.length - 1]?.msgId;
+        this.inFlight.push({ entry, msgId, seq: this.appendEntry(entry, bytes, expected, { msgId, ...(after !== undefined ? { expectedLastMsgId: after } : {}) }) });
       }
       const head = this.inFlight[0];
       if (!head) return;
@@ -491,17 +531,17 @@ export class Coordinator {
     this.waiting.delete(key);
   }
 
-  private async appendEntry(entry: LogEntry, bytes: Uint8Array, expected: number): Promise<number | undefined> {
-    // The message id makes a retry after a lost ack idempotent: JetStream
-    // answers a duplicate with the original sequence instead of a second entry.
-    const msgId = `${this.host.nodeId}:${entry.epoch}:${expected + 1}`;
+  private async appendEntry(entry: LogEntry, bytes: Uint8Array, expected: number, appendOpts: AppendOptions): Promise<number | undefined> {
     // performance.now(), not Date.now(): an append takes a fraction of a
     // millisecond on a local disk, and whole milliseconds would put every
     // one of them in the histogram's 0 or 1 ms bucket.
     const started = performance.now();
-    for (let attempt = 1; ; attempt++) {
+    let attempt = 1;
+    let pauseMs = NO_STREAM_LEADER_FIRST_PAUSE_MS;
+    let unledSince: number | undefined;
+    for (;;) {
       try {
-        const seq = await this.host.log.append(bytes, expected, { msgId });
+        const seq = await this.host.log.append(bytes, expected, appendOpts);
         assert(seq === expected + 1, () => `log appended at ${seq}, expected ${expected + 1}`);
         this.host.metrics.recordAppend(entry.cmds.length, bytes.length, performance.now() - started);
         return seq;
@@ -513,6 +553,28 @@ export class Coordinator {
           this.host.stepDown("another leader appended to the log");
           return undefined;
         }
+        if (err instanceof NoRespondersError) {
+          // Nobody took the append: the log's stream is electing a leader
+          // (its leader stepped down, a partition between nats-servers
+          // healed, a server died). Nothing was written and nobody else can
+          // write either, so this is not a failed attempt: retrying at once
+          // used the three attempts within a millisecond and deposed the
+          // leader at every stream-leader election. Wait a little and try
+          // again while this node's lease is fresh, as the lease renewal
+          // does when its bucket has no leader ("notWritten", node.ts), but
+          // only for noStreamLeaderWaitMs: past that the election is a long
+          // one, and the clients waiting here are better told NOT_LEADER.
+          const first = unledSince === undefined;
+          unledSince ??= performance.now();
+          const waitedMs = performance.now() - unledSince;
+          if (!this.stopped && this.host.leaseFresh() && waitedMs < this.opts.noStreamLeaderWaitMs) {
+            const log = first ? this.host.logger.warn.bind(this.host.logger) : this.host.logger.debug.bind(this.host.logger);
+            log({ err: errorMessage(err), expected, pauseMs }, "log append found no stream leader; retrying");
+            await sleep(pauseMs);
+            pauseMs = Math.min(pauseMs * 2, NO_STREAM_LEADER_MAX_PAUSE_MS);
+            continue;
+          }
+        }
         if (attempt >= this.opts.appendAttempts || this.stopped) {
           this.appendFailed = true;
           this.host.logger.error({ err: (err as Error).message, attempt }, "log append failed; stepping down");
@@ -520,6 +582,7 @@ export class Coordinator {
           return undefined;
         }
         this.host.logger.warn({ err: (err as Error).message, attempt }, "log append failed; retrying");
+        attempt++;
       }
     }
   }

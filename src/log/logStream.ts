@@ -2,9 +2,10 @@
  * The JetStream log: one stream, one subject, every state change in order.
  *
  * - `append(data, expectedLastSeq)` is a compare-and-swap on the log tail
- *   (the `Nats-Expected-Last-Sequence` header). A writer that is not at the
- *   tail gets `WrongLastSequenceError` and nothing is written; that, not the
- *   leader election, is what makes two would-be leaders harmless.
+ *   (the `Nats-Expected-Last-Sequence` header, and optionally
+ *   `Nats-Expected-Last-Msg-Id`). A writer that is not at the tail gets
+ *   `WrongLastSequenceError` and nothing is written; that, not the leader
+ *   election, is what makes two would-be leaders harmless.
  * - `read(from, to)` and `follow(from)` hand entries over strictly in order,
  *   each one only after the previous handler resolved, without gaps or
  *   repeats, across NATS reconnects and server restarts.
@@ -68,6 +69,17 @@ export interface AppendOptions {
    * refusal), so a writer can retry an append whose ack was lost.
    */
   msgId?: string;
+  /**
+   * Nats-Expected-Last-Msg-Id: the entry is written only if the log's last
+   * entry carries this message id (and the expected last sequence matches
+   * too). A leader with several entries in flight sends each one after the
+   * first with the previous one's id, so it can land only right behind its
+   * own predecessor, never behind another leader's entry that happens to
+   * sit at the expected sequence (coordinator.ts, flushLoop). JetStream
+   * answers a retried duplicate (same msgId) before it checks this, so a
+   * retry after a lost ack still gets its original sequence.
+   */
+  expectedLastMsgId?: string;
   timeoutMs?: number;
 }
 
@@ -114,22 +126,38 @@ export interface Follower {
   stop(): Promise<void>;
 }
 
-/** The server refused an append because the log's last sequence was not the expected one. Nothing was written. */
+/**
+ * The server refused an append because the log's tail was not the expected
+ * one: its last sequence, or the message id of its last entry when the
+ * writer named one. Nothing was written.
+ */
 export class WrongLastSequenceError extends Error {
   override readonly name = "WrongLastSequenceError";
   readonly expectedLastSeq: number;
-  constructor(expectedLastSeq: number, options?: { cause?: unknown }) {
-    super(`wrong last sequence: the log is not at ${expectedLastSeq}`, options);
+  readonly expectedLastMsgId: string | undefined;
+  constructor(expectedLastSeq: number, options?: { cause?: unknown; expectedLastMsgId?: string }) {
+    const behind = options?.expectedLastMsgId === undefined ? "" : ` behind message ${options.expectedLastMsgId}`;
+    super(`wrong last sequence: the log is not at ${expectedLastSeq}${behind}`, options);
     this.expectedLastSeq = expectedLastSeq;
+    this.expectedLastMsgId = options?.expectedLastMsgId;
   }
 }
 
-/** True for our WrongLastSequenceError and for the server's raw refusal (API codes 10071 and 10164). */
+/**
+ * JetStream API code for "wrong last msg ID" (nats-server's
+ * JSStreamWrongLastMsgIDErrF): the Nats-Expected-Last-Msg-Id refusal, which
+ * @nats-io/jetstream 3.4 does not name.
+ */
+export const STREAM_WRONG_LAST_MSG_ID = 10070;
+
+/** True for our WrongLastSequenceError and for the server's raw refusals (API codes 10071, 10164 and 10070). */
 export function isWrongLastSequence(err: unknown): boolean {
   if (err instanceof WrongLastSequenceError) return true;
   return (
     err instanceof JetStreamApiError &&
-    (err.code === JetStreamApiCodes.StreamWrongLastSequence || err.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
+    (err.code === JetStreamApiCodes.StreamWrongLastSequence ||
+      err.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown ||
+      err.code === STREAM_WRONG_LAST_MSG_ID)
   );
 }
 
@@ -349,10 +377,12 @@ export class LogStream {
 
   /**
    * Appends one entry if and only if the log's last sequence is
-   * `expectedLastSeq` (0 for an empty log). Returns the new entry's sequence
-   * (always expectedLastSeq + 1). Throws WrongLastSequenceError when the
-   * server refuses (nothing was written); any other error (timeout,
-   * disconnect) leaves it unknown whether the entry was written.
+   * `expectedLastSeq` (0 for an empty log) and, when `opts.expectedLastMsgId`
+   * is given, the last entry carries that message id. Returns the new
+   * entry's sequence (always expectedLastSeq + 1). Throws
+   * WrongLastSequenceError when the server refuses (nothing was written);
+   * any other error (timeout, disconnect) leaves it unknown whether the
+   * entry was written.
    */
   async append(data: Uint8Array, expectedLastSeq: number, opts: AppendOptions = {}): Promise<number> {
     if (!Number.isSafeInteger(expectedLastSeq) || expectedLastSeq < 0) {
@@ -366,6 +396,7 @@ export class LogStream {
     const h = headers();
     h.set("Nats-Expected-Last-Sequence", String(expectedLastSeq));
     if (opts.msgId !== undefined) h.set("Nats-Msg-Id", opts.msgId);
+    if (opts.expectedLastMsgId !== undefined) h.set("Nats-Expected-Last-Msg-Id", opts.expectedLastMsgId);
     let seq: number;
     try {
       const reply = await this.publisher.request(this.subject, data, opts.timeoutMs ?? this.requestTimeoutMs, h);
@@ -375,7 +406,9 @@ export class LogStream {
       }
       seq = ack.seq;
     } catch (err) {
-      if (isWrongLastSequence(err)) throw new WrongLastSequenceError(expectedLastSeq, { cause: err });
+      if (isWrongLastSequence(err)) {
+        throw new WrongLastSequenceError(expectedLastSeq, { cause: err, ...(opts.expectedLastMsgId !== undefined ? { expectedLastMsgId: opts.expectedLastMsgId } : {}) });
+      }
       throw err;
     }
     if (seq !== expectedLastSeq + 1) {

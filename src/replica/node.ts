@@ -186,7 +186,14 @@ export class DlmNode implements CoordinatorHost {
   private infoSub: Subscription | undefined;
   /** When the last renewal that succeeded was *sent* (the safe side of when the key was written). */
   private lastLeaseOkAt = 0;
-  private renewing = false;
+  /**
+   * The leadership term: bumped by every becomeLeader. A lease renewal
+   * belongs to the term that sent it; its outcome says nothing about a
+   * later term (see renewLease).
+   */
+  private term = 0;
+  /** The term whose lease renewal is in flight, if one is: one renewal at a time per term. */
+  private renewingTerm: number | undefined;
   /** The newest write of the leader key seen, and when this node first saw it (its own clock). */
   private lastKeyWrite: (LeaseWrite & { seenAt: number }) | undefined;
   /** Whether the last observation says the key is gone (released or expired). */
@@ -649,10 +656,17 @@ export class DlmNode implements CoordinatorHost {
     }
   }
 
-  /** Role changes run one at a time. */
+  /**
+   * Role changes run one at a time. A step handles the failures it expects
+   * (a take-over that cannot reach the log follows again); anything that
+   * escapes one, such as the coordinator's stop() failing to apply an entry
+   * in flight, leaves the role half changed (a "candidate" that neither
+   * leads nor follows), so it crashes the node like any broken invariant
+   * instead of being dropped without a word.
+   */
   private serialize(step: () => Promise<void>): Promise<void> {
     const next = this.transition.then(step, step);
-    this.transition = next.catch(() => undefined);
+    this.transition = next.catch((err: unknown) => this.fatal(err));
     return next;
   }
 
@@ -660,8 +674,19 @@ export class DlmNode implements CoordinatorHost {
     if (this.role !== "follower") return;
     const started = Date.now();
     this.role = "candidate";
+    this.term++;
     this.lastLeaseOkAt = leaseSentAt;
     this.leaseTimer = setInterval(() => void this.renewLease(), this.opts.leaderRenewMs);
+    // An entry that fails to apply (a broken invariant, a full disk) leaves
+    // the state and files part-way through it: crash, as a follower does,
+    // rather than count it as a failed take-over and follow on from there.
+    const applyOrCrash = (seq: number, entry: () => LogEntry): void => {
+      try {
+        this.applyEntry(seq, entry());
+      } catch (err) {
+        this.fatal(err);
+      }
+    };
     try {
       await this.follower?.stop();
       this.follower = undefined;
@@ -669,7 +694,7 @@ export class DlmNode implements CoordinatorHost {
         // Catch up to the end of the log, then claim the next slot. If
         // someone appended in between, catch up again.
         const lastSeq = await this.log.lastSeq();
-        await this.log.read(this.applied + 1, lastSeq, this.applyFromLog);
+        await this.log.read(this.applied + 1, lastSeq, (seq, data) => applyOrCrash(seq, () => decodeEntry(seq, data)));
         const epoch = this.current.epoch + 1;
         const entry: LogEntry = {
           v: 1,
@@ -682,7 +707,7 @@ export class DlmNode implements CoordinatorHost {
         };
         try {
           const seq = await this.log.append(encodeEntry(entry), this.applied);
-          this.applyEntry(seq, entry);
+          applyOrCrash(seq, () => entry);
           break;
         } catch (err) {
           if (!isWrongLastSequence(err) || attempt >= 5) throw err;
@@ -713,13 +738,21 @@ export class DlmNode implements CoordinatorHost {
       this.stepDown("leader lease is not fresh");
       return;
     }
-    // One renewal at a time: two would race on the revision and the loser
-    // would step a healthy leader down.
-    if (this.renewing) return;
-    this.renewing = true;
+    // One renewal at a time within a term: two would race on the revision
+    // and the loser would step a healthy leader down. A renewal still out
+    // from an earlier term does not count: it was sent for a key revision
+    // this term no longer holds, and waiting for it (a renewal that hangs
+    // until it times out is how the earlier term ended) would leave this
+    // term with no renewal at all.
+    const term = this.term;
+    if (this.renewingTerm === term) return;
+    this.renewingTerm = term;
     const sentAt = Date.now();
     try {
       const outcome = await this.lease.renewOutcome().catch(() => "lost" as const);
+      // The term ended while the renewal was out: its outcome, lost or
+      // renewed, is the old term's. Acting on it stepped the next term down.
+      if (term !== this.term) return;
       if (outcome === "renewed") {
         this.lastLeaseOkAt = Math.max(this.lastLeaseOkAt, sentAt);
         return;
@@ -730,7 +763,7 @@ export class DlmNode implements CoordinatorHost {
       if (outcome === "notWritten") return;
       this.stepDown("leader lease could not be renewed");
     } finally {
-      this.renewing = false;
+      if (this.renewingTerm === term) this.renewingTerm = undefined;
     }
   }
 

@@ -103,6 +103,31 @@ describe("LogStream", () => {
     expect(await log.lastSeq()).toBe(1);
   });
 
+  test("an entry chained to its writer's previous message id is refused when another writer's entry sits at its expected sequence", async () => {
+    // Leader A had its entry at S and two more in flight on a stalled
+    // link; leader B appended its leader entry at S + 1 meanwhile.
+    const log = await openLog();
+    const S = await log.append(enc("a-applied"), 0, { msgId: "A:1:1" });
+    expect(await log.append(enc("b-leader"), S)).toBe(S + 1);
+    // The stall heals. A's first entry expects S: refused.
+    await expect(log.append(enc("a-1"), S, { msgId: "A:1:2" })).rejects.toBeInstanceOf(WrongLastSequenceError);
+    // A's second expects S + 1, which matches B's entry; only its
+    // predecessor's id tells it apart. It used to land at S + 2.
+    const err = await log.append(enc("a-2"), S + 1, { msgId: "A:1:3", expectedLastMsgId: "A:1:2" }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WrongLastSequenceError);
+    expect(isWrongLastSequence(err)).toBe(true);
+    expect(await log.lastSeq()).toBe(S + 1);
+    // B's own pipeline: its second entry names its first and lands.
+    expect(await log.append(enc("b-1"), S + 1, { msgId: "B:2:3" })).toBe(S + 2);
+    expect(await log.append(enc("b-2"), S + 2, { msgId: "B:2:4", expectedLastMsgId: "B:2:3" })).toBe(S + 3);
+    // A retry of B's second entry after a lost ack, once the tail moved on:
+    // the server answers the duplicate with its sequence before it checks
+    // either expectation.
+    expect(await log.append(enc("b-3"), S + 3, { msgId: "B:2:5", expectedLastMsgId: "B:2:4" })).toBe(S + 4);
+    expect(await log.append(enc("b-2"), S + 2, { msgId: "B:2:4", expectedLastMsgId: "B:2:3" })).toBe(S + 3);
+    expect(await log.lastSeq()).toBe(S + 4);
+  });
+
   test("read(from, to) hands over the range in order, each after the previous resolved", async () => {
     const log = await openLog();
     const total = 300; // more than one pull batch

@@ -23,6 +23,18 @@ describe("parsePubAck (the log's append acknowledgement)", () => {
     expect(isWrongLastSequence(thrown)).toBe(true);
   });
 
+  test("a refused expected last message id is a wrong last sequence too (nothing was written)", () => {
+    const refusal = { error: { code: 400, err_code: 10070, description: "wrong last msg ID: B:2:3" } };
+    let thrown: unknown;
+    try {
+      parsePubAck(bytes(refusal));
+    } catch (e) {
+      thrown = e;
+    }
+    expect(thrown).toBeInstanceOf(JetStreamApiError);
+    expect(isWrongLastSequence(thrown)).toBe(true);
+  });
+
   test("another API error is not taken for a wrong sequence", () => {
     const other = { error: { code: 503, err_code: 10077, description: "maximum messages exceeded" } };
     expect(() => parsePubAck(bytes(other))).toThrow(JetStreamApiError);
