@@ -799,13 +799,15 @@ function dropIfIdle(state: State, lock: LockState): void {
   if (lock.holders.size === 0 && lock.queue.length === 0) state.locks.delete(lock.name);
 }
 
+const NONE_LISTED: ReadonlySet<number> = new Set();
+
 function acknowledge(session: Session, requested: number, waits: readonly number[] = []): void {
   // A client cannot have seen the answer to an acquire that is still
   // waiting, so the floor passes one only if the client lists it as a wait
   // (a confused client must not be able to make a later grant look like an
   // old duplicate). A listed one stays in `pending`, and once answered in
   // `replies`, below the floor, until a request no longer lists it.
-  const listed = new Set(waits);
+  const listed: ReadonlySet<number> = waits.length > 0 ? new Set(waits) : NONE_LISTED;
   let ack = requested;
   for (const seq of session.pending.keys()) if (!listed.has(seq)) ack = Math.min(ack, seq - 1);
   const floor = Math.max(ack, session.acked);
