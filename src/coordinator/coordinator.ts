@@ -531,6 +531,24 @@ export class Coordinator {
     this.waiting.delete(key);
   }
 
+  /**
+   * Whether an earlier attempt of this append landed at `seq` after all
+   * (its acknowledgement was lost), so that the retry's refusal is its own
+   * entry in the way. nats-server 2.10 answers such a retry with the
+   * original sequence, because it checks the message id first; from 2.12,
+   * a stream on a single server checks the expected last sequence first and
+   * refuses the retry, which deposed a leader that had lost nothing.
+   */
+  private async landedEarlier(seq: number, msgId: string | undefined): Promise<boolean> {
+    if (msgId === undefined) return false;
+    try {
+      return (await this.host.log.msgIdAt(seq)) === msgId;
+    } catch (err) {
+      this.host.logger.warn({ err: errorMessage(err), seq }, "could not read the log entry an append may have written; stepping down");
+      return false;
+    }
+  }
+
   private async appendEntry(entry: LogEntry, bytes: Uint8Array, expected: number, appendOpts: AppendOptions): Promise<number | undefined> {
     // performance.now(), not Date.now(): an append takes a fraction of a
     // millisecond on a local disk, and whole milliseconds would put every
@@ -547,6 +565,10 @@ export class Coordinator {
         return seq;
       } catch (err) {
         if (this.appendFailed) return undefined;
+        if (isWrongLastSequence(err) && attempt > 1 && (await this.landedEarlier(expected + 1, appendOpts.msgId))) {
+          this.host.metrics.recordAppend(entry.cmds.length, bytes.length, performance.now() - started);
+          return expected + 1;
+        }
         if (isWrongLastSequence(err)) {
           this.appendFailed = true;
           this.host.logger.warn({ expected }, "log tail moved: another leader appended; stepping down");

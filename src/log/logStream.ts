@@ -417,6 +417,15 @@ export class LogStream {
     return seq;
   }
 
+  /**
+   * The message id (Nats-Msg-Id) the entry at `seq` was appended with;
+   * undefined when it had none or there is no such entry.
+   */
+  async msgIdAt(seq: number): Promise<string | undefined> {
+    const stored = await this.jsm.streams.getMessage(this.streamName, { seq });
+    return stored?.header?.get("Nats-Msg-Id") || undefined;
+  }
+
   async info(): Promise<StreamInfo> {
     return this.jsm.streams.info(this.streamName);
   }

@@ -103,6 +103,15 @@ describe("LogStream", () => {
     expect(await log.lastSeq()).toBe(1);
   });
 
+  test("msgIdAt(seq) reads back the message id an entry was appended with, so a leader can recognise its own entry behind a refusal", async () => {
+    const log = await openLog();
+    await log.append(enc("a"), 0, { msgId: "n1:1:1" });
+    await log.append(enc("b"), 1);
+    expect(await log.msgIdAt(1)).toBe("n1:1:1");
+    expect(await log.msgIdAt(2)).toBeUndefined();
+    expect(await log.msgIdAt(3)).toBeUndefined();
+  });
+
   test("an entry chained to its writer's previous message id is refused when another writer's entry sits at its expected sequence", async () => {
     // Leader A had its entry at S and two more in flight on a stalled
     // link; leader B appended its leader entry at S + 1 meanwhile.

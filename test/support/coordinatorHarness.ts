@@ -9,7 +9,9 @@
  * before is answered with its original sequence, then the expected last
  * sequence and the expected last message id must match the tail, else
  * nothing is written and the writer is refused as LogStream.append refuses
- * it (WrongLastSequenceError).
+ * it (WrongLastSequenceError). With `sequenceFirst` it checks the expected
+ * last sequence before the message id, as nats-server 2.12 and later do for
+ * a stream on a single server.
  */
 import type { Msg, NatsConnection, SubscriptionOptions } from "@nats-io/nats-core";
 import { Coordinator, DEFAULT_COORDINATOR_OPTIONS, type CoordinatorHost, type CoordinatorOptions } from "../../src/coordinator/coordinator";
@@ -30,6 +32,8 @@ export interface StoredEntry {
 /** The shared JetStream log: compare-and-swap on the tail, dedupe by message id. */
 export class MemoryLog {
   readonly entries: StoredEntry[] = [];
+  /** Check the expected last sequence before the message id (nats-server 2.12+, one server). */
+  sequenceFirst = false;
 
   lastSeq(): number {
     return this.entries.length;
@@ -41,6 +45,7 @@ export class MemoryLog {
   }
 
   store(data: Uint8Array, expectedLastSeq: number, opts: AppendOptions): number {
+    if (this.sequenceFirst && expectedLastSeq !== this.lastSeq()) throw new WrongLastSequenceError(expectedLastSeq);
     if (opts.msgId !== undefined) {
       const i = this.entries.findIndex((e) => e.msgId === opts.msgId);
       if (i >= 0) return i + 1;
@@ -57,6 +62,8 @@ export class MemoryLog {
 /** One node's link to the log; it can hold (stall) the node's appends and deliver them later, in order. */
 export class Link {
   held = false;
+  /** The next append is stored but its acknowledgement is lost: the writer sees a timeout. */
+  loseNextAck = false;
   private queue: Array<() => void> = [];
 
   constructor(readonly log: MemoryLog) {}
@@ -65,7 +72,11 @@ export class Link {
     return new Promise<number>((resolve, reject) => {
       const deliver = (): void => {
         try {
-          resolve(this.log.store(data, expectedLastSeq, opts));
+          const seq = this.log.store(data, expectedLastSeq, opts);
+          if (this.loseNextAck) {
+            this.loseNextAck = false;
+            reject(new Error("TIMEOUT: the acknowledgement was lost"));
+          } else resolve(seq);
         } catch (e) {
           reject(e);
         }
@@ -137,7 +148,10 @@ export class HarnessNode implements CoordinatorHost {
       },
     };
     this.nc = nc as unknown as NatsConnection;
-    const log: Pick<LogStream, "append"> = { append: (data, expected, opts) => this.link.append(data, expected, opts) };
+    const log: Pick<LogStream, "append" | "msgIdAt"> = {
+      append: (data, expected, opts) => this.link.append(data, expected, opts),
+      msgIdAt: async (seq) => this.link.log.entries[seq - 1]?.msgId,
+    };
     this.log = log as LogStream;
   }
 

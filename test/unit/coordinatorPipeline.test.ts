@@ -7,6 +7,7 @@
 import { HarnessNode, Link, MemoryLog, settle, until } from "../support/coordinatorHarness";
 import { NoRespondersError } from "../../src/protocol/transportErrors";
 import type { AppendOptions } from "../../src/log/logStream";
+import { decodeEntry } from "../../src/coordinator/entries";
 
 const CLIENT = "client-aaaaaaaa";
 
@@ -77,6 +78,27 @@ describe("coordinator pipeline", () => {
     expect(sent[0]?.expectedLastMsgId).toBeUndefined();
     for (let i = 1; i < sent.length; i++) expect(sent[i]?.expectedLastMsgId).toBe(sent[i - 1]?.msgId);
     expect(a.stepDowns).toEqual([]);
+  });
+
+  test.each([
+    ["nats-server 2.10: the message id is checked first", false],
+    ["nats-server 2.12+, one server: the expected sequence is checked first", true],
+  ])("an append whose acknowledgement was lost is retried and answered once, without a step-down (%s)", async (_server, sequenceFirst) => {
+    const log = new MemoryLog();
+    log.sequenceFirst = sequenceFirst;
+    const a = node("A", log);
+    await a.lead();
+    a.link.loseNextAck = true;
+    const hello = a.request({ op: "hello", client: CLIENT, seq: 1 });
+    await until(() => hello.replies.length > 0 || a.stepDowns.length > 0, "the hello answered, or a step-down");
+    expect(a.stepDowns).toEqual([]);
+    expect(hello.replies).toEqual([expect.objectContaining({ ok: true })]);
+    // Logged once, not twice: the retry found its own entry.
+    const hellos = log.entries.map((e, i) => decodeEntry(i + 1, e.data)).flatMap((e) => e.cmds).filter((c) => c.type === "hello");
+    expect(hellos).toHaveLength(1);
+    const next = a.request({ op: "ping", client: CLIENT });
+    await settle();
+    expect(next.replies[0]).toMatchObject({ ok: true });
   });
 
   test("an append that finds no stream leader (no responders) is retried after a pause while the lease is fresh", async () => {
