@@ -9,7 +9,8 @@
  * from an environment variable when the flag is not given (flag > env >
  * default), and a `UsageError` (exit code 2) with a plain message for every
  * mistake: an unknown flag, a missing value, a value given to a boolean flag
- * (`--json=no`), a flag given twice.
+ * (`--json=no`, and `--json no`, whose "no" is a bare argument the command
+ * does not take), a flag given twice.
  */
 import { parseArgs as parseArgv } from "node:util";
 
@@ -28,6 +29,13 @@ export interface CommandSpec {
   usage: string;
   summary: string;
   flags: FlagSpec[];
+  /**
+   * How many bare arguments the command takes (`dlm read FILE`: 1); none
+   * when absent. One more is a usage error, not something to ignore: a
+   * forgotten `--data` before a path, or `--pretty false` (a boolean flag
+   * takes no value, so "false" was left over and the flag turned on).
+   */
+  positionals?: number;
 }
 
 export type ParsedFlags = Record<string, string | number | boolean | undefined>;
@@ -105,6 +113,18 @@ export function parseArgs(
     const before = seen.get(f.name);
     if (before !== undefined) throw new UsageError(`flag --${f.name} given more than once (${before} and ${token.rawName})`);
     seen.set(f.name, token.rawName);
+  }
+  const extra = parsed.positionals.slice(spec.positionals ?? 0);
+  if (extra.length > 0 && (parsed.values as Record<string, unknown>).help !== true) {
+    const tokens = parsed.tokens ?? [];
+    const at = tokens.findIndex((t) => t.kind === "positional" && t.value === extra[0]);
+    const before = at > 0 ? tokens[at - 1] : undefined;
+    const afterBool = before?.kind === "option" && before.value === undefined && before.name !== "help";
+    throw new UsageError(
+      afterBool
+        ? `unexpected argument ${JSON.stringify(extra[0])} after ${before.rawName}: a yes/no flag takes no value (give ${before.rawName} to turn it on, leave it out for off)`
+        : `unexpected argument ${JSON.stringify(extra[0])}: "${spec.usage}" takes ${spec.positionals ? `${spec.positionals} bare argument(s)` : "only flags"}`,
+    );
   }
   const values = parsed.values as Record<string, string | boolean | undefined>;
   const flags: ParsedFlags = {};

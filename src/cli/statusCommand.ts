@@ -44,6 +44,7 @@ export const EXIT_NO_LEADER = 3;
 
 export const readSpec: CommandSpec = {
   usage: "dlm read FILE [flags]",
+  positionals: 1,
   summary: "Prints the committed content of FILE (file_0 … file_99) as the leader has it, in pages when it is larger than one NATS message.",
   flags: [
     ...commonFlags.filter((f) => f.name !== "json"),

@@ -37,7 +37,7 @@ describe("parseArgs", () => {
   });
 
   test("--name value, --name=value, booleans, positionals anywhere", () => {
-    const { flags, positionals } = parse(["file_1", "--server", "nats://a:1", "--lease-ms=500", "--json", "--no-sync", "more"]);
+    const { flags, positionals } = parseArgs({ ...spec, positionals: 2 }, ["file_1", "--server", "nats://a:1", "--lease-ms=500", "--json", "--no-sync", "more"], {});
     expect(flags).toMatchObject({ server: "nats://a:1", "lease-ms": 500, json: true, "no-sync": true });
     expect(positionals).toEqual(["file_1", "more"]);
   });
@@ -103,5 +103,25 @@ describe("helpText", () => {
     expect(text).toMatch(/--lease-ms <n> +lease \(default: 10000\)/);
     expect(text).toMatch(/--json +print JSON \[env TEST_JSON\]/);
     expect(text).toMatch(/--help, -h +show this help/);
+  });
+});
+
+describe("bare arguments", () => {
+  test("a value after a yes/no flag is refused, not left over while the flag turns on", () => {
+    expect(usageError(["--json", "false"])).toMatch(/unexpected argument "false" after --json: a yes\/no flag takes no value/);
+  });
+
+  test("a bare argument a command does not take is refused (a path whose --data was forgotten)", () => {
+    expect(usageError(["--replicas", "3", "/var/lib/dlm"])).toMatch(/unexpected argument "\/var\/lib\/dlm": "dlm test \[flags\]" takes only flags/);
+  });
+
+  test("a command that takes one gets it, and a second is refused", () => {
+    const one: CommandSpec = { ...spec, usage: "dlm one FILE [flags]", positionals: 1 };
+    expect(parseArgs(one, ["file_1", "--json"], {}).positionals).toEqual(["file_1"]);
+    expect(() => parseArgs(one, ["file_1", "file_2"], {})).toThrow(/unexpected argument "file_2": "dlm one FILE \[flags\]" takes 1 bare argument/);
+  });
+
+  test("--help still shows the help", () => {
+    expect(parse(["--help", "extra"]).help).toBe(true);
   });
 });
