@@ -103,6 +103,14 @@ describe("config file", () => {
     expect(settings(["--max-queue-length=9", "--config", file])).toMatchObject({ maxQueueLength: 9 });
   });
 
+  test("the example file in docs/operations.md is accepted as written", () => {
+    const doc = fs.readFileSync(path.join(__dirname, "../../docs/operations.md"), "utf8");
+    const example = /A file for a three-server cluster:\s*```json\n([\s\S]*?)```/.exec(doc)?.[1];
+    expect(example).toBeDefined();
+    const { flags } = parseArgsWithConfig(nodeSpec, ["--config", configFile(example!)]);
+    expect(flags).toMatchObject({ server: "nats://nats1:4222,nats://nats2:4222,nats://nats3:4222", replicas: 3, "default-lease-ms": 10000 });
+  });
+
   test("other node flags may be set too", () => {
     const { flags } = parseArgsWithConfig(nodeSpec, ["--config", configFile({ id: "n7", pretty: true, replicas: 3 })]);
     expect(flags).toMatchObject({ id: "n7", pretty: true, replicas: 3 });
