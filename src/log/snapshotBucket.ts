@@ -6,8 +6,10 @@
  * - `write()` hashes the header and the files' prefixes once, then streams
  *   the same bytes into the store with the size and digest in the object's
  *   metadata. The object store publishes an object's metadata only after
- *   all its chunks, so a writer that dies mid-way leaves no object (only
- *   orphan chunks, which the store's own cleanup or the next delete drop).
+ *   all its chunks, so a writer that dies mid-way leaves no object, only
+ *   orphan chunks. Nothing purges those yet (the store cleans up only in a
+ *   put() that fails while its process lives): a sweep of chunk sets that
+ *   no listed object names is still to be written.
  * - `read()` streams an object, hands the file bytes to a sink as they come,
  *   and throws SnapshotCorruptError unless the size, the digest, the header
  *   and the metadata all agree. A stalled read (chunks missing) times out.
@@ -209,6 +211,12 @@ export class SnapshotBucket {
 
   async delete(name: string): Promise<void> {
     await this.store.delete(name);
+    // The store's delete purges the chunks but leaves a "deleted" record
+    // under the object's name. Snapshot names are unique per sequence, so
+    // one record stayed for every snapshot ever taken, and every list()
+    // (the compactor's, every --compact-check-ms) read them all.
+    const jsm = await jetstreamManager(this.nc);
+    await jsm.streams.purge(this.streamName, { filter: metaSubject(this.opts.bucket, name) });
   }
 
   /** The raw object info (for tests and diagnostics). */
@@ -220,6 +228,11 @@ export class SnapshotBucket {
   get streamName(): string {
     return `OBJ_${this.opts.bucket}`;
   }
+}
+
+/** The subject of an object's metadata record: `$O.<bucket>.M.<name in padded base64url>`, as the object store names it. */
+export function metaSubject(bucket: string, name: string): string {
+  return `$O.${bucket}.M.${Buffer.from(name, "utf8").toString("base64").replace(/\+/g, "-").replace(/\//g, "_")}`;
 }
 
 /** Each file's prefix, in index order, in slices of at most 1 MiB. */

@@ -13,7 +13,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { Objm } from "@nats-io/obj";
 import { startNats, type TestNats } from "../kit/nats";
 import { makeTempDir, removeTempDir } from "../kit/tmp";
-import { fileRangeReader, SnapshotBucket, type StoredSnapshotInfo } from "../../src/log/snapshotBucket";
+import { fileRangeReader, metaSubject, SnapshotBucket, type StoredSnapshotInfo } from "../../src/log/snapshotBucket";
 import { FILE_COUNT, fileName } from "../../src/protocol/files";
 import { DEFAULT_LIMITS } from "../../src/protocol/limits";
 import { createState, snapshot } from "../../src/state";
@@ -112,4 +112,16 @@ test("a missing chunk, no chunks at all, or metadata with another digest are all
     const [relisted] = await bucket.list("log-x");
     await expect(bucket.read(relisted!)).rejects.toThrow(/digest/);
   }
+});
+
+test("a deleted snapshot leaves nothing in the bucket's stream: no chunks and no 'deleted' record under its name", async () => {
+  const { bucket, snap } = await writeOne();
+  const info = await bucket.objectInfo(snap.name);
+  const jsm = await jetstreamManager(nc);
+  // The object store's own name for the record (so a change in nats.js shows here).
+  expect(metaSubject(info!.bucket, snap.name)).toBe((await new Objm(nc).open(info!.bucket) as unknown as { _metaSubject(n: string): string })._metaSubject(snap.name));
+  await bucket.delete(snap.name);
+  const stream = await jsm.streams.info(bucket.streamName);
+  expect(stream.state.messages).toBe(0);
+  expect(await bucket.list("log-x")).toEqual([]);
 });
