@@ -186,14 +186,7 @@ export class DlmNode implements CoordinatorHost {
   private infoSub: Subscription | undefined;
   /** When the last renewal that succeeded was *sent* (the safe side of when the key was written). */
   private lastLeaseOkAt = 0;
-  /**
-   * The leadership term: bumped by every becomeLeader. A lease renewal
-   * belongs to the term that sent it; its outcome says nothing about a
-   * later term (see renewLease).
-   */
-  private term = 0;
-  /** The term whose lease renewal is in flight, if one is: one renewal at a time per term. */
-  private renewingTerm: number | undefined;
+  private renewing = false;
   /** The newest write of the leader key seen, and when this node first saw it (its own clock). */
   private lastKeyWrite: (LeaseWrite & { seenAt: number }) | undefined;
   /** Whether the last observation says the key is gone (released or expired). */
@@ -674,7 +667,6 @@ export class DlmNode implements CoordinatorHost {
     if (this.role !== "follower") return;
     const started = Date.now();
     this.role = "candidate";
-    this.term++;
     this.lastLeaseOkAt = leaseSentAt;
     this.leaseTimer = setInterval(() => void this.renewLease(), this.opts.leaderRenewMs);
     // An entry that fails to apply (a broken invariant, a full disk) leaves
@@ -738,21 +730,13 @@ export class DlmNode implements CoordinatorHost {
       this.stepDown("leader lease is not fresh");
       return;
     }
-    // One renewal at a time within a term: two would race on the revision
-    // and the loser would step a healthy leader down. A renewal still out
-    // from an earlier term does not count: it was sent for a key revision
-    // this term no longer holds, and waiting for it (a renewal that hangs
-    // until it times out is how the earlier term ended) would leave this
-    // term with no renewal at all.
-    const term = this.term;
-    if (this.renewingTerm === term) return;
-    this.renewingTerm = term;
+    // One renewal at a time: two would race on the revision and the loser
+    // would step a healthy leader down.
+    if (this.renewing) return;
+    this.renewing = true;
     const sentAt = Date.now();
     try {
       const outcome = await this.lease.renewOutcome().catch(() => "lost" as const);
-      // The term ended while the renewal was out: its outcome, lost or
-      // renewed, is the old term's. Acting on it stepped the next term down.
-      if (term !== this.term) return;
       if (outcome === "renewed") {
         this.lastLeaseOkAt = Math.max(this.lastLeaseOkAt, sentAt);
         return;
@@ -763,7 +747,7 @@ export class DlmNode implements CoordinatorHost {
       if (outcome === "notWritten") return;
       this.stepDown("leader lease could not be renewed");
     } finally {
-      if (this.renewingTerm === term) this.renewingTerm = undefined;
+      this.renewing = false;
     }
   }
 
