@@ -7,7 +7,7 @@ import { spawn } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { connect as natsConnect } from "@nats-io/transport-node";
-import type { Msg, NatsConnection } from "@nats-io/nats-core";
+import { createInbox, headers, type Msg, type NatsConnection } from "@nats-io/nats-core";
 import { jetstream, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import { RequestMux } from "../src/protocol/requestMux";
 import { clusterStatus } from "../src/cli/statusCommand";
@@ -126,7 +126,7 @@ export async function measure(
  * responder in another process that makes one fsynced publish before it
  * answers (relayResponder.ts), the path of a dlm request with no dlm in it.
  */
-export async function measureFloor(urls: string[], replicas: number, seconds: number): Promise<{ rr: number[]; pub: number[]; relay: number[] }> {
+export async function measureFloor(urls: string[], replicas: number, seconds: number): Promise<{ rr: number[]; pub: number[]; relay: number[]; logFirst: number[] }> {
   const server = await natsConnect({ servers: urls, noAsyncTraces: true });
   const client = await natsConnect({ servers: urls, noAsyncTraces: true });
   const sub = server.subscribe("bench.floor.echo", { callback: (_err: Error | null, msg: Msg) => msg.respond(msg.data) });
@@ -152,12 +152,58 @@ export async function measureFloor(urls: string[], replicas: number, seconds: nu
   const relay = await measureRelay(urls, mux, data, seconds);
   mux.close();
   await jsm.streams.delete("BENCH_FLOOR");
+  const logFirst = await measureLogFirst(urls, client, replicas, data, seconds);
   await server.close();
   await client.close();
   rr.sort((a, b) => a - b);
   pub.sort((a, b) => a - b);
   relay.sort((a, b) => a - b);
-  return { rr, pub, relay };
+  logFirst.sort((a, b) => a - b);
+  return { rr, pub, relay, logFirst };
+}
+
+/**
+ * The log-first probe (logFollower.ts), for context: the client publishes
+ * straight into a stream and a follower in another process answers once
+ * the message is stored, for `seconds`: latencies (ms) of publish-to-answer.
+ */
+async function measureLogFirst(urls: string[], client: NatsConnection, replicas: number, data: Uint8Array, seconds: number): Promise<number[]> {
+  const jsm = await jetstreamManager(client);
+  await jsm.streams.add({ name: "BENCH_LF", subjects: ["bench.floor.lf"], storage: StorageType.File, num_replicas: replicas });
+  for (let i = 0; i < 100; i++) {
+    const info = await jsm.streams.info("BENCH_LF");
+    if (replicas === 1 || info.cluster?.leader) break;
+    await sleep(100);
+  }
+  const child = spawn(process.execPath, [path.join(__dirname, "logFollower.js"), urls.join(","), "BENCH_LF"], {
+    stdio: ["pipe", "pipe", "inherit"],
+  });
+  const inbox = createInbox();
+  let answered: (() => void) | undefined;
+  const sub = client.subscribe(inbox, { callback: () => answered?.() });
+  const hdrs = headers();
+  hdrs.set("Bench-Reply", inbox);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.once("data", () => resolve());
+      child.once("exit", (code) => reject(new Error(`logFollower exited with ${code} before it was ready`)));
+    });
+    await client.flush();
+    return await timedFor(seconds, () =>
+      new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error("log-first probe: no answer in 5 s")), 5000);
+        answered = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        client.publish("bench.floor.lf", data, { headers: hdrs });
+      }),
+    );
+  } finally {
+    child.kill();
+    sub.unsubscribe();
+    await jsm.streams.delete("BENCH_LF");
+  }
 }
 
 /** Requests to relayResponder.ts in a child process, for `seconds`: their latencies (ms). */

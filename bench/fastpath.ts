@@ -111,6 +111,10 @@ async function runTopology(natsCount: number, run: RunOptions): Promise<void> {
     console.log(
       `relay: request to another process that makes one fsynced publish, then answers (a dlm request's path, no dlm in it): p50 ${relay.toFixed(2)} ms = ${(relay / floorMs).toFixed(2)}x floor`,
     );
+    const logFirst = percentile(floor.logFirst, 50);
+    console.log(
+      `log-first: the client publishes into a stream, another process answers once it reads it (a design dlm does not take, logFollower.ts): p50 ${logFirst.toFixed(2)} ms = ${(logFirst / floorMs).toFixed(2)}x floor`,
+    );
 
     const clients: DlmClient[] = [];
     const extraConns: NatsConnection[] = [];
@@ -207,6 +211,7 @@ async function runTopology(natsCount: number, run: RunOptions): Promise<void> {
     };
     const verdicts = checkTargets({
       floorMs,
+      relayP50Ms: relay,
       sectionP50Ms: byKey.get("section")?.p50,
       commitP50Ms: byKey.get("commit")?.p50,
       handoffsPerSecond: rate("handoff"),

@@ -21,3 +21,11 @@ test("only the workloads that ran are judged, and the lines say met or NOT MET",
   expect(verdicts).toHaveLength(1);
   expect(formatTargets(verdicts)).toEqual([expect.stringMatching(/^ {2}lone commit\(\) p50 +target <= 1\.5x floor +measured 3\.00x +NOT MET$/)]);
 });
+
+test("with the relay measured, a latency target also shows what the request path alone reaches: two relays for a section, one for commit()", () => {
+  const verdicts = checkTargets({ floorMs: 0.25, relayP50Ms: 0.35, sectionP50Ms: 1.2, commitP50Ms: 0.5, handoffsPerSecond: 900 });
+  expect(verdicts.map((v) => v.pathBound)).toEqual(["2.80x", "1.40x", undefined]);
+  const lines = formatTargets(verdicts);
+  expect(lines[0]).toMatch(/NOT MET +\(the request path alone, no dlm: 2\.80x\)$/);
+  expect(lines[2]).not.toMatch(/request path/);
+});
