@@ -188,17 +188,23 @@ async function measureLogFirst(urls: string[], client: NatsConnection, replicas:
       child.stdout.once("data", () => resolve());
       child.once("exit", (code) => reject(new Error(`logFollower exited with ${code} before it was ready`)));
     });
-    await client.flush();
-    return await timedFor(seconds, () =>
-      new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error("log-first probe: no answer in 5 s")), 5000);
+    const roundTrip = (timeoutMs: number) =>
+      new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), timeoutMs);
         answered = () => {
           clearTimeout(timer);
-          resolve();
+          resolve(true);
         };
         client.publish("bench.floor.lf", data, { headers: hdrs });
-      }),
-    );
+      });
+    // A plain publish is dropped, not refused, until the stream's interest
+    // has reached the client's server (a cluster spreads it asynchronously):
+    // wait for one that gets through before timing any.
+    const readyBy = Date.now() + 10_000;
+    while (!(await roundTrip(500))) if (Date.now() > readyBy) throw new Error("log-first probe: no answer in 10 s");
+    return await timedFor(seconds, async () => {
+      if (!(await roundTrip(5000))) throw new Error("log-first probe: no answer in 5 s");
+    });
   } finally {
     child.kill();
     sub.unsubscribe();
