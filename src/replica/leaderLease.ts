@@ -41,6 +41,14 @@ export interface LeaderLeaseOptions {
   opTimeoutMs?: number;
 }
 
+/**
+ * How a renewal ended: "renewed"; "lost" (refused, expired, timed out, or
+ * released meanwhile); "notWritten" (no server took it, see renewOutcome);
+ * "superseded" when, by the time it settled, the lease had been given up
+ * and acquired anew: its outcome says nothing about the new acquisition.
+ */
+export type RenewOutcome = "renewed" | "lost" | "notWritten" | "superseded";
+
 export interface LeaseHolder {
   nodeId: string;
   revision: number;
@@ -115,8 +123,18 @@ export class LeaderLease {
   private readonly kv: KV;
   private readonly log: Logger;
   private readonly opTimeoutMs: number;
-  /** Our value while we (believe we) hold the key, and the revision of our last write. */
-  private mine: { value: LeaseValue; bytes: Uint8Array; revision: number } | undefined;
+  /**
+   * Our value while we (believe we) hold the key, the revision of our last
+   * write, and when that write was sent (this node's clock).
+   */
+  private mine: { value: LeaseValue; bytes: Uint8Array; revision: number; sentAt: number } | undefined;
+  /**
+   * The renewal in flight, for the acquisition (value) it renews. A second
+   * renewal of the same acquisition joins it instead of sending its own
+   * update: both would name the same revision, the second to land would be
+   * refused, and the lease, which was renewed, would be reported lost.
+   */
+  private renewal: { value: LeaseValue; outcome: Promise<RenewOutcome> } | undefined;
   /** Our value whose write outcome is unknown (timed out); release() still cleans it up. */
   private unsure: LeaseValue | undefined;
   /** The write the last successful current() found, for watch()'s onWrite. */
@@ -168,6 +186,20 @@ export class LeaderLease {
     return this.mine?.revision ?? null;
   }
 
+  /** Whether a renewal of the key as we hold it now is still out (one for an acquisition given up since does not count). */
+  get renewalInFlight(): boolean {
+    return this.renewal !== undefined && this.renewal.value === this.mine?.value;
+  }
+
+  /**
+   * When our last successful write of the key was sent (this node's clock),
+   * or undefined if we hold nothing. A caller that joined a renewal already
+   * in flight learns here how old the write really is.
+   */
+  get lastWriteSentAt(): number | undefined {
+    return this.mine?.sentAt;
+  }
+
   /**
    * Creates the key with our id. True if we now hold the lease; false if
    * someone holds it, or on any error (after checking whether a timed-out
@@ -178,9 +210,10 @@ export class LeaderLease {
     if (this.mine) return this.renew();
     const value: LeaseValue = { nodeId: this.nodeId, acquiredAt: Date.now(), term: randomUUID() };
     const bytes = new TextEncoder().encode(JSON.stringify(value));
+    const sentAt = Date.now();
     try {
       const revision = await this.withTimeout(this.kv.create(this.key, bytes), "create");
-      this.mine = { value, bytes, revision };
+      this.mine = { value, bytes, revision, sentAt };
       this.unsure = undefined;
       this.log.info({ nodeId: this.nodeId, revision }, "leader lease acquired");
       return true;
@@ -188,7 +221,7 @@ export class LeaderLease {
       this.mine = undefined;
       if (isWrongSeq(err)) return false; // the key exists: someone leads
       this.log.warn({ err: errInfo(err) }, "leader lease create failed");
-      return this.adoptIfOurs(value, bytes);
+      return this.adoptIfOurs(value, bytes, sentAt);
     }
   }
 
@@ -208,19 +241,37 @@ export class LeaderLease {
    * nobody else can write the key either, and the lease is still ours to
    * renew again while the caller's freshness window lasts.
    */
-  async renewOutcome(): Promise<"renewed" | "lost" | "notWritten"> {
+  async renewOutcome(): Promise<RenewOutcome> {
     const mine = this.mine;
     if (!mine) return "lost";
+    if (this.renewal?.value === mine.value) return this.renewal.outcome;
+    const renewal = { value: mine.value, outcome: this.sendRenewal(mine) };
+    this.renewal = renewal;
+    try {
+      return await renewal.outcome;
+    } finally {
+      if (this.renewal === renewal) this.renewal = undefined;
+    }
+  }
+
+  private async sendRenewal(mine: NonNullable<LeaderLease["mine"]>): Promise<RenewOutcome> {
+    // What became of the acquisition this renewal was for, once it settled.
+    const since = (): "same" | "released" | "replaced" =>
+      this.mine?.value === mine.value ? "same" : this.mine === undefined ? "released" : "replaced";
+    const sentAt = Date.now();
     try {
       const revision = await this.withTimeout(this.kv.update(this.key, mine.bytes, mine.revision, this.opTimeoutMs), "update");
-      if (this.mine === mine) this.mine = { ...mine, revision };
-      return this.mine !== undefined ? "renewed" : "lost";
+      const now = since();
+      if (now === "same") this.mine = { ...mine, revision, sentAt };
+      return now === "same" ? "renewed" : now === "released" ? "lost" : "superseded";
     } catch (err) {
       if (isNotWritten(err)) {
         this.log.warn({ err: errInfo(err), revision: mine.revision }, "leader lease renew found no stream leader; retrying");
         return "notWritten";
       }
-      if (this.mine === mine) this.mine = undefined;
+      const now = since();
+      if (now === "replaced") return "superseded";
+      if (now === "same") this.mine = undefined;
       if (!isWrongSeq(err)) this.unsure = mine.value; // the update may have landed
       this.log.warn({ err: errInfo(err), revision: mine.revision }, "leader lease renew failed");
       return "lost";
@@ -264,16 +315,17 @@ export class LeaderLease {
     if (this.mine) return this.renew();
     const value: LeaseValue = { nodeId: this.nodeId, acquiredAt: Date.now(), term: randomUUID() };
     const bytes = new TextEncoder().encode(JSON.stringify(value));
+    const sentAt = Date.now();
     try {
       const written = await this.withTimeout(this.kv.update(this.key, bytes, revision, this.opTimeoutMs), "update");
-      this.mine = { value, bytes, revision: written };
+      this.mine = { value, bytes, revision: written, sentAt };
       this.unsure = undefined;
       this.log.info({ nodeId: this.nodeId, revision: written, previousRevision: revision }, "leader lease taken over from a silent leader");
       return true;
     } catch (err) {
       if (isWrongSeq(err)) return false; // the holder renewed, or someone else was faster
       this.log.warn({ err: errInfo(err) }, "leader lease take-over failed");
-      return this.adoptIfOurs(value, bytes);
+      return this.adoptIfOurs(value, bytes, sentAt);
     }
   }
 
@@ -389,8 +441,9 @@ export class LeaderLease {
       if (!entry || entry.operation !== "PUT" || parseValue(entry).nodeId !== this.nodeId) return false;
       const value: LeaseValue = { nodeId: this.nodeId, acquiredAt: Date.now(), term: randomUUID() };
       const bytes = new TextEncoder().encode(JSON.stringify(value));
+      const sentAt = Date.now();
       const revision = await this.withTimeout(this.kv.update(this.key, bytes, entry.revision, this.opTimeoutMs), "update");
-      this.mine = { value, bytes, revision };
+      this.mine = { value, bytes, revision, sentAt };
       this.log.info({ nodeId: this.nodeId, revision }, "leader lease adopted from this node's previous run");
       return true;
     } catch (err) {
@@ -400,11 +453,11 @@ export class LeaderLease {
   }
 
   /** After a failed create: if the key holds the value we tried to write, the create landed. */
-  private async adoptIfOurs(value: LeaseValue, bytes: Uint8Array): Promise<boolean> {
+  private async adoptIfOurs(value: LeaseValue, bytes: Uint8Array, sentAt: number): Promise<boolean> {
     try {
       const entry = await this.withTimeout(this.kv.get(this.key), "get");
       if (entry && entry.operation === "PUT" && parseValue(entry).term === value.term) {
-        this.mine = { value, bytes, revision: entry.revision };
+        this.mine = { value, bytes, revision: entry.revision, sentAt };
         this.log.info({ nodeId: this.nodeId, revision: entry.revision }, "leader lease acquired (create outcome confirmed)");
         return true;
       }

@@ -186,7 +186,6 @@ export class DlmNode implements CoordinatorHost {
   private infoSub: Subscription | undefined;
   /** When the last renewal that succeeded was *sent* (the safe side of when the key was written). */
   private lastLeaseOkAt = 0;
-  private renewing = false;
   /** The newest write of the leader key seen, and when this node first saw it (its own clock). */
   private lastKeyWrite: (LeaseWrite & { seenAt: number }) | undefined;
   /** Whether the last observation says the key is gone (released or expired). */
@@ -641,7 +640,9 @@ export class DlmNode implements CoordinatorHost {
         (first && (await this.lease.adoptPrevious())) ||
         (silent && !this.keyGone ? await this.lease.takeOver(seen.revision) : await this.lease.tryAcquire());
       if (!won) return;
-      await this.serialize(() => this.becomeLeader(prevAliveAt, sentAt));
+      // A won lease whose write was a renewal already in flight (the key was
+      // still ours after a step-down) was written before sentAt.
+      await this.serialize(() => this.becomeLeader(prevAliveAt, Math.min(sentAt, this.lease.lastWriteSentAt ?? sentAt)));
     } catch (err) {
       this.logger.warn({ err: (err as Error).message }, "campaign failed");
     } finally {
@@ -730,25 +731,28 @@ export class DlmNode implements CoordinatorHost {
       this.stepDown("leader lease is not fresh");
       return;
     }
-    // One renewal at a time: two would race on the revision and the loser
-    // would step a healthy leader down.
-    if (this.renewing) return;
-    this.renewing = true;
+    // One renewal at a time for the key as this node holds it: two would
+    // race on the revision and the loser would step a healthy leader down
+    // (the lease also joins a second one to the first). One still out for
+    // an acquisition given up since (a step-down released the key and this
+    // node won it anew) does not count: it would leave the new term with
+    // no renewal at all, and when it settles it says nothing about the new
+    // acquisition ("superseded").
+    if (this.lease.renewalInFlight) return;
     const sentAt = Date.now();
-    try {
-      const outcome = await this.lease.renewOutcome().catch(() => "lost" as const);
-      if (outcome === "renewed") {
-        this.lastLeaseOkAt = Math.max(this.lastLeaseOkAt, sentAt);
-        return;
-      }
-      // Nobody could write the key (its stream is electing a leader, e.g.
-      // right after a partition between nats-servers healed): keep leading
-      // while the lease is fresh and try again at the next tick.
-      if (outcome === "notWritten") return;
-      this.stepDown("leader lease could not be renewed");
-    } finally {
-      this.renewing = false;
+    const outcome = await this.lease.renewOutcome().catch(() => "lost" as const);
+    if (outcome === "superseded") return;
+    if (outcome === "renewed") {
+      // When the write was sent, not when this tick asked: a joined renewal
+      // went out earlier, and freshness counts from the send.
+      this.lastLeaseOkAt = Math.max(this.lastLeaseOkAt, this.lease.lastWriteSentAt ?? sentAt);
+      return;
     }
+    // Nobody could write the key (its stream is electing a leader, e.g.
+    // right after a partition between nats-servers healed): keep leading
+    // while the lease is fresh and try again at the next tick.
+    if (outcome === "notWritten") return;
+    this.stepDown("leader lease could not be renewed");
   }
 
   stepDown(reason: string): void {

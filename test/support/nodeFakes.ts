@@ -10,10 +10,13 @@ import { silentLogger } from "../../src/log/logger";
 import { WrongLastSequenceError, type EntryHandler, type Follower } from "../../src/log/logStream";
 import { DEFAULT_LIMITS } from "../../src/protocol/limits";
 import { DlmNode, NODE_DEFAULTS, type NodeOptions, type Role } from "../../src/replica/node";
+import type { RenewOutcome } from "../../src/replica/leaderLease";
 
 /** The private parts of DlmNode these tests drive; the node has no test hooks of its own. */
 export interface NodeInternals {
   role: Role;
+  /** When the last lease write that succeeded was sent: what the node's freshness counts from. */
+  lastLeaseOkAt: number;
   coordinator: Coordinator | undefined;
   transition: Promise<void>;
   becomeLeader(prevAliveAt: number | undefined, leaseSentAt: number): Promise<void>;
@@ -21,12 +24,16 @@ export interface NodeInternals {
   stepDown(reason: string): void;
 }
 
-export type RenewOutcome = "renewed" | "lost" | "notWritten";
+export type { RenewOutcome } from "../../src/replica/leaderLease";
 
 /** The leader lease as the node uses it once it leads: renewals and release. */
 export class FakeLease {
   /** What the next renewal answers; a test replaces it to hang one or lose it. */
   renewOutcome: () => Promise<RenewOutcome> = async () => "renewed";
+  /** When the last write of the key was sent; undefined: the node counts from its own ask. */
+  lastWriteSentAt: number | undefined = undefined;
+  /** Whether a renewal of the current acquisition is out; a test sets it to model one that hangs. */
+  renewalInFlight = false;
   async release(): Promise<void> {
     // Nothing to delete: no key was written.
   }
