@@ -266,7 +266,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     this.requests = new Requests(this.transport, this.names, this.options, this.log, this.closing);
     this.keeper = new LeaseKeeper(this, this.requests, cleanups, this.options, this.log, this.closing, emit);
     this.sessions = new Sessions(this.transport, this.names, this.options, this.log, this.closing, this.faults, this.requests, this.keeper, emit);
-    this.requests.onSessionExpired = (session, error) => this.sessions.expire(session, error);
+    this.requests.onSessionExpired = (session, error, answeredSeq) => this.sessions.expire(session, error, answeredSeq);
     this.waits = new AcquireWaits(this.requests, this.sessions, this.keeper, cleanups, this.options, this.log, this.closing);
     this.sections = new SectionStager(this.requests, this.keeper, this.options);
   }

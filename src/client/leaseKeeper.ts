@@ -63,6 +63,8 @@ export interface LeaseRecord {
    * it again. While it is set the lease takes no appends.
    */
   releaseSeq: number | undefined;
+  /** How many times `releaseSeq` was sent (every attempt of every release() call); 0 once it is settled. */
+  releaseSends: number;
 }
 
 /** A grant that had already ended when the client learned of it (internal). */
@@ -191,6 +193,7 @@ export class LeaseKeeper {
       section: emptySection(),
       appending: Promise.resolve(),
       releaseSeq: undefined,
+      releaseSends: 0,
     };
     this.records.set(lease, rec);
     this.lost.delete(lease.lock);
@@ -307,6 +310,9 @@ export class LeaseKeeper {
           this.holdAgain(rec);
         }
       }
+      // The session's end, learned from this release's answer, may have
+      // lost the lease with a truer reason (the section's fate is unknown).
+      if (isDlmError(e, "SESSION_EXPIRED") && lease.lost && lease.lostReason) throw lease.lostReason;
       throw e;
     }
   }
@@ -322,6 +328,9 @@ export class LeaseKeeper {
     const { lease, session, section } = rec;
     rec.releaseSeq ??= session.seqs.issue();
     const seq = rec.releaseSeq;
+    const sent = (): void => {
+      if (rec.releaseSeq === seq) rec.releaseSends++;
+    };
     try {
       const reply = await this.requests.logged(
         session,
@@ -335,7 +344,7 @@ export class LeaseKeeper {
           ...(session.info?.maxSectionBytes === undefined ? {} : { staged: section.spilled }),
           ...(section.inline.length > 0 ? { appends: section.inline } : {}),
         }),
-        { seq },
+        { seq, onSend: sent },
       );
       this.settleRelease(rec);
       return reply;
@@ -350,6 +359,7 @@ export class LeaseKeeper {
     if (rec.releaseSeq === undefined) return;
     rec.session.seqs.done(rec.releaseSeq);
     rec.releaseSeq = undefined;
+    rec.releaseSends = 0;
   }
 
   /**
@@ -600,6 +610,33 @@ export class LeaseKeeper {
         this.loseLease(rec, error);
         return;
       }
+    }
+  }
+
+  /**
+   * The server ended `session` (`answeredSeq`: the logged request whose
+   * answer said so, if one did): every lease of it is lost. A lease whose
+   * release was sent and not answered may have committed before the
+   * session ended, and that answer went with the session, so it is lost
+   * with TimeoutError ("may or may not have committed"), not
+   * SESSION_EXPIRED ("nothing was written"). The exception is a release
+   * whose only attempt was answered SESSION_EXPIRED: it never ran.
+   */
+  loseSession(session: Session, error: DlmError, answeredSeq?: number): void {
+    for (const rec of [...this.records.values()]) {
+      if (rec.session !== session) continue;
+      const { lease } = rec;
+      const unknown = rec.releaseSeq !== undefined && rec.releaseSends > 0 && !(rec.releaseSeq === answeredSeq && rec.releaseSends === 1);
+      this.loseLease(
+        rec,
+        unknown
+          ? new TimeoutError(
+              `session ${session.id} expired while the release of ${lease.lock} (token ${lease.token}, seq ${rec.releaseSeq}) had no answer: ` +
+                "the section may or may not have been committed, and the answer is gone with the session (read the files to know)",
+              { cause: error },
+            )
+          : new SessionExpiredError(`session ${session.id} expired: the grant on ${lease.lock} ended`, { cause: error }),
+      );
     }
   }
 

@@ -80,7 +80,7 @@ const decoder = new TextDecoder();
 
 export class Requests {
   /** Called when a request is answered SESSION_EXPIRED: the session is over. */
-  onSessionExpired: (session: Session, error: DlmError) => void = () => {};
+  onSessionExpired: (session: Session, error: DlmError, answeredSeq?: number) => void = () => {};
   /**
    * Where requests that name no session (status, read) go: the client's
    * namespace's subject, the only one a namespaced client user may publish on.
@@ -108,7 +108,7 @@ export class Requests {
         signal: this.closing,
         ...callOpts,
       });
-      if (!answer.reply.ok) throw this.replyError(session, answer.reply);
+      if (!answer.reply.ok) throw this.replyError(session, answer.reply, seq);
       return answer.reply;
     } finally {
       if (callersSeq === undefined) session.seqs.done(seq);
@@ -122,10 +122,14 @@ export class Requests {
     return answer.reply;
   }
 
-  /** The typed error for an error reply; SESSION_EXPIRED also ends the session. */
-  replyError(session: Session, reply: Extract<Reply, { ok: false }>): DlmError {
+  /**
+   * The typed error for an error reply; SESSION_EXPIRED also ends the
+   * session. `seq` is the logged request the reply answers, if it is one:
+   * the session's end then tells that request's fate (it did not run).
+   */
+  replyError(session: Session, reply: Extract<Reply, { ok: false }>, seq?: number): DlmError {
     const error = errorFromReply(reply);
-    if (error.codeName === "SESSION_EXPIRED") this.onSessionExpired(session, error);
+    if (error.codeName === "SESSION_EXPIRED") this.onSessionExpired(session, error, seq);
     return error;
   }
 

@@ -108,8 +108,12 @@ export class Sessions {
     }
   }
 
-  /** The server ended `session`: its leases are lost, its waits fail, and a new session starts. */
-  expire(session: Session, error: DlmError): void {
+  /**
+   * The server ended `session`: its leases are lost, its waits fail, and a
+   * new session starts. `answeredSeq`: the logged request whose answer said
+   * so, if one did.
+   */
+  expire(session: Session, error: DlmError, answeredSeq?: number): void {
     if (session.expired) return;
     session.expired = true;
     this.stopHeartbeat(session);
@@ -118,7 +122,7 @@ export class Sessions {
     for (const pending of session.pending.values()) {
       pending.fail(new SessionExpiredError(`session ${session.id} expired while waiting for ${pending.lock}`, { cause: error }));
     }
-    this.leases.loseAll(session, (lease) => new SessionExpiredError(`session ${session.id} expired: the grant on ${lease.lock} ended`, { cause: error }));
+    this.leases.loseSession(session, error, answeredSeq);
     if (this.currentSession === session) {
       this.currentSession = undefined;
       this.sessionPromise = undefined;

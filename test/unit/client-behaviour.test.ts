@@ -1127,6 +1127,40 @@ describe("DlmClient: a release that got no answer is asked about again under its
     expect(server.files.get("file_1")).toBeUndefined();
   });
 
+  test("a release retried after its session expired is lost with TimeoutError (it may have committed), not SESSION_EXPIRED", async () => {
+    const { server, c, lease, lost } = await releaseWithoutAnswer();
+    server.expireSession(c.clientId!);
+    // The first release did commit; its answer went with the session.
+    const e = await lease.release().catch((err: unknown) => err);
+    expect(e).toBeInstanceOf(TimeoutError);
+    expect((e as Error).message).toMatch(/may or may not have been committed/);
+    expect(lease.lost).toBe(true);
+    expect(lease.lostReason).toBeInstanceOf(TimeoutError);
+    expect(lost).toHaveBeenCalledTimes(1);
+    expect((await c.read("file_1")).toString()).toBe("data");
+  });
+
+  test("a session that expires while a release has no answer (learned from another request) loses that lease with TimeoutError, the others with SESSION_EXPIRED", async () => {
+    const { server, c, lease } = await releaseWithoutAnswer();
+    const other = await c.acquire("other");
+    server.expireSession(c.clientId!);
+    await expect(c.renew(other)).rejects.toBeInstanceOf(SessionExpiredError);
+    expect(lease.lostReason).toBeInstanceOf(TimeoutError);
+    expect(other.lostReason).toBeInstanceOf(SessionExpiredError);
+  });
+
+  test("a release whose only attempt is answered SESSION_EXPIRED never ran: the lease is lost with SESSION_EXPIRED", async () => {
+    const server = new FakeServer();
+    server.maxSectionBytes = 1024;
+    const c = await mk(server);
+    const lease = await c.acquire();
+    await c.append("file_1", "data");
+    server.expireSession(c.clientId!);
+    await expect(lease.release()).rejects.toBeInstanceOf(SessionExpiredError);
+    expect(lease.lostReason).toBeInstanceOf(SessionExpiredError);
+    expect(server.files.get("file_1")).toBeUndefined();
+  });
+
   test("a lease whose release still has no answer when its local deadline passes is lost with TimeoutError, not LOCK_EXPIRED", async () => {
     const { c, lease, lost } = await releaseWithoutAnswer(
       [
