@@ -7,9 +7,11 @@
  *   the same bytes into the store with the size and digest in the object's
  *   metadata. The object store publishes an object's metadata only after
  *   all its chunks, so a writer that dies mid-way leaves no object, only
- *   orphan chunks. Nothing purges those yet (the store cleans up only in a
- *   put() that fails while its process lives): a sweep of chunk sets that
- *   no listed object names is still to be written.
+ *   orphan chunks (the store cleans up only in a put() that fails while its
+ *   process lives). The leader's compactor purges them: chunkSets(),
+ *   namedChunkSets() and purgeChunkSet() serve its sweep
+ *   (replica/orphanChunkSweep.ts), which takes a set only once it has been
+ *   unnamed and unchanged for minutes, so never an upload still writing.
  * - `read()` streams an object, hands the file bytes to a sink as they come,
  *   and throws SnapshotCorruptError unless the size, the digest, the header
  *   and the metadata all agree. A stalled read (chunks missing) times out.
