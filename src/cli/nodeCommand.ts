@@ -51,6 +51,12 @@ export const nodeSpec: CommandSpec = {
     { name: "keep-snapshots", kind: "int", default: NODE_DEFAULTS.compaction.keepSnapshots, help: "stored snapshots kept; the log is kept back to the oldest" },
     { name: "retain-entries", kind: "int", default: NODE_DEFAULTS.compaction.retainEntries, help: "entries kept below the compaction point (margin)" },
     { name: "compact-check-ms", kind: "int", default: NODE_DEFAULTS.compaction.checkIntervalMs, help: "how often the leader checks whether to snapshot and compact" },
+    {
+      name: "orphan-chunk-age-ms",
+      kind: "int",
+      default: NODE_DEFAULTS.compaction.orphanChunkAgeMs,
+      help: "the leader purges snapshot chunks no stored object names (an upload that died) once their count has not changed for this long",
+    },
     { name: "log-level", kind: "string", default: "info", help: "trace|debug|info|warn|error" },
     { name: "pretty", kind: "bool", help: "human-readable logs instead of JSON lines" },
   ],
@@ -109,6 +115,7 @@ export async function runNode(argv: string[]): Promise<void> {
       keepSnapshots: Math.max(1, int(flags, "keep-snapshots")),
       retainEntries: int(flags, "retain-entries"),
       checkIntervalMs: Math.max(100, int(flags, "compact-check-ms")),
+      orphanChunkAgeMs: Math.max(0, int(flags, "orphan-chunk-age-ms")),
     },
     logger: asLogger(logger),
   }).catch((err: unknown) => {

@@ -7,9 +7,11 @@
  *   the same bytes into the store with the size and digest in the object's
  *   metadata. The object store publishes an object's metadata only after
  *   all its chunks, so a writer that dies mid-way leaves no object, only
- *   orphan chunks. Nothing purges those yet (the store cleans up only in a
- *   put() that fails while its process lives): a sweep of chunk sets that
- *   no listed object names is still to be written.
+ *   orphan chunks (the store cleans up only in a put() that fails while its
+ *   process lives). The leader's compactor purges them: chunkSets(),
+ *   namedChunkSets() and purgeChunkSet() serve its sweep
+ *   (replica/orphanChunkSweep.ts), which takes a set only once it has been
+ *   unnamed and unchanged for minutes, so never an upload still writing.
  * - `read()` streams an object, hands the file bytes to a sink as they come,
  *   and throws SnapshotCorruptError unless the size, the digest, the header
  *   and the metadata all agree. A stalled read (chunks missing) times out.
@@ -200,7 +202,7 @@ export class SnapshotBucket {
     if (info.size !== meta.sizeBytes) throw new SnapshotCorruptError(`snapshot ${snap.name}: the store holds ${info.size} bytes, its metadata says ${meta.sizeBytes}`);
     const chunkBytes = info.options?.max_chunk_size ?? 0;
     const need = chunkBytes > 0 ? Math.ceil(info.size / chunkBytes) : info.chunks;
-    const subject = `$O.${this.opts.bucket}.C.${info.nuid}`;
+    const subject = this.chunkSubject(info.nuid);
     const jsm = await jetstreamManager(this.nc);
     const stream = await jsm.streams.info(this.streamName, { subjects_filter: subject });
     const stored = stream.state.subjects?.[subject] ?? 0;
@@ -219,6 +221,42 @@ export class SnapshotBucket {
     await jsm.streams.purge(this.streamName, { filter: metaSubject(this.opts.bucket, name) });
   }
 
+  /**
+   * Every chunk set in the bucket's stream: the nuid under
+   * `$O.<bucket>.C.<nuid>` and how many chunk messages it holds. One
+   * stream-info request (paged by the server for very many subjects).
+   */
+  async chunkSets(): Promise<Map<string, number>> {
+    const prefix = this.chunkSubject("");
+    const jsm = await jetstreamManager(this.nc);
+    const stream = await jsm.streams.info(this.streamName, { subjects_filter: `${prefix}>` });
+    const sets = new Map<string, number>();
+    for (const [subject, count] of Object.entries(stream.state.subjects ?? {})) {
+      if (subject.startsWith(prefix) && count > 0) sets.set(subject.slice(prefix.length), count);
+    }
+    return sets;
+  }
+
+  /**
+   * The chunk sets the bucket's live objects name, whatever log they
+   * belong to: a snapshot of another log is still somebody's object. A
+   * deleted object's record does not count (its chunks are purged with it).
+   */
+  async namedChunkSets(): Promise<Set<string>> {
+    const named = new Set<string>();
+    for (const info of await this.store.list()) {
+      if (!info.deleted && typeof info.nuid === "string" && info.nuid !== "") named.add(info.nuid);
+    }
+    return named;
+  }
+
+  /** Purges every chunk of set `nuid`; returns how many messages went. */
+  async purgeChunkSet(nuid: string): Promise<number> {
+    const jsm = await jetstreamManager(this.nc);
+    const { purged } = await jsm.streams.purge(this.streamName, { filter: this.chunkSubject(nuid) });
+    return purged;
+  }
+
   /** The raw object info (for tests and diagnostics). */
   async objectInfo(name: string): Promise<ObjectInfo | null> {
     return this.store.info(name);
@@ -227,6 +265,11 @@ export class SnapshotBucket {
   /** The JetStream stream behind the bucket (tests corrupt objects through it). */
   get streamName(): string {
     return `OBJ_${this.opts.bucket}`;
+  }
+
+  /** The subject of chunk set `nuid`, as the object store names it. */
+  chunkSubject(nuid: string): string {
+    return `$O.${this.opts.bucket}.C.${nuid}`;
   }
 }
 

@@ -133,6 +133,11 @@ export class NodeMetrics {
     help: "Times this node became leader.",
     registers: [this.registry],
   });
+  private readonly orphanChunksPurged = new Counter({
+    name: "dlm_snapshot_orphan_chunks_purged_total",
+    help: "Chunk messages of unfinished snapshot uploads (no object names them) that this node's compactor purged from the snapshot bucket.",
+    registers: [this.registry],
+  });
   private readonly stepDowns = new Counter({
     name: "dlm_step_downs_total",
     help: "Times this node stopped leading because its lease could not be renewed or its log append was refused or failed.",
@@ -277,6 +282,10 @@ export class NodeMetrics {
 
   recordStepDown(): void {
     this.stepDowns.inc();
+  }
+
+  recordOrphanChunksPurged(chunks: number): void {
+    this.orphanChunksPurged.inc(chunks);
   }
 
   /**

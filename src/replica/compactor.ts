@@ -15,6 +15,11 @@
  * snapshot of sequence s is the same bytes whoever writes it, and a purge
  * is bounded by what live nodes have applied and what verified snapshots
  * cover, which no change of leader makes untrue.
+ *
+ * Between passes it also sweeps the bucket for the chunks of uploads that
+ * never finished (a leader killed mid-upload leaves them, and nothing else
+ * purges them): replica/orphanChunkSweep.ts. A sweep that fails is logged
+ * and tried again later; it never stops compaction.
  */
 import { createInbox, type NatsConnection } from "@nats-io/nats-core";
 import type { Logger } from "../log/logger";
@@ -22,12 +27,19 @@ import type { LogStream } from "../log/logStream";
 import type { FileRangeReader, SnapshotBucket, StoredSnapshotInfo } from "../log/snapshotBucket";
 import { SnapshotCorruptError, type SnapshotHeader } from "../storage/snapshotFormat";
 import { compactionPoint, snapshotDue, type CompactionSettings } from "./compactionPolicy";
+import { OrphanChunkSweep } from "./orphanChunkSweep";
 
 export interface CompactorOptions extends CompactionSettings {
   /** How often the compactor looks at the log. */
   checkIntervalMs: number;
   /** How long it collects the nodes' applied sequences each time; a node that does not answer by then is not live. */
   gatherMs: number;
+  /**
+   * Chunks in the snapshot bucket that no object names, whose count has not
+   * changed for this long, are a dead upload's and are purged. Must be well
+   * above the longest pause between two chunks of a live upload.
+   */
+  orphanChunkAgeMs: number;
 }
 
 export interface CompactorHost {
@@ -35,6 +47,8 @@ export interface CompactorHost {
   appliedSeq(): number;
   /** The state and file lengths at the current applied sequence, and how to read the files' bytes. */
   captureSnapshot(): { header: SnapshotHeader; readRange: FileRangeReader };
+  /** Counts chunk messages of unfinished uploads the sweep purged. */
+  recordOrphanChunksPurged(chunks: number): void;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -46,6 +60,10 @@ export class Compactor {
   private loop: Promise<void> | undefined;
   /** Names of snapshots this process found stored whole. */
   private readonly verified = new Set<string>();
+  private readonly orphans: OrphanChunkSweep;
+  /** When the last orphan sweep started (performance.now()); undefined: none yet. */
+  private lastSweepAtMs: number | undefined;
+  private sweeping = false;
 
   constructor(
     private readonly host: CompactorHost,
@@ -55,7 +73,13 @@ export class Compactor {
     private readonly nodesInfoSubject: string,
     private readonly opts: CompactorOptions,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.orphans = new OrphanChunkSweep(
+      bucket,
+      { orphanChunkAgeMs: opts.orphanChunkAgeMs, onPurged: (chunks) => host.recordOrphanChunksPurged(chunks) },
+      logger,
+    );
+  }
 
   start(): void {
     if (this.running || this.opts.snapshotEveryEntries <= 0) return;
@@ -81,6 +105,7 @@ export class Compactor {
       } catch (err) {
         this.logger.warn({ err: (err as Error).message }, "compaction step failed; trying again later");
       }
+      if (this.running && this.generation === generation) await this.sweepIfDue();
       await sleep(this.opts.checkIntervalMs);
     }
   }
@@ -110,6 +135,29 @@ export class Compactor {
       { keepFrom, purged, liveApplied, snapshots: kept.map((s) => s.meta.seq), firstSeq: extent.firstSeq, lastSeq: extent.lastSeq },
       "log compacted",
     );
+  }
+
+  /**
+   * An orphan sweep every quarter of the orphan age (every pass when that is
+   * shorter): a sweep sees an orphan within a quarter age of its upload's
+   * death and the first sweep an age later purges it, so it lives at most
+   * about one and a half ages (plus a pass or two); and a leader with the
+   * default age of minutes does not list the bucket's objects a second
+   * time every pass.
+   */
+  private async sweepIfDue(): Promise<void> {
+    const now = performance.now();
+    if (this.sweeping) return;
+    if (this.lastSweepAtMs !== undefined && now - this.lastSweepAtMs < this.opts.orphanChunkAgeMs / 4) return;
+    this.sweeping = true;
+    this.lastSweepAtMs = now;
+    try {
+      await this.orphans.sweep();
+    } catch (err) {
+      this.logger.warn({ err: (err as Error).message }, "orphan snapshot chunk sweep failed; trying again later");
+    } finally {
+      this.sweeping = false;
+    }
   }
 
   private async writeSnapshot(): Promise<void> {

@@ -130,6 +130,12 @@ export const NODE_DEFAULTS = {
     retainEntries: 10_000,
     checkIntervalMs: 5000,
     gatherMs: 500,
+    // The clock of an unnamed chunk set restarts with every chunk written,
+    // so this must exceed the pause between two chunks of a live upload,
+    // not the upload's length. Storing 100 MiB was measured at about 3 s
+    // (docs/design.md §12), some 15 ms per 512 KiB chunk: five minutes
+    // without one is a writer frozen or dead, not slow.
+    orphanChunkAgeMs: 5 * 60_000,
   } satisfies CompactorOptions,
 };
 
@@ -488,6 +494,11 @@ export class DlmNode implements CoordinatorHost {
       isFinal: (err) => err instanceof LogPurgedError,
       abandoned: () => this.nc.isClosed(),
     });
+  }
+
+  /** For the compactor's orphan chunk sweep (see CompactorHost). */
+  recordOrphanChunksPurged(chunks: number): void {
+    this.metrics.recordOrphanChunksPurged(chunks);
   }
 
   /** The state and files at the applied sequence, for the compactor (see CompactorHost). */

@@ -70,6 +70,7 @@ describe("NodeMetrics registry", () => {
         "dlm_request_duration_seconds",
         "dlm_role",
         "dlm_sessions",
+        "dlm_snapshot_orphan_chunks_purged_total",
         "dlm_step_downs_total",
         "dlm_stream_bytes",
         "dlm_stream_messages",
