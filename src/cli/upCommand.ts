@@ -11,8 +11,9 @@ import { startNatsCluster, startNatsServer } from "../local/natsServer";
 import { emptyDirectoryExcept, lockDirectory } from "../local/dirLock";
 import { freePort } from "../local/ports";
 import { killAllTrackedChildren, spawnManaged, type ManagedProcess } from "../local/processes";
+import { DEFAULT_LIMITS } from "../protocol/limits";
 import { DEFAULT_PREFIX } from "../protocol/subjects";
-import { int, parseArgs, str, UsageError, type CommandSpec } from "./args";
+import { int, MAX_PORT, parseArgs, str, UsageError, type CommandSpec } from "./args";
 import { runDemo } from "./demo";
 import { LOCAL_AUTH_FLAGS, localServerAuth } from "./natsFlags";
 import { clusterStatus, formatStatus } from "./statusCommand";
@@ -28,11 +29,12 @@ export const upSpec: CommandSpec = {
     "stops; otherwise it runs until Ctrl-C.",
   flags: [
     { name: "nats", kind: "int", default: 1, help: "nats-servers: 1, or 3 for a JetStream cluster" },
-    { name: "nodes", kind: "int", default: 1, help: "dlm nodes (one leads, the others stand by)" },
-    { name: "port", kind: "int", default: 4222, help: "client port of the first nats-server (the next ones use +1, +2); 0 picks free ports" },
+    { name: "nodes", kind: "int", default: 1, min: 1, max: 9, help: "dlm nodes (one leads, the others stand by)" },
+    { name: "port", kind: "int", default: 4222, max: MAX_PORT, help: "client port of the first nats-server (the next ones use +1, +2); 0 picks free ports" },
     { name: "dir", kind: "string", default: ".dlm/local", help: "directory for NATS storage, node data and logs" },
     { name: "fresh", kind: "bool", help: "delete --dir first (start from an empty log)" },
-    { name: "lease-ms", kind: "int", default: 10_000, help: "default lock lease of the nodes" },
+    // The nodes refuse a default lease outside the limits' bounds; dlm up does not set those.
+    { name: "lease-ms", kind: "int", default: 10_000, min: DEFAULT_LIMITS.minLeaseMs, max: DEFAULT_LIMITS.maxLeaseMs, help: "default lock lease of the nodes" },
     { name: "no-sync", kind: "bool", help: "let nats-server batch fsyncs (faster, may lose acknowledged writes on power loss)" },
     { name: "prefix", kind: "string", default: DEFAULT_PREFIX, help: "subject prefix" },
     { name: "demo", kind: "bool", help: "run the demo workload, then stop" },
@@ -40,6 +42,7 @@ export const upSpec: CommandSpec = {
       name: "metrics-port",
       kind: "int",
       default: UP_METRICS_PORT,
+      max: MAX_PORT,
       help: "HTTP port of n1's /metrics, /healthz, /readyz (n2 the next one…); 0, or --port 0, picks free ports",
     },
     ...LOCAL_AUTH_FLAGS,
@@ -53,8 +56,14 @@ export async function runUp(argv: string[]): Promise<void> {
   const { flags } = parseArgs(upSpec, argv);
   const natsCount = int(flags, "nats");
   const nodeCount = int(flags, "nodes");
-  if (natsCount !== 1 && natsCount !== 3) throw new UsageError("--nats must be 1 or 3");
-  if (nodeCount < 1 || nodeCount > 9) throw new UsageError("--nodes must be 1 to 9");
+  if (natsCount !== 1 && natsCount !== 3) throw new UsageError(`flag --nats must be 1 or 3, got ${natsCount}`);
+  const basePort = int(flags, "port");
+  const metricsBase = int(flags, "metrics-port");
+  // The flags' ranges hold each port; the servers and nodes after the first use the next ones.
+  if (basePort + natsCount - 1 > MAX_PORT) throw new UsageError(`flag --port must be at most ${MAX_PORT - natsCount + 1} with --nats ${natsCount}, got ${basePort}`);
+  if (metricsBase + nodeCount - 1 > MAX_PORT) {
+    throw new UsageError(`flag --metrics-port must be at most ${MAX_PORT - nodeCount + 1} with --nodes ${nodeCount}, got ${metricsBase}`);
+  }
   const dir = path.resolve(str(flags, "dir"));
   // Claim the directory before anything is started or deleted: a second
   // `dlm up` on a live directory must fail without touching it (exit 6).
@@ -63,7 +72,6 @@ export async function runUp(argv: string[]): Promise<void> {
   const logsDir = path.join(dir, "logs");
   fs.mkdirSync(logsDir, { recursive: true });
   const prefix = str(flags, "prefix");
-  const basePort = int(flags, "port");
   const auth = localServerAuth(flags);
   const say = (line: string) => process.stdout.write(`${line}\n`);
 
@@ -113,7 +121,6 @@ export async function runUp(argv: string[]): Promise<void> {
   say(`  nats: ${urls.join(", ")}${flags["no-sync"] ? "" : " (sync_interval: always)"}`);
 
   const nodes: ManagedProcess[] = [];
-  const metricsBase = int(flags, "metrics-port");
   const metricsUrls: string[] = [];
   for (let i = 1; i <= nodeCount; i++) {
     const id = `n${i}`;

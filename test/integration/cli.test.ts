@@ -34,6 +34,18 @@ describe("help", () => {
     expect(badFlag.code).toBe(2);
     expect(badFlag.stderr).toMatch(/unknown flag --colour/);
   });
+
+  test("a value outside a flag's range exits 2 naming the flag, the value and the range, and starts nothing", async () => {
+    // NATS_URL points where nothing listens: a value that passed the parser
+    // (it used to be raised to 100 in silence) shows as exit 4, not 2.
+    const node = await runDlm(["node", "--log-timeout-ms", "50"], { env: { NATS_URL: "nats://127.0.0.1:1" } });
+    expect(node).toEqual({ code: 2, stdout: "", stderr: "dlm: flag --log-timeout-ms must be at least 100, got 50\n" });
+    const dir = makeTempDir("dlm-up-range-");
+    const up = await dlm(["up", "--port", "0", "--dir", `${dir}/d`, "--lease-ms", "100"]);
+    expect(up).toEqual({ code: 2, stdout: "", stderr: "dlm: flag --lease-ms must be between 500 and 600000, got 100\n" });
+    expect(fs.existsSync(`${dir}/d`)).toBe(false);
+    await removeTempDir(dir);
+  });
 });
 
 describe("dlm up --demo", () => {
