@@ -64,6 +64,8 @@ export async function runUp(argv: string[]): Promise<void> {
   if (metricsBase + nodeCount - 1 > MAX_PORT) {
     throw new UsageError(`flag --metrics-port must be at most ${MAX_PORT - nodeCount + 1} with --nodes ${nodeCount}, got ${metricsBase}`);
   }
+  // Bad credentials flags are usage errors, found before --fresh deletes anything.
+  const auth = localServerAuth(flags);
   const dir = path.resolve(str(flags, "dir"));
   // Claim the directory before anything is started or deleted: a second
   // `dlm up` on a live directory must fail without touching it (exit 6).
@@ -72,7 +74,6 @@ export async function runUp(argv: string[]): Promise<void> {
   const logsDir = path.join(dir, "logs");
   fs.mkdirSync(logsDir, { recursive: true });
   const prefix = str(flags, "prefix");
-  const auth = localServerAuth(flags);
   const say = (line: string) => process.stdout.write(`${line}\n`);
 
   // Signals are handled from the very start: the children run in their own

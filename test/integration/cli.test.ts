@@ -46,6 +46,15 @@ describe("help", () => {
     expect(fs.existsSync(`${dir}/d`)).toBe(false);
     await removeTempDir(dir);
   });
+
+  test("dlm up --fresh with bad credentials flags exits 2 and deletes nothing", async () => {
+    const dir = makeTempDir("dlm-up-auth-");
+    fs.writeFileSync(`${dir}/keep`, "data from an earlier run");
+    const up = await dlm(["up", "--port", "0", "--dir", dir, "--fresh", "--user", "alice"]);
+    expect(up).toEqual({ code: 2, stdout: "", stderr: "dlm: --user and --password go together\n" });
+    expect(fs.readFileSync(`${dir}/keep`, "utf8")).toBe("data from an earlier run");
+    await removeTempDir(dir);
+  });
 });
 
 describe("dlm up --demo", () => {
