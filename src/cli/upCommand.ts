@@ -7,7 +7,6 @@
  */
 import * as fs from "fs";
 import * as path from "path";
-import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { startNatsCluster, startNatsServer } from "../local/natsServer";
 import { emptyDirectoryExcept, lockDirectory } from "../local/dirLock";
@@ -17,7 +16,7 @@ import { DEFAULT_LIMITS } from "../protocol/limits";
 import { DEFAULT_PREFIX } from "../protocol/subjects";
 import { int, MAX_PORT, parseArgs, str, UsageError, type CommandSpec } from "./args";
 import { runDemo } from "./demo";
-import { LOCAL_AUTH_FLAGS, localServerAuth } from "./natsFlags";
+import { connectNats, LOCAL_AUTH_FLAGS, localServerAuth, localServerConnection } from "./natsFlags";
 import { clusterStatus, formatStatus } from "./statusCommand";
 import { sleepUntilAborted, untilAborted, whenAborted } from "../util/untilAborted";
 
@@ -187,7 +186,7 @@ export async function runUp(argv: string[]): Promise<void> {
     say(`  metrics: ${nodes.map((n, i) => `${n.name} ${metricsUrls[i]}/metrics`).join(", ")} (also /healthz, /readyz)`);
 
     // A connection that opens after an interrupt is closed as it arrives.
-    const status = await untilAborted(connect({ ...auth.client, servers: urls, name: "dlm-up" }), signal, (late) => void late.close().catch(() => undefined));
+    const status = await untilAborted(connectNats(localServerConnection(auth, urls), { name: "dlm-up" }), signal, (late) => void late.close().catch(() => undefined));
     nc = status;
     const leader = await waitForLeader(status, prefix, nodes, 60_000, signal);
     say(`  leader: ${leader}`);

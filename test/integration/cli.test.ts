@@ -253,6 +253,34 @@ describe("dlm up interrupted while starting", () => {
   });
 });
 
+describe("dlm up and a nats-server it cannot connect to", () => {
+  test("a server that refuses dlm up's connection ends it with exit 4, one sentence, and everything stopped", async () => {
+    const dir = makeTempDir("dlm-up-refused-");
+    // The nats-server on PATH demands a token dlm up was not given, as a
+    // server whose packaged config requires credentials would: it starts,
+    // then refuses dlm up's own connection (Authorization Violation).
+    const { execFileSync } = require("child_process") as typeof import("child_process");
+    const real = execFileSync("sh", ["-c", "command -v nats-server"], { encoding: "utf8" }).trim();
+    fs.mkdirSync(`${dir}/bin`);
+    fs.writeFileSync(
+      `${dir}/bin/nats-server`,
+      `#!/bin/sh\nif [ "$1" = "-c" ]; then exec ${JSON.stringify(real)} "$@" --auth not-the-token-of-dlm-up; fi\nexec ${JSON.stringify(real)} "$@"\n`,
+      { mode: 0o755 },
+    );
+    const result = await runDlm(["up", "--port", "0", "--dir", `${dir}/up`], { env: { PATH: `${dir}/bin:${process.env.PATH ?? ""}` }, timeoutMs: 60_000 });
+    expect(result.code).toBe(4);
+    expect(result.stderr).toMatch(
+      /^dlm: NATS at nats:\/\/127\.0\.0\.1:\d+ refused the credentials \(no credentials\): .*Authorization Violation.*\. Check --user\/--password or --token\.\n$/,
+    );
+    // What it had started is stopped, as after Ctrl-C.
+    expect(result.stdout).toMatch(/\nstopping: dlm nodes first \(leader hands over\), then NATS\nstopped\n$/);
+    const left = execFileSync("ps", ["-eo", "args"], { encoding: "utf8" }).split("\n").filter((l) => l.includes(`${dir}/up`));
+    expect(left).toEqual([]);
+    expect(fs.existsSync(`${dir}/up/dlm-up.pid`)).toBe(false);
+    await removeTempDir(dir);
+  });
+});
+
 describe("status, read and client against a running node", () => {
   let cluster: DlmTestCluster;
   beforeAll(async () => {
