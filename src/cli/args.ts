@@ -5,7 +5,9 @@
  * lists a flag the command does not take.
  *
  * What the table adds to `parseArgs`: integer flags that reject anything but
- * a non-negative integer, long aliases (`--nats` for `--server`), a value
+ * a non-negative integer, and anything outside the flag's range (`min`,
+ * `max`: the range lives in the table, so the check, its message and the
+ * help cannot disagree), long aliases (`--nats` for `--server`), a value
  * from an environment variable when the flag is not given (flag > env >
  * default), and a `UsageError` (exit code 2) with a plain message for every
  * mistake: an unknown flag, a missing value, a value given to a boolean flag
@@ -23,6 +25,13 @@ export interface FlagSpec {
   aliases?: string[];
   /** Environment variable read when the flag is not given (before the default). */
   env?: string;
+  /**
+   * The smallest and largest value an int flag takes. A value outside is a
+   * usage error naming the flag, the value and the range, never clamped:
+   * a value silently changed is a setting the operator did not choose.
+   */
+  min?: number;
+  max?: number;
 }
 
 export interface CommandSpec {
@@ -38,6 +47,9 @@ export interface CommandSpec {
   positionals?: number;
 }
 
+/** The largest TCP port: the `max` of every port flag. */
+export const MAX_PORT = 65_535;
+
 export type ParsedFlags = Record<string, string | number | boolean | undefined>;
 
 export class UsageError extends Error {
@@ -51,6 +63,30 @@ function parseNonNegativeInt(flag: string, raw: string, from: string): number {
   const n = /^\d+$/.test(raw.trim()) ? Number(raw.trim()) : NaN;
   if (!Number.isSafeInteger(n)) throw new UsageError(`${from} ${flag} needs a non-negative integer, got ${JSON.stringify(raw)}`);
   return n;
+}
+
+/** The range of an int flag in words ("between 1 and 9", "at least 100"); undefined when it has none. */
+export function rangeText(f: Pick<FlagSpec, "min" | "max">): string | undefined {
+  if (f.min !== undefined && f.max !== undefined) return `between ${f.min} and ${f.max}`;
+  if (f.min !== undefined) return `at least ${f.min}`;
+  if (f.max !== undefined) return `at most ${f.max}`;
+  return undefined;
+}
+
+function inRange(f: Pick<FlagSpec, "min" | "max">, value: number): boolean {
+  return (f.min === undefined || value >= f.min) && (f.max === undefined || value <= f.max);
+}
+
+/**
+ * Refuses a value outside the flag's range. `from` says where the value
+ * came from, as the message should name it: "flag --nodes", "environment
+ * variable X", "config file F: key \"k\"".
+ */
+export function checkRange(f: FlagSpec, value: number, from: string): number {
+  if (!inRange(f, value)) {
+    throw new UsageError(`${from} must be ${rangeText(f)}, got ${value}`);
+  }
+  return value;
 }
 
 /** A boolean from the environment: 1/true/yes or 0/false/no (anything else is a usage error). */
@@ -97,6 +133,7 @@ export function parseArgs(
       owner.set(n, f);
       options[n] = { type: f.kind === "bool" ? "boolean" : "string" };
     }
+    if (typeof f.default === "number") checkSpecDefault(spec, f);
   }
   let parsed: ReturnType<typeof parseArgv>;
   try {
@@ -133,11 +170,11 @@ export function parseArgs(
     const fromEnv = given === undefined && f.env !== undefined ? env[f.env] : undefined;
     if (given !== undefined) {
       const raw = values[given]!;
-      flags[f.name] = f.kind === "int" ? parseNonNegativeInt(`--${given}`, raw as string, "flag") : raw;
+      flags[f.name] = f.kind === "int" ? checkRange(f, parseNonNegativeInt(`--${given}`, raw as string, "flag"), `flag --${given}`) : raw;
     } else if (fromEnv !== undefined && fromEnv !== "") {
       flags[f.name] =
         f.kind === "int"
-          ? parseNonNegativeInt(f.env!, fromEnv, "environment variable")
+          ? checkRange(f, parseNonNegativeInt(f.env!, fromEnv, "environment variable"), `environment variable ${f.env!} (--${f.name})`)
           : f.kind === "bool"
             ? parseEnvBool(f.env!, fromEnv)
             : fromEnv;
@@ -148,6 +185,13 @@ export function parseArgs(
   return { flags, positionals: parsed.positionals, help: values.help === true };
 }
 
+/** A default outside its own flag's range is a mistake in the spec, caught the first time the command parses. */
+function checkSpecDefault(spec: CommandSpec, f: FlagSpec): void {
+  if (!inRange(f, f.default as number)) {
+    throw new Error(`flag --${f.name} of "${spec.usage}" defaults to ${String(f.default)}, outside its range (${rangeText(f)})`);
+  }
+}
+
 export function helpText(spec: CommandSpec): string {
   const left = (f: FlagSpec) =>
     [f.name, ...(f.aliases ?? [])].map((n) => `--${n}`).join(", ") + (f.kind === "bool" ? "" : f.kind === "int" ? " <n>" : " <value>");
@@ -155,7 +199,9 @@ export function helpText(spec: CommandSpec): string {
   const lines = [`usage: ${spec.usage}`, "", spec.summary, ""];
   if (spec.flags.length > 0) lines.push("flags:");
   for (const f of spec.flags) {
-    const def = f.default === undefined || f.default === false ? "" : ` (default: ${String(f.default)})`;
+    const range = rangeText(f);
+    const notes = [f.default === undefined || f.default === false ? undefined : `default: ${String(f.default)}`, range].filter((n) => n !== undefined);
+    const def = notes.length > 0 ? ` (${notes.join(", ")})` : "";
     const env = f.env ? ` [env ${f.env}]` : "";
     lines.push(`  ${left(f).padEnd(width + 2)}${f.help}${def}${env}`);
   }

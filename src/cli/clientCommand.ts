@@ -43,7 +43,7 @@ export const clientSpec: CommandSpec = {
     ...NATS_FLAGS,
     { name: "namespace", kind: "string", help: "client namespace: session ids <namespace>.<id>, notifications and inbox scoped to it (least privilege)" },
     { name: "prefix", kind: "string", default: DEFAULT_PREFIX, help: "subject prefix of the dlm cluster" },
-    { name: "timeout-ms", kind: "int", default: 2000, help: "per-attempt request timeout" },
+    { name: "timeout-ms", kind: "int", default: 2000, min: 1, help: "per-attempt request timeout" },
   ],
 };
 

@@ -7,7 +7,7 @@
  * silently leave a limit at its default.
  */
 import * as fs from "fs";
-import { parseArgs, UsageError, type CommandSpec, type ParsedFlags } from "./args";
+import { checkRange, parseArgs, UsageError, type CommandSpec, type ParsedFlags } from "./args";
 
 export const CONFIG_FLAG = "config";
 
@@ -56,6 +56,8 @@ export function readConfigFile(spec: CommandSpec, file: string): ParsedFlags {
     if (flag.kind === "int" && (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0)) throw bad("a non-negative integer");
     if (flag.kind === "string" && typeof value !== "string") throw bad("a string");
     if (flag.kind === "bool" && typeof value !== "boolean") throw bad("true or false");
+    // The same range as on the command line: a value out of range in the file is refused, not clamped.
+    if (flag.kind === "int") checkRange(flag, value as number, `config file ${file}: key ${JSON.stringify(key)} (--${flag.name})`);
     flags[flag.name] = value as string | number | boolean;
   }
   return flags;

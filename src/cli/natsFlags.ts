@@ -55,6 +55,11 @@ export interface NatsConnectionSettings {
   options: Pick<ConnectionOptions, "user" | "pass" | "token" | "authenticator" | "tls">;
   /** How it authenticates, for messages: "user node", "token", "creds file /x", "no credentials". */
   auth: string;
+  /**
+   * Where the credentials come from, for the advice when they are refused
+   * (default: every credentials flag and variable of NATS_FLAGS).
+   */
+  credentialSources?: string;
 }
 
 type Env = Record<string, string | undefined>;
@@ -204,6 +209,8 @@ export function natsConnectionFromFlags(flags: ParsedFlags, env: Env = process.e
   return { servers, options: { ...auth.options, ...(tls ? { tls } : {}) }, auth: auth.auth };
 }
 
+const ALL_CREDENTIAL_SOURCES = "--user/--password, --token, --creds or --nkey (or NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_CREDS, NATS_NKEY)";
+
 /** A NATS connection could not be opened: unreachable, refused credentials, TLS. Exit code 4. */
 export class NatsConnectError extends Error {
   override name = "NatsConnectError";
@@ -216,13 +223,13 @@ export class NatsConnectError extends Error {
  * recognised by name and message, not by class, so this also explains
  * errors from another copy of the @nats-io packages.
  */
-export function explainConnectError(err: unknown, settings: Pick<NatsConnectionSettings, "servers" | "auth">): NatsConnectError {
+export function explainConnectError(err: unknown, settings: Pick<NatsConnectionSettings, "servers" | "auth" | "credentialSources">): NatsConnectError {
   const e = err as { name?: string; message?: string; code?: string };
   const where = settings.servers.join(",");
   const message = e?.message ?? String(err);
   if (e?.name === "AuthorizationError" || e?.name === "UserAuthenticationExpiredError" || /authorization violation|authentication/i.test(message)) {
     return new NatsConnectError(
-      `NATS at ${where} refused the credentials (${settings.auth}): ${message}. Check --user/--password, --token, --creds or --nkey (or NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_CREDS, NATS_NKEY).`,
+      `NATS at ${where} refused the credentials (${settings.auth}): ${message}. Check ${settings.credentialSources ?? ALL_CREDENTIAL_SOURCES}.`,
       { cause: err },
     );
   }
@@ -301,4 +308,19 @@ export function localServerAuth(flags: ParsedFlags): LocalServerAuth {
     };
   }
   return { client: {}, env, hint: "" };
+}
+
+/**
+ * How `dlm up` connects to the servers it started, as connectNats takes it:
+ * so that a server that cannot be reached or refuses the credentials ends
+ * `dlm up` with exit code 4 and one sentence, as it ends the other commands.
+ */
+export function localServerConnection(auth: LocalServerAuth, servers: string[]): NatsConnectionSettings {
+  const { user, pass, token } = auth.client;
+  return {
+    servers,
+    options: auth.client,
+    auth: token !== undefined ? "token" : user !== undefined && pass !== undefined ? `user ${JSON.stringify(user)}` : "no credentials",
+    credentialSources: "--user/--password or --token",
+  };
 }

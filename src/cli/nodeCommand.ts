@@ -4,7 +4,7 @@ import { DEFAULT_PREFIX } from "../protocol/subjects";
 import { DlmNode, FOLLOW_IDLE_POLL_MS, NODE_DEFAULTS, NODE_READY_MAX_LAG_ENTRIES } from "../replica/node";
 import { asLogger, createLogger } from "../util/logger";
 import { version } from "../version";
-import { int, str, UsageError, type CommandSpec } from "./args";
+import { int, MAX_PORT, str, type CommandSpec } from "./args";
 import { CONFIG_FLAG, parseArgsWithConfig } from "./configFile";
 import { coordinatorOptionsOf, LIMIT_FLAGS, limitSettingsFromFlags, limitsOf } from "./limitsConfig";
 import { explainConnectError, isConnectFailure, natsConnectionFromFlags, NATS_FLAGS } from "./natsFlags";
@@ -19,7 +19,8 @@ export const nodeSpec: CommandSpec = {
     { name: "id", kind: "string", default: "n1", help: "node id, unique in the cluster" },
     { name: "data", kind: "string", help: "data directory for this node's files (default: .dlm/data/<id>)" },
     { name: "prefix", kind: "string", default: DEFAULT_PREFIX, help: "subject prefix; separates dlm clusters on one NATS" },
-    { name: "replicas", kind: "int", default: 1, help: "replicas of the log stream and leader bucket (NATS cluster size)" },
+    // JetStream keeps at most 5 replicas of a stream.
+    { name: "replicas", kind: "int", default: 1, min: 1, max: 5, help: "replicas of the log stream and leader bucket (NATS cluster size)" },
     { name: CONFIG_FLAG, kind: "string", help: "JSON file of settings: keys are these flags in camelCase; flags given here win" },
     ...LIMIT_FLAGS,
     { name: "leader-ttl-ms", kind: "int", default: NODE_DEFAULTS.leaderTtlMs, help: "leader lease (KV key TTL)" },
@@ -30,15 +31,15 @@ export const nodeSpec: CommandSpec = {
       default: NODE_DEFAULTS.leaderTimeoutMs,
       help: "a follower takes over when the leader has not refreshed its lease for this long (failure detection)",
     },
-    { name: "log-timeout-ms", kind: "int", default: NODE_DEFAULTS.logTimeoutMs, help: "timeout of one JetStream request on the log (append ack, stream info)" },
+    { name: "log-timeout-ms", kind: "int", default: NODE_DEFAULTS.logTimeoutMs, min: 100, help: "timeout of one JetStream request on the log (append ack, stream info)" },
     {
       name: "follow-poll-ms",
       kind: "int",
       default: NODE_DEFAULTS.followPollMs,
       help: `a follower polls the log this often while entries come (backing off to ${FOLLOW_IDLE_POLL_MS} ms when idle); 0: each entry is pushed to it`,
     },
-    { name: "snapshot-every", kind: "int", default: NODE_DEFAULTS.snapshotEveryEntries, help: "write a state snapshot every N applied entries" },
-    { name: "metrics-port", kind: "int", default: 0, help: "serve /metrics, /healthz and /readyz over HTTP on this port (0: off)" },
+    { name: "snapshot-every", kind: "int", default: NODE_DEFAULTS.snapshotEveryEntries, min: 1, help: "write a state snapshot every N applied entries" },
+    { name: "metrics-port", kind: "int", default: 0, max: MAX_PORT, help: "serve /metrics, /healthz and /readyz over HTTP on this port (0: off)" },
     { name: "metrics-host", kind: "string", default: "127.0.0.1", help: "address the metrics port listens on (0.0.0.0 to let other hosts scrape)" },
     { name: "ready-max-lag", kind: "int", default: NODE_READY_MAX_LAG_ENTRIES, help: "/readyz fails on a follower more than this many log entries behind" },
     {
@@ -48,13 +49,14 @@ export const nodeSpec: CommandSpec = {
       help: "leader stores a snapshot in JetStream after N entries and compacts the log (0: never)",
     },
     { name: "compact-every-bytes", kind: "int", default: NODE_DEFAULTS.compaction.snapshotEveryBytes, help: "… or after about N bytes of log" },
-    { name: "keep-snapshots", kind: "int", default: NODE_DEFAULTS.compaction.keepSnapshots, help: "stored snapshots kept; the log is kept back to the oldest" },
+    { name: "keep-snapshots", kind: "int", default: NODE_DEFAULTS.compaction.keepSnapshots, min: 1, help: "stored snapshots kept; the log is kept back to the oldest" },
     { name: "retain-entries", kind: "int", default: NODE_DEFAULTS.compaction.retainEntries, help: "entries kept below the compaction point (margin)" },
-    { name: "compact-check-ms", kind: "int", default: NODE_DEFAULTS.compaction.checkIntervalMs, help: "how often the leader checks whether to snapshot and compact" },
+    { name: "compact-check-ms", kind: "int", default: NODE_DEFAULTS.compaction.checkIntervalMs, min: 100, help: "how often the leader checks whether to snapshot and compact" },
     {
       name: "orphan-chunk-age-ms",
       kind: "int",
       default: NODE_DEFAULTS.compaction.orphanChunkAgeMs,
+      min: 0,
       help: "the leader purges snapshot chunks no stored object names (an upload that died) once their count has not changed for this long",
     },
     { name: "log-level", kind: "string", default: "info", help: "trace|debug|info|warn|error" },
@@ -87,7 +89,6 @@ export async function runNode(argv: string[]): Promise<void> {
   if (leaderRenewMs * 3 > leaderTimeoutMs || leaderTimeoutMs > leaderTtlMs) {
     throw new Error("--leader-timeout-ms must be at least 3 x --leader-renew-ms and at most --leader-ttl-ms");
   }
-  if (int(flags, "metrics-port") > 65_535) throw new UsageError("--metrics-port must be a TCP port (at most 65535)");
   const node = await DlmNode.start({
     ...NODE_DEFAULTS,
     nodeId,
@@ -101,9 +102,11 @@ export async function runNode(argv: string[]): Promise<void> {
     leaderTtlMs,
     leaderRenewMs,
     leaderTimeoutMs,
-    logTimeoutMs: Math.max(100, int(flags, "log-timeout-ms")),
-    followPollMs: Math.max(0, int(flags, "follow-poll-ms")),
-    snapshotEveryEntries: Math.max(1, int(flags, "snapshot-every")),
+    // Ranges are checked by the flag parser (nodeSpec's min and max); values
+    // are used as given, never clamped.
+    logTimeoutMs: int(flags, "log-timeout-ms"),
+    followPollMs: int(flags, "follow-poll-ms"),
+    snapshotEveryEntries: int(flags, "snapshot-every"),
     metrics:
       int(flags, "metrics-port") === 0
         ? undefined
@@ -112,10 +115,10 @@ export async function runNode(argv: string[]): Promise<void> {
       ...NODE_DEFAULTS.compaction,
       snapshotEveryEntries: int(flags, "compact-every-entries"),
       snapshotEveryBytes: int(flags, "compact-every-bytes"),
-      keepSnapshots: Math.max(1, int(flags, "keep-snapshots")),
+      keepSnapshots: int(flags, "keep-snapshots"),
       retainEntries: int(flags, "retain-entries"),
-      checkIntervalMs: Math.max(100, int(flags, "compact-check-ms")),
-      orphanChunkAgeMs: Math.max(0, int(flags, "orphan-chunk-age-ms")),
+      checkIntervalMs: int(flags, "compact-check-ms"),
+      orphanChunkAgeMs: int(flags, "orphan-chunk-age-ms"),
     },
     logger: asLogger(logger),
   }).catch((err: unknown) => {

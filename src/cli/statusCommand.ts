@@ -105,6 +105,9 @@ async function gatherNodes(nc: NatsConnection, subject: string, waitMs: number, 
       if (Array.isArray(expect) && expect.every((id) => nodes.some((n) => n.nodeId === id))) done();
     },
   });
+  // A closed connection closes the subscription: stop waiting then, so that
+  // closing the connection ends a status call at once, not after waitMs.
+  void sub.closed.then(done, done);
   nc.publish(subject, encoder.encode("{}"), { reply: inbox });
   const timer = setTimeout(done, waitMs);
   await enough;

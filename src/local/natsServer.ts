@@ -5,6 +5,7 @@ import * as path from "path";
 import { canConnect, freePort } from "./ports";
 import { ExitInfo, ManagedProcess, spawnManaged } from "./processes";
 import { renderAuthorization, type NatsUserEntry } from "../protocol/permissions";
+import { sleepUntilAborted, untilAborted } from "../util/untilAborted";
 
 /**
  * Local nats-server processes for `dlm up` and the test kit: one server or a
@@ -64,6 +65,13 @@ export interface NatsServerOptions {
    * for JWT / operator mode, which dlm never sets up itself).
    */
   extraConfig?: string;
+  /**
+   * Gives up starting: the server being started is stopped as stop() does
+   * (SIGTERM, then SIGKILL after 5 s) and the start rejects with the
+   * signal's reason. Once the start has resolved the signal is ignored; the
+   * caller owns the server then.
+   */
+  signal?: AbortSignal;
 }
 
 /** Client authentication: a list of users with permissions, one user, or one token. */
@@ -531,10 +539,12 @@ function isPortClash(text: string): boolean {
 export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServerProcess> {
   const binary = opts.binary ?? "nats-server";
   await checkNatsServerBinary(binary);
+  const signal = opts.signal;
   const clustered = opts.clusterPort !== undefined || (opts.routes?.length ?? 0) > 0 || opts.clusterName !== undefined;
   const storeDir = path.resolve(opts.storeDir);
   let lastError: Error | undefined;
   for (let attempt = 0; attempt < 3; attempt++) {
+    signal?.throwIfAborted();
     const port = opts.port ?? (await freePort());
     const monitorPort = opts.monitorPort ?? (await freePort());
     const clusterPort = clustered ? (opts.clusterPort ?? (await freePort())) : undefined;
@@ -542,9 +552,13 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
     const server = new NatsServerProcessImpl(binary, { ...opts, storeDir }, serverName, port, monitorPort, clusterPort);
     server.writeConfig();
     try {
-      await server.launch();
+      await untilAborted(server.launch(), signal);
       return server;
     } catch (e) {
+      if (signal?.aborted) {
+        await server.stop();
+        throw signal.reason;
+      }
       await server.kill();
       lastError = e as Error;
       const picked = opts.port === undefined || opts.monitorPort === undefined || (clustered && opts.clusterPort === undefined);
@@ -578,10 +592,12 @@ async function metaCluster(s: NatsServerProcess): Promise<MetaCluster | undefine
  * leader sees every other running server as a current peer. Servers that are
  * stopped (killed, not yet restarted) are left out; paused ones are waited for.
  */
-export async function waitClusterJetStreamReady(servers: NatsServerProcess[], timeoutMs = 60000): Promise<void> {
+export async function waitClusterJetStreamReady(servers: NatsServerProcess[], timeoutMs = 60000, signal?: AbortSignal): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const running = () => servers.filter((s) => s.running);
-  await Promise.all(running().map((s) => s.waitJetStreamReady(timeoutMs)));
+  // An abort ends the wait at once; the caller stops the servers, and this
+  // loop must not outlive that (it could restart one it thinks is stuck).
+  await untilAborted(Promise.all(running().map((s) => s.waitJetStreamReady(timeoutMs))), signal);
   if (servers.length < 2) return;
   let last = "";
   // "current" is preferred but not required for long: on an idle cluster
@@ -596,8 +612,9 @@ export async function waitClusterJetStreamReady(servers: NatsServerProcess[], ti
   let kickAt = Date.now() + 10_000;
   const kicked = new Set<string>();
   for (;;) {
+    signal?.throwIfAborted();
     const up = running();
-    const metas = await Promise.all(up.map(metaCluster));
+    const metas = await untilAborted(Promise.all(up.map(metaCluster)), signal);
     const leaders = new Set(metas.map((m) => m?.leader ?? ""));
     const leaderName = leaders.size === 1 ? [...leaders][0] : "";
     const leaderIdx = up.findIndex((s) => s.serverName === leaderName);
@@ -613,6 +630,7 @@ export async function waitClusterJetStreamReady(servers: NatsServerProcess[], ti
       last = `meta leader ${leaderName} does not see ${lagging.join(", ")} as current`;
       const stuck = unknown.filter((srv) => !kicked.has(srv.serverName));
       if (Date.now() > kickAt && stuck.length > 0) {
+        signal?.throwIfAborted();
         for (const srv of stuck) kicked.add(srv.serverName);
         await Promise.all(stuck.map((srv) => srv.restart()));
         kickAt = Date.now() + 10_000;
@@ -622,7 +640,7 @@ export async function waitClusterJetStreamReady(servers: NatsServerProcess[], ti
       last = `servers disagree on the meta leader: ${up.map((s, i) => `${s.serverName}->${metas[i]?.leader ?? "?"}`).join(" ")}`;
     }
     if (Date.now() > deadline) throw new Error(`nats cluster JetStream not ready after ${timeoutMs} ms: ${last}`);
-    await sleep(100);
+    await sleepUntilAborted(100, signal);
   }
 }
 
@@ -646,6 +664,8 @@ export interface NatsClusterOptions {
   tls?: NatsTlsConfig;
   /** `cluster.no_advertise` on every server: clients only use the URLs they were given. */
   noAdvertise?: boolean;
+  /** Gives up starting, as NatsServerOptions.signal: every server started so far is stopped. */
+  signal?: AbortSignal;
   /**
    * Where server `from` dials server `to` (default: `to`'s route URL as
    * given). A test puts each route through a TCP proxy it can cut. With it,
@@ -717,6 +737,7 @@ export async function startNatsCluster(opts: NatsClusterOptions): Promise<NatsCl
         echo: opts.echo,
         authorization: opts.authorization,
         tls: opts.tls,
+        signal: opts.signal,
       }),
     ),
   );
@@ -729,16 +750,17 @@ export async function startNatsCluster(opts: NatsClusterOptions): Promise<NatsCl
   const stop = async () => {
     await Promise.all(servers.map((s) => s.stop()));
   };
-  if (failures.length > 0) {
+  if (failures.length > 0 || opts.signal?.aborted) {
     await stop();
+    if (opts.signal?.aborted) throw opts.signal.reason;
     throw new Error(`nats cluster did not start:\n${failures.join("\n")}`);
   }
   const waitJetStreamReady = (timeoutMs = 60000) => waitClusterJetStreamReady(servers, timeoutMs);
   try {
-    await waitJetStreamReady(opts.readyTimeoutMs ?? 60000);
+    await waitClusterJetStreamReady(servers, opts.readyTimeoutMs ?? 60000, opts.signal);
   } catch (e) {
     await stop();
-    throw e;
+    throw opts.signal?.aborted ? opts.signal.reason : e;
   }
   return { servers, urls: servers.map((s) => s.url), waitJetStreamReady, stop };
 }

@@ -34,6 +34,27 @@ describe("help", () => {
     expect(badFlag.code).toBe(2);
     expect(badFlag.stderr).toMatch(/unknown flag --colour/);
   });
+
+  test("a value outside a flag's range exits 2 naming the flag, the value and the range, and starts nothing", async () => {
+    // NATS_URL points where nothing listens: a value that passed the parser
+    // (it used to be raised to 100 in silence) shows as exit 4, not 2.
+    const node = await runDlm(["node", "--log-timeout-ms", "50"], { env: { NATS_URL: "nats://127.0.0.1:1" } });
+    expect(node).toEqual({ code: 2, stdout: "", stderr: "dlm: flag --log-timeout-ms must be at least 100, got 50\n" });
+    const dir = makeTempDir("dlm-up-range-");
+    const up = await dlm(["up", "--port", "0", "--dir", `${dir}/d`, "--lease-ms", "100"]);
+    expect(up).toEqual({ code: 2, stdout: "", stderr: "dlm: flag --lease-ms must be between 500 and 600000, got 100\n" });
+    expect(fs.existsSync(`${dir}/d`)).toBe(false);
+    await removeTempDir(dir);
+  });
+
+  test("dlm up --fresh with bad credentials flags exits 2 and deletes nothing", async () => {
+    const dir = makeTempDir("dlm-up-auth-");
+    fs.writeFileSync(`${dir}/keep`, "data from an earlier run");
+    const up = await dlm(["up", "--port", "0", "--dir", dir, "--fresh", "--user", "alice"]);
+    expect(up).toEqual({ code: 2, stdout: "", stderr: "dlm: --user and --password go together\n" });
+    expect(fs.readFileSync(`${dir}/keep`, "utf8")).toBe("data from an earlier run");
+    await removeTempDir(dir);
+  });
 });
 
 describe("dlm up --demo", () => {
@@ -160,6 +181,102 @@ describe("dlm up interrupted while starting", () => {
     const { execFileSync } = require("child_process") as typeof import("child_process");
     const left = execFileSync("ps", ["-eo", "args"], { encoding: "utf8" }).split("\n").filter((l) => l.includes(dir));
     expect(left).toEqual([]);
+    await removeTempDir(dir);
+  });
+
+  /**
+   * Starts `dlm up ARGS --dir DIR`, sends SIGINT once its output contains
+   * `when`, and returns its exit code and output. The 15 s bound is a hang
+   * detector, not a speed target: an interrupted start-up must not run on
+   * to its end (a leader, the whole demo) before it stops.
+   */
+  async function interruptUp(args: string[], dir: string, when: string) {
+    const child = spawn(process.execPath, [cliMain, "up", ...args, "--dir", dir], { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
+    runningUp = child;
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+    for (const deadline = Date.now() + 60_000; !stdout.includes(when); await new Promise((r) => setTimeout(r, 10))) {
+      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`dlm up never printed ${JSON.stringify(when)}:\n${stdout}\nstderr:\n${stderr}`);
+    }
+    child.kill("SIGINT");
+    let timer: NodeJS.Timeout | undefined;
+    const code = await Promise.race([exited, new Promise<"hung">((resolve) => (timer = setTimeout(() => resolve("hung"), 15_000)))]);
+    clearTimeout(timer);
+    if (code === "hung") throw new Error(`dlm up still running 15 s after SIGINT:\n${stdout}\nstderr:\n${stderr}`);
+    const { execFileSync } = require("child_process") as typeof import("child_process");
+    const left = execFileSync("ps", ["-eo", "pid,args"], { encoding: "utf8" }).split("\n").filter((l) => l.includes(dir));
+    const nodePids = [...stdout.matchAll(/pid (\d+)/g)].map((m) => Number(m[1]));
+    const alive = nodePids.filter((pid) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    return { code, stdout, stderr, left, alive };
+  }
+
+  test("SIGINT during start-up stops at once: no node is started, nothing is left, and it says it was interrupted", async () => {
+    const dir = makeTempDir("dlm-up-intr-");
+    // A three-server cluster takes seconds to form: the signal lands while
+    // dlm up waits for it, before any node exists.
+    const result = await interruptUp(["--nats", "3", "--nodes", "3", "--port", "0"], dir, "dlm up:");
+    expect(result.left).toEqual([]);
+    expect(result.code).toBe(0);
+    expect(result.stderr).toBe("");
+    expect(result.stdout).toMatch(/^interrupted \(SIGINT\) during the start-up: stopping what was started$/m);
+    expect(result.stdout.match(/interrupted/g)).toHaveLength(1);
+    // Start-up did not go on: no node was spawned, no leader awaited.
+    expect(result.stdout).not.toMatch(/nodes:|leader:/);
+    expect(result.stdout).toMatch(/\nstopping: dlm nodes first \(leader hands over\), then NATS\nstopped\n$/);
+    expect(fs.existsSync(`${dir}/dlm-up.pid`)).toBe(false);
+    await removeTempDir(dir);
+  });
+
+  test("SIGINT during --demo stops the demo, the nodes and NATS without waiting for the demo's end", async () => {
+    const dir = makeTempDir("dlm-up-demo-intr-");
+    const result = await interruptUp(["--nodes", "2", "--port", "0", "--demo"], dir, "A: connected");
+    expect(result.left).toEqual([]);
+    expect(result.alive).toEqual([]);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/^interrupted \(SIGINT\) during the demo: stopping what was started$/m);
+    // The demo did not run on: no failover, no final file contents.
+    expect(result.stdout).not.toMatch(/failover:|now holds/);
+    expect(result.stdout).toMatch(/\nstopped\n$/);
+    // The nodes were stopped cleanly (SIGTERM from dlm up), not killed.
+    for (const node of ["n1", "n2"]) expect(fs.readFileSync(`${dir}/logs/${node}.log`, "utf8")).toMatch(/"msg":"stopped"/);
+    await removeTempDir(dir);
+  });
+});
+
+describe("dlm up and a nats-server it cannot connect to", () => {
+  test("a server that refuses dlm up's connection ends it with exit 4, one sentence, and everything stopped", async () => {
+    const dir = makeTempDir("dlm-up-refused-");
+    // The nats-server on PATH demands a token dlm up was not given, as a
+    // server whose packaged config requires credentials would: it starts,
+    // then refuses dlm up's own connection (Authorization Violation).
+    const { execFileSync } = require("child_process") as typeof import("child_process");
+    const real = execFileSync("sh", ["-c", "command -v nats-server"], { encoding: "utf8" }).trim();
+    fs.mkdirSync(`${dir}/bin`);
+    fs.writeFileSync(
+      `${dir}/bin/nats-server`,
+      `#!/bin/sh\nif [ "$1" = "-c" ]; then exec ${JSON.stringify(real)} "$@" --auth not-the-token-of-dlm-up; fi\nexec ${JSON.stringify(real)} "$@"\n`,
+      { mode: 0o755 },
+    );
+    const result = await runDlm(["up", "--port", "0", "--dir", `${dir}/up`], { env: { PATH: `${dir}/bin:${process.env.PATH ?? ""}` }, timeoutMs: 60_000 });
+    expect(result.code).toBe(4);
+    expect(result.stderr).toMatch(
+      /^dlm: NATS at nats:\/\/127\.0\.0\.1:\d+ refused the credentials \(no credentials\): .*Authorization Violation.*\. Check --user\/--password or --token\.\n$/,
+    );
+    // What it had started is stopped, as after Ctrl-C.
+    expect(result.stdout).toMatch(/\nstopping: dlm nodes first \(leader hands over\), then NATS\nstopped\n$/);
+    const left = execFileSync("ps", ["-eo", "args"], { encoding: "utf8" }).split("\n").filter((l) => l.includes(`${dir}/up`));
+    expect(left).toEqual([]);
+    expect(fs.existsSync(`${dir}/up/dlm-up.pid`)).toBe(false);
     await removeTempDir(dir);
   });
 });

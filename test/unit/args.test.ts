@@ -2,7 +2,15 @@
  * The flag parser every command uses (src/cli/args.ts): values, defaults,
  * aliases, environment variables, and a UsageError for every mistake.
  */
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
 import { helpText, int, parseArgs, splitList, str, UsageError, type CommandSpec } from "../../src/cli/args";
+import { clientSpec } from "../../src/cli/clientCommand";
+import { parseArgsWithConfig } from "../../src/cli/configFile";
+import { nodeSpec } from "../../src/cli/nodeCommand";
+import { readSpec, statusSpec } from "../../src/cli/statusCommand";
+import { upSpec } from "../../src/cli/upCommand";
 
 const spec: CommandSpec = {
   usage: "dlm test [flags]",
@@ -123,5 +131,104 @@ describe("bare arguments", () => {
 
   test("--help still shows the help", () => {
     expect(parse(["--help", "extra"]).help).toBe(true);
+  });
+});
+
+describe("ranges of int flags", () => {
+  const ranged: CommandSpec = {
+    usage: "dlm ranged [flags]",
+    summary: "A command whose int flags have ranges.",
+    flags: [
+      { name: "nodes", kind: "int", default: 1, min: 1, max: 9, env: "TEST_NODES", help: "nodes" },
+      { name: "check-ms", kind: "int", default: 5000, min: 100, help: "check interval" },
+      { name: "port", kind: "int", max: 65_535, help: "port" },
+    ],
+  };
+  const refused = (argv: string[], env: Record<string, string> = {}): string => {
+    try {
+      parseArgs(ranged, argv, env);
+    } catch (e) {
+      expect(e).toBeInstanceOf(UsageError);
+      return (e as Error).message;
+    }
+    throw new Error(`${JSON.stringify(argv)} was accepted`);
+  };
+
+  test("a value outside the range is a usage error naming the flag, the value and the range, not clamped", () => {
+    expect(refused(["--nodes", "0"])).toBe("flag --nodes must be between 1 and 9, got 0");
+    expect(refused(["--nodes=12"])).toBe("flag --nodes must be between 1 and 9, got 12");
+    expect(refused(["--check-ms", "50"])).toBe("flag --check-ms must be at least 100, got 50");
+    expect(refused(["--port", "70000"])).toBe("flag --port must be at most 65535, got 70000");
+  });
+
+  test("the bounds themselves and the values between are taken as given", () => {
+    expect(parseArgs(ranged, ["--nodes", "1", "--check-ms", "100", "--port", "0"], {}).flags).toEqual({ nodes: 1, "check-ms": 100, port: 0 });
+    expect(parseArgs(ranged, ["--nodes", "9", "--check-ms", "123456", "--port", "65535"], {}).flags).toEqual({ nodes: 9, "check-ms": 123_456, port: 65_535 });
+  });
+
+  test("a value from the environment is held to the same range, naming the variable and the flag", () => {
+    expect(refused([], { TEST_NODES: "10" })).toBe("environment variable TEST_NODES (--nodes) must be between 1 and 9, got 10");
+    expect(parseArgs(ranged, [], { TEST_NODES: "4" }).flags.nodes).toBe(4);
+  });
+
+  test("the help shows the range next to the default", () => {
+    const text = helpText(ranged);
+    expect(text).toMatch(/--nodes <n> +nodes \(default: 1, between 1 and 9\) \[env TEST_NODES\]/);
+    expect(text).toMatch(/--check-ms <n> +check interval \(default: 5000, at least 100\)/);
+    expect(text).toMatch(/--port <n> +port \(at most 65535\)$/m);
+  });
+
+  test("a default outside its own range is a programming error", () => {
+    const bad: CommandSpec = { ...ranged, flags: [{ name: "nodes", kind: "int", default: 0, min: 1, help: "nodes" }] };
+    expect(() => parseArgs(bad, [], {})).toThrow(/--nodes of "dlm ranged \[flags\]" defaults to 0, outside its range \(at least 1\)/);
+  });
+
+  test.each([
+    ["node", nodeSpec],
+    ["up", upSpec],
+    ["client", clientSpec],
+    ["status", statusSpec],
+    ["read", readSpec],
+  ])("every default of dlm %s lies in its flag's range", (_name, commandSpec) => {
+    expect(() => parseArgs(commandSpec, [], {})).not.toThrow();
+  });
+});
+
+describe("dlm node's flags that used to be clamped", () => {
+  // Each was raised to its minimum without a word (Math.max in nodeCommand):
+  // --log-timeout-ms 50 ran with 100, --snapshot-every 0 with 1.
+  test.each([
+    [["--log-timeout-ms", "50"], "flag --log-timeout-ms must be at least 100, got 50"],
+    [["--snapshot-every", "0"], "flag --snapshot-every must be at least 1, got 0"],
+    [["--keep-snapshots", "0"], "flag --keep-snapshots must be at least 1, got 0"],
+    [["--compact-check-ms", "99"], "flag --compact-check-ms must be at least 100, got 99"],
+    [["--metrics-port", "65536"], "flag --metrics-port must be at most 65535, got 65536"],
+    [["--replicas", "0"], "flag --replicas must be between 1 and 5, got 0"],
+  ])("dlm node %j is a usage error", (argv, message) => {
+    expect(() => parseArgsWithConfig(nodeSpec, argv)).toThrow(new UsageError(message));
+  });
+
+  test("the smallest valid values are kept as given", () => {
+    const { flags } = parseArgsWithConfig(nodeSpec, ["--log-timeout-ms", "100", "--snapshot-every", "1", "--keep-snapshots", "1", "--compact-check-ms", "100", "--follow-poll-ms", "0"]);
+    expect(flags).toMatchObject({ "log-timeout-ms": 100, "snapshot-every": 1, "keep-snapshots": 1, "compact-check-ms": 100, "follow-poll-ms": 0 });
+  });
+
+  test("a config file is held to the same ranges, naming the file, the key and the flag", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dlm-ranges-"));
+    try {
+      const file = path.join(dir, "node.json");
+      fs.writeFileSync(file, JSON.stringify({ keepSnapshots: 0 }));
+      expect(() => parseArgsWithConfig(nodeSpec, ["--config", file])).toThrow(
+        new UsageError(`config file ${file}: key "keepSnapshots" (--keep-snapshots) must be at least 1, got 0`),
+      );
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("dlm up and dlm client refuse out-of-range values the same way", () => {
+    expect(() => parseArgs(upSpec, ["--nodes", "10"], {})).toThrow(new UsageError("flag --nodes must be between 1 and 9, got 10"));
+    expect(() => parseArgs(upSpec, ["--lease-ms", "100"], {})).toThrow(/flag --lease-ms must be between 500 and 600000, got 100/);
+    expect(() => parseArgs(clientSpec, ["--timeout-ms", "0"], {})).toThrow(new UsageError("flag --timeout-ms must be at least 1, got 0"));
   });
 });

@@ -8,7 +8,14 @@ import * as fs from "fs";
 import * as path from "path";
 import { nkeys } from "@nats-io/nats-core";
 import { parseArgs, UsageError, type CommandSpec } from "../../src/cli/args";
-import { explainConnectError, natsConnectionFromFlags, NATS_FLAGS, splitUrlCredentials } from "../../src/cli/natsFlags";
+import {
+  explainConnectError,
+  localServerAuth,
+  localServerConnection,
+  natsConnectionFromFlags,
+  NATS_FLAGS,
+  splitUrlCredentials,
+} from "../../src/cli/natsFlags";
 import { nodeConnectionOptions } from "../../src/replica/node";
 import { makeTempDir, removeTempDir } from "../kit/tmp";
 
@@ -157,6 +164,16 @@ describe("connect errors", () => {
     expect(refused.exitCode).toBe(4);
     const down = explainConnectError(Object.assign(new Error("connection refused"), { name: "ConnectionError" }), { servers: ["nats://h:1"], auth: "" });
     expect(down.message).toMatch(/cannot connect to NATS at nats:\/\/h:1: connection refused/);
+  });
+
+  test("dlm up's connection to its own servers names what it used and the flags that set it, not flags dlm up lacks", () => {
+    const refusal = Object.assign(new Error("Authorization Violation"), { name: "AuthorizationError" });
+    const explain = (flags: Record<string, string>) =>
+      explainConnectError(refusal, localServerConnection(localServerAuth(flags), ["nats://127.0.0.1:4222"])).message;
+    expect(explain({})).toBe("NATS at nats://127.0.0.1:4222 refused the credentials (no credentials): Authorization Violation. Check --user/--password or --token.");
+    expect(explain({ token: "t0k" })).toMatch(/\(token\): .* Check --user\/--password or --token\.$/);
+    expect(explain({ user: "alice", password: "pw" })).toMatch(/\(user "alice"\)/);
+    expect(localServerConnection(localServerAuth({ user: "alice", password: "pw" }), ["nats://h:1"]).options).toEqual({ user: "alice", pass: "pw" });
   });
 });
 
