@@ -4,7 +4,7 @@ import { DEFAULT_PREFIX } from "../protocol/subjects";
 import { DlmNode, FOLLOW_IDLE_POLL_MS, NODE_DEFAULTS, NODE_READY_MAX_LAG_ENTRIES } from "../replica/node";
 import { asLogger, createLogger } from "../util/logger";
 import { version } from "../version";
-import { int, MAX_PORT, str, type CommandSpec } from "./args";
+import { int, MAX_PORT, str, UsageError, type CommandSpec, type ParsedFlags } from "./args";
 import { CONFIG_FLAG, parseArgsWithConfig } from "./configFile";
 import { coordinatorOptionsOf, LIMIT_FLAGS, limitSettingsFromFlags, limitsOf } from "./limitsConfig";
 import { explainConnectError, isConnectFailure, natsConnectionFromFlags, NATS_FLAGS } from "./natsFlags";
@@ -23,8 +23,9 @@ export const nodeSpec: CommandSpec = {
     { name: "replicas", kind: "int", default: 1, min: 1, max: 5, help: "replicas of the log stream and leader bucket (NATS cluster size)" },
     { name: CONFIG_FLAG, kind: "string", help: "JSON file of settings: keys are these flags in camelCase; flags given here win" },
     ...LIMIT_FLAGS,
-    { name: "leader-ttl-ms", kind: "int", default: NODE_DEFAULTS.leaderTtlMs, help: "leader lease (KV key TTL)" },
-    { name: "leader-renew-ms", kind: "int", default: NODE_DEFAULTS.leaderRenewMs, help: "leader lease refresh interval" },
+    // The KV lease refuses a TTL under 100 ms; a renew interval under 10 ms would hammer the bucket.
+    { name: "leader-ttl-ms", kind: "int", default: NODE_DEFAULTS.leaderTtlMs, min: 100, help: "leader lease (KV key TTL)" },
+    { name: "leader-renew-ms", kind: "int", default: NODE_DEFAULTS.leaderRenewMs, min: 10, help: "leader lease refresh interval" },
     {
       name: "leader-timeout-ms",
       kind: "int",
@@ -64,8 +65,29 @@ export const nodeSpec: CommandSpec = {
   ],
 };
 
+/**
+ * The leader lease's timings from the flags, checked against each other
+ * before anything starts: a combination that cannot work is a usage error
+ * (exit 2), not a node that starts and then fails or flaps.
+ */
+export function leaderTimings(flags: ParsedFlags): { leaderTtlMs: number; leaderRenewMs: number; leaderTimeoutMs: number } {
+  const leaderTtlMs = int(flags, "leader-ttl-ms");
+  const leaderRenewMs = int(flags, "leader-renew-ms");
+  if (leaderRenewMs * 2 > leaderTtlMs) throw new UsageError(`--leader-renew-ms (${leaderRenewMs}) must be at most half of --leader-ttl-ms (${leaderTtlMs})`);
+  const leaderTimeoutMs = int(flags, "leader-timeout-ms");
+  // Three refreshes may be late before followers take over, and the TTL is
+  // only the backstop for a key nobody saw written.
+  if (leaderRenewMs * 3 > leaderTimeoutMs || leaderTimeoutMs > leaderTtlMs) {
+    throw new UsageError(
+      `--leader-timeout-ms (${leaderTimeoutMs}) must be at least 3 x --leader-renew-ms (${leaderRenewMs}) and at most --leader-ttl-ms (${leaderTtlMs})`,
+    );
+  }
+  return { leaderTtlMs, leaderRenewMs, leaderTimeoutMs };
+}
+
 export async function runNode(argv: string[]): Promise<void> {
   const { flags } = parseArgsWithConfig(nodeSpec, argv);
+  const { leaderTtlMs, leaderRenewMs, leaderTimeoutMs } = leaderTimings(flags);
   const limitSettings = limitSettingsFromFlags(flags);
   const nats = natsConnectionFromFlags(flags);
   const nodeId = str(flags, "id");
@@ -80,15 +102,6 @@ export async function runNode(argv: string[]): Promise<void> {
   };
   process.on("uncaughtException", crash("uncaught exception"));
   process.on("unhandledRejection", crash("unhandled rejection"));
-  const leaderTtlMs = int(flags, "leader-ttl-ms");
-  const leaderRenewMs = int(flags, "leader-renew-ms");
-  if (leaderRenewMs * 2 > leaderTtlMs) throw new Error("--leader-renew-ms must be at most half of --leader-ttl-ms");
-  const leaderTimeoutMs = int(flags, "leader-timeout-ms");
-  // Three refreshes may be late before followers take over, and the TTL is
-  // only the backstop for a key nobody saw written.
-  if (leaderRenewMs * 3 > leaderTimeoutMs || leaderTimeoutMs > leaderTtlMs) {
-    throw new Error("--leader-timeout-ms must be at least 3 x --leader-renew-ms and at most --leader-ttl-ms");
-  }
   const node = await DlmNode.start({
     ...NODE_DEFAULTS,
     nodeId,

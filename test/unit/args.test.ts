@@ -8,7 +8,7 @@ import * as path from "path";
 import { helpText, int, parseArgs, splitList, str, UsageError, type CommandSpec } from "../../src/cli/args";
 import { clientSpec } from "../../src/cli/clientCommand";
 import { parseArgsWithConfig } from "../../src/cli/configFile";
-import { nodeSpec } from "../../src/cli/nodeCommand";
+import { leaderTimings, nodeSpec } from "../../src/cli/nodeCommand";
 import { readSpec, statusSpec } from "../../src/cli/statusCommand";
 import { upSpec } from "../../src/cli/upCommand";
 
@@ -206,6 +206,16 @@ describe("dlm node's flags that used to be clamped", () => {
     [["--replicas", "0"], "flag --replicas must be between 1 and 5, got 0"],
   ])("dlm node %j is a usage error", (argv, message) => {
     expect(() => parseArgsWithConfig(nodeSpec, argv)).toThrow(new UsageError(message));
+  });
+
+  test("the leader lease's timings are checked against each other before anything starts (exit 2, not a node that fails once connected)", () => {
+    const timings = (...argv: string[]) => leaderTimings(parseArgsWithConfig(nodeSpec, argv).flags);
+    expect(timings()).toEqual({ leaderTtlMs: 2000, leaderRenewMs: 150, leaderTimeoutMs: 500 });
+    expect(() => timings("--leader-renew-ms", "1001")).toThrow(new UsageError("--leader-renew-ms (1001) must be at most half of --leader-ttl-ms (2000)"));
+    expect(() => timings("--leader-timeout-ms", "449")).toThrow(UsageError);
+    expect(() => timings("--leader-timeout-ms", "2001")).toThrow(UsageError);
+    expect(() => timings("--leader-renew-ms", "0")).toThrow(new UsageError("flag --leader-renew-ms must be at least 10, got 0"));
+    expect(() => timings("--leader-ttl-ms", "99")).toThrow(UsageError);
   });
 
   test("the smallest valid values are kept as given", () => {
