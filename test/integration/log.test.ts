@@ -280,6 +280,21 @@ describe("LogStream", () => {
       expect(await log.append(enc("e11"), 10)).toBe(11);
     });
 
+    test("a follower behind a log purged to its very end says so instead of waiting for an entry forever", async () => {
+      // retainEntries 0 on an idle log purges everything: no entry is left
+      // to arrive past the follower's next and reveal the purge as a gap.
+      const log = await openLog();
+      for (let i = 0; i < 5; i++) await log.append(enc(`e${i + 1}`), i);
+      expect(await log.purgeBelow(6)).toBe(5);
+      expect(await log.extent()).toMatchObject({ firstSeq: 6, lastSeq: 5, messages: 0 });
+      const seen: number[] = [];
+      const f = log.follow(3, (seq) => void seen.push(seq), { ...mode, stallCheckMs: 200, onError: () => undefined });
+      followers.push(f);
+      const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error("follower still waiting after 5 s")), 5000));
+      await expect(Promise.race([f.done, timeout])).rejects.toMatchObject({ name: "LogPurgedError", wantedSeq: 3, firstSeq: 6 });
+      expect(seen).toEqual([]);
+    });
+
     test("follow survives a server crash mid-catch-up and misses nothing", async () => {
       const log = await openLog();
       const logIdBefore = log.logId;
