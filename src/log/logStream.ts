@@ -611,6 +611,11 @@ class LogFollower implements Follower {
         if (this.finished()) break;
         messages = await consumer.consume({ max_messages: this.batch, expires: this.expiresMs });
         this.messages = messages;
+        // stop() during consume() found no messages to close: close them
+        // now, or on an idle log the loop below waits for an entry that
+        // never comes. (Not `break`: close() settles only once the
+        // iterator is read up to its end, which the loop does.)
+        if (this.finished()) void messages.close().catch(() => undefined);
         this.watchStatus(messages);
         this.lastProgress = Date.now();
         this.stalls = 0;
