@@ -24,7 +24,7 @@ import { AckPolicy, DeliverPolicy, type JetStreamManager } from "@nats-io/jetstr
 import { connectionInboxPrefix } from "../protocol/subjects";
 import { errorMessage } from "../util/errorMessage";
 import type { Logger } from "./logger";
-import { checkGap, LogGapError, type EntryHandler, type Follower, type LogStream } from "./logStream";
+import { checkGap, LogGapError, purgedPast, type EntryHandler, type Follower, type LogStream } from "./logStream";
 
 export interface PollOptions {
   /** Wait between polls while entries keep coming (ms). */
@@ -169,7 +169,11 @@ export class LogPoller implements Follower {
             emptySinceMs ??= now;
             if (now - emptySinceMs >= this.stallCheckMs) {
               emptySinceMs = now;
-              stalls = (await this.stream.lastSeq().catch(() => 0)) >= this.next ? stalls + 1 : 0;
+              const extent = await this.stream.extent().catch(() => undefined);
+              // Purged up to the very end: no entry is left to show it as a gap.
+              const purged = extent && purgedPast(extent, this.next);
+              if (purged) throw purged;
+              stalls = (extent?.lastSeq ?? 0) >= this.next ? stalls + 1 : 0;
               if (stalls >= 2) {
                 stalls = 0;
                 restart = `stalled below the log's last sequence (next ${this.next})`;

@@ -510,6 +510,16 @@ export async function checkGap(stream: LogStream, log: Logger, at: number, to: n
 }
 
 /**
+ * LogPurgedError when the log no longer holds entry `next` (it starts after
+ * it), else undefined. The stall checks need it: after a purge that left no
+ * entry at all (retain-entries 0 on an idle log) a consumer from `next`
+ * receives nothing, so no gap ever shows.
+ */
+export function purgedPast(extent: Pick<LogExtent, "firstSeq">, next: number): LogPurgedError | undefined {
+  return extent.firstSeq > next ? new LogPurgedError(next, extent.firstSeq) : undefined;
+}
+
+/**
  * One ordered consumer at a time, recreated from `next` whenever anything
  * looks wrong. The client library's ordered consumer already recreates
  * itself when its delivery sequence skips or its consumer vanished (server
@@ -530,6 +540,8 @@ class LogFollower implements Follower {
   private watchdog: NodeJS.Timeout | undefined;
   private kicked: ConsumerMessages | undefined;
   private kickReason: string | undefined;
+  /** Set by the stall watchdog when the entries from `next` were purged: run() ends with it. */
+  private purged: LogPurgedError | undefined;
   private readonly batch: number;
   private readonly expiresMs: number;
   private readonly until: number | undefined;
@@ -599,6 +611,11 @@ class LogFollower implements Follower {
         if (this.finished()) break;
         messages = await consumer.consume({ max_messages: this.batch, expires: this.expiresMs });
         this.messages = messages;
+        // stop() during consume() found no messages to close: close them
+        // now, or on an idle log the loop below waits for an entry that
+        // never comes. (Not `break`: close() settles only once the
+        // iterator is read up to its end, which the loop does.)
+        if (this.finished()) void messages.close().catch(() => undefined);
         this.watchStatus(messages);
         this.lastProgress = Date.now();
         this.stalls = 0;
@@ -641,6 +658,7 @@ class LogFollower implements Follower {
         if (consumer) consumer.delete().catch(() => undefined);
       }
       if (this.finished()) break;
+      if (this.purged) throw this.purged;
       if (messages !== undefined && this.kicked === messages) restartReason = this.kickReason ?? restartReason;
       this.log.warn({ stream: this.stream.streamName, next: this.next, reason: restartReason, attempt }, "log follower restarting its consumer");
       await sleep(Math.min(100 * 2 ** Math.min(attempt, 5), 2000));
@@ -698,13 +716,26 @@ class LogFollower implements Follower {
     const messages = this.messages;
     if (!messages || this.inHandler || this.finished()) return;
     if (Date.now() - this.lastProgress < (this.opts.stallCheckMs ?? 5000)) return;
-    let last: number;
+    let extent: LogExtent;
     try {
-      last = await this.stream.lastSeq();
+      extent = await this.stream.extent();
     } catch {
       return; // server unreachable: the consumer is not the problem
     }
-    if (last < this.next || this.messages !== messages) {
+    const last = extent.lastSeq;
+    if (this.messages !== messages) {
+      this.stalls = 0;
+      return;
+    }
+    // Purged up to the very end: no entry is left to arrive past `next` and
+    // show the purge as a gap, so waiting would wait for the next append.
+    const purged = purgedPast(extent, this.next);
+    if (purged) {
+      this.purged = purged;
+      this.kick(messages, purged.message);
+      return;
+    }
+    if (last < this.next) {
       this.stalls = 0;
       return;
     }

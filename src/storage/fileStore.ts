@@ -31,6 +31,7 @@ import { FILE_COUNT, fileName } from "../protocol/files";
 import { assert, InvariantError } from "../util/assert";
 import { type Logger, silentLogger } from "../log/logger";
 import { processAlive } from "../util/processAlive";
+import { INCOMING_DIR } from "./incomingFiles";
 
 export const CHECKPOINT_VERSION = 1;
 const CHECKPOINT_FILE = "checkpoint.json";
@@ -173,6 +174,11 @@ export class FileStore {
     const filesDir = path.join(dataDir, FILES_DIR);
     fs.mkdirSync(filesDir, { recursive: true });
     lockDataDir(dataDir, log);
+
+    // A snapshot download or install that never finished: its staged files
+    // are not part of the state (the checkpoint rules), only disk space, as
+    // much as a whole snapshot, that nothing else would ever free.
+    fs.rmSync(path.join(dataDir, INCOMING_DIR), { recursive: true, force: true });
 
     // A tmp checkpoint is a write that never got renamed: the old one rules.
     const tmp = path.join(dataDir, CHECKPOINT_TMP);

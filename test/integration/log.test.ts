@@ -137,6 +137,35 @@ describe("LogStream", () => {
     expect(await log.lastSeq()).toBe(S + 4);
   });
 
+  test("a pushed follower stopped while it creates its consumer stops, even on an idle log", async () => {
+    const log = await openLog();
+    await log.append(enc("e1"), 0);
+    // Hold the consumer's creation until stop() was called: the window
+    // between consumers.get() and the first message read.
+    const js = (log as unknown as { js: { consumers: { get: (...a: unknown[]) => Promise<{ consume: (...a: unknown[]) => Promise<unknown> }> } } }).js;
+    const get = js.consumers.get.bind(js.consumers);
+    let stopCalled!: () => void;
+    const stopping = new Promise<void>((r) => (stopCalled = r));
+    let wrapped = false;
+    js.consumers.get = async (...args: unknown[]) => {
+      const consumer = await get(...args);
+      const consume = consumer.consume.bind(consumer);
+      wrapped = true;
+      consumer.consume = async (...a: unknown[]) => {
+        await stopping;
+        return consume(...a);
+      };
+      return consumer;
+    };
+    const f = log.follow(2, () => undefined, { stallCheckMs: 200 });
+    await until(() => wrapped, 5000, "the consumer to be fetched");
+    const stopped = f.stop();
+    stopCalled();
+    const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error("stop() still waiting after 5 s")), 5000));
+    await expect(Promise.race([stopped, timeout])).resolves.toBeUndefined();
+    js.consumers.get = get;
+  });
+
   test("read(from, to) hands over the range in order, each after the previous resolved", async () => {
     const log = await openLog();
     const total = 300; // more than one pull batch
@@ -278,6 +307,21 @@ describe("LogStream", () => {
       expect(seen).toEqual([6, 7, 8, 9, 10]);
       // Appends go on from the tail as before.
       expect(await log.append(enc("e11"), 10)).toBe(11);
+    });
+
+    test("a follower behind a log purged to its very end says so instead of waiting for an entry forever", async () => {
+      // retainEntries 0 on an idle log purges everything: no entry is left
+      // to arrive past the follower's next and reveal the purge as a gap.
+      const log = await openLog();
+      for (let i = 0; i < 5; i++) await log.append(enc(`e${i + 1}`), i);
+      expect(await log.purgeBelow(6)).toBe(5);
+      expect(await log.extent()).toMatchObject({ firstSeq: 6, lastSeq: 5, messages: 0 });
+      const seen: number[] = [];
+      const f = log.follow(3, (seq) => void seen.push(seq), { ...mode, stallCheckMs: 200, onError: () => undefined });
+      followers.push(f);
+      const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error("follower still waiting after 5 s")), 5000));
+      await expect(Promise.race([f.done, timeout])).rejects.toMatchObject({ name: "LogPurgedError", wantedSeq: 3, firstSeq: 6 });
+      expect(seen).toEqual([]);
     });
 
     test("follow survives a server crash mid-catch-up and misses nothing", async () => {

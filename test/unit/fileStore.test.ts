@@ -252,6 +252,18 @@ describe("FileStore", () => {
       expect(again.read(8).length).toBe(0);
     });
 
+    test("a download that crashed leaves no staged files behind once the store reopens", () => {
+      const s = openStore();
+      const incoming = new IncomingFiles(dir);
+      incoming.write(3, Buffer.alloc(64 * 1024, 1));
+      // SIGKILL mid-download: nothing finished, discarded or installed.
+      s.abort();
+      expect(fs.readdirSync(path.join(dir, "incoming"))).toHaveLength(FILE_COUNT);
+      openStore();
+      expect(fs.existsSync(path.join(dir, "incoming"))).toBe(false);
+      incoming.discard(); // the dead process's descriptors
+    });
+
     test("refuses a snapshot that is not past the files or of another log", () => {
       const { s, incoming, lengths } = prepare();
       expect(() => s.installFiles(incoming, "log-1", 5, lengths)).toThrow(/not past/);
