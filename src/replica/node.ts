@@ -526,7 +526,17 @@ export class DlmNode implements CoordinatorHost {
       this.logger.warn({ snapshotSeq: stored.seq, checkpointSeq, lastSeq }, "ignoring a state snapshot that does not match this log and these files");
       return;
     }
-    this.current = restore(stored.state);
+    // The local snapshot is only a shortcut past the replay: one that parses
+    // but does not restore (damaged on disk, or written by a build whose
+    // state this one cannot read) costs a full replay, not the start-up.
+    let state: State;
+    try {
+      state = restore(stored.state);
+    } catch (err) {
+      this.logger.warn({ snapshotSeq: stored.seq, err: errorMessage(err) }, "ignoring a state snapshot that cannot be restored; replaying the log instead");
+      return;
+    }
+    this.current = state;
     this.applied = stored.seq;
     this.snapshotSeq = stored.seq;
     if (stored.seq === checkpointSeq) {

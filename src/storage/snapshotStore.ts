@@ -22,7 +22,10 @@ export function writeSnapshot(dataDir: string, snapshot: StoredSnapshot): void {
   const tmp = path.join(dataDir, SNAPSHOT_TMP);
   const fd = fs.openSync(tmp, "w", 0o644);
   try {
-    fs.writeSync(fd, JSON.stringify(snapshot));
+    // writeSync may write less than asked (a disk near full): loop, so a
+    // short write is never renamed into place as a truncated snapshot.
+    const data = Buffer.from(JSON.stringify(snapshot), "utf8");
+    for (let done = 0; done < data.length; ) done += fs.writeSync(fd, data, done, data.length - done);
     fs.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);
