@@ -59,6 +59,7 @@ const OPTIONS: LimitOption[] = [
   // Two: a client holding one lock may wait for another at the same time.
   { key: "maxCachedReplies", help: "unacknowledged requests per client (answers kept for retries, plus waits)", min: 2 },
   { key: "maxEndedGrants", help: "ended grants remembered per client, to tell LOCK_EXPIRED from NOT_HOLDER", min: 0 },
+  { key: "maxEndedSessions", help: "ended sessions remembered, so a late copy of a dead session's hello cannot revive it", min: 0 },
   { key: "maxAppendBytes", help: "largest single append, after base64 decoding", min: 1 },
   { key: "maxSectionBytes", help: "largest critical section (all appends under one grant)", min: 1 },
   { key: "defaultLeaseMs", help: "lease of an acquire that names none", min: 1 },
@@ -210,6 +211,7 @@ export function limitsOf(s: LimitSettings): Limits {
     maxLocksPerRequest: s.maxLocksPerRequest,
     maxSemaphoreLimit: s.maxSemaphoreLimit,
     maxQueuedCommitBytes: s.maxQueuedCommitBytes,
+    maxEndedSessions: s.maxEndedSessions,
   };
 }
 

@@ -121,7 +121,12 @@ export interface ClientOptions extends NatsPassThroughOptions {
   transport?: Transport;
   /** Subject prefix of the dlm cluster. Default "dlm". */
   prefix?: string;
-  /** Session id. Default a fresh nanoid. A session renewed after expiry always gets a fresh nanoid. */
+  /**
+   * Session id. Default a fresh nanoid. A session renewed after expiry
+   * always gets a fresh nanoid. A fixed id is for one process's life: the
+   * cluster remembers ended sessions' ids (maxEndedSessions), and a hello
+   * under one of them is refused SESSION_EXPIRED.
+   */
   clientId?: string;
   /**
    * The longest one request attempt waits for its answer. Default 2000.

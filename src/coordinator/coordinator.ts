@@ -313,6 +313,11 @@ export class Coordinator {
         if (request.op === "goodbye") return this.respond(msg, okReply("Disconnected!"));
         if (request.op !== "hello") return this.respond(msg, errorReply("SESSION_EXPIRED"));
         break;
+      case "ended":
+        // The machine would refuse it as well (a late copy of a dead
+        // session's hello cannot revive it): answer without logging.
+        if (request.op === "goodbye") return this.respond(msg, okReply("Disconnected!"));
+        return this.respond(msg, errorReply("SESSION_EXPIRED", "this session has ended; a new session needs a new client id"));
       case "stale":
         return this.respond(msg, errorReply("STALE_REQUEST", `seq ${request.seq} was already acknowledged by this client`));
       case "cached":
@@ -658,7 +663,7 @@ export class Coordinator {
           ? known.reply
           : known.kind === "pending"
             ? okReply("Queued", { status: "queued" })
-            : errorReply(known.kind === "noSession" ? "SESSION_EXPIRED" : "STALE_REQUEST");
+            : errorReply(known.kind === "noSession" || known.kind === "ended" ? "SESSION_EXPIRED" : "STALE_REQUEST");
       for (const msg of msgs) this.respond(msg, reply);
       this.waiting.delete(key);
     }

@@ -39,6 +39,16 @@ export interface Limits {
    * nothing is refused (so old logs replay the same).
    */
   maxQueuedCommitBytes: number;
+  /**
+   * Ended sessions remembered (their ids, newest kept), so that a late
+   * network copy of a dead session's hello cannot create it again with an
+   * empty reply cache, after which late copies of its old requests would
+   * run a second time (a commit would land twice). Read by the machine;
+   * leader entries written before it existed have none, and then nothing
+   * is remembered (old logs replay the same). A leader entry that carries
+   * it is log entry version 4, which older nodes refuse.
+   */
+  maxEndedSessions: number;
 }
 
 /**
@@ -63,6 +73,7 @@ export const DEFAULT_LIMITS: Limits = {
   maxLocksPerRequest: 32,
   maxSemaphoreLimit: 1_000_000,
   maxQueuedCommitBytes: 64 * 1024 * 1024,
+  maxEndedSessions: 10_000,
 };
 
 /** Lock names: 1-128 characters, letters, digits and `_ . : -`, starting with a letter or digit. */

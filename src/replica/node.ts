@@ -20,7 +20,7 @@ import { IncomingFiles } from "../storage/incomingFiles";
 import { SNAPSHOT_FORMAT, SnapshotCorruptError, type SnapshotHeader } from "../storage/snapshotFormat";
 import type { Limits } from "../protocol/limits";
 import { names as subjectNames, type Names } from "../protocol/subjects";
-import { apply, createState, restore, snapshot, type Effect, type LogEntry, type State } from "../state";
+import { apply, createState, entryVersion, restore, snapshot, type Command, type Effect, type LogEntry, type State } from "../state";
 import { readSnapshot, writeSnapshot } from "../storage/snapshotStore";
 import { errorMessage } from "../util/errorMessage";
 import { assert, InvariantError } from "../util/assert";
@@ -710,15 +710,11 @@ export class DlmNode implements CoordinatorHost {
         const lastSeq = await this.log.lastSeq();
         await this.log.read(this.applied + 1, lastSeq, (seq, data) => applyOrCrash(seq, () => decodeEntry(seq, data)));
         const epoch = this.current.epoch + 1;
-        const entry: LogEntry = {
-          v: 1,
-          t: Date.now(),
-          node: this.nodeId,
-          epoch,
-          cmds: [
-            { type: "leader", node: this.nodeId, epoch, limits: this.limits, version: version(), ...(prevAliveAt === undefined ? {} : { prevAliveAt }) },
-          ],
-        };
+        const cmds: Command[] = [
+          { type: "leader", node: this.nodeId, epoch, limits: this.limits, version: version(), ...(prevAliveAt === undefined ? {} : { prevAliveAt }) },
+        ];
+        // Version 4 (limits with maxEndedSessions): a node from before it refuses the log rather than apply it differently.
+        const entry: LogEntry = { v: entryVersion(cmds), t: Date.now(), node: this.nodeId, epoch, cmds };
         try {
           const seq = await this.log.append(encodeEntry(entry), this.applied);
           applyOrCrash(seq, () => entry);

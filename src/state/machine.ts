@@ -29,6 +29,7 @@ export function createState(limits: Limits = DEFAULT_LIMITS): State {
     limits: { ...limits },
     locks: new Map(),
     sessions: new Map(),
+    endedSessions: new Map(),
     fileLengths: new Array<number>(FILE_COUNT).fill(0),
     sessionDigest: null,
     queuedCommitBytes: 0,
@@ -37,20 +38,23 @@ export function createState(limits: Limits = DEFAULT_LIMITS): State {
 
 
 /**
- * The log entry version `cmds` need: 3 if any of them lists `waits` or is a
- * hello that will (a node from before them would forget answers the others
- * keep, or answer the hello differently); 2 if any of them
+ * The log entry version `cmds` need: 4 for a leader command whose limits
+ * name maxEndedSessions (a node from before it would let a dead session's
+ * old hello revive it where the others refuse it); 3 if any of them lists
+ * `waits` or is a hello that will (a node from before them would forget
+ * answers the others keep, or answer the hello differently); 2 if any of them
  * is one a node from before shared locks would misread (it ignores `mode`
  * and `limit`, and knows no acquireAll); else 1.
  */
 export function entryVersion(cmds: readonly Command[]): EntryVersion {
+  if (cmds.some((c) => c.type === "leader" && c.limits.maxEndedSessions !== undefined)) return 4;
   if (cmds.some((c) => ("waits" in c && c.waits !== undefined) || (c.type === "hello" && c.listsWaits !== undefined))) return 3;
   const newShape = cmds.some((c) => c.type === "acquireAll" || (c.type === "acquire" && (c.mode === "shared" || c.limit !== undefined)));
   return newShape ? 2 : 1;
 }
 
 export function apply(state: State, entry: LogEntry): Effect[] {
-  assert(entry.v === 1 || entry.v === 2 || entry.v === 3, () => `unknown log entry version ${String(entry.v)}`);
+  assert(entry.v === 1 || entry.v === 2 || entry.v === 3 || entry.v === 4, () => `unknown log entry version ${String(entry.v)}`);
   assert(entryVersion(entry.cmds) <= entry.v, () => `a version-${entry.v} log entry holds a command of version ${entryVersion(entry.cmds)}`);
   assert(Array.isArray(entry.cmds) && entry.cmds.length > 0, "log entry without commands");
   const leaderCommand = entry.cmds.find((c) => c.type === "leader");
@@ -136,6 +140,8 @@ function becomeLeader(state: State, command: Extract<Command, { type: "leader" }
   state.leader = node;
   state.leaderVersion = version ?? null;
   state.limits = { ...limits };
+  // A leader with a smaller table (or none: an older leader's entry) keeps only the newest.
+  forgetEndedSessionsBeyond(state, Math.max(0, limits.maxEndedSessions ?? 0));
   const aliveAt = Math.max(state.now, prevAliveAt ?? -Infinity);
   const leaderlessMs = Math.max(0, takeoverAt - aliveAt);
   if (leaderlessMs === 0) return;
@@ -149,6 +155,13 @@ function becomeLeader(state: State, command: Extract<Command, { type: "leader" }
 
 function applyClientCommand(state: State, cmd: ClientCommand, fx: Effect[]): void {
   if (cmd.type === "hello" && !state.sessions.has(cmd.client)) {
+    if (state.endedSessions.has(cmd.client)) {
+      // A late copy of a dead session's hello (a client's new session has a
+      // new id): reviving the id with an empty reply cache would let late
+      // copies of its old requests run again.
+      fx.push(replyEffect(cmd, errorReply("SESSION_EXPIRED", "this session has ended; a new session needs a new client id"), false));
+      return;
+    }
     if (state.sessions.size >= state.limits.maxSessions) {
       fx.push(replyEffect(cmd, errorReply("LIMIT_EXCEEDED", `session limit ${state.limits.maxSessions} reached`), false));
       return;
@@ -591,6 +604,23 @@ function endSession(state: State, session: Session, why: "goodbye" | "sessionExp
   }
   state.sessions.delete(session.id);
   noteSessionEnded(state, session.id);
+  rememberEndedSession(state, session.id);
+}
+
+/** Keeps an ended session's id (the newest limits.maxEndedSessions of them), so its old hello cannot revive it. */
+function rememberEndedSession(state: State, id: string): void {
+  const max = state.limits.maxEndedSessions;
+  if (max === undefined || max <= 0) return;
+  state.endedSessions.delete(id);
+  state.endedSessions.set(id, state.now);
+  forgetEndedSessionsBeyond(state, max);
+}
+
+function forgetEndedSessionsBeyond(state: State, max: number): void {
+  for (const id of state.endedSessions.keys()) {
+    if (state.endedSessions.size <= max) return;
+    state.endedSessions.delete(id);
+  }
 }
 
 /**

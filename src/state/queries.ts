@@ -9,6 +9,8 @@ export type RequestClass =
   | { kind: "new" }
   /** No such session: it expired, said goodbye, or never said hello. */
   | { kind: "noSession" }
+  /** No such session, and its id is one the state remembers as ended: even a hello is refused. */
+  | { kind: "ended" }
   /** At or below the client's acknowledged floor: an old duplicate. */
   | { kind: "stale" }
   | { kind: "cached"; reply: Reply }
@@ -16,7 +18,7 @@ export type RequestClass =
 
 export function classify(state: State, client: string, seq: number): RequestClass {
   const session = state.sessions.get(client);
-  if (!session) return { kind: "noSession" };
+  if (!session) return state.endedSessions.has(client) ? { kind: "ended" } : { kind: "noSession" };
   // Cached and pending first: a wait the client listed in `waits` is known below the floor.
   const reply = session.replies.get(seq);
   if (reply) return { kind: "cached", reply };

@@ -10,6 +10,11 @@
  * restored: deployed clusters keep them in their object store and
  * checkpoints, and a state restored from one equals the state a replay of
  * the same log gives.
+ *
+ * Version 3 is version 2 plus the ended sessions' ids. It is written only
+ * for a state whose leader keeps them (limits.maxEndedSessions), so a node
+ * from before it refuses the snapshot instead of loading a state without
+ * them; any other state is still written as version 2.
  */
 import type { Limits } from "../protocol/limits";
 import type { Reply } from "../protocol/messages";
@@ -19,6 +24,8 @@ import { sectionBytes } from "./sectionBytes";
 import type { EndReason, Grant, LockKind, LockState, Session, State, Waiter } from "./types";
 
 export const SNAPSHOT_VERSION = 2;
+/** Version 2 plus `endedSessions`. */
+export const SNAPSHOT_VERSION_ENDED_SESSIONS = 3;
 
 /** A lock as stored: its holders in grant order. */
 export interface LockSnapshot {
@@ -59,7 +66,9 @@ interface SnapshotCommon {
 }
 
 export interface StateSnapshot extends SnapshotCommon {
-  version: typeof SNAPSHOT_VERSION;
+  version: typeof SNAPSHOT_VERSION | typeof SNAPSHOT_VERSION_ENDED_SESSIONS;
+  /** Version 3 only: ended sessions' ids, oldest first, with when each ended. */
+  endedSessions?: Array<[string, number]>;
   locks: Array<[string, LockSnapshot]>;
   /** Per session, its waits: seq -> every lock the request waits for. */
   sessions: Array<SessionSnapshot<string[]>>;
@@ -80,8 +89,10 @@ export interface StateSnapshotV1 extends SnapshotCommon {
  * keeps a snapshot of 100,000 sessions from stalling the leader for a second.
  */
 export function snapshot(state: State): StateSnapshot {
+  const keepsEnded = state.limits.maxEndedSessions !== undefined;
   return {
-    version: SNAPSHOT_VERSION,
+    version: keepsEnded ? SNAPSHOT_VERSION_ENDED_SESSIONS : SNAPSHOT_VERSION,
+    ...(keepsEnded ? { endedSessions: [...state.endedSessions.entries()] } : {}),
     now: state.now,
     nextToken: state.nextToken,
     epoch: state.epoch,
@@ -124,7 +135,10 @@ function copyGrant(grant: Grant): Grant {
  * from.
  */
 export function restore(snap: StateSnapshot | StateSnapshotV1): State {
-  assert(snap.version === SNAPSHOT_VERSION || snap.version === 1, () => `unknown state snapshot version ${String((snap as { version: unknown }).version)}`);
+  assert(
+    snap.version === SNAPSHOT_VERSION || snap.version === SNAPSHOT_VERSION_ENDED_SESSIONS || snap.version === 1,
+    () => `unknown state snapshot version ${String((snap as { version: unknown }).version)}`,
+  );
   assert(Array.isArray(snap.fileLengths) && snap.fileLengths.length === FILE_COUNT, "snapshot has no file lengths");
   const v2 = snap.version === 1 ? fromVersion1(snap) : snap;
   const sessions = new Map<string, Session>();
@@ -153,6 +167,8 @@ export function restore(snap: StateSnapshot | StateSnapshotV1): State {
     }
     locks.set(name, lock);
   }
+  const endedSessions = new Map(v2.version === SNAPSHOT_VERSION_ENDED_SESSIONS ? (v2.endedSessions ?? []) : []);
+  for (const id of endedSessions.keys()) assert(!sessions.has(id), () => `snapshot session ${id} is both live and ended`);
   return {
     now: v2.now,
     nextToken: v2.nextToken,
@@ -162,6 +178,7 @@ export function restore(snap: StateSnapshot | StateSnapshotV1): State {
     limits: { ...v2.limits },
     locks,
     sessions,
+    endedSessions,
     fileLengths: [...v2.fileLengths],
     sessionDigest: v2.sessionDigest ? { ...v2.sessionDigest, quietSince: new Map(v2.sessionDigest.quietSince) } : null,
     queuedCommitBytes,

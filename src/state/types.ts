@@ -152,7 +152,7 @@ export interface LockRequest {
 }
 
 /** The log entry versions this build reads (LogEntry.v). */
-export type EntryVersion = 1 | 2 | 3;
+export type EntryVersion = 1 | 2 | 3 | 4;
 
 export type ClientCommand = Extract<Command, { client: string; seq: number; ack: number }>;
 
@@ -282,6 +282,14 @@ export interface State {
   limits: Limits;
   locks: Map<string, LockState>;
   sessions: Map<string, Session>;
+  /**
+   * Ids of ended sessions (expired or said goodbye), oldest first, with the
+   * log time each ended; at most limits.maxEndedSessions (none when the
+   * leader entry carries no such limit). A hello for one of them is
+   * refused SESSION_EXPIRED: only a late copy of the old hello can ask,
+   * since a client always starts a new session under a new id.
+   */
+  endedSessions: Map<string, number>;
   /** Committed length of each file, in bytes. */
   fileLengths: number[];
   /**

@@ -189,7 +189,7 @@ export class HarnessNode implements CoordinatorHost {
   async lead(opts: Partial<CoordinatorOptions> = {}): Promise<void> {
     this.catchUp();
     const epoch = this.current.epoch + 1;
-    const entry: LogEntry = { v: 1, t: Date.now(), node: this.nodeId, epoch, cmds: [{ type: "leader", node: this.nodeId, epoch, limits: this.limits }] };
+    const entry: LogEntry = { v: 4, t: Date.now(), node: this.nodeId, epoch, cmds: [{ type: "leader", node: this.nodeId, epoch, limits: this.limits }] };
     const seq = await this.link.append(encodeEntry(entry), this.applied);
     this.applyEntry(seq, entry);
     this.coordinator = new Coordinator(this, { ...DEFAULT_COORDINATOR_OPTIONS, holdQueuedMs: 0, ...opts });

@@ -178,4 +178,21 @@ describe("coordinator pipeline", () => {
     // DlmNode.leaveLeadership awaits this; the node's fatal path takes it from there.
     await expect(stopping).rejects.toThrow(/ENOSPC/);
   });
+
+  test("a late copy of an ended session's hello is answered SESSION_EXPIRED without a log entry, and the session stays ended", async () => {
+    const log = new MemoryLog();
+    const a = node("A", log);
+    await a.lead();
+    const hello = { op: "hello", client: CLIENT, seq: 1 };
+    a.request(hello);
+    await settle();
+    const bye = a.request({ op: "goodbye", client: CLIENT, seq: 2, ack: 1 });
+    await until(() => bye.replies.length > 0, "the goodbye's answer");
+    const tail = log.lastSeq();
+    const late = a.request(hello);
+    await settle();
+    expect(late.replies[0]).toMatchObject({ ok: false, error: "SESSION_EXPIRED" });
+    expect(log.lastSeq()).toBe(tail);
+    expect(a.state().sessions.has(CLIENT)).toBe(false);
+  });
 });

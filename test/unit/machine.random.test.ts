@@ -23,7 +23,8 @@ const SEMAPHORES = ["pool", "pool", "orders"];
 /** Names acquireAll picks from, in random order. */
 const ALL_NAMES = ["global", "orders", "db.migrate", "pool", "x.y"];
 // maxQueuedCommitBytes below one full queue of the largest sections, so queued commits are refused now and then.
-const LIMITS = { ...DEFAULT_LIMITS, maxQueueLength: 4, maxCachedReplies: 64, maxSectionBytes: 64, maxAppendBytes: 16, maxQueuedCommitBytes: 24 };
+// maxEndedSessions well above the sessions a run ends, so no ended id is forgotten (forgetting is tested in machine.scenarios).
+const LIMITS = { ...DEFAULT_LIMITS, maxQueueLength: 4, maxCachedReplies: 64, maxSectionBytes: 64, maxAppendBytes: 16, maxQueuedCommitBytes: 24, maxEndedSessions: 1_000 };
 
 interface Model {
   /** Committed content per file, built only from fileAppend effects. */
@@ -89,6 +90,8 @@ const seen = {
   keptBelowFloor: 0,
   /** A wait granted while it stood below its session's floor. */
   grantedBelowFloor: 0,
+  /** A late copy of an ended session's hello, refused instead of reviving the session. */
+  endedHelloRefused: 0,
 };
 
 /** A request cancelled before it arrived never takes effect: every later answer to it is a refusal. */
@@ -136,6 +139,11 @@ function countSeen(state: State, effects: Effect[], cmds: Command[]): void {
   for (const e of effects) {
     if (e.type === "notify" && e.notification.event === "granted" && e.notification.seq <= (state.sessions.get(e.client)?.acked ?? 0)) seen.grantedBelowFloor++;
   }
+  for (const e of effects) {
+    if (e.type === "reply" && !e.reply.ok && e.reply.error === "SESSION_EXPIRED" && state.endedSessions.has(e.client)) {
+      if (cmds.some((c) => c.type === "hello" && c.client === e.client && c.seq === e.seq)) seen.endedHelloRefused++;
+    }
+  }
   const ended = effects.findIndex((e) => e.type === "notify" && e.notification.event === "waitEnded");
   if (ended >= 0 && effects.slice(ended).some((e) => e.type === "notify" && e.notification.event === "granted")) seen.grantedAfterWaitEnded++;
 }
@@ -167,6 +175,11 @@ function run(seed: number, steps: number): void {
     listed: new Map(),
   };
   const clients = ["client-aaaa", "client-bbbb", "client-cccc", "client-dddd", "client-eeee", "client-ffff"];
+  let renamed = 0;
+  /** A client whose session ended starts its next one under a new id, as the real client does (its old commands may still arrive late). */
+  const renameEnded = (): void => {
+    for (let i = 0; i < clients.length; i++) if (state.endedSessions.has(clients[i])) clients[i] = `${clients[i].slice(0, 11)}-${++renamed}`;
+  };
   const nextSeq = new Map<string, number>();
   const sent: Command[] = [];
   const lastLeaseOf = new Map<string, { lock: string; token: number }[]>();
@@ -193,6 +206,7 @@ function run(seed: number, steps: number): void {
     checkInvariants(state, model);
     checkCancelledAhead(effects, model);
     countSeen(state, effects, cmds);
+    renameEnded();
   };
 
   appendEntry([{ type: "leader", node: "n1", epoch: ++epoch, limits: LIMITS }], epoch);
@@ -538,6 +552,9 @@ function grantableModel(state: State, lock: LockState, head: Waiter): boolean {
 }
 
 function checkInvariants(state: State, model: Model): void {
+  // An ended session stays ended: no live session under a remembered id, and the table within its limit.
+  for (const id of state.endedSessions.keys()) check(!state.sessions.has(id), `session ${id} is live and remembered as ended`);
+  check(state.endedSessions.size <= (state.limits.maxEndedSessions ?? 0), `${state.endedSessions.size} ended sessions remembered, over ${state.limits.maxEndedSessions}`);
   // Queued commits' sections: the kept sum is the real one, and within its limit.
   let queuedCommitBytes = 0;
   for (const lock of state.locks.values()) for (const w of lock.queue) if (w.commit) queuedCommitBytes += sectionBytes(w.commit);

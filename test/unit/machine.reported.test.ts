@@ -3,7 +3,9 @@
  * what an existing log replays to, so they are reported rather than fixed
  * (old logs must replay identically). Each is `test.failing`: it passes
  * while the bug is there and starts failing the day it is fixed, at which
- * point turn it into a plain `test`.
+ * point turn it into a plain `test`. One fixed later, with a new log
+ * entry version so that old logs still replay as before, stays here as a
+ * plain test in its own block.
  */
 import { DEFAULT_LIMITS } from "../../src/protocol/limits";
 import { apply, createState, entryVersion } from "../../src/state";
@@ -20,7 +22,7 @@ function harness(limits = DEFAULT_LIMITS): { state: State; files: string[]; entr
     for (const e of effects) if (e.type === "fileAppend") files[e.file] += e.data.toString();
     return effects;
   };
-  apply(state, { v: 1, t: now, node: "n1", epoch: 1, cmds: [{ type: "leader", node: "n1", epoch: 1, limits }] });
+  apply(state, { v: 4, t: now, node: "n1", epoch: 1, cmds: [{ type: "leader", node: "n1", epoch: 1, limits }] });
   return { state, files, entry, at: (t) => (now = t) };
 }
 
@@ -39,13 +41,16 @@ describe("reported, not fixed (a fix changes replay)", () => {
     const session = h.state.sessions.get(c)!;
     expect(session.replies.size + session.pending.size).toBeLessThanOrEqual(limits.maxCachedReplies);
   });
+});
 
-  // A session that expired (or said goodbye) is forgotten whole, reply
-  // cache included. A late network duplicate of its hello (seq 1) creates
-  // it again with an empty cache and floor 0, and a late duplicate of any
-  // of its requests then runs a second time: here a one-request commit,
-  // whose section lands twice.
-  test.failing("a late duplicate of an expired session's hello and commit does not commit the section twice", () => {
+describe("reported, then fixed behind a log entry version (old logs replay as before)", () => {
+  // Fixed (maxEndedSessions, log entry version 4): a session that expired
+  // (or said goodbye) used to be forgotten whole, reply cache included. A
+  // late network duplicate of its hello (seq 1) created it again with an
+  // empty cache and floor 0, and a late duplicate of any of its requests
+  // then ran a second time: here a one-request commit, whose section
+  // landed twice. The ended id is now remembered and its hello refused.
+  test("a late duplicate of an expired session's hello and commit does not commit the section twice", () => {
     const h = harness();
     const c = "client-bbbbbbbb";
     const hello: Command = { type: "hello", client: c, seq: 1, ack: 0 };

@@ -14,7 +14,7 @@ function entry(state: State, cmds: Command[]): Effect[] {
 }
 function lead(state: State, version?: string): void {
   const epoch = state.epoch + 1;
-  apply(state, { v: 1, t: t++, node: "n1", epoch, cmds: [{ type: "leader", node: "n1", epoch, limits: DEFAULT_LIMITS, ...(version ? { version } : {}) }] });
+  apply(state, { v: 4, t: t++, node: "n1", epoch, cmds: [{ type: "leader", node: "n1", epoch, limits: DEFAULT_LIMITS, ...(version ? { version } : {}) }] });
 }
 const id = (i: number) => `client-${String(i).padStart(8, "0")}`;
 function replyTo(effects: Effect[], client: string, seq: number): Reply {

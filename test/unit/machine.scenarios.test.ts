@@ -5,7 +5,7 @@
  */
 import { DEFAULT_LIMITS } from "../../src/protocol/limits";
 import type { Reply } from "../../src/protocol/messages";
-import { apply, classify, createState, dueCommands, entryVersion, statusView } from "../../src/state";
+import { apply, classify, createState, dueCommands, entryVersion, restore, snapshot, statusView } from "../../src/state";
 import type { Command, Effect, Grant, State } from "../../src/state";
 
 const LIMITS = { ...DEFAULT_LIMITS, defaultLeaseMs: 2000 };
@@ -603,7 +603,65 @@ describe("log entry versions", () => {
     expect(entryVersion([{ type: "acquireAll", client: C1, seq: 2, ack: 1, locks: [{ lock: "a", mode: "exclusive" }], leaseMs: 2000, waitMs: null }])).toBe(2);
     // A version-1 entry that holds one was not written by this code: the machine refuses it.
     const state = createState(LIMITS);
-    apply(state, { v: 1, t: 1, node: "n1", epoch: 1, cmds: [{ type: "leader", node: "n1", epoch: 1, limits: LIMITS }] });
+    apply(state, { v: 4, t: 1, node: "n1", epoch: 1, cmds: [{ type: "leader", node: "n1", epoch: 1, limits: LIMITS }] });
     expect(() => apply(state, { v: 1, t: 2, node: "n1", epoch: 1, cmds: [{ ...acquire, mode: "shared" }] })).toThrow(/version-1 log entry/);
+  });
+});
+
+describe("ended sessions stay ended (maxEndedSessions)", () => {
+  const hello = (h: Harness, client: string, seq = 1): Reply => h.send(client, { type: "hello" }, seq);
+
+  test("a goodbye's id is remembered too: a late copy of its hello is refused and creates nothing", () => {
+    const h = new Harness();
+    expect(hello(h, "client-gone")).toMatchObject({ ok: true });
+    expect(h.send("client-gone", { type: "goodbye" })).toMatchObject({ ok: true });
+    expect(hello(h, "client-gone")).toMatchObject({ ok: false, error: "SESSION_EXPIRED" });
+    expect(h.state.sessions.has("client-gone")).toBe(false);
+    expect(classify(h.state, "client-gone", 1)).toEqual({ kind: "ended" });
+    expect(classify(h.state, "client-never", 1)).toEqual({ kind: "noSession" });
+  });
+
+  test("only the newest maxEndedSessions ids are kept; a new leader with a smaller table keeps the newest of them", () => {
+    const h = new Harness();
+    for (const id of ["client-1111", "client-2222", "client-3333"]) {
+      hello(h, id);
+      h.entry([{ type: "expireSession", client: id }]);
+    }
+    expect([...h.state.endedSessions.keys()]).toEqual(["client-1111", "client-2222", "client-3333"]);
+    h.entry([{ type: "leader", node: "n2", epoch: ++h.epoch, limits: { ...LIMITS, maxEndedSessions: 2 } }]);
+    expect([...h.state.endedSessions.keys()]).toEqual(["client-2222", "client-3333"]);
+    hello(h, "client-4444");
+    h.entry([{ type: "expireSession", client: "client-4444" }]);
+    expect([...h.state.endedSessions.keys()]).toEqual(["client-3333", "client-4444"]);
+    // Forgotten, the oldest id can be created again: the bound is what the table costs.
+    expect(hello(h, "client-2222")).toMatchObject({ ok: true });
+  });
+
+  test("a log whose leader entry names no maxEndedSessions (written before it) remembers none and replays as it did", () => {
+    const { maxEndedSessions: _dropped, ...older } = LIMITS;
+    const state = createState(LIMITS);
+    const entry = (cmds: Command[]): Effect[] => apply(state, { v: entryVersion(cmds), t: 1_000, node: "n1", epoch: 1, cmds });
+    const leader: Command = { type: "leader", node: "n1", epoch: 1, limits: older as typeof LIMITS };
+    expect(entryVersion([leader])).toBe(1);
+    entry([leader]);
+    entry([{ type: "hello", client: "client-old1", seq: 1, ack: 0 }]);
+    entry([{ type: "expireSession", client: "client-old1" }]);
+    expect(state.endedSessions.size).toBe(0);
+    const again = entry([{ type: "hello", client: "client-old1", seq: 1, ack: 0 }]);
+    expect(again).toContainEqual(expect.objectContaining({ type: "reply", reply: expect.objectContaining({ ok: true }) }));
+    expect(snapshot(state).version).toBe(2);
+  });
+
+  test("a leader entry that names it is version 4, and the state snapshot that keeps the ids is version 3 and restores them", () => {
+    expect(entryVersion([{ type: "leader", node: "n1", epoch: 1, limits: LIMITS }])).toBe(4);
+    const h = new Harness();
+    hello(h, "client-snap");
+    h.entry([{ type: "expireSession", client: "client-snap" }]);
+    const snap = snapshot(h.state);
+    expect(snap.version).toBe(3);
+    expect(snap.endedSessions).toEqual([["client-snap", h.now]]);
+    const restored = restore(JSON.parse(JSON.stringify(snap)));
+    expect([...restored.endedSessions.keys()]).toEqual(["client-snap"]);
+    expect(snapshot(restored)).toEqual(snap);
   });
 });

@@ -18,7 +18,7 @@ const BOUNDED_LABELS = new Set(["op", "outcome", "role", "event", "reason", "kin
 function stateWithTraffic(): State {
   const state = createState(DEFAULT_LIMITS);
   const t = 1_000;
-  const entry = (cmds: unknown[]) => apply(state, { v: 1, t, node: "n1", epoch: 1, cmds } as never);
+  const entry = (cmds: unknown[]) => apply(state, { v: 4, t, node: "n1", epoch: 1, cmds } as never);
   entry([{ type: "leader", node: "n1", epoch: 1, limits: DEFAULT_LIMITS }]);
   entry([
     { type: "hello", client: "client-aaaaaaaa", seq: 1, ack: 0 },

@@ -154,7 +154,7 @@ function simulate(seed: number, credit: Credit, variant: Variant = { noteHeard: 
       const prevAliveAt = lastDeath?.lastKeyWrite;
       const epoch = state.epoch + 1;
       applyEntry(
-        { v: 1, t, node: `n${epoch}`, epoch, cmds: [{ type: "leader", node: `n${epoch}`, epoch, limits: LIMITS, ...(prevAliveAt === undefined ? {} : { prevAliveAt }) }] },
+        { v: 4, t, node: `n${epoch}`, epoch, cmds: [{ type: "leader", node: `n${epoch}`, epoch, limits: LIMITS, ...(prevAliveAt === undefined ? {} : { prevAliveAt }) }] },
         t,
         undefined,
       );

@@ -16,7 +16,7 @@ function entry(state: State, t: number, ...cmds: Command[]): LogEntry {
 
 function lead(state: State, t: number, prevAliveAt?: number): void {
   const epoch = state.epoch + 1;
-  apply(state, { v: 1, t, node: `n${epoch}`, epoch, cmds: [{ type: "leader", node: `n${epoch}`, epoch, limits: LIMITS, ...(prevAliveAt === undefined ? {} : { prevAliveAt }) }] });
+  apply(state, { v: 4, t, node: `n${epoch}`, epoch, cmds: [{ type: "leader", node: `n${epoch}`, epoch, limits: LIMITS, ...(prevAliveAt === undefined ? {} : { prevAliveAt }) }] });
 }
 
 function withSessions(): State {

@@ -16,7 +16,7 @@ test("status shows exclusive holders as before, readers, and semaphore permits",
   const state = createState(DEFAULT_LIMITS);
   let t = 1000;
   const entry = (cmds: Command[]) => apply(state, { v: entryVersion(cmds), t, node: "n1", epoch: state.epoch, cmds });
-  apply(state, { v: 1, t, node: "n1", epoch: 1, cmds: [{ type: "leader", node: "n1", epoch: 1, limits: DEFAULT_LIMITS }] });
+  apply(state, { v: 4, t, node: "n1", epoch: 1, cmds: [{ type: "leader", node: "n1", epoch: 1, limits: DEFAULT_LIMITS }] });
   const clients = ["client-aaaaaaaa", "client-bbbbbbbb", "client-cccccccc"];
   entry(clients.map((client) => ({ type: "hello", client, seq: 1, ack: 0 })));
   const acquire = (client: string, lock: string, more: object) => ({ type: "acquire" as const, client, seq: 2, ack: 1, lock, leaseMs: 2000, waitMs: null, ...more });

@@ -178,7 +178,7 @@ describe("waits: a queued request does not hold the ack back", () => {
     expect(entryVersion([{ type: "hello", client: "client-aaaa", seq: 1, ack: 0, listsWaits: true }])).toBe(3);
     const cmds: Command[] = [{ type: "hello", client: "client-aaaa", seq: 1, ack: 0, listsWaits: true }];
     const state = createState(LIMITS);
-    apply(state, { v: 1, t: 1, node: "n1", epoch: 0, cmds: [{ type: "leader", node: "n1", epoch: 1, limits: LIMITS }] });
+    apply(state, { v: 4, t: 1, node: "n1", epoch: 0, cmds: [{ type: "leader", node: "n1", epoch: 1, limits: LIMITS }] });
     expect(() => apply(state, { v: 2, t: 2, node: "n1", epoch: 1, cmds })).toThrow(/version-2 log entry holds a command of version 3/);
     const entry = { v: 3 as const, t: 2, node: "n1", epoch: 1, cmds };
     expect(decodeEntry(2, encodeEntry(entry))).toEqual(entry);
