@@ -45,7 +45,7 @@ export const ErrorDescriptions: Record<ErrorName, string> = {
   LOCK_EXPIRED:
     "The grant under this token ended (its lease ran out, or its holder gave it up with abandon, or the client library declared it lost because no renewal was confirmed in time); its staged appends were discarded. Acquire again: the client library has already ended the grant on the server.",
   SESSION_EXPIRED:
-    "The client's session is unknown or was expired after going silent; its grants ended and its waits were cancelled. Connect again (the client does, under a new id). Also the answer to a hello under the id of a session that ended (`maxEndedSessions`): an ended session is never revived.",
+    "The client's session is unknown or was expired after going silent; its grants ended and its waits were cancelled. Connect again.",
   ALREADY_HELD:
     "The client already holds, or is already waiting for, this lock. Use the lease it has, or release it first.",
   WAIT_TIMEOUT: "The acquire waited longer than its waitMs without being granted; it has left the queue.",
