@@ -209,7 +209,8 @@ export class AcquireWaits {
           throw this.cancelledBy(signal!, pending.lock);
         }
         if (this.closing.aborted) throw new ClosedError(`the client was closed while acquiring ${pending.lock}`, { cause: e });
-        if (isDlmError(e, "TIMEOUT") || isDlmError(e, "UNAVAILABLE")) {
+        // An ended session has no wait left to cancel (its end cancelled it, or it ran).
+      if ((isDlmError(e, "TIMEOUT") || isDlmError(e, "UNAVAILABLE")) && !session.expired) {
           // Giving up here does not end the wait on the server: it may still
           // be queued, and would later block this client's own acquires
           // (ALREADY_HELD) or hold the lock for a lease if its grant
@@ -314,7 +315,7 @@ export class AcquireWaits {
       pending.fail(new InternalError(`unexpected acquire reply: ${JSON.stringify(reply)}`));
       return "settled";
     }
-    pending.fail(this.requests.replyError(session, reply));
+    pending.fail(this.requests.replyError(session, reply, pending.seq));
     return "settled";
   }
 

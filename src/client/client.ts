@@ -609,6 +609,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     }
     const seq = session.seqs.issue();
     const pending = new PendingAcquire(seq, lock);
+    pending.commit = true;
     session.pending.set(seq, pending);
     const build = (): LoggedRequest => ({
       op: "commit",

@@ -107,6 +107,14 @@ export class PendingAcquire {
   state: "waiting" | "granted" | "failed" = "waiting";
   /** When the first attempt of this seq was sent. */
   firstSentAt: number | undefined;
+  /** Attempts of this seq sent so far. */
+  sends = 0;
+  /**
+   * A one-request commit: if the session ends before its answer is seen,
+   * it may have run (granted from the queue, its notice lost), so its fate
+   * is unknown rather than "nothing was written".
+   */
+  commit = false;
   /** When the latest attempt that was answered "queued" was sent: the grant came after it. */
   lastQueuedSentAt: number | undefined;
   result: GrantResult | undefined;
@@ -129,6 +137,7 @@ export class PendingAcquire {
 
   sent(at: number): void {
     this.firstSentAt ??= at;
+    this.sends++;
   }
 
   queued(sentAt: number): void {

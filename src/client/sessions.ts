@@ -120,7 +120,19 @@ export class Sessions {
     session.sub?.unsubscribe();
     this.log.warn({ client: session.id }, "dlm client: session expired; starting a new one");
     for (const pending of session.pending.values()) {
-      pending.fail(new SessionExpiredError(`session ${session.id} expired while waiting for ${pending.lock}`, { cause: error }));
+      // A commit that was sent may have run before the session ended (its
+      // grant and answer went with the session): unknown, not "nothing was
+      // written", unless the session's end was its own only attempt's answer.
+      const unknown = pending.commit && pending.sends > 0 && !(answeredSeq === pending.seq && pending.sends === 1);
+      pending.fail(
+        unknown
+          ? new TimeoutError(
+              `session ${session.id} expired while the commit under ${pending.lock} (seq ${pending.seq}) had no final answer: ` +
+                "it may or may not have been committed, and the answer is gone with the session (read the files to know)",
+              { cause: error },
+            )
+          : new SessionExpiredError(`session ${session.id} expired while waiting for ${pending.lock}`, { cause: error }),
+      );
     }
     this.leases.loseSession(session, error, answeredSeq);
     if (this.currentSession === session) {

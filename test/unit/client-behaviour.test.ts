@@ -1204,6 +1204,29 @@ describe("DlmClient: what it owes the server after giving up is paid, and the ne
     return { server, held, c, gaveUp };
   }
 
+  test("a commit queued when its session expires rejects with TimeoutError (it may have run), not SESSION_EXPIRED", async () => {
+    const server = new QueueingCommits();
+    server.maxSectionBytes = 1024;
+    const holder = await mk(server);
+    await holder.acquire("global");
+    const c = await mk(server, { requestTimeoutMs: 100 });
+    const commit = c.commit([{ file: "file_2", data: "x" }]);
+    await waitFor(() => server.lock("global").queue.length === 1);
+    server.expireSession(c.clientId!);
+    const e = await commit.catch((err: unknown) => err);
+    expect(e).toBeInstanceOf(TimeoutError);
+    expect((e as Error).message).toMatch(/may or may not have been committed/);
+  });
+
+  test("a commit whose only attempt is answered SESSION_EXPIRED never ran: SessionExpiredError", async () => {
+    const server = new FakeServer();
+    server.maxSectionBytes = 1024;
+    const c = await mk(server);
+    server.expireSession(c.clientId!);
+    await expect(c.commit([{ file: "file_2", data: "x" }])).rejects.toBeInstanceOf(SessionExpiredError);
+    expect(server.files.get("file_2")).toBeUndefined();
+  });
+
   test("an acquire right after a commit given up on TIMEOUT waits for that commit's cancel instead of being refused ALREADY_HELD", async () => {
     // The cancel is slow to reach the server, so the commit still waits there when the caller acquires.
     const { server, held, c, gaveUp } = await giveUpOnCommit([{ op: "cancel", nth: 1, action: { kind: "delayRequest", ms: 150 } }], { requestTimeoutMs: 400 });
