@@ -4,7 +4,10 @@
  * incarnation only: a restart resets memory) must not rise by more than
  * max(16 MiB, 20% of the mean) over that span. A line through many samples
  * is not fooled by the saw-tooth of garbage collection, and ignoring the
- * first half ignores warm-up (JIT, caches, pools filling).
+ * first half ignores warm-up (JIT, caches, pools filling). A process
+ * restarted late in the run warms up in the run's second half, so its
+ * first half of life is ignored as well: its samples count from the later
+ * of the run's midpoint and the midpoint of its own sampled life.
  */
 
 export interface MemorySample {
@@ -46,7 +49,10 @@ export function growthProblems(samples: MemorySample[], runMs: number): string[]
   for (const node of [...new Set(samples.map((s) => s.node))].sort((a, b) => a - b)) {
     const mine = samples.filter((s) => s.node === node).sort((a, b) => a.atMs - b.atMs);
     const last = mine[mine.length - 1]!;
-    const half = mine.filter((s) => s.atMs >= runMs / 2 && s.startTime === last.startTime);
+    const life = mine.filter((s) => s.startTime === last.startTime);
+    const bornAt = life[0]!.atMs;
+    const from = Math.max(runMs / 2, bornAt + (last.atMs - bornAt) / 2);
+    const half = life.filter((s) => s.atMs >= from);
     if (half.length < MIN_SAMPLES) continue;
     const spanMs = half[half.length - 1]!.atMs - half[0]!.atMs;
     for (const key of ["heap", "rss"] as const) {

@@ -39,3 +39,27 @@ test("only the last incarnation counts: growth before a restart is not a leak", 
   );
   expect(growthProblems(s, RUN_MS)).toEqual([]);
 });
+
+test("a process restarted late in the run is judged after its own warm-up, not during it", () => {
+  // Killed and restarted at 85% of the run (soak seed 1919, n3): it warms up
+  // (+20 MiB) in its first half of life, then holds steady.
+  const restartAt = RUN_MS * 0.85;
+  const s = series(
+    0,
+    (at) => {
+      if (at < restartAt) return 60 * MiB;
+      const age = at - restartAt;
+      const life = RUN_MS - restartAt;
+      return age < life / 2 ? 40 * MiB + (age / (life / 2)) * 20 * MiB : 60 * MiB;
+    },
+    (at) => (at < restartAt ? 1 : 2),
+  );
+  expect(growthProblems(s, RUN_MS)).toEqual([]);
+  // A late incarnation that keeps climbing through its second half of life is still caught.
+  const leaking = series(
+    1,
+    (at) => (at < restartAt ? 60 * MiB : 40 * MiB + ((at - restartAt) / 60_000) * 40 * MiB),
+    (at) => (at < restartAt ? 1 : 2),
+  );
+  expect(growthProblems(leaking, RUN_MS)).toEqual([expect.stringMatching(/^n2 heap keeps growing/)]);
+});
