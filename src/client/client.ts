@@ -523,6 +523,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
       throw new FileNotFoundError(`${JSON.stringify(file)} is not one of file_0 … file_99`);
     }
     const bytes = toBytes(data);
+    if (bytes.length === 0) throw new BadRequestError("an append needs at least one byte of data");
     const lease = opts.lease ?? this.leaseFor(DEFAULT_LOCK);
     if (!lease) {
       const lost = this.keeper.lastLost(DEFAULT_LOCK);
@@ -594,6 +595,7 @@ export class DlmClient extends EventEmitter implements LeaseOwner {
     for (const a of appends) {
       if (fileIndex(a.file) === undefined) throw new FileNotFoundError(`${JSON.stringify(a.file)} is not one of file_0 … file_99`);
       const data = toBytes(a.data);
+      if (data.length === 0) throw new BadRequestError(`an append needs at least one byte of data (${a.file})`);
       if (info && data.length > info.maxAppendBytes) {
         throw new TooLargeError(`append of ${data.length} bytes is larger than the server's limit of ${info.maxAppendBytes}`);
       }

@@ -266,6 +266,9 @@ function base64(raw: Record<string, unknown>, maxBytes: number): string {
   if (!BASE64.test(data)) throw new Invalid("BAD_REQUEST", "field 'data' is not valid base64");
   const exact = Buffer.byteLength(data, "base64");
   if (exact > maxBytes) throw new Invalid("TOO_LARGE", `append of ${exact} bytes exceeds maxAppendBytes ${maxBytes}`);
+  // An empty append changes no file, and only bytes count against a
+  // section's limit: without this a grant could stage any number of them.
+  if (exact === 0) throw new Invalid("BAD_REQUEST", "an append needs at least one byte of data");
   return data;
 }
 

@@ -7,6 +7,7 @@
  */
 import { connect, type DlmClient } from "../../src/client/client";
 import {
+  BadRequestError,
   CancelledError,
   ClosedError,
   FileNotFoundError,
@@ -969,6 +970,17 @@ describe("DlmClient against a fake leader", () => {
     await pause(200);
     expect(server.ops("ping", c.clientId).length).toBeGreaterThanOrEqual(3);
     expect(server.ops("ping", c.clientId)[0]).toEqual({ op: "ping", client: c.clientId });
+  });
+
+  test("an empty append or commit fails locally with BadRequestError and sends nothing", async () => {
+    const server = new FakeServer();
+    server.maxSectionBytes = 1024;
+    const c = await mk(server);
+    await c.acquire("global");
+    const before = server.received.length;
+    await expect(c.append("file_1", "")).rejects.toBeInstanceOf(BadRequestError);
+    await expect(c.commit([{ file: "file_1", data: new Uint8Array(0) }])).rejects.toBeInstanceOf(BadRequestError);
+    expect(server.received).toHaveLength(before);
   });
 
   test("append without a global lease fails locally; bad file names fail locally", async () => {

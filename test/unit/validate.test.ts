@@ -70,6 +70,10 @@ describe("request validation", () => {
     ["acquireAll of a bad mode", { op: "acquireAll", ...session, locks: [{ lock: "a", mode: "write" }] }, "BAD_REQUEST"],
     ["acquireAll of the files lock shared", { op: "acquireAll", ...session, locks: [{ lock: "a" }, { lock: "global", mode: "shared" }] }, "BAD_REQUEST"],
     ["acquireAll with a bad waitMs", { op: "acquireAll", ...session, locks: [{ lock: "a" }], waitMs: -1 }, "BAD_REQUEST"],
+    // An empty append changes nothing and only bytes count against a section: unrefused, a grant could stage any number.
+    ["an empty append", { op: "append", ...session, file: "file_1", data: "", token: 1 }, "BAD_REQUEST"],
+    ["a release carrying an empty append", { op: "release", ...session, lock: "global", token: 1, appends: [{ file: "file_1", data: "QQ==" }, { file: "file_2", data: "" }] }, "BAD_REQUEST"],
+    ["a commit carrying an empty append", { op: "commit", ...session, appends: [{ file: "file_1", data: "" }] }, "BAD_REQUEST"],
   ])("%s → %s", (_what, raw, code) => {
     expect(errorOf(raw)).toBe(code);
   });
