@@ -58,13 +58,32 @@ export class Sessions {
   ensure(): Promise<Session> {
     if (this.closing.aborted) return Promise.reject(new ClosedError("the dlm client is closed"));
     if (!this.sessionPromise) {
-      const p = this.start();
+      const p = this.startFresh();
       this.sessionPromise = p;
       p.catch(() => {
         if (this.sessionPromise === p) this.sessionPromise = undefined;
       });
     }
     return this.sessionPromise;
+  }
+
+  /**
+   * start(), again under a new id if the hello was answered SESSION_EXPIRED:
+   * its first attempt created the session, which then expired before a
+   * retry of the hello got through (the client was paused that long), and
+   * the cluster never revives an ended id. A fixed clientId is not
+   * replaced: that answer is then the caller's to see.
+   */
+  private async startFresh(): Promise<Session> {
+    for (let attempt = 1; ; attempt++) {
+      const fixedId = this.generation === 0 && this.options.clientId !== undefined;
+      try {
+        return await this.start();
+      } catch (e) {
+        if (fixedId || attempt >= 3 || !(e instanceof SessionExpiredError)) throw e;
+        this.log.warn({ err: errorMessage(e) }, "dlm client: the new session ended before its hello was answered; starting another");
+      }
+    }
   }
 
   private async start(): Promise<Session> {

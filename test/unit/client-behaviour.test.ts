@@ -963,6 +963,27 @@ describe("DlmClient against a fake leader", () => {
     expect(server.ops("acquire", c.clientId)[0]!.seq).toBe(2);
   });
 
+  test("a hello answered SESSION_EXPIRED (its session ended before a retry got through) starts over under a new id; a fixed clientId does not", async () => {
+    class EndsFirstSession extends FakeServer {
+      refused: string[] = [];
+      protected override answer(req: Req): Reply {
+        if (req.op === "hello" && this.refused.length === 0) {
+          this.refused.push(req.client);
+          return fail("SESSION_EXPIRED");
+        }
+        return super.answer(req);
+      }
+    }
+    const server = new EndsFirstSession();
+    const c = await mk(server);
+    expect(server.refused).toHaveLength(1);
+    expect(c.clientId).not.toBe(server.refused[0]);
+    expect((await c.acquire("a")).lock).toBe("a");
+
+    const fixed = new EndsFirstSession();
+    await expect(mk(fixed, { clientId: "fixed-client-id" })).rejects.toBeInstanceOf(SessionExpiredError);
+  });
+
   test("heartbeat pings keep an idle session alive", async () => {
     const server = new FakeServer();
     server.sessionTimeoutMs = 90;
