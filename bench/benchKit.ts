@@ -8,7 +8,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { connect as natsConnect } from "@nats-io/transport-node";
 import { createInbox, headers, type Msg, type NatsConnection } from "@nats-io/nats-core";
-import { jetstream, jetstreamManager, StorageType } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, StorageType, type JetStreamManager } from "@nats-io/jetstream";
 import { RequestMux } from "../src/protocol/requestMux";
 import { clusterStatus } from "../src/cli/statusCommand";
 import { startNatsCluster, startNatsServer } from "../src/local/natsServer";
@@ -137,13 +137,7 @@ export async function measureFloor(urls: string[], replicas: number, seconds: nu
   const rr = await timedFor(seconds, () => mux.request("bench.floor.echo", data, 5000));
   sub.unsubscribe();
   const jsm = await jetstreamManager(client);
-  await jsm.streams.add({ name: "BENCH_FLOOR", subjects: ["bench.floor.log"], storage: StorageType.File, num_replicas: replicas });
-  // A fresh R3 stream needs its leader before the first publish.
-  for (let i = 0; i < 100; i++) {
-    const info = await jsm.streams.info("BENCH_FLOOR");
-    if (replicas === 1 || info.cluster?.leader) break;
-    await sleep(100);
-  }
+  await addFileStream(jsm, "BENCH_FLOOR", "bench.floor.log", replicas);
   const js = jetstream(client, { timeout: 5000 });
   let last = 0;
   const pub = await timedFor(seconds, async () => {
@@ -169,12 +163,7 @@ export async function measureFloor(urls: string[], replicas: number, seconds: nu
  */
 async function measureLogFirst(urls: string[], client: NatsConnection, replicas: number, data: Uint8Array, seconds: number): Promise<number[]> {
   const jsm = await jetstreamManager(client);
-  await jsm.streams.add({ name: "BENCH_LF", subjects: ["bench.floor.lf"], storage: StorageType.File, num_replicas: replicas });
-  for (let i = 0; i < 100; i++) {
-    const info = await jsm.streams.info("BENCH_LF");
-    if (replicas === 1 || info.cluster?.leader) break;
-    await sleep(100);
-  }
+  await addFileStream(jsm, "BENCH_LF", "bench.floor.lf", replicas);
   const child = spawn(process.execPath, [path.join(__dirname, "logFollower.js"), urls.join(","), "BENCH_LF"], {
     stdio: ["pipe", "pipe", "inherit"],
   });
@@ -209,6 +198,16 @@ async function measureLogFirst(urls: string[], client: NatsConnection, replicas:
     child.kill();
     sub.unsubscribe();
     await jsm.streams.delete("BENCH_LF");
+  }
+}
+
+/** Creates a file stream of `replicas` on `subject` and waits for its leader: a fresh R3 stream needs one before the first publish. */
+async function addFileStream(jsm: JetStreamManager, name: string, subject: string, replicas: number): Promise<void> {
+  await jsm.streams.add({ name, subjects: [subject], storage: StorageType.File, num_replicas: replicas });
+  for (let i = 0; i < 100; i++) {
+    const info = await jsm.streams.info(name);
+    if (replicas === 1 || info.cluster?.leader) break;
+    await sleep(100);
   }
 }
 

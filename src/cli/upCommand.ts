@@ -18,7 +18,8 @@ import { int, MAX_PORT, parseArgs, str, UsageError, type CommandSpec } from "./a
 import { runDemo } from "./demo";
 import { connectNats, LOCAL_AUTH_FLAGS, localServerAuth, localServerConnection } from "./natsFlags";
 import { clusterStatus, formatStatus } from "./statusCommand";
-import { sleepUntilAborted, untilAborted, whenAborted } from "../util/untilAborted";
+import { sleep } from "../client/retry";
+import { untilAborted, whenAborted } from "../util/untilAborted";
 
 /** First metrics port of `dlm up`: clear of NATS (4222, 6222, 8222) and of common exporters (9090, 9100). */
 export const UP_METRICS_PORT = 9470;
@@ -209,7 +210,7 @@ export async function runUp(argv: string[]): Promise<void> {
       for (const deadline = Date.now() + 5000; Date.now() < deadline; last = await now()) {
         const caughtUp = last.lastSeq !== null && last.nodes.length === expected && last.nodes.every((n) => n.appliedSeq >= last.lastSeq!);
         if (caughtUp) break;
-        await sleepUntilAborted(100, signal);
+        await sleep(100, signal);
       }
       say(formatStatus(last));
       await stopAll();
@@ -249,7 +250,7 @@ async function waitForLeader(nc: NatsConnection, prefix: string, nodes: ManagedP
     if (dead) throw new Error(`node ${dead.name} exited during start-up:\n${dead.tail(20)}`);
     const status = await untilAborted(clusterStatus(nc, prefix), signal);
     if (status.leader?.leader) return `${status.leader.leader} (epoch ${status.leader.epoch})`;
-    await sleepUntilAborted(250, signal);
+    await sleep(250, signal);
   }
   throw new Error(`no dlm node became leader within ${timeoutMs} ms:\n${nodes.map((n) => n.tail(10)).join("\n")}`);
 }

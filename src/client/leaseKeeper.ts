@@ -41,7 +41,7 @@ import { errorMessage } from "../util/errorMessage";
 import { outcomeUnknown, type Requests } from "./requests";
 import { emptySection, type LocalSection } from "./sections";
 import { MAX_TRACKED_LOCKS, type ServerCleanups } from "./serverCleanups";
-import type { GrantResult, Session } from "./session";
+import { mayHaveRun, type GrantResult, type Session } from "./session";
 import type { Stopper } from "./stopper";
 
 export interface LeaseRecord {
@@ -626,7 +626,7 @@ export class LeaseKeeper {
     for (const rec of [...this.records.values()]) {
       if (rec.session !== session) continue;
       const { lease } = rec;
-      const unknown = rec.releaseSeq !== undefined && rec.releaseSends > 0 && !(rec.releaseSeq === answeredSeq && rec.releaseSends === 1);
+      const unknown = rec.releaseSeq !== undefined && mayHaveRun(rec.releaseSeq, rec.releaseSends, answeredSeq);
       this.loseLease(
         rec,
         unknown

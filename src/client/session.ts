@@ -103,6 +103,17 @@ export interface GrantResult {
 }
 
 /** An acquire (or commit, or acquireAll) that has been sent and has no final outcome yet. */
+/**
+ * Whether a logged request sent `sends` times may have run before its
+ * session ended, once the session's end was learned from the answer to
+ * `answeredSeq` (if from a request's answer at all). It may have, once
+ * sent, unless the session's end was the answer to its only attempt: then
+ * the server had no session to run it in.
+ */
+export function mayHaveRun(seq: number, sends: number, answeredSeq: number | undefined): boolean {
+  return sends > 0 && !(answeredSeq === seq && sends === 1);
+}
+
 export class PendingAcquire {
   state: "waiting" | "granted" | "failed" = "waiting";
   /** When the first attempt of this seq was sent. */

@@ -26,7 +26,7 @@ import type { Logger, ResolvedOptions } from "./options";
 import { errorMessage } from "../util/errorMessage";
 import type { Requests } from "./requests";
 import { raceSignal } from "./retry";
-import { Session, type GrantResult } from "./session";
+import { mayHaveRun, Session, type GrantResult } from "./session";
 import { Stopper } from "./stopper";
 import type { Transport } from "./transport";
 
@@ -142,7 +142,7 @@ export class Sessions {
       // A commit that was sent may have run before the session ended (its
       // grant and answer went with the session): unknown, not "nothing was
       // written", unless the session's end was its own only attempt's answer.
-      const unknown = pending.commit && pending.sends > 0 && !(answeredSeq === pending.seq && pending.sends === 1);
+      const unknown = pending.commit && mayHaveRun(pending.seq, pending.sends, answeredSeq);
       pending.fail(
         unknown
           ? new TimeoutError(

@@ -33,7 +33,7 @@ import { MAX_REQUEST_BYTES, messageBudgetBytes, type Limits } from "../protocol/
 import type { LoggedRequest, Notification, Reply } from "../protocol/messages";
 import { namespaceMismatch, type Names } from "../protocol/subjects";
 import { parseRequest } from "../protocol/validate";
-import { classify, dueCommands, errorReply, okReply } from "../state";
+import { classify, dueCommands, endedSessionReply, errorReply, okReply } from "../state";
 import type { Command, Effect, LogEntry, State } from "../state";
 import { assert, InvariantError } from "../util/assert";
 import { errorMessage } from "../util/errorMessage";
@@ -317,7 +317,7 @@ export class Coordinator {
         // The machine would refuse it as well (a late copy of a dead
         // session's hello cannot revive it): answer without logging.
         if (request.op === "goodbye") return this.respond(msg, okReply("Disconnected!"));
-        return this.respond(msg, errorReply("SESSION_EXPIRED", "this session has ended; a new session needs a new client id"));
+        return this.respond(msg, endedSessionReply());
       case "stale":
         return this.respond(msg, errorReply("STALE_REQUEST", `seq ${request.seq} was already acknowledged by this client`));
       case "cached":

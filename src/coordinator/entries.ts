@@ -3,7 +3,7 @@
  * checks the envelope; the commands inside were validated by the leader
  * that wrote them, and the state machine asserts what it relies on.
  */
-import type { LogEntry } from "../state";
+import { isEntryVersion, type LogEntry } from "../state";
 import { InvariantError } from "../util/assert";
 
 const encoder = new TextEncoder();
@@ -22,7 +22,7 @@ export function decodeEntry(seq: number, data: Uint8Array): LogEntry {
     throw new InvariantError(`log entry ${seq} is not JSON: ${(err as Error).message}`);
   }
   const e = entry as Partial<LogEntry> | null;
-  if (!e || (e.v !== 1 && e.v !== 2 && e.v !== 3 && e.v !== 4) || typeof e.t !== "number" || typeof e.epoch !== "number" || typeof e.node !== "string" || !Array.isArray(e.cmds)) {
+  if (!e || !isEntryVersion(e.v) || typeof e.t !== "number" || typeof e.epoch !== "number" || typeof e.node !== "string" || !Array.isArray(e.cmds)) {
     throw new InvariantError(`log entry ${seq} has an unknown shape`);
   }
   return e as LogEntry;

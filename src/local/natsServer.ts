@@ -5,7 +5,8 @@ import * as path from "path";
 import { canConnect, freePort } from "./ports";
 import { ExitInfo, ManagedProcess, spawnManaged } from "./processes";
 import { renderAuthorization, type NatsUserEntry } from "../protocol/permissions";
-import { sleepUntilAborted, untilAborted } from "../util/untilAborted";
+import { sleep as sleepUnlessAborted } from "../client/retry";
+import { untilAborted } from "../util/untilAborted";
 
 /**
  * Local nats-server processes for `dlm up` and the test kit: one server or a
@@ -640,7 +641,7 @@ export async function waitClusterJetStreamReady(servers: NatsServerProcess[], ti
       last = `servers disagree on the meta leader: ${up.map((s, i) => `${s.serverName}->${metas[i]?.leader ?? "?"}`).join(" ")}`;
     }
     if (Date.now() > deadline) throw new Error(`nats cluster JetStream not ready after ${timeoutMs} ms: ${last}`);
-    await sleepUntilAborted(100, signal);
+    await sleepUnlessAborted(100, signal);
   }
 }
 

@@ -208,9 +208,7 @@ export class LeaderLease {
    */
   async tryAcquire(): Promise<boolean> {
     if (this.mine) return this.renew();
-    const value: LeaseValue = { nodeId: this.nodeId, acquiredAt: Date.now(), term: randomUUID() };
-    const bytes = new TextEncoder().encode(JSON.stringify(value));
-    const sentAt = Date.now();
+    const { value, bytes, sentAt } = this.newAcquisition();
     try {
       const revision = await this.withTimeout(this.kv.create(this.key, bytes), "create");
       this.mine = { value, bytes, revision, sentAt };
@@ -313,9 +311,7 @@ export class LeaderLease {
    */
   async takeOver(revision: number): Promise<boolean> {
     if (this.mine) return this.renew();
-    const value: LeaseValue = { nodeId: this.nodeId, acquiredAt: Date.now(), term: randomUUID() };
-    const bytes = new TextEncoder().encode(JSON.stringify(value));
-    const sentAt = Date.now();
+    const { value, bytes, sentAt } = this.newAcquisition();
     try {
       const written = await this.withTimeout(this.kv.update(this.key, bytes, revision, this.opTimeoutMs), "update");
       this.mine = { value, bytes, revision: written, sentAt };
@@ -439,9 +435,7 @@ export class LeaderLease {
     try {
       const entry = await this.withTimeout(this.kv.get(this.key), "get");
       if (!entry || entry.operation !== "PUT" || parseValue(entry).nodeId !== this.nodeId) return false;
-      const value: LeaseValue = { nodeId: this.nodeId, acquiredAt: Date.now(), term: randomUUID() };
-      const bytes = new TextEncoder().encode(JSON.stringify(value));
-      const sentAt = Date.now();
+      const { value, bytes, sentAt } = this.newAcquisition();
       const revision = await this.withTimeout(this.kv.update(this.key, bytes, entry.revision, this.opTimeoutMs), "update");
       this.mine = { value, bytes, revision, sentAt };
       this.log.info({ nodeId: this.nodeId, revision }, "leader lease adopted from this node's previous run");
@@ -450,6 +444,12 @@ export class LeaderLease {
       this.log.debug({ err: errInfo(err) }, "leader lease not adopted");
       return false;
     }
+  }
+
+  /** A value for a new acquisition of the key (a fresh term), its bytes, and the send time of the write about to carry it. */
+  private newAcquisition(): { value: LeaseValue; bytes: Uint8Array; sentAt: number } {
+    const value: LeaseValue = { nodeId: this.nodeId, acquiredAt: Date.now(), term: randomUUID() };
+    return { value, bytes: new TextEncoder().encode(JSON.stringify(value)), sentAt: Date.now() };
   }
 
   /** After a failed create: if the key holds the value we tried to write, the create landed. */

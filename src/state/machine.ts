@@ -37,6 +37,16 @@ export function createState(limits: Limits = DEFAULT_LIMITS): State {
 }
 
 
+/** The answer to a hello under the id of an ended session (the machine's, and the leader's without logging). */
+export function endedSessionReply(): Reply {
+  return errorReply("SESSION_EXPIRED", "this session has ended; a new session needs a new client id");
+}
+
+/** Whether `v` is a log entry version this build reads (the one list, for decoding and applying alike). */
+export function isEntryVersion(v: unknown): v is EntryVersion {
+  return v === 1 || v === 2 || v === 3 || v === 4;
+}
+
 /**
  * The log entry version `cmds` need: 4 for a leader command whose limits
  * name maxEndedSessions (a node from before it would let a dead session's
@@ -54,7 +64,7 @@ export function entryVersion(cmds: readonly Command[]): EntryVersion {
 }
 
 export function apply(state: State, entry: LogEntry): Effect[] {
-  assert(entry.v === 1 || entry.v === 2 || entry.v === 3 || entry.v === 4, () => `unknown log entry version ${String(entry.v)}`);
+  assert(isEntryVersion(entry.v), () => `unknown log entry version ${String(entry.v)}`);
   assert(entryVersion(entry.cmds) <= entry.v, () => `a version-${entry.v} log entry holds a command of version ${entryVersion(entry.cmds)}`);
   assert(Array.isArray(entry.cmds) && entry.cmds.length > 0, "log entry without commands");
   const leaderCommand = entry.cmds.find((c) => c.type === "leader");
@@ -159,7 +169,7 @@ function applyClientCommand(state: State, cmd: ClientCommand, fx: Effect[]): voi
       // A late copy of a dead session's hello (a client's new session has a
       // new id): reviving the id with an empty reply cache would let late
       // copies of its old requests run again.
-      fx.push(replyEffect(cmd, errorReply("SESSION_EXPIRED", "this session has ended; a new session needs a new client id"), false));
+      fx.push(replyEffect(cmd, endedSessionReply(), false));
       return;
     }
     if (state.sessions.size >= state.limits.maxSessions) {

@@ -278,6 +278,28 @@ class FakeServer extends FakeTransport<Req> {
 
 const mk = fakeClients();
 
+/**
+ * A waiter whose grant of "x" (token 2) reaches it only after its lease ran
+ * out locally: the grant notification is dropped, its acquire's polls lose
+ * their replies, and the renew that would confirm the grant gets no answer.
+ * `waiterRules` are more faults of the waiter's. Resolves with what the
+ * acquire finally returned.
+ */
+async function grantSeenTooLate(waiterRules: Array<Omit<FaultRule, "client">> = []) {
+  const server = new FakeServer();
+  const holder = await mk(server);
+  const faults = new FaultInjector({ rules: [{ action: { kind: "dropNotification", event: "granted" } }] });
+  const waiter = await mk(server, { faults, requestTimeoutMs: 30 });
+  faults.add({ op: "acquire", client: waiter.clientId, seq: 2, attempt: [2, 3, 4, 5, 6, 7, 8, 9, 10, 11], action: { kind: "dropReply" } });
+  faults.add({ op: "renew", client: waiter.clientId, action: { kind: "dropReply" } });
+  for (const rule of waiterRules) faults.add({ ...rule, client: waiter.clientId } as FaultRule);
+  const held = await holder.acquire("x");
+  const p = waiter.acquire("x", { leaseMs: 150 });
+  await waitFor(() => server.lock("x").queue.length === 1);
+  await held.release();
+  return { server, waiter, lease: await p };
+}
+
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ------------------------------------------------------------------ tests
@@ -765,19 +787,7 @@ describe("DlmClient against a fake leader", () => {
   });
 
   test("a grant seen after its local deadline that no renew confirms is not handed out: it is abandoned and acquire queues again", async () => {
-    const server = new FakeServer();
-    const holder = await mk(server);
-    const faults = new FaultInjector({ rules: [{ action: { kind: "dropNotification", event: "granted" } }] });
-    const waiter = await mk(server, { faults, requestTimeoutMs: 30 });
-    // The waiter's acquire (seq 2) loses the replies of its polls, and the
-    // renew that would confirm the late grant gets no answer.
-    faults.add({ op: "acquire", client: waiter.clientId, seq: 2, attempt: [2, 3, 4, 5, 6, 7, 8, 9, 10, 11], action: { kind: "dropReply" } });
-    faults.add({ op: "renew", client: waiter.clientId, action: { kind: "dropReply" } });
-    const held = await holder.acquire("x");
-    const p = waiter.acquire("x", { leaseMs: 150 });
-    await waitFor(() => server.lock("x").queue.length === 1);
-    await held.release();
-    const lease = await p;
+    const { server, waiter, lease } = await grantSeenTooLate();
     // The first grant (token 2) was given back without committing; the
     // lease returned is a later grant, confirmed in time.
     expect(server.ops("abandon", waiter.clientId).map((r) => r.token)).toContain(2);
@@ -1283,18 +1293,7 @@ describe("DlmClient: what it owes the server after giving up is paid, and the ne
   test("the abandon of a grant seen too late is waited for before the acquire queues again, also when its first attempt is lost", async () => {
     // As "a grant seen after its local deadline that no renew confirms is
     // not handed out", and the first attempt of that abandon is lost.
-    const server = new FakeServer();
-    const holder = await mk(server);
-    const faults = new FaultInjector({ rules: [{ action: { kind: "dropNotification", event: "granted" } }] });
-    const waiter = await mk(server, { faults, requestTimeoutMs: 30 });
-    faults.add({ op: "acquire", client: waiter.clientId, seq: 2, attempt: [2, 3, 4, 5, 6, 7, 8, 9, 10, 11], action: { kind: "dropReply" } });
-    faults.add({ op: "renew", client: waiter.clientId, action: { kind: "dropReply" } });
-    faults.add({ op: "abandon", client: waiter.clientId, nth: 1, attempt: 1, action: { kind: "dropRequest" } });
-    const held = await holder.acquire("x");
-    const p = waiter.acquire("x", { leaseMs: 150 });
-    await waitFor(() => server.lock("x").queue.length === 1);
-    await held.release();
-    const lease = await p;
+    const { server, waiter, lease } = await grantSeenTooLate([{ op: "abandon", nth: 1, attempt: 1, action: { kind: "dropRequest" } }]);
     expect(server.ops("abandon", waiter.clientId).map((r) => r.token)).toEqual([2]); // its second attempt got through
     expect(lease.token).toBeGreaterThan(2);
     // The acquire queued again only after the abandon: never refused ALREADY_HELD by the grant it gave back.

@@ -21,6 +21,18 @@ describe("coordinator pipeline", () => {
     nodes.push(n);
     return n;
   };
+  /** The stream is electing a leader: `n`'s appends find no responders until `elect()`; `refused()` counts them. */
+  const electing = (n: HarnessNode) => {
+    let elected = false;
+    let refused = 0;
+    const append = n.link.append.bind(n.link);
+    n.link.append = (data, expected, opts) => {
+      if (elected) return append(data, expected, opts);
+      refused++;
+      return Promise.reject(new NoRespondersError("dlm.log"));
+    };
+    return { refused: () => refused, elect: () => void (elected = true) };
+  };
 
   test("a deposed leader's pipelined entries, delivered after a stall, do not land behind the new leader's entry", async () => {
     const log = new MemoryLog();
@@ -107,20 +119,13 @@ describe("coordinator pipeline", () => {
     // The election here ends when the test says so, not within the default wait.
     await a.lead({ noStreamLeaderWaitMs: 60_000 });
     // The stream elects a leader: appends find no responders until the test says it has one.
-    let elected = false;
-    let refused = 0;
-    const append = a.link.append.bind(a.link);
-    a.link.append = (data, expected, opts) => {
-      if (elected) return append(data, expected, opts);
-      refused++;
-      return Promise.reject(new NoRespondersError("dlm.log"));
-    };
+    const election = electing(a);
     const hello = a.request({ op: "hello", client: CLIENT, seq: 1 });
     // More refusals than the attempt cap (3) for a timeout: no-responders is not counted against it.
-    await until(() => refused >= 5 || a.stepDowns.length > 0, "five appends refused, or a step-down");
+    await until(() => election.refused() >= 5 || a.stepDowns.length > 0, "five appends refused, or a step-down");
     expect(a.stepDowns).toEqual([]);
     expect(hello.replies).toEqual([]);
-    elected = true;
+    election.elect();
     await until(() => hello.replies.length > 0, "the hello answered");
     expect(hello.replies[0]).toMatchObject({ ok: true });
     expect(a.stepDowns).toEqual([]);
@@ -130,13 +135,9 @@ describe("coordinator pipeline", () => {
     const log = new MemoryLog();
     const a = node("A", log);
     await a.lead({ noStreamLeaderWaitMs: 60_000 });
-    let refused = 0;
-    a.link.append = () => {
-      refused++;
-      return Promise.reject(new NoRespondersError("dlm.log"));
-    };
+    const election = electing(a);
     const hello = a.request({ op: "hello", client: CLIENT, seq: 1 });
-    await until(() => refused >= 2 || a.stepDowns.length > 0, "two appends refused, or a step-down");
+    await until(() => election.refused() >= 2 || a.stepDowns.length > 0, "two appends refused, or a step-down");
     expect(a.stepDowns).toEqual([]);
     a.fresh = false;
     await until(() => hello.replies.length > 0, "the hello answered");
@@ -148,15 +149,11 @@ describe("coordinator pipeline", () => {
     const log = new MemoryLog();
     const a = node("A", log);
     await a.lead({ noStreamLeaderWaitMs: 100 });
-    let refused = 0;
-    a.link.append = () => {
-      refused++;
-      return Promise.reject(new NoRespondersError("dlm.log"));
-    };
     // A long election (the stream leader's server died): the lease stays fresh throughout.
+    const election = electing(a);
     const hello = a.request({ op: "hello", client: CLIENT, seq: 1 });
     await until(() => hello.replies.length > 0, "the hello answered");
-    expect(refused).toBeGreaterThan(1);
+    expect(election.refused()).toBeGreaterThan(1);
     expect(a.stepDowns).toHaveLength(1);
     expect(hello.replies[0]).toMatchObject({ ok: false, error: "NOT_LEADER" });
   });

@@ -51,6 +51,14 @@ function leaseOn(kv: HandKv): LeaderLease {
   return new Ctor(kv as unknown as KV, 1000, opts);
 }
 
+/** A lease over a fresh HandKv that holds the key at `revision`. */
+async function heldAt(revision: number): Promise<{ kv: HandKv; lease: LeaderLease }> {
+  const kv = new HandKv();
+  const lease = leaseOn(kv);
+  await acquired(kv, lease, revision);
+  return { kv, lease };
+}
+
 async function acquired(kv: HandKv, lease: LeaderLease, revision: number): Promise<void> {
   const won = lease.tryAcquire();
   await settle();
@@ -59,9 +67,7 @@ async function acquired(kv: HandKv, lease: LeaderLease, revision: number): Promi
 }
 
 test("a renewal asked for while one is out joins it: one update, both renewed, the revision advanced once", async () => {
-  const kv = new HandKv();
-  const lease = leaseOn(kv);
-  await acquired(kv, lease, 7);
+  const { kv, lease } = await heldAt(7);
   const first = lease.renewOutcome();
   await settle();
   expect(lease.renewalInFlight).toBe(true);
@@ -77,9 +83,7 @@ test("a renewal asked for while one is out joins it: one update, both renewed, t
 });
 
 test("a renewal that settles after its lease was released and won anew is 'superseded' and leaves the new lease alone", async () => {
-  const kv = new HandKv();
-  const lease = leaseOn(kv);
-  await acquired(kv, lease, 3);
+  const { kv, lease } = await heldAt(3);
   const old = lease.renewOutcome();
   await settle();
   const oldUpdate = kv.writes.shift() as PendingWrite;
@@ -107,9 +111,7 @@ test("a renewal that settles after its lease was released and won anew is 'super
 });
 
 test("a refused renewal of the lease as held is 'lost' and the lease is no longer held", async () => {
-  const kv = new HandKv();
-  const lease = leaseOn(kv);
-  await acquired(kv, lease, 2);
+  const { kv, lease } = await heldAt(2);
   const outcome = lease.renewOutcome();
   await settle();
   kv.writes.shift()?.reject(wrongLastSequence());

@@ -1,5 +1,6 @@
 /** Waiting for uncancellable work with a way out (src/util/untilAborted.ts), as `dlm up` does on Ctrl-C. */
-import { sleepUntilAborted, untilAborted, whenAborted } from "../../src/util/untilAborted";
+import { sleep } from "../../src/client/retry";
+import { untilAborted, whenAborted } from "../../src/util/untilAborted";
 
 function deferred<T>() {
   let resolve!: (value: T) => void;
@@ -69,18 +70,18 @@ describe("untilAborted", () => {
   });
 });
 
-describe("sleepUntilAborted and whenAborted", () => {
+describe("the sleep dlm up waits with, and whenAborted", () => {
   test("a sleep ends early on abort, with the reason", async () => {
     const controller = new AbortController();
     const started = Date.now();
-    const sleeping = sleepUntilAborted(60_000, controller.signal);
+    const sleeping = sleep(60_000, controller.signal);
     setTimeout(() => controller.abort(new Error("interrupted")), 10);
     await expect(sleeping).rejects.toThrow("interrupted");
     expect(Date.now() - started).toBeLessThan(5000);
   });
 
   test("a sleep runs its course when nothing aborts", async () => {
-    await expect(sleepUntilAborted(5, new AbortController().signal)).resolves.toBeUndefined();
+    await expect(sleep(5, new AbortController().signal)).resolves.toBeUndefined();
   });
 
   test("whenAborted resolves on the abort, or at once when it already happened", async () => {
